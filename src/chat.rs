@@ -1,0 +1,196 @@
+//! The chat cycle: load the session, prompt the model with it, append the run, save, reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::input::{Message, SessionId};
+use crate::memory::{Memory, Run};
+use crate::model::{ChatMessage, ChatModel, ModelError, Role, Usage};
+use crate::store::{SessionStore, StoreError};
+
+/// Tunables of the cycle.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub system_prompt: Option<String>,
+    pub max_runs: Option<u64>,
+    /// The longest one model call may take, whatever the deadline.
+    pub model_timeout: Duration,
+    /// Time kept back from the model for saving and answering before the invocation's deadline.
+    pub save_reserve: Duration,
+    /// Save attempts when other writers keep saving the same session in between.
+    pub max_save_attempts: u32,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            system_prompt: None,
+            max_runs: None,
+            model_timeout: crate::config::DEFAULT_MODEL_TIMEOUT,
+            save_reserve: Duration::from_millis(1500),
+            max_save_attempts: 8,
+        }
+    }
+}
+
+/// The answer to one message, after it is saved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub run_id: String,
+    pub text: String,
+    pub usage: Option<Usage>,
+    /// Wall time of each phase, for the request's log line.
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    pub load_ms: u64,
+    pub model_ms: u64,
+    pub save_ms: u64,
+    pub save_attempts: u32,
+}
+
+/// Why a message got no reply. In every case the session is as it was before the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Other writers kept saving the session; every attempt met a newer version.
+    #[error("the session was too busy to save after {0} attempts")]
+    Contention(u32),
+}
+
+pub struct ChatService {
+    store: Arc<dyn SessionStore>,
+    model: Arc<dyn ChatModel>,
+    settings: ChatSettings,
+}
+
+impl ChatService {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        model: Arc<dyn ChatModel>,
+        settings: ChatSettings,
+    ) -> Self {
+        ChatService {
+            store,
+            model,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &dyn SessionStore {
+        self.store.as_ref()
+    }
+
+    /// Runs one turn. `deadline` is when the caller stops waiting (the Lambda invocation's end).
+    pub async fn send(
+        &self,
+        session: &SessionId,
+        message: &Message,
+        deadline: Option<Instant>,
+    ) -> Result<Reply, ChatError> {
+        let mut timings = Timings::default();
+        let started = Instant::now();
+        let mut snapshot = self.store.load(session).await?;
+        timings.load_ms = ms_since(started);
+
+        let prompt = build_prompt(
+            self.settings.system_prompt.as_deref(),
+            &snapshot.memory,
+            message,
+        );
+        let model_started = Instant::now();
+        let mut model_deadline = model_started + self.settings.model_timeout;
+        if let Some(deadline) = deadline {
+            model_deadline = model_deadline.min(
+                deadline
+                    .checked_sub(self.settings.save_reserve)
+                    .unwrap_or(model_started),
+            );
+        }
+        let completion = self.model.complete(&prompt, model_deadline).await?;
+        timings.model_ms = ms_since(model_started);
+        if completion.truncated {
+            tracing::warn!(session_id = %session, "the model's answer was cut off at its length limit");
+        }
+
+        let run = Run::new(message.as_str(), completion.text);
+        let save_started = Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        for attempt in 1..=self.settings.max_save_attempts {
+            timings.save_attempts = attempt;
+            let mut memory = snapshot.memory;
+            if self.settings.max_runs.is_some() {
+                memory.max_runs = self.settings.max_runs;
+            }
+            memory.push(run.clone());
+            match self.store.save(session, &memory, snapshot.version).await {
+                Ok(()) => {
+                    timings.save_ms = ms_since(save_started);
+                    return Ok(Reply {
+                        run_id: run.id,
+                        text: run.output,
+                        usage: completion.usage,
+                        timings,
+                    });
+                }
+                Err(StoreError::Conflict) => {
+                    // Someone saved in between: take their runs and add ours after them. The
+                    // model is not asked again; its answer stands.
+                    let jitter = rand::random_range(0..=backoff.as_millis() as u64);
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(400));
+                    snapshot = self.store.load(session).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ChatError::Contention(self.settings.max_save_attempts))
+    }
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// The system prompt, then every stored run as a user/assistant pair, oldest first, then the new
+/// message.
+pub fn build_prompt(system: Option<&str>, memory: &Memory, message: &Message) -> Vec<ChatMessage> {
+    let mut prompt = Vec::with_capacity(2 + memory.runs.len() * 2);
+    if let Some(system) = system {
+        prompt.push(ChatMessage::new(Role::System, system));
+    }
+    for run in &memory.runs {
+        prompt.push(ChatMessage::new(Role::User, run.input.as_str()));
+        prompt.push(ChatMessage::new(Role::Assistant, run.output.as_str()));
+    }
+    prompt.push(ChatMessage::new(Role::User, message.as_str()));
+    prompt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_carries_history_in_order() {
+        let mut memory = Memory::default();
+        memory.push(Run::new("Hello my name is Collin.", "Hello Collin!"));
+        let message = Message::parse("What is my name?", 100).unwrap();
+        let prompt = build_prompt(Some("Be brief."), &memory, &message);
+        let roles: Vec<_> = prompt.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::System, Role::User, Role::Assistant, Role::User]
+        );
+        assert_eq!(prompt[1].content, "Hello my name is Collin.");
+        assert_eq!(prompt[3].content, "What is my name?");
+        assert_eq!(build_prompt(None, &Memory::default(), &message).len(), 1);
+    }
+}

@@ -1,0 +1,210 @@
+//! Configuration, read from the environment once per cold start.
+
+use std::fmt;
+use std::time::Duration;
+
+/// OpenAI's API; any OpenAI-compatible server can stand in via `OPENAI_BASE_URL`.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_MODEL_ID: &str = "gpt-4.1-mini";
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 * 1024;
+pub const DEFAULT_MODEL_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// A value that must never reach a log or a response.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `TABLE_NAME`: the DynamoDB table holding sessions (required).
+    pub table_name: String,
+    /// `OPENAI_BASE_URL`, without a trailing slash.
+    pub openai_base_url: String,
+    /// `OPENAI_API_KEY`: required when the base URL is OpenAI's own.
+    pub openai_api_key: Option<Secret>,
+    /// `MODEL_ID`.
+    pub model_id: String,
+    /// `SYSTEM_PROMPT`: sent first in every prompt when set.
+    pub system_prompt: Option<String>,
+    /// `MAX_RUNS`: keep at most this many runs per session.
+    pub max_runs: Option<u64>,
+    /// `MAX_MESSAGE_BYTES`: longer messages are refused with 413.
+    pub max_message_bytes: usize,
+    /// `MODEL_TIMEOUT_SECS`: the longest one model call may take.
+    pub model_timeout: Duration,
+}
+
+/// A configuration value that cannot be used; the text names the variable and what it expects.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is required but not set")]
+    Missing(&'static str),
+    #[error("{var} must be {expected}, got {value:?}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads configuration through `get`; empty values count as unset.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |key: &str| get(key).filter(|v| !v.trim().is_empty());
+
+        let table_name = get("TABLE_NAME").ok_or(ConfigError::Missing("TABLE_NAME"))?;
+        let openai_base_url = match get("OPENAI_BASE_URL") {
+            Some(url) => {
+                let url = url.trim().trim_end_matches('/').to_owned();
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"));
+                if rest.is_none_or(|host| host.is_empty()) {
+                    return Err(ConfigError::Invalid {
+                        var: "OPENAI_BASE_URL",
+                        value: url,
+                        expected: "an http:// or https:// URL",
+                    });
+                }
+                url
+            }
+            None => DEFAULT_OPENAI_BASE_URL.to_owned(),
+        };
+        let openai_api_key = get("OPENAI_API_KEY").map(Secret::new);
+        if openai_api_key.is_none() && openai_base_url == DEFAULT_OPENAI_BASE_URL {
+            return Err(ConfigError::Missing("OPENAI_API_KEY"));
+        }
+        let positive = |var: &'static str| -> Result<Option<u64>, ConfigError> {
+            get(var)
+                .map(|value| match value.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(ConfigError::Invalid {
+                        var,
+                        value,
+                        expected: "a positive whole number",
+                    }),
+                })
+                .transpose()
+        };
+        let max_message_bytes = match positive("MAX_MESSAGE_BYTES")? {
+            Some(n) => usize::try_from(n).map_err(|_| ConfigError::Invalid {
+                var: "MAX_MESSAGE_BYTES",
+                value: n.to_string(),
+                expected: "a byte count this machine can hold",
+            })?,
+            None => DEFAULT_MAX_MESSAGE_BYTES,
+        };
+        let model_timeout = match get("MODEL_TIMEOUT_SECS") {
+            Some(value) => match value.trim().parse::<f64>() {
+                Ok(secs) if secs > 0.0 && secs <= 900.0 => Duration::from_secs_f64(secs),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: "MODEL_TIMEOUT_SECS",
+                        value,
+                        expected: "a number of seconds above 0 and at most 900",
+                    })
+                }
+            },
+            None => DEFAULT_MODEL_TIMEOUT,
+        };
+
+        Ok(Config {
+            table_name,
+            openai_base_url,
+            openai_api_key,
+            model_id: get("MODEL_ID").unwrap_or_else(|| DEFAULT_MODEL_ID.to_owned()),
+            system_prompt: get("SYSTEM_PROMPT"),
+            max_runs: positive("MAX_RUNS")?,
+            max_message_bytes,
+            model_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[("TABLE_NAME", "t"), ("OPENAI_API_KEY", "sk-x")]).unwrap();
+        assert_eq!(c.openai_base_url, DEFAULT_OPENAI_BASE_URL);
+        assert_eq!(c.model_id, DEFAULT_MODEL_ID);
+        assert_eq!(c.max_message_bytes, 32 * 1024);
+        assert_eq!(c.max_runs, None);
+        assert_eq!(c.system_prompt, None);
+        assert_eq!(c.model_timeout, DEFAULT_MODEL_TIMEOUT);
+        assert!(
+            !format!("{c:?}").contains("sk-x"),
+            "the key leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn local_server_needs_no_key() {
+        let c = load(&[
+            ("TABLE_NAME", "t"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/"),
+            ("MAX_RUNS", "10"),
+            ("MODEL_TIMEOUT_SECS", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!(c.openai_base_url, "http://127.0.0.1:8080/v1");
+        assert_eq!(c.openai_api_key, None);
+        assert_eq!(c.max_runs, Some(10));
+        assert_eq!(c.model_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        assert_eq!(load(&[]).unwrap_err(), ConfigError::Missing("TABLE_NAME"));
+        assert_eq!(
+            load(&[("TABLE_NAME", "t")]).unwrap_err(),
+            ConfigError::Missing("OPENAI_API_KEY")
+        );
+        let base = [("TABLE_NAME", "t"), ("OPENAI_API_KEY", "k")];
+        for (var, value) in [
+            ("MAX_RUNS", "0"),
+            ("MAX_RUNS", "ten"),
+            ("MAX_MESSAGE_BYTES", "-1"),
+            ("MODEL_TIMEOUT_SECS", "0"),
+            ("MODEL_TIMEOUT_SECS", "NaN"),
+            ("OPENAI_BASE_URL", "ftp://x"),
+            ("OPENAI_BASE_URL", "http://"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((var, value));
+            let err = load(&pairs).unwrap_err().to_string();
+            assert!(err.starts_with(var), "{err}");
+            assert!(err.contains(value), "{err}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The HTTP adapter: routes API Gateway requests, parses and checks them, runs the chat cycle and
+//! maps every outcome to a JSON response. Nothing here panics on input, and no internal detail
+//! (SDK messages, keys, stack traces) reaches a response body: causes are logged instead.
+
+use std::error::Error as StdError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use crate::chat::{ChatError, ChatService};
+use crate::input::{InputError, Message, SessionId};
+use crate::model::ModelError;
+use crate::store::StoreError;
+
+/// Seconds a client is asked to wait before retrying a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+/// Every way a request can fail, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`: the body is not a JSON object, or a field is missing or mistyped.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 400 `invalid_session_id` / `invalid_message`, or 413 `message_too_long`.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// 404 `not_found`: no such route.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("{method} is not allowed here; use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        allowed: &'static str,
+    },
+    /// 502 `model_error` (failed, empty or unreadable answer) or 504 `model_timeout`.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// 503 `store_unavailable`, 500 `corrupt_session`, or 500 `internal`.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// 503 `session_busy`: too many writers at once; retry after a moment.
+    #[error("the session is busy, retry shortly")]
+    Busy,
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::Model(e) => ApiError::Model(e),
+            ChatError::Store(e) => ApiError::Store(e),
+            ChatError::Contention(_) => ApiError::Busy,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Input(InputError::MessageTooLong { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Input(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Model(ModelError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Model(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Store(StoreError::Unavailable(_)) | ApiError::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Input(InputError::MessageTooLong { .. }) => "message_too_long",
+            ApiError::Input(InputError::BlankMessage) => "invalid_message",
+            ApiError::Input(_) => "invalid_session_id",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Model(ModelError::Timeout) => "model_timeout",
+            ApiError::Model(_) => "model_error",
+            ApiError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            ApiError::Store(StoreError::Corrupt(_)) => "corrupt_session",
+            ApiError::Store(_) => "internal",
+            ApiError::Busy => "session_busy",
+        }
+    }
+
+    /// What the client is told: our own words, never a cause's.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Model(ModelError::Timeout) => {
+                "the model did not answer in time; nothing was stored".into()
+            }
+            ApiError::Model(_) => {
+                "the model failed to give a usable answer; nothing was stored".into()
+            }
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                "the session table is unavailable; nothing was stored, retry later".into()
+            }
+            ApiError::Store(StoreError::Corrupt(_)) => {
+                "the stored session cannot be read; it was left unchanged".into()
+            }
+            ApiError::Store(_) => "internal error; nothing was stored".into(),
+            other => other.to_string(),
+        }
+    }
+
+    fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(request_id, code = self.code(), cause = %chain(&self), "request failed");
+        } else {
+            tracing::info!(request_id, code = self.code(), error = %self, "request refused");
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.public_message()}});
+        let mut response = json_response(status, &body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+        }
+        response
+    }
+}
+
+/// "outer: inner: innermost", for logs.
+pub fn chain(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The function: one per cold start, shared by every invocation.
+pub struct App {
+    chat: ChatService,
+    max_message_bytes: usize,
+}
+
+impl App {
+    pub fn new(chat: ChatService, max_message_bytes: usize) -> Self {
+        App {
+            chat,
+            max_message_bytes,
+        }
+    }
+
+    pub fn chat(&self) -> &ChatService {
+        &self.chat
+    }
+
+    /// Answers one request; never fails at the Lambda level.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let context = request.lambda_context_ref();
+        let request_id = context.map(|c| c.request_id.clone()).unwrap_or_default();
+        // Lambda's deadline is wall-clock milliseconds; turn it into a monotonic instant.
+        let deadline = context.filter(|c| c.deadline > 0).map(|c| {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            Instant::now() + Duration::from_millis(c.deadline.saturating_sub(now_ms))
+        });
+        match self.route(&request, &request_id, deadline).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(&request_id),
+        }
+    }
+
+    async fn route(
+        &self,
+        request: &Request,
+        request_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Body>, ApiError> {
+        // Match on the path's tail so a stage prefix ("/prod/chat") or a function-URL prefix
+        // (`cargo lambda watch`'s "/lambda-url/<fn>/chat") reaches the same route.
+        let path = request.uri().path().trim_end_matches('/');
+        if path == "/chat" || path.ends_with("/chat") {
+            if request.method() != Method::POST {
+                return Err(ApiError::MethodNotAllowed {
+                    method: request.method().to_string(),
+                    allowed: "POST",
+                });
+            }
+            return self.post_chat(request, request_id, deadline).await;
+        }
+        Err(ApiError::NotFound(format!(
+            "{} {}",
+            request.method(),
+            request.uri().path()
+        )))
+    }
+
+    async fn post_chat(
+        &self,
+        request: &Request,
+        request_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Body>, ApiError> {
+        let fields = json_object(request.body())?;
+        let session_id = SessionId::parse(string_field(&fields, "session_id")?)?;
+        let message = Message::parse(string_field(&fields, "message")?, self.max_message_bytes)?;
+
+        let reply = self.chat.send(&session_id, &message, deadline).await?;
+        let t = reply.timings;
+        tracing::info!(
+            request_id,
+            session_id = %session_id,
+            run_id = %reply.run_id,
+            load_ms = t.load_ms,
+            model_ms = t.model_ms,
+            save_ms = t.save_ms,
+            save_attempts = t.save_attempts,
+            prompt_tokens = reply.usage.map(|u| u.prompt_tokens),
+            completion_tokens = reply.usage.map(|u| u.completion_tokens),
+            outcome = "ok",
+            "chat turn"
+        );
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"session_id": session_id.as_str(), "run_id": reply.run_id, "reply": reply.text}),
+        ))
+    }
+}
+
+/// The body as a JSON object. Base64-encoded bodies arrive already decoded as `Body::Binary`.
+fn json_object(body: &Body) -> Result<Map<String, Value>, ApiError> {
+    let bytes: &[u8] = match body {
+        Body::Empty => b"",
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => b"",
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidRequest(
+            "the request body is empty; send a JSON object with session_id and message".into(),
+        ));
+    }
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(ApiError::InvalidRequest(
+            "the request body must be a JSON object".into(),
+        )),
+        Err(e) => Err(ApiError::InvalidRequest(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, ApiError> {
+    match fields.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::InvalidRequest(format!("{name} must be a string"))),
+        None => Err(ApiError::InvalidRequest(format!("{name} is required"))),
+    }
+}

@@ -129,6 +129,22 @@ impl ApiError {
     }
 }
 
+/// Lambda's deadline is wall-clock epoch milliseconds; this turns it into a monotonic instant.
+/// A value that is not a plausible epoch time (local emulators send a duration such as 600000)
+/// is ignored: the model timeout still bounds the call.
+fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
+    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    if deadline_ms < now_ms.saturating_sub(DAY_MS) {
+        tracing::debug!(deadline_ms, "ignoring an implausible invocation deadline");
+        return None;
+    }
+    Some(Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+}
+
 /// "outer: inner: innermost", for logs.
 pub fn chain(e: &dyn StdError) -> String {
     let mut text = e.to_string();
@@ -173,14 +189,7 @@ impl App {
     pub async fn handle(&self, request: Request) -> Response<Body> {
         let context = request.lambda_context_ref();
         let request_id = context.map(|c| c.request_id.clone()).unwrap_or_default();
-        // Lambda's deadline is wall-clock milliseconds; turn it into a monotonic instant.
-        let deadline = context.filter(|c| c.deadline > 0).map(|c| {
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            Instant::now() + Duration::from_millis(c.deadline.saturating_sub(now_ms))
-        });
+        let deadline = context.and_then(|c| deadline_instant(c.deadline));
         match self.route(&request, &request_id, deadline).await {
             Ok(response) => response,
             Err(e) => e.into_response(&request_id),

@@ -36,7 +36,14 @@ pub enum InitError {
 /// Builds the AWS and HTTP clients once and wires the app. AWS settings come the SDK's way
 /// (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, credentials chain).
 pub async fn build_app(config: &Config) -> Result<App, InitError> {
-    let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk_config = aws_defaults().load().await;
+    build_app_with(config, &sdk_config)
+}
+
+/// The AWS settings every client starts from: bounded timeouts so a dead endpoint becomes a
+/// clean 503 well inside the invocation, and the SDK's standard retries for throttling.
+pub fn aws_defaults() -> aws_config::ConfigLoader {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(2))
@@ -45,9 +52,14 @@ pub async fn build_app(config: &Config) -> Result<App, InitError> {
                 .build(),
         )
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4))
-        .load()
-        .await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config);
+}
+
+/// Wires the app from configuration and already-loaded AWS settings.
+pub fn build_app_with(
+    config: &Config,
+    sdk_config: &aws_config::SdkConfig,
+) -> Result<App, InitError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk_config);
     let store = DynamoStore::new(dynamodb, config.table_name.clone());
 
     let http = reqwest::Client::builder()

@@ -1,0 +1,9 @@
+//! Integration tests: one binary. Each test gets its own table on a shared local DynamoDB-compatible
+//! server (moto) and its own scripted model server, and drives the handler with the events in
+//! `events/`.
+
+mod support;
+
+mod errors;
+mod walkthrough;
+mod watch;

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""A local DynamoDB-compatible server (moto's), for tests, `make watch` and `make demo`.
+
+    dynamodb_local.py [--port N] [--table NAME]... [--exit-with-stdin]
+
+Prints `PORT <n>` once it accepts requests (port 0 picks a free one). With --table it creates
+the session table (key `id`, string; on demand). With --exit-with-stdin it exits when its standard
+input closes, so a test harness that dies never leaves it behind.
+"""
+import argparse
+import logging
+import os
+import sys
+import threading
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
+
+
+def create_table(endpoint: str, name: str) -> None:
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=endpoint)
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--table", action="append", default=[])
+    parser.add_argument("--exit-with-stdin", action="store_true")
+    args = parser.parse_args()
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log
+
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    for table in args.table:
+        create_table(f"http://{args.host}:{port}", table)
+    print(f"PORT {port}", flush=True)
+
+    if args.exit_with_stdin:
+        sys.stdin.read()
+        os._exit(0)
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,51 @@
+# session-chat: see README.md. Every target installs what it needs (Python tools into .venv).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+STAMP := $(VENV)/.installed
+
+.PHONY: setup build test lint watch invoke demo deploy clean
+
+setup: $(STAMP)
+
+$(STAMP): tools/requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	@touch $@
+
+## The Lambda artifact: target/lambda/session-chat/bootstrap for arm64 (Graviton).
+build: setup
+	rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+	cargo lambda build --release --arm64 --bin session-chat
+
+## Unit and integration tests (local DynamoDB-compatible server, scripted model, cargo lambda watch).
+test: setup
+	cargo test --all-targets
+
+lint: setup
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cfn-lint template.yaml
+	AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0 sam validate --lint
+
+## Local DynamoDB-compatible server with the table, the scripted model unless OPENAI_API_KEY or
+## OPENAI_BASE_URL is set, and `cargo lambda watch` on port 9000.
+watch: setup
+	scripts/local.sh watch
+
+## Sends the seed's five events to a running `make watch`.
+invoke: setup
+	for f in events/http-api/[1-5]-*.json; do echo "$$f"; cargo lambda invoke session-chat --data-file "$$f"; echo; done
+
+## The seed's walkthrough end to end, locally.
+demo: setup
+	scripts/local.sh demo
+
+deploy: setup build
+	SAM_CLI_TELEMETRY=0 sam build
+	SAM_CLI_TELEMETRY=0 sam deploy
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .aws-sam

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::input::{Message, SessionId};
+use crate::input::{IdempotencyKey, Message, SessionId};
 use crate::memory::{Memory, Run};
 use crate::model::{ChatMessage, ChatModel, ModelError, Role, Usage};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{Receipt, SessionStore, StoreError};
 
 /// Tunables of the cycle.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ impl Default for ChatSettings {
             max_runs: None,
             model_timeout: crate::config::DEFAULT_MODEL_TIMEOUT,
             save_reserve: Duration::from_millis(1500),
-            max_save_attempts: 8,
+            max_save_attempts: 16,
         }
     }
 }
@@ -41,6 +41,8 @@ pub struct Reply {
     pub run_id: String,
     pub text: String,
     pub usage: Option<Usage>,
+    /// The answer was saved by an earlier request with the same idempotency key.
+    pub replayed: bool,
     /// Wall time of each phase, for the request's log line.
     pub timings: Timings,
 }
@@ -63,6 +65,9 @@ pub enum ChatError {
     /// Other writers kept saving the session; every attempt met a newer version.
     #[error("the session was too busy to save after {0} attempts")]
     Contention(u32),
+    /// The idempotency key was used before with another message.
+    #[error("this Idempotency-Key was already used with a different message")]
+    KeyReused,
 }
 
 pub struct ChatService {
@@ -89,14 +94,22 @@ impl ChatService {
     }
 
     /// Runs one turn. `deadline` is when the caller stops waiting (the Lambda invocation's end).
+    /// With an idempotency key, a retry of a saved turn gets the saved reply, and the model is
+    /// not asked again.
     pub async fn send(
         &self,
         session: &SessionId,
         message: &Message,
         deadline: Option<Instant>,
+        key: Option<&IdempotencyKey>,
     ) -> Result<Reply, ChatError> {
         let mut timings = Timings::default();
         let started = Instant::now();
+        if let Some(key) = key {
+            if let Some(receipt) = self.store.receipt(session, key).await? {
+                return replay(receipt, message, timings);
+            }
+        }
         let mut snapshot = self.store.load(session).await?;
         timings.load_ms = ms_since(started);
 
@@ -121,22 +134,33 @@ impl ChatService {
         }
 
         let run = Run::new(message.as_str(), completion.text);
+        let receipt = key.map(|key| Receipt {
+            key: key.clone(),
+            message: message.as_str().to_owned(),
+            run_id: run.id.clone(),
+            reply: run.output.clone(),
+        });
         let save_started = Instant::now();
         let mut backoff = Duration::from_millis(10);
         for attempt in 1..=self.settings.max_save_attempts {
             timings.save_attempts = attempt;
-            let mut memory = snapshot.memory;
+            let mut memory = snapshot.memory.clone();
             if self.settings.max_runs.is_some() {
                 memory.max_runs = self.settings.max_runs;
             }
             memory.push(run.clone());
-            match self.store.save(session, &memory, snapshot.version).await {
+            match self
+                .store
+                .save(session, &memory, &snapshot, receipt.as_ref())
+                .await
+            {
                 Ok(()) => {
                     timings.save_ms = ms_since(save_started);
                     return Ok(Reply {
                         run_id: run.id,
                         text: run.output,
                         usage: completion.usage,
+                        replayed: false,
                         timings,
                     });
                 }
@@ -145,14 +169,37 @@ impl ChatService {
                     // model is not asked again; its answer stands.
                     let jitter = rand::random_range(0..=backoff.as_millis() as u64);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(400));
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
                     snapshot = self.store.load(session).await?;
+                }
+                Err(StoreError::ReceiptExists) => {
+                    // A retry of this request saved first: its run stands, ours is dropped.
+                    let key = key.ok_or(StoreError::ReceiptExists)?;
+                    let receipt = self
+                        .store
+                        .receipt(session, key)
+                        .await?
+                        .ok_or(StoreError::ReceiptExists)?;
+                    return replay(receipt, message, timings);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(ChatError::Contention(self.settings.max_save_attempts))
     }
+}
+
+fn replay(receipt: Receipt, message: &Message, timings: Timings) -> Result<Reply, ChatError> {
+    if receipt.message != message.as_str() {
+        return Err(ChatError::KeyReused);
+    }
+    Ok(Reply {
+        run_id: receipt.run_id,
+        text: receipt.reply,
+        usage: None,
+        replayed: true,
+        timings,
+    })
 }
 
 fn ms_since(t: Instant) -> u64 {

@@ -46,6 +46,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// `MODEL_TIMEOUT_SECS`: the longest one model call may take.
     pub model_timeout: Duration,
+    /// `MAX_ITEM_BYTES`: past this, a session's oldest runs move to archive items.
+    pub max_item_bytes: usize,
 }
 
 /// A configuration value that cannot be used; the text names the variable and what it expects.
@@ -127,8 +129,21 @@ impl Config {
             None => DEFAULT_MODEL_TIMEOUT,
         };
 
+        let max_item_bytes = match positive("MAX_ITEM_BYTES")? {
+            Some(n) if (4096..=350_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ConfigError::Invalid {
+                    var: "MAX_ITEM_BYTES",
+                    value: n.to_string(),
+                    expected: "between 4096 and 350000 (DynamoDB items stop at 400 KB)",
+                })
+            }
+            None => crate::store::DEFAULT_MAX_ITEM_BYTES,
+        };
+
         Ok(Config {
             table_name,
+            max_item_bytes,
             openai_base_url,
             openai_api_key,
             model_id: get("MODEL_ID").unwrap_or_else(|| DEFAULT_MODEL_ID.to_owned()),
@@ -199,6 +214,8 @@ mod tests {
             ("MODEL_TIMEOUT_SECS", "NaN"),
             ("OPENAI_BASE_URL", "ftp://x"),
             ("OPENAI_BASE_URL", "http://"),
+            ("MAX_ITEM_BYTES", "1000"),
+            ("MAX_ITEM_BYTES", "400000"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use crate::chat::{ChatError, ChatService};
-use crate::input::{InputError, Message, SessionId};
+use crate::input::{IdempotencyKey, InputError, Message, SessionId};
 use crate::model::ModelError;
 use crate::store::StoreError;
 
@@ -45,6 +45,9 @@ pub enum ApiError {
     /// 503 `session_busy`: too many writers at once; retry after a moment.
     #[error("the session is busy, retry shortly")]
     Busy,
+    /// 409 `idempotency_key_reused`: the key was used before with another message.
+    #[error("this Idempotency-Key was already used with a different message")]
+    KeyReused,
 }
 
 impl From<ChatError> for ApiError {
@@ -53,6 +56,7 @@ impl From<ChatError> for ApiError {
             ChatError::Model(e) => ApiError::Model(e),
             ChatError::Store(e) => ApiError::Store(e),
             ChatError::Contention(_) => ApiError::Busy,
+            ChatError::KeyReused => ApiError::KeyReused,
         }
     }
 }
@@ -71,6 +75,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::KeyReused => StatusCode::CONFLICT,
         }
     }
 
@@ -79,6 +84,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Input(InputError::MessageTooLong { .. }) => "message_too_long",
             ApiError::Input(InputError::BlankMessage) => "invalid_message",
+            ApiError::Input(InputError::IdempotencyKey) => "invalid_idempotency_key",
             ApiError::Input(_) => "invalid_session_id",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -88,6 +94,7 @@ impl ApiError {
             ApiError::Store(StoreError::Corrupt(_)) => "corrupt_session",
             ApiError::Store(_) => "internal",
             ApiError::Busy => "session_busy",
+            ApiError::KeyReused => "idempotency_key_reused",
         }
     }
 
@@ -230,8 +237,17 @@ impl App {
         let fields = json_object(request.body())?;
         let session_id = SessionId::parse(string_field(&fields, "session_id")?)?;
         let message = Message::parse(string_field(&fields, "message")?, self.max_message_bytes)?;
+        let key = match request.headers().get("idempotency-key") {
+            None => None,
+            Some(v) => Some(IdempotencyKey::parse(
+                v.to_str().map_err(|_| InputError::IdempotencyKey)?,
+            )?),
+        };
 
-        let reply = self.chat.send(&session_id, &message, deadline).await?;
+        let reply = self
+            .chat
+            .send(&session_id, &message, deadline, key.as_ref())
+            .await?;
         let t = reply.timings;
         tracing::info!(
             request_id,
@@ -243,13 +259,20 @@ impl App {
             save_attempts = t.save_attempts,
             prompt_tokens = reply.usage.map(|u| u.prompt_tokens),
             completion_tokens = reply.usage.map(|u| u.completion_tokens),
-            outcome = "ok",
+            outcome = if reply.replayed { "replayed" } else { "ok" },
             "chat turn"
         );
-        Ok(json_response(
+        let mut response = json_response(
             StatusCode::OK,
             &json!({"session_id": session_id.as_str(), "run_id": reply.run_id, "reply": reply.text}),
-        ))
+        );
+        if reply.replayed {
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                header::HeaderValue::from_static("true"),
+            );
+        }
+        Ok(response)
     }
 }
 

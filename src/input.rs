@@ -19,6 +19,8 @@ pub enum InputError {
     SessionIdLength(usize),
     #[error("session_id may only contain letters, digits and -_.:@ (found {0:?})")]
     SessionIdCharacter(char),
+    #[error("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces")]
+    IdempotencyKey,
     #[error("message must not be blank")]
     BlankMessage,
     #[error("message is {actual} bytes, the limit is {limit}")]
@@ -48,6 +50,29 @@ impl SessionId {
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A client's `Idempotency-Key`: 1-255 printable ASCII characters, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<IdempotencyKey, InputError> {
+        if raw.is_empty()
+            || raw.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || !raw.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(InputError::IdempotencyKey);
+        }
+        Ok(IdempotencyKey(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -106,6 +131,18 @@ mod tests {
             SessionId::parse("é"),
             Err(InputError::SessionIdCharacter('é'))
         );
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(IdempotencyKey::parse("3f1c2a9e-7a1b-4e0f-9d55-0c9b6c1e2f3a").is_ok());
+        for bad in ["", "a b", "é", &"k".repeat(256), "tab\t"] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(InputError::IdempotencyKey),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub fn build_app_with(
     sdk_config: &aws_config::SdkConfig,
 ) -> Result<App, InitError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk_config);
-    let store = DynamoStore::new(dynamodb, config.table_name.clone());
+    let store = DynamoStore::new(dynamodb, config.table_name.clone(), config.max_item_bytes);
 
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))

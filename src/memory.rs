@@ -25,6 +25,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// Bytes this run takes in the stored JSON.
+    pub fn encoded_len(&self) -> usize {
+        python_json(self, 128).len()
+    }
+
     /// A new run with a fresh random id.
     pub fn new(input: impl Into<String>, output: impl Into<String>) -> Self {
         Run {
@@ -82,6 +87,14 @@ impl Memory {
         }
     }
 
+    /// A memory of just these runs (an archive chunk).
+    pub fn with_runs(runs: Vec<Run>) -> Memory {
+        Memory {
+            runs,
+            ..Memory::default()
+        }
+    }
+
     /// Reads the stored JSON. Anything that is not the seed's shape is an error, never a guess.
     pub fn decode(text: &str) -> Result<Memory, DecodeError> {
         let value: Value =
@@ -125,15 +138,20 @@ impl Memory {
 
     /// The stored JSON, formatted as Python's `json.dumps` formats it.
     pub fn encode(&self) -> String {
-        let mut out = Vec::with_capacity(256 + self.runs.len() * 128);
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-        // Writing into a Vec cannot fail, and every key is a string.
-        if self.serialize(&mut ser).is_err() {
-            unreachable!("serializing memory into a Vec cannot fail");
-        }
-        // serde_json only ever writes UTF-8, and the formatter writes ASCII escapes.
-        String::from_utf8(out).unwrap_or_default()
+        python_json(self, 256 + self.runs.len() * 128)
     }
+}
+
+/// JSON as Python's `json.dumps` writes it.
+fn python_json(value: &impl Serialize, capacity: usize) -> String {
+    let mut out = Vec::with_capacity(capacity);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    // Writing into a Vec cannot fail, and every map key here is a string.
+    if value.serialize(&mut ser).is_err() {
+        unreachable!("serializing memory into a Vec cannot fail");
+    }
+    // serde_json only ever writes UTF-8, and the formatter writes ASCII escapes.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn decode_run(run: Value) -> Result<Run, String> {

@@ -1,24 +1,29 @@
 //! Where sessions live: the [`SessionStore`] trait and its DynamoDB implementation.
 //!
-//! Item layout (one item per session, the seed's):
-//! - `id` (S): the session id, the table's partition key;
-//! - `value` (S): the memory JSON, see [`crate::memory`];
-//! - `version` (N): bumped by every save; saves are conditional on the version read, so two
-//!   writers can never overwrite each other's runs;
-//! - `created_at`, `updated_at` (N): epoch seconds.
+//! Items, all in the one table (partition key `id`, a string):
+//! - the session, `id` = the session id: `value` (S) is the memory JSON (see [`crate::memory`]),
+//!   `version` (N) is bumped by every save, `archived` (N) counts its archive chunks,
+//!   `created_at` / `updated_at` (N) are epoch seconds. Saves are conditional on the version
+//!   read, so two writers can never overwrite each other's runs. Items written by the Python
+//!   original have no `version`; the first save here adds it.
+//! - archive chunks, `id` = `<session>#archive#<n>`: the session's oldest runs, moved out when the
+//!   session item would pass the safe size, in the same JSON shape.
+//! - idempotency receipts, `id` = `<session>#idem#<key>`: the message and reply of a request
+//!   that carried an `Idempotency-Key`, expiring after a day (`expires_at`, the table's TTL).
 //!
-//! Items written by the Python original have no `version`; the first save here adds it.
+//! `#` cannot appear in a session id, so these keys never collide with a session. A save that
+//! writes more than the session item is one transaction: all of it lands, or none.
 
 use std::error::Error as StdError;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
-use crate::input::SessionId;
-use crate::memory::{DecodeError, Memory};
+use crate::input::{IdempotencyKey, SessionId};
+use crate::memory::{DecodeError, Memory, Run};
 
 /// The version of a session as it was read; a save succeeds only if it is still the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +35,32 @@ pub enum Version {
     At(u64),
 }
 
-/// A session as read from the store.
+/// A session as read from the store: its recent runs (archived ones stay in the archive).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub memory: Memory,
     pub version: Version,
+    /// How many archive chunks the session has.
+    pub archived: u64,
+}
+
+impl Snapshot {
+    fn new_session() -> Snapshot {
+        Snapshot {
+            memory: Memory::default(),
+            version: Version::New,
+            archived: 0,
+        }
+    }
+}
+
+/// What a request with an `Idempotency-Key` left behind, to answer its retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub key: IdempotencyKey,
+    pub message: String,
+    pub run_id: String,
+    pub reply: String,
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -45,6 +71,9 @@ pub enum StoreError {
     /// Another writer saved the session since it was read; read again and retry.
     #[error("the session changed since it was read")]
     Conflict,
+    /// A request with the same idempotency key saved first.
+    #[error("a request with the same idempotency key was saved first")]
+    ReceiptExists,
     /// The stored item cannot be read as a session; it is left exactly as it is.
     #[error("the stored session is corrupt")]
     Corrupt(#[source] DecodeError),
@@ -61,22 +90,52 @@ pub trait SessionStore: Send + Sync {
     /// Reads a session; an unknown session is an empty memory at [`Version::New`].
     async fn load(&self, id: &SessionId) -> Result<Snapshot, StoreError>;
 
-    /// Saves `memory` if the session is still at `read`, else [`StoreError::Conflict`].
-    async fn save(&self, id: &SessionId, memory: &Memory, read: Version) -> Result<(), StoreError>;
+    /// Saves `memory` (the snapshot's runs plus new ones) if the session is still as `read`,
+    /// else [`StoreError::Conflict`]. With a receipt, it is saved in the same transaction.
+    async fn save(
+        &self,
+        id: &SessionId,
+        memory: &Memory,
+        read: &Snapshot,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), StoreError>;
+
+    /// The receipt a request with this key left, if any.
+    async fn receipt(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Receipt>, StoreError>;
 }
+
+/// Default safe size of a session item's `value`: well under DynamoDB's 400 KB item limit, even
+/// counting old and new value together as some DynamoDB-compatible servers do during an update.
+pub const DEFAULT_MAX_ITEM_BYTES: usize = 160 * 1024;
+/// Receipts answer retries for this long.
+const RECEIPT_TTL_SECS: u64 = 24 * 60 * 60;
 
 pub struct DynamoStore {
     client: Client,
     table: String,
+    max_item_bytes: usize,
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, max_item_bytes: usize) -> Self {
         DynamoStore {
             client,
             table: table.into(),
+            max_item_bytes,
         }
     }
+}
+
+pub fn archive_key(id: &SessionId, chunk: u64) -> String {
+    format!("{id}#archive#{chunk:08}")
+}
+
+fn receipt_key(id: &SessionId, key: &IdempotencyKey) -> String {
+    format!("{id}#idem#{}", key.as_str())
 }
 
 fn epoch_seconds() -> u64 {
@@ -86,6 +145,71 @@ fn epoch_seconds() -> u64 {
         .unwrap_or(0)
 }
 
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn count(
+    item: &std::collections::HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<Option<u64>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| {
+            StoreError::Corrupt(DecodeError::new(format!(
+                "the item's {name} is not a count"
+            )))
+        }),
+        Some(_) => Err(StoreError::Corrupt(DecodeError::new(format!(
+            "the item's {name} is not a number"
+        )))),
+    }
+}
+
+/// Splits the oldest runs off `memory` into archive chunks when its JSON passes `max_bytes`,
+/// keeping about half the budget of recent runs in the session item. Each chunk stays within
+/// `max_bytes` too (a single run larger than that gets a chunk of its own).
+pub fn split_for_size(memory: &Memory, max_bytes: usize) -> (Memory, Vec<Memory>) {
+    let total = memory.encode().len();
+    if total <= max_bytes {
+        return (memory.clone(), Vec::new());
+    }
+    let sizes: Vec<usize> = memory.runs.iter().map(|r| r.encoded_len() + 2).collect();
+    let keep_budget = max_bytes / 2;
+    // Keep the newest runs that fit in half the budget, and always the newest one.
+    let mut kept_bytes = 0;
+    let mut first_kept = memory.runs.len();
+    while first_kept > 0 {
+        let size = sizes[first_kept - 1];
+        if first_kept < memory.runs.len() && kept_bytes + size > keep_budget {
+            break;
+        }
+        kept_bytes += size;
+        first_kept -= 1;
+    }
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<Run> = Vec::new();
+    let mut chunk_bytes = 0;
+    for (run, size) in memory.runs[..first_kept].iter().zip(&sizes) {
+        if !chunk.is_empty() && chunk_bytes + size > max_bytes.saturating_sub(128) {
+            chunks.push(Memory::with_runs(std::mem::take(&mut chunk)));
+            chunk_bytes = 0;
+        }
+        chunk_bytes += size;
+        chunk.push(run.clone());
+    }
+    if !chunk.is_empty() {
+        chunks.push(Memory::with_runs(chunk));
+    }
+    let mut recent = memory.clone();
+    recent.runs.drain(..first_kept);
+    (recent, chunks)
+}
+
 #[async_trait]
 impl SessionStore for DynamoStore {
     async fn load(&self, id: &SessionId) -> Result<Snapshot, StoreError> {
@@ -93,16 +217,13 @@ impl SessionStore for DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("id", AttributeValue::S(id.as_str().to_owned()))
+            .key("id", s(id.as_str()))
             .consistent_read(true)
             .send()
             .await
             .map_err(sdk_error)?;
         let Some(item) = out.item else {
-            return Ok(Snapshot {
-                memory: Memory::default(),
-                version: Version::New,
-            });
+            return Ok(Snapshot::new_session());
         };
         let value = match item.get("value") {
             Some(AttributeValue::S(text)) => text,
@@ -113,55 +234,181 @@ impl SessionStore for DynamoStore {
             }
         };
         let memory = Memory::decode(value).map_err(StoreError::Corrupt)?;
-        let version = match item.get("version") {
+        let version = match count(&item, "version")? {
             None => Version::Unversioned,
-            Some(AttributeValue::N(n)) => Version::At(n.parse().map_err(|_| {
-                StoreError::Corrupt(DecodeError::new("the item's version is not a count"))
-            })?),
-            Some(_) => {
-                return Err(StoreError::Corrupt(DecodeError::new(
-                    "the item's version is not a number",
-                )))
-            }
+            Some(v) => Version::At(v),
         };
-        Ok(Snapshot { memory, version })
+        Ok(Snapshot {
+            memory,
+            version,
+            archived: count(&item, "archived")?.unwrap_or(0),
+        })
     }
 
-    async fn save(&self, id: &SessionId, memory: &Memory, read: Version) -> Result<(), StoreError> {
-        let (condition, next) = match read {
+    async fn save(
+        &self,
+        id: &SessionId,
+        memory: &Memory,
+        read: &Snapshot,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), StoreError> {
+        let (recent, chunks) = split_for_size(memory, self.max_item_bytes);
+        let (condition, next) = match read.version {
             Version::New => ("attribute_not_exists(id)", 1),
             Version::Unversioned => ("attribute_exists(id) AND attribute_not_exists(#version)", 1),
             Version::At(v) => ("#version = :read", v + 1),
         };
-        let now = AttributeValue::N(epoch_seconds().to_string());
-        let mut update = self
-            .client
-            .update_item()
+        let now = epoch_seconds();
+        let archived = read.archived + chunks.len() as u64;
+        let mut update = Update::builder()
             .table_name(&self.table)
-            .key("id", AttributeValue::S(id.as_str().to_owned()))
+            .key("id", s(id.as_str()))
             .update_expression(
-                "SET #value = :value, #version = :next, updated_at = :now, \
-                 created_at = if_not_exists(created_at, :now)",
+                "SET #value = :value, #version = :next, archived = :archived, \
+                 updated_at = :now, created_at = if_not_exists(created_at, :now)",
             )
             .condition_expression(condition)
             .expression_attribute_names("#value", "value")
             .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":value", AttributeValue::S(memory.encode()))
-            .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
-            .expression_attribute_values(":now", now);
-        if let Version::At(v) = read {
-            update = update.expression_attribute_values(":read", AttributeValue::N(v.to_string()));
+            .expression_attribute_values(":value", s(recent.encode()))
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":archived", n(archived))
+            .expression_attribute_values(":now", n(now));
+        if let Version::At(v) = read.version {
+            update = update.expression_attribute_values(":read", n(v));
         }
-        match update.send().await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict)
+
+        if chunks.is_empty() && receipt.is_none() {
+            // The common case: one conditional write.
+            let u = update.build().map_err(|e| StoreError::Failed(e.into()))?;
+            let result = self
+                .client
+                .update_item()
+                .table_name(u.table_name)
+                .set_key(Some(u.key))
+                .update_expression(u.update_expression)
+                .set_condition_expression(u.condition_expression)
+                .set_expression_attribute_names(u.expression_attribute_names)
+                .set_expression_attribute_values(u.expression_attribute_values)
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    Err(StoreError::Conflict)
+                }
+                Err(e) => Err(sdk_error(e)),
+            };
+        }
+
+        let mut items = vec![TransactWriteItem::builder()
+            .update(update.build().map_err(|e| StoreError::Failed(e.into()))?)
+            .build()];
+        for (i, chunk) in chunks.iter().enumerate() {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item("id", s(archive_key(id, read.archived + 1 + i as u64)))
+                .item("value", s(chunk.encode()))
+                .item("created_at", n(now))
+                .condition_expression("attribute_not_exists(id)")
+                .build()
+                .map_err(|e| StoreError::Failed(e.into()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let receipt_index = items.len();
+        if let Some(r) = receipt {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item("id", s(receipt_key(id, &r.key)))
+                .item("message", s(r.message.as_str()))
+                .item("run_id", s(r.run_id.as_str()))
+                .item("reply", s(r.reply.as_str()))
+                .item("created_at", n(now))
+                .item("expires_at", n(now + RECEIPT_TTL_SECS))
+                .condition_expression("attribute_not_exists(id)")
+                .build()
+                .map_err(|e| StoreError::Failed(e.into()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => {
+                if !chunks.is_empty() {
+                    tracing::info!(session_id = %id, chunks = chunks.len(), archived, "moved old runs to the archive");
+                }
+                Ok(())
             }
-            Err(e) => Err(sdk_error(e)),
+            Err(e) => {
+                let reasons: Vec<Option<String>> = e
+                    .as_service_error()
+                    .and_then(|se| match se {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            Some(c.cancellation_reasons().iter().map(|r| r.code().map(str::to_owned)).collect())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let failed = |i: usize| {
+                    reasons
+                        .get(i)
+                        .and_then(|c| c.as_deref())
+                        .is_some_and(|c| c == "ConditionalCheckFailed")
+                };
+                if receipt.is_some() && failed(receipt_index) {
+                    Err(StoreError::ReceiptExists)
+                } else if (0..receipt_index).any(failed) {
+                    Err(StoreError::Conflict)
+                } else if reasons.iter().flatten().any(|c| c == "TransactionConflict") {
+                    // Another transaction touched the same items at the same moment.
+                    Err(StoreError::Conflict)
+                } else {
+                    Err(sdk_error(e))
+                }
+            }
         }
+    }
+
+    async fn receipt(
+        &self,
+        id: &SessionId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Receipt>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(receipt_key(id, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        // DynamoDB's TTL deletes within days, not on the second: expired is gone.
+        if count(&item, "expires_at")?.is_some_and(|t| t < epoch_seconds()) {
+            return Ok(None);
+        }
+        let text = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(v)) => Ok(v.clone()),
+            _ => Err(StoreError::Corrupt(DecodeError::new(format!(
+                "the idempotency receipt has no {name}"
+            )))),
+        };
+        Ok(Some(Receipt {
+            key: key.clone(),
+            message: text("message")?,
+            run_id: text("run_id")?,
+            reply: text("reply")?,
+        }))
     }
 }
 
@@ -194,5 +441,54 @@ where
         StoreError::Unavailable(detail)
     } else {
         StoreError::Failed(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(runs: usize, output_bytes: usize) -> Memory {
+        let mut m = Memory::default();
+        for i in 0..runs {
+            m.push(Run::new(format!("message {i}"), "x".repeat(output_bytes)));
+        }
+        m
+    }
+
+    #[test]
+    fn small_sessions_are_not_split() {
+        let m = memory(10, 100);
+        let (recent, chunks) = split_for_size(&m, 64 * 1024);
+        assert_eq!(recent, m);
+        assert!(chunks.is_empty());
+    }
+
+    #[test]
+    fn large_sessions_move_their_oldest_runs_to_bounded_chunks() {
+        let m = memory(400, 1000); // ~430 KB
+        let max = 100 * 1024;
+        let (recent, chunks) = split_for_size(&m, max);
+        assert!(recent.encode().len() <= max / 2 + 2048);
+        assert!(chunks.iter().all(|c| c.encode().len() <= max));
+        assert!(chunks.len() >= 4);
+        // Nothing lost, order kept: chunks oldest first, then the recent runs.
+        let all: Vec<&Run> = chunks
+            .iter()
+            .flat_map(|c| &c.runs)
+            .chain(&recent.runs)
+            .collect();
+        assert_eq!(all.len(), 400);
+        assert!(all.iter().zip(&m.runs).all(|(a, b)| *a == b));
+    }
+
+    #[test]
+    fn the_newest_run_is_always_kept_even_if_huge() {
+        let mut m = memory(3, 10);
+        m.push(Run::new("big", "y".repeat(50_000)));
+        let (recent, chunks) = split_for_size(&m, 20_000);
+        assert_eq!(recent.runs.len(), 1);
+        assert_eq!(recent.runs[0].input, "big");
+        assert_eq!(chunks.iter().map(|c| c.runs.len()).sum::<usize>(), 3);
     }
 }

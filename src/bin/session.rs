@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.chat().send(&session_id, &message, None).await {
+    match app.chat().send(&session_id, &message, None, None).await {
         Ok(reply) => {
             println!("{}", reply.text);
             ExitCode::SUCCESS

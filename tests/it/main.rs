@@ -5,5 +5,6 @@
 mod support;
 
 mod errors;
+mod reliability;
 mod walkthrough;
 mod watch;

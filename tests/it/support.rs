@@ -143,6 +143,11 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
+        // The function's logs, shown with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info")
+            .try_init();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let endpoint = dynamodb_endpoint();
         let table = format!(
@@ -326,4 +331,44 @@ pub fn parts(response: Response<Body>) -> (u16, Value) {
 /// Sends a request and returns status and JSON body.
 pub async fn call(app: &App, request: Request) -> (u16, Value) {
     parts(app.handle(request).await)
+}
+
+/// A chat request for `session_id` and `message` with extra headers, as an HTTP API event.
+pub fn chat_request(session_id: &str, message: &str, headers: &[(&str, &str)]) -> Request {
+    let mut event = event_json("http-api/1-collin-hello.json");
+    event["body"] = serde_json::json!({"session_id": session_id, "message": message})
+        .to_string()
+        .into();
+    for (name, value) in headers {
+        event["headers"][name.to_ascii_lowercase()] = (*value).into();
+    }
+    request(&event)
+}
+
+/// Every item whose key starts with `prefix`, by key.
+pub async fn items_with_prefix(
+    env: &TestEnv,
+    prefix: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = env
+            .dynamodb
+            .scan()
+            .table_name(&env.table)
+            .filter_expression("begins_with(id, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    items.sort_by(|a, b| a["id"].as_s().unwrap().cmp(b["id"].as_s().unwrap()));
+    items
 }

@@ -1,0 +1,210 @@
+//! No lost turns, no duplicated turns, no poisoned memory, no size ceiling.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::support::{call, chat_request, items_with_prefix, TestEnv};
+
+fn runs(value: &str) -> Vec<Value> {
+    let memory: Value = serde_json::from_str(value).expect("stored JSON");
+    memory["runs"].as_array().expect("runs").clone()
+}
+
+#[tokio::test]
+async fn concurrent_messages_to_one_session_are_all_kept() {
+    const INSTANCES: usize = 3;
+    const PER_INSTANCE: usize = 8;
+    let env = TestEnv::new().await;
+    // Separate app instances, like separate Lambda execution environments.
+    let mut apps = Vec::new();
+    for _ in 0..INSTANCES {
+        apps.push(Arc::new(env.app().await));
+    }
+    let mut tasks = Vec::new();
+    for i in 0..INSTANCES * PER_INSTANCE {
+        let app = Arc::clone(&apps[i % INSTANCES]);
+        tasks.push(tokio::spawn(async move {
+            let message = format!("I'm Person{i}");
+            let (status, body) = call(&app, chat_request("group-concurrent", &message, &[])).await;
+            (status, body, message)
+        }));
+    }
+    let mut answered = Vec::new();
+    for task in tasks {
+        let (status, body, message) = task.await.expect("task");
+        match status {
+            200 => answered.push((body["run_id"].as_str().unwrap().to_owned(), message)),
+            503 => assert_eq!(body["error"]["code"], "session_busy"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let stored = runs(&env.value("group-concurrent").await.expect("stored"));
+    let stored_ids: Vec<&str> = stored.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let unique: HashSet<&str> = stored_ids.iter().copied().collect();
+    eprintln!(
+        "concurrency: {} requests, {} answered, {} runs stored, {} duplicates",
+        INSTANCES * PER_INSTANCE,
+        answered.len(),
+        stored.len(),
+        stored_ids.len() - unique.len()
+    );
+    assert_eq!(unique.len(), stored_ids.len(), "a run was stored twice");
+    assert_eq!(
+        stored.len(),
+        answered.len(),
+        "every answered run is stored, no other"
+    );
+    for (run_id, message) in &answered {
+        let run = stored
+            .iter()
+            .find(|r| r["id"] == run_id.as_str())
+            .expect("answered run stored");
+        assert_eq!(run["input"], message.as_str());
+    }
+    assert!(
+        answered.len() >= 20,
+        "only {} of 24 answered",
+        answered.len()
+    );
+}
+
+#[tokio::test]
+async fn idempotent_retries_across_instances_store_one_run() {
+    let env = TestEnv::new().await;
+    let first_instance = env.app().await;
+    let second_instance = env.app().await;
+    let key = [("Idempotency-Key", "3f1c2a9e-7a1b-4e0f-9d55-0c9b6c1e2f3a")];
+
+    let (status, first) = call(
+        &first_instance,
+        chat_request("user-1", "Hello my name is Ada.", &key),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let response = second_instance
+        .handle(chat_request("user-1", "Hello my name is Ada.", &key))
+        .await;
+    assert_eq!(response.headers()["idempotent-replayed"], "true");
+    let (status, retry) = crate::support::parts(response);
+    assert_eq!(status, 200);
+    assert_eq!(
+        retry, first,
+        "the retry gets the first reply, run id included"
+    );
+
+    let (status, reused) = call(
+        &second_instance,
+        chat_request("user-1", "Something else", &key),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
+
+    // A key is per session: the same key on another session is a new request.
+    let (status, _) = call(
+        &first_instance,
+        chat_request("user-2", "Hello my name is Ada.", &key),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    assert_eq!(
+        env.model.requests().await.len(),
+        2,
+        "the model answered each session once"
+    );
+    assert_eq!(runs(&env.value("user-1").await.unwrap()).len(), 1);
+
+    let (status, bad) = call(
+        &first_instance,
+        chat_request("user-1", "hi", &[("Idempotency-Key", "has space")]),
+    )
+    .await;
+    assert_eq!(
+        (status, bad["error"]["code"].as_str()),
+        (400, Some("invalid_idempotency_key"))
+    );
+}
+
+#[tokio::test]
+async fn simultaneous_retries_with_one_key_store_one_run() {
+    let env = TestEnv::new().await;
+    let apps = [Arc::new(env.app().await), Arc::new(env.app().await)];
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let app = Arc::clone(&apps[i % 2]);
+        tasks.push(tokio::spawn(async move {
+            call(
+                &app,
+                chat_request(
+                    "user-1",
+                    "Hello my name is Ada.",
+                    &[("Idempotency-Key", "same")],
+                ),
+            )
+            .await
+        }));
+    }
+    let mut run_ids = HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        run_ids.insert(body["run_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(run_ids.len(), 1, "every retry got the one stored run");
+    let stored = runs(&env.value("user-1").await.unwrap());
+    assert_eq!(stored.len(), 1);
+    assert!(run_ids.contains(stored[0]["id"].as_str().unwrap()));
+}
+
+#[tokio::test]
+async fn a_cut_off_answer_is_kept() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    env.model.script(json!([{"length": true}])).await;
+    let (status, body) = call(&app, chat_request("s", "Hello my name is Collin.", &[])).await;
+    assert_eq!(status, 200);
+    let stored = runs(&env.value("s").await.unwrap());
+    assert_eq!(stored[0]["output"], body["reply"]);
+}
+
+#[tokio::test]
+async fn a_multi_megabyte_conversation_never_hits_the_item_limit() {
+    const TURNS: usize = 60;
+    let env = TestEnv::new().await;
+    let app = env.app().await; // default MAX_ITEM_BYTES: 160 KiB
+    let mut sent = Vec::new();
+    for turn in 0..TURNS {
+        // ~30 KB each way: the scripted model echoes the message.
+        let message = format!("turn {turn}: {}", "lorem ipsum ".repeat(2500));
+        let (status, body) = call(&app, chat_request("long-talk", &message, &[])).await;
+        assert_eq!(status, 200, "turn {turn}: {body}");
+        sent.push((body["run_id"].as_str().unwrap().to_owned(), message));
+    }
+    // The session item and its archive chunks hold every run once, oldest first.
+    let archive = items_with_prefix(&env, "long-talk#archive#").await;
+    assert!(archive.len() >= 2, "old runs moved to the archive");
+    let main = env.item("long-talk").await.unwrap();
+    assert_eq!(main["archived"].as_n().unwrap(), &archive.len().to_string());
+    let mut all = Vec::new();
+    let mut total_bytes = 0;
+    for item in archive.iter().chain([&main]) {
+        let value = item["value"].as_s().unwrap();
+        assert!(value.len() < 300_000, "an item of {} bytes", value.len());
+        total_bytes += value.len();
+        all.extend(runs(value));
+    }
+    assert!(total_bytes > 3_000_000, "a few MB in all: {total_bytes}");
+    assert_eq!(all.len(), TURNS);
+    for (run, (run_id, message)) in all.iter().zip(&sent) {
+        assert_eq!(run["id"], run_id.as_str());
+        assert_eq!(run["input"], message.as_str());
+    }
+    // The session item is still the seed's shape.
+    assert!(main["value"]
+        .as_s()
+        .unwrap()
+        .starts_with(r#"{"type": "ConversationMemory", "runs": [{"type": "Run", "id": ""#));
+}

@@ -234,9 +234,10 @@ impl App {
         request_id: &str,
         deadline: Option<Instant>,
     ) -> Result<Response<Body>, ApiError> {
-        let fields = json_object(request.body())?;
-        let session_id = SessionId::parse(string_field(&fields, "session_id")?)?;
-        let message = Message::parse(string_field(&fields, "message")?, self.max_message_bytes)?;
+        let ChatRequest {
+            session_id,
+            message,
+        } = parse_chat_body(body_bytes(request.body()), self.max_message_bytes)?;
         let key = match request.headers().get("idempotency-key") {
             None => None,
             Some(v) => Some(IdempotencyKey::parse(
@@ -276,14 +277,34 @@ impl App {
     }
 }
 
-/// The body as a JSON object. Base64-encoded bodies arrive already decoded as `Body::Binary`.
-fn json_object(body: &Body) -> Result<Map<String, Value>, ApiError> {
-    let bytes: &[u8] = match body {
-        Body::Empty => b"",
+/// A checked `POST /chat` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRequest {
+    pub session_id: SessionId,
+    pub message: Message,
+}
+
+/// Parses a `POST /chat` body: a JSON object with string fields `session_id` and `message`.
+pub fn parse_chat_body(bytes: &[u8], max_message_bytes: usize) -> Result<ChatRequest, ApiError> {
+    let fields = json_object(bytes)?;
+    let session_id = SessionId::parse(string_field(&fields, "session_id")?)?;
+    let message = Message::parse(string_field(&fields, "message")?, max_message_bytes)?;
+    Ok(ChatRequest {
+        session_id,
+        message,
+    })
+}
+
+/// Base64-encoded bodies arrive already decoded as `Body::Binary`.
+fn body_bytes(body: &Body) -> &[u8] {
+    match body {
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,
         _ => b"",
-    };
+    }
+}
+
+fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidRequest(
             "the request body is empty; send a JSON object with session_id and message".into(),
@@ -305,5 +326,61 @@ fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a st
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(ApiError::InvalidRequest(format!("{name} must be a string"))),
         None => Err(ApiError::InvalidRequest(format!("{name} is required"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines() {
+        assert_eq!(deadline_instant(0), None);
+        assert_eq!(
+            deadline_instant(600_000),
+            None,
+            "a duration is not a deadline"
+        );
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let left = deadline_instant(now_ms + 5_000).unwrap() - Instant::now();
+        assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5));
+        let past = deadline_instant(now_ms - 1_000).unwrap();
+        assert!(past <= Instant::now(), "an expired deadline leaves no time");
+    }
+
+    #[test]
+    fn chat_bodies() {
+        let ok = parse_chat_body(br#"{"session_id": "s", "message": "hi", "extra": 1}"#, 10);
+        assert_eq!(ok.unwrap().message.as_str(), "hi");
+        for (body, code) in [
+            (&b""[..], "invalid_request"),
+            (b"\xff\xfe", "invalid_request"),
+            (b"null", "invalid_request"),
+            (
+                br#"{"session_id": "s", "message": "hello world"}"#,
+                "message_too_long",
+            ),
+            (
+                br#"{"session_id": "s s", "message": "hi"}"#,
+                "invalid_session_id",
+            ),
+        ] {
+            assert_eq!(parse_chat_body(body, 10).unwrap_err().code(), code);
+        }
+    }
+
+    #[test]
+    fn every_error_is_json_with_its_status() {
+        let response = ApiError::Busy.into_response("r1");
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let Body::Text(text) = response.body() else {
+            panic!("text body")
+        };
+        let json: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(json["error"]["code"], "session_busy");
     }
 }

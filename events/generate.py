@@ -16,15 +16,15 @@ SEED = [
 HOST = "abc123defg.execute-api.us-east-1.amazonaws.com"
 
 
-def http_api(n, body, encoded=False):
+def http_api(n, body, encoded=False, method="POST", path="/chat", route="/chat"):
     return {
         "version": "2.0",
-        "routeKey": "POST /chat",
-        "rawPath": "/chat",
+        "routeKey": f"{method} {route}",
+        "rawPath": path,
         "rawQueryString": "",
         "headers": {
             "accept": "*/*",
-            "content-length": str(len(body)),
+            "content-length": str(len(body or "")),
             "content-type": "application/json",
             "host": HOST,
             "user-agent": "curl/8.5.0",
@@ -38,24 +38,24 @@ def http_api(n, body, encoded=False):
             "domainName": HOST,
             "domainPrefix": "abc123defg",
             "http": {
-                "method": "POST",
-                "path": "/chat",
+                "method": method,
+                "path": path,
                 "protocol": "HTTP/1.1",
                 "sourceIp": "203.0.113.10",
                 "userAgent": "curl/8.5.0",
             },
             "requestId": f"seed-http-{n}",
-            "routeKey": "POST /chat",
+            "routeKey": f"{method} {route}",
             "stage": "$default",
             "time": "25/Nov/2026:06:00:00 +0000",
             "timeEpoch": 1795500000000,
         },
-        "body": base64.b64encode(body.encode()).decode() if encoded else body,
+        "body": base64.b64encode(body.encode()).decode() if encoded and body else body,
         "isBase64Encoded": encoded,
     }
 
 
-def rest_api(n, body):
+def rest_api(n, body, method="POST", path="/chat", resource="/chat", params=None):
     headers = {
         "Accept": "*/*",
         "Content-Type": "application/json",
@@ -66,22 +66,22 @@ def rest_api(n, body):
         "X-Forwarded-Proto": "https",
     }
     return {
-        "resource": "/chat",
-        "path": "/chat",
-        "httpMethod": "POST",
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
         "queryStringParameters": None,
         "multiValueQueryStringParameters": None,
-        "pathParameters": None,
+        "pathParameters": params,
         "stageVariables": None,
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "abc123defg",
             "resourceId": "a1b2c3",
-            "resourcePath": "/chat",
-            "httpMethod": "POST",
-            "path": "/prod/chat",
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": "/prod" + path,
             "stage": "prod",
             "requestId": f"seed-rest-{n}",
             "requestTimeEpoch": 1795500000000,
@@ -107,3 +107,14 @@ for name, message, session in SEED:
 write(HERE / "http-api" / "base64-body.json",
       http_api("base64", json.dumps({"session_id": "b64-session", "message": "Hello my name is Ada."}),
                encoded=True))
+
+# The session API, for the walkthrough's user session.
+for method, name in (("GET", "get-session"), ("DELETE", "delete-session")):
+    path = "/sessions/user-id-123"
+    event = http_api(name, None, method=method, path=path, route="/sessions/{session_id}")
+    event["pathParameters"] = {"session_id": "user-id-123"}
+    del event["headers"]["content-type"], event["headers"]["content-length"]
+    write(HERE / "http-api" / f"{name}.json", event)
+    write(HERE / "rest-api" / f"{name}.json",
+          rest_api(name, None, method=method, path=path, resource="/sessions/{session_id}",
+                   params={"session_id": "user-id-123"}))

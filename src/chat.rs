@@ -21,6 +21,8 @@ pub struct ChatSettings {
     pub save_reserve: Duration,
     /// Save attempts when other writers keep saving the same session in between.
     pub max_save_attempts: u32,
+    /// The most history, in estimated tokens, sent with a prompt: the newest runs that fit.
+    pub history_token_budget: u64,
 }
 
 impl Default for ChatSettings {
@@ -31,6 +33,7 @@ impl Default for ChatSettings {
             model_timeout: crate::config::DEFAULT_MODEL_TIMEOUT,
             save_reserve: Duration::from_millis(1500),
             max_save_attempts: 16,
+            history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
         }
     }
 }
@@ -89,8 +92,14 @@ impl ChatService {
         }
     }
 
-    pub fn store(&self) -> &dyn SessionStore {
-        self.store.as_ref()
+    /// Every run of a session, oldest first; `None` if the session is unknown.
+    pub async fn history(&self, session: &SessionId) -> Result<Option<Vec<Run>>, StoreError> {
+        self.store.history(session).await
+    }
+
+    /// Forgets a session; `false` if it did not exist.
+    pub async fn forget(&self, session: &SessionId) -> Result<bool, StoreError> {
+        self.store.delete(session).await
     }
 
     /// Runs one turn. `deadline` is when the caller stops waiting (the Lambda invocation's end).
@@ -117,6 +126,7 @@ impl ChatService {
             self.settings.system_prompt.as_deref(),
             &snapshot.memory,
             message,
+            self.settings.history_token_budget,
         );
         let model_started = Instant::now();
         let mut model_deadline = model_started + self.settings.model_timeout;
@@ -206,14 +216,37 @@ fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-/// The system prompt, then every stored run as a user/assistant pair, oldest first, then the new
-/// message.
-pub fn build_prompt(system: Option<&str>, memory: &Memory, message: &Message) -> Vec<ChatMessage> {
-    let mut prompt = Vec::with_capacity(2 + memory.runs.len() * 2);
+/// Estimated tokens of a text, offline: about four characters a token (OpenAI's rule of thumb
+/// for English), plus a few for the message's framing. Errs high for short words, which keeps
+/// the prompt under budget.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4) + 4
+}
+
+/// The system prompt, then the newest stored runs whose estimated tokens fit `budget`, as
+/// user/assistant pairs, oldest first, then the new message (always sent).
+pub fn build_prompt(
+    system: Option<&str>,
+    memory: &Memory,
+    message: &Message,
+    budget: u64,
+) -> Vec<ChatMessage> {
+    let mut spent = 0;
+    let fitting = memory
+        .runs
+        .iter()
+        .rev()
+        .take_while(|run| {
+            spent += estimate_tokens(&run.input) + estimate_tokens(&run.output);
+            spent <= budget
+        })
+        .count();
+    let history = &memory.runs[memory.runs.len() - fitting..];
+    let mut prompt = Vec::with_capacity(2 + history.len() * 2);
     if let Some(system) = system {
         prompt.push(ChatMessage::new(Role::System, system));
     }
-    for run in &memory.runs {
+    for run in history {
         prompt.push(ChatMessage::new(Role::User, run.input.as_str()));
         prompt.push(ChatMessage::new(Role::Assistant, run.output.as_str()));
     }
@@ -230,7 +263,7 @@ mod tests {
         let mut memory = Memory::default();
         memory.push(Run::new("Hello my name is Collin.", "Hello Collin!"));
         let message = Message::parse("What is my name?", 100).unwrap();
-        let prompt = build_prompt(Some("Be brief."), &memory, &message);
+        let prompt = build_prompt(Some("Be brief."), &memory, &message, 1000);
         let roles: Vec<_> = prompt.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
@@ -238,6 +271,26 @@ mod tests {
         );
         assert_eq!(prompt[1].content, "Hello my name is Collin.");
         assert_eq!(prompt[3].content, "What is my name?");
-        assert_eq!(build_prompt(None, &Memory::default(), &message).len(), 1);
+        assert_eq!(
+            build_prompt(None, &Memory::default(), &message, 1000).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn prompt_keeps_the_newest_runs_within_budget() {
+        let mut memory = Memory::default();
+        for i in 0..10 {
+            // 40 characters each way: 14 estimated tokens each, 28 a run.
+            memory.push(Run::new(format!("{i:0>40}"), "a".repeat(40)));
+        }
+        let message = Message::parse("next", 100).unwrap();
+        let prompt = build_prompt(None, &memory, &message, 100);
+        // 3 runs fit in 100 (84), a 4th would not (112).
+        assert_eq!(prompt.len(), 3 * 2 + 1);
+        assert_eq!(prompt[0].content, format!("{:0>40}", 7));
+        assert_eq!(prompt.last().unwrap().content, "next");
+        // A budget smaller than one run still sends the message.
+        assert_eq!(build_prompt(None, &memory, &message, 1).len(), 1);
     }
 }

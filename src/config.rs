@@ -8,6 +8,7 @@ pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_MODEL_ID: &str = "gpt-4.1-mini";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MODEL_TIMEOUT: Duration = Duration::from_secs(25);
+pub const DEFAULT_HISTORY_TOKEN_BUDGET: u64 = 8000;
 
 /// A value that must never reach a log or a response.
 #[derive(Clone, PartialEq, Eq)]
@@ -48,6 +49,10 @@ pub struct Config {
     pub model_timeout: Duration,
     /// `MAX_ITEM_BYTES`: past this, a session's oldest runs move to archive items.
     pub max_item_bytes: usize,
+    /// `SESSION_TTL_DAYS`: sessions expire this many days after their last message.
+    pub session_ttl_days: Option<u64>,
+    /// `HISTORY_TOKEN_BUDGET`: the most history (estimated tokens) sent with a prompt.
+    pub history_token_budget: u64,
 }
 
 /// A configuration value that cannot be used; the text names the variable and what it expects.
@@ -141,9 +146,23 @@ impl Config {
             None => crate::store::DEFAULT_MAX_ITEM_BYTES,
         };
 
+        let session_ttl_days = match positive("SESSION_TTL_DAYS")? {
+            Some(days) if days > 36_500 => {
+                return Err(ConfigError::Invalid {
+                    var: "SESSION_TTL_DAYS",
+                    value: days.to_string(),
+                    expected: "a number of days up to 36500",
+                })
+            }
+            days => days,
+        };
+
         Ok(Config {
             table_name,
             max_item_bytes,
+            session_ttl_days,
+            history_token_budget: positive("HISTORY_TOKEN_BUDGET")?
+                .unwrap_or(DEFAULT_HISTORY_TOKEN_BUDGET),
             openai_base_url,
             openai_api_key,
             model_id: get("MODEL_ID").unwrap_or_else(|| DEFAULT_MODEL_ID.to_owned()),
@@ -216,6 +235,9 @@ mod tests {
             ("OPENAI_BASE_URL", "http://"),
             ("MAX_ITEM_BYTES", "1000"),
             ("MAX_ITEM_BYTES", "400000"),
+            ("SESSION_TTL_DAYS", "0"),
+            ("SESSION_TTL_DAYS", "99999"),
+            ("HISTORY_TOKEN_BUDGET", "lots"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));

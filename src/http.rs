@@ -30,7 +30,13 @@ pub enum ApiError {
     /// 404 `not_found`: no such route.
     #[error("no route for {0}")]
     NotFound(String),
-    /// 405 `method_not_allowed`.
+    /// 404 `session_not_found`: no session with this id.
+    #[error("no session {0}")]
+    SessionNotFound(String),
+    /// 400 `invalid_request`: the path's session id is not validly percent-encoded.
+    #[error("the session id in the path is not validly percent-encoded")]
+    BadPath,
+    /// 405 `method_not_allowed`, with an `Allow` header.
     #[error("{method} is not allowed here; use {allowed}")]
     MethodNotAllowed {
         method: String,
@@ -67,11 +73,12 @@ impl ApiError {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Input(InputError::MessageTooLong { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Input(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::SessionNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadPath => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Model(ModelError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Model(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Store(StoreError::Unavailable(_)) | ApiError::Busy => {
+            ApiError::Store(StoreError::Unavailable(_) | StoreError::Conflict) | ApiError::Busy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,17 +88,19 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidRequest(_) | ApiError::BadPath => "invalid_request",
             ApiError::Input(InputError::MessageTooLong { .. }) => "message_too_long",
             ApiError::Input(InputError::BlankMessage) => "invalid_message",
             ApiError::Input(InputError::IdempotencyKey) => "invalid_idempotency_key",
             ApiError::Input(_) => "invalid_session_id",
             ApiError::NotFound(_) => "not_found",
+            ApiError::SessionNotFound(_) => "session_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Model(ModelError::Timeout) => "model_timeout",
             ApiError::Model(_) => "model_error",
             ApiError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             ApiError::Store(StoreError::Corrupt(_)) => "corrupt_session",
+            ApiError::Store(StoreError::Conflict) => "session_busy",
             ApiError::Store(_) => "internal",
             ApiError::Busy => "session_busy",
             ApiError::KeyReused => "idempotency_key_reused",
@@ -127,6 +136,11 @@ impl ApiError {
         }
         let body = json!({"error": {"code": self.code(), "message": self.public_message()}});
         let mut response = json_response(status, &body);
+        if let ApiError::MethodNotAllowed { allowed, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -134,6 +148,24 @@ impl ApiError {
         }
         response
     }
+}
+
+/// Decodes `%XX` escapes in a path segment; `None` if an escape is broken or not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Lambda's deadline is wall-clock epoch milliseconds; this turns it into a monotonic instant.
@@ -212,20 +244,63 @@ impl App {
         // Match on the path's tail so a stage prefix ("/prod/chat") or a function-URL prefix
         // (`cargo lambda watch`'s "/lambda-url/<fn>/chat") reaches the same route.
         let path = request.uri().path().trim_end_matches('/');
-        if path == "/chat" || path.ends_with("/chat") {
-            if request.method() != Method::POST {
+        let mut tail = path.rsplit('/');
+        let (last, before) = (tail.next().unwrap_or(""), tail.next());
+        let method = request.method();
+        if before == Some("sessions") {
+            let session_id = SessionId::parse(&percent_decode(last).ok_or(ApiError::BadPath)?)?;
+            return match *method {
+                Method::GET => self.get_session(&session_id).await,
+                Method::DELETE => self.delete_session(&session_id, request_id).await,
+                _ => Err(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    allowed: "GET, DELETE",
+                }),
+            };
+        }
+        if last == "chat" {
+            if method != Method::POST {
                 return Err(ApiError::MethodNotAllowed {
-                    method: request.method().to_string(),
+                    method: method.to_string(),
                     allowed: "POST",
                 });
             }
             return self.post_chat(request, request_id, deadline).await;
         }
         Err(ApiError::NotFound(format!(
-            "{} {}",
-            request.method(),
+            "{method} {}",
             request.uri().path()
         )))
+    }
+
+    async fn get_session(&self, session_id: &SessionId) -> Result<Response<Body>, ApiError> {
+        let runs = self
+            .chat
+            .history(session_id)
+            .await?
+            .ok_or_else(|| ApiError::SessionNotFound(session_id.to_string()))?;
+        let runs: Vec<Value> = runs
+            .iter()
+            .map(|r| json!({"id": r.id, "input": r.input, "output": r.output}))
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"session_id": session_id.as_str(), "runs": runs}),
+        ))
+    }
+
+    async fn delete_session(
+        &self,
+        session_id: &SessionId,
+        request_id: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        if !self.chat.forget(session_id).await? {
+            return Err(ApiError::SessionNotFound(session_id.to_string()));
+        }
+        tracing::info!(request_id, session_id = %session_id, outcome = "deleted", "session deleted");
+        let mut response = Response::new(Body::Empty);
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
     }
 
     async fn post_chat(
@@ -349,6 +424,15 @@ mod tests {
         assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5));
         let past = deadline_instant(now_ms - 1_000).unwrap();
         assert!(past <= Instant::now(), "an expired deadline leaves no time");
+    }
+
+    #[test]
+    fn path_segments() {
+        assert_eq!(percent_decode("user%40x%3A1").as_deref(), Some("user@x:1"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        for bad in ["%", "%4", "%zz", "%ff", "%e2%82"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -60,7 +60,12 @@ pub fn build_app_with(
     sdk_config: &aws_config::SdkConfig,
 ) -> Result<App, InitError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk_config);
-    let store = DynamoStore::new(dynamodb, config.table_name.clone(), config.max_item_bytes);
+    let store = DynamoStore::new(
+        dynamodb,
+        config.table_name.clone(),
+        config.max_item_bytes,
+        config.session_ttl_days.map(|days| days * 24 * 60 * 60),
+    );
 
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
@@ -77,6 +82,7 @@ pub fn build_app_with(
         system_prompt: config.system_prompt.clone(),
         max_runs: config.max_runs,
         model_timeout: config.model_timeout,
+        history_token_budget: config.history_token_budget,
         ..ChatSettings::default()
     };
     let chat = ChatService::new(Arc::new(store), Arc::new(model), settings);

@@ -3,9 +3,11 @@
 //! Items, all in the one table (partition key `id`, a string):
 //! - the session, `id` = the session id: `value` (S) is the memory JSON (see [`crate::memory`]),
 //!   `version` (N) is bumped by every save, `archived` (N) counts its archive chunks,
-//!   `created_at` / `updated_at` (N) are epoch seconds. Saves are conditional on the version
-//!   read, so two writers can never overwrite each other's runs. Items written by the Python
-//!   original have no `version`; the first save here adds it.
+//!   `created_at` / `updated_at` (N) are epoch seconds, `expires_at` (N, the table's TTL) is set
+//!   when sessions expire, and `receipts` (M) maps the idempotency keys of its live receipts to
+//!   their expiry, so a delete can find them. Saves are conditional on the version read, so two
+//!   writers can never overwrite each other's runs. Items written by the Python original have no
+//!   `version`; the first save here adds it.
 //! - archive chunks, `id` = `<session>#archive#<n>`: the session's oldest runs, moved out when the
 //!   session item would pass the safe size, in the same JSON shape.
 //! - idempotency receipts, `id` = `<session>#idem#<key>`: the message and reply of a request
@@ -17,9 +19,11 @@
 use std::error::Error as StdError;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::collections::{BTreeMap, HashMap};
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
 use crate::input::{IdempotencyKey, SessionId};
@@ -42,6 +46,10 @@ pub struct Snapshot {
     pub version: Version,
     /// How many archive chunks the session has.
     pub archived: u64,
+    /// When the archive chunks expire (epoch seconds), if they do.
+    pub archive_expires_at: Option<u64>,
+    /// Idempotency keys of the session's receipts, with their expiry.
+    pub receipts: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -50,6 +58,8 @@ impl Snapshot {
             memory: Memory::default(),
             version: Version::New,
             archived: 0,
+            archive_expires_at: None,
+            receipts: BTreeMap::new(),
         }
     }
 }
@@ -106,11 +116,19 @@ pub trait SessionStore: Send + Sync {
         id: &SessionId,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError>;
+
+    /// Every run of a session, archived ones included, oldest first; `None` if unknown.
+    async fn history(&self, id: &SessionId) -> Result<Option<Vec<Run>>, StoreError>;
+
+    /// Removes a session with its archive and receipts; `false` if it did not exist.
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
 }
 
 /// Default safe size of a session item's `value`: well under DynamoDB's 400 KB item limit, even
 /// counting old and new value together as some DynamoDB-compatible servers do during an update.
 pub const DEFAULT_MAX_ITEM_BYTES: usize = 160 * 1024;
+/// A delete starts over when a turn is saved meanwhile, at most this often.
+const DELETE_ATTEMPTS: u32 = 5;
 /// Receipts answer retries for this long.
 const RECEIPT_TTL_SECS: u64 = 24 * 60 * 60;
 
@@ -118,24 +136,69 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     max_item_bytes: usize,
+    /// Sessions (and their archives) expire this long after their last save.
+    session_ttl_secs: Option<u64>,
 }
 
 impl DynamoStore {
-    pub fn new(client: Client, table: impl Into<String>, max_item_bytes: usize) -> Self {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        max_item_bytes: usize,
+        session_ttl_secs: Option<u64>,
+    ) -> Self {
         DynamoStore {
             client,
             table: table.into(),
             max_item_bytes,
+            session_ttl_secs,
         }
     }
+
+    async fn get(&self, key: String) -> Result<Option<Item>, StoreError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|out| out.item)
+            .map_err(sdk_error)
+    }
+
+    /// Pushes the expiry of existing archive chunks out to the session's, so a living session
+    /// never loses its archive to TTL. Runs at most about twice per TTL period.
+    async fn refresh_archive_expiry(
+        &self,
+        id: &SessionId,
+        chunks: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        for chunk in 1..=chunks {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("id", s(archive_key(id, chunk)))
+                .update_expression("SET expires_at = :e")
+                .condition_expression("attribute_exists(id)")
+                .expression_attribute_values(":e", n(expires_at))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        }
+        Ok(())
+    }
 }
+
+type Item = HashMap<String, AttributeValue>;
 
 pub fn archive_key(id: &SessionId, chunk: u64) -> String {
     format!("{id}#archive#{chunk:08}")
 }
 
-fn receipt_key(id: &SessionId, key: &IdempotencyKey) -> String {
-    format!("{id}#idem#{}", key.as_str())
+fn receipt_key(id: &SessionId, key: &str) -> String {
+    format!("{id}#idem#{key}")
 }
 
 fn epoch_seconds() -> u64 {
@@ -213,16 +276,7 @@ pub fn split_for_size(memory: &Memory, max_bytes: usize) -> (Memory, Vec<Memory>
 #[async_trait]
 impl SessionStore for DynamoStore {
     async fn load(&self, id: &SessionId) -> Result<Snapshot, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("id", s(id.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let Some(item) = out.item else {
+        let Some(item) = self.get(id.as_str().to_owned()).await? else {
             return Ok(Snapshot::new_session());
         };
         let value = match item.get("value") {
@@ -238,10 +292,24 @@ impl SessionStore for DynamoStore {
             None => Version::Unversioned,
             Some(v) => Version::At(v),
         };
+        let receipts = match item.get("receipts") {
+            None => BTreeMap::new(),
+            Some(AttributeValue::M(map)) => map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
+                .collect(),
+            Some(_) => {
+                return Err(StoreError::Corrupt(DecodeError::new(
+                    "the item's receipts is not a map",
+                )))
+            }
+        };
         Ok(Snapshot {
             memory,
             version,
             archived: count(&item, "archived")?.unwrap_or(0),
+            archive_expires_at: count(&item, "archive_expires_at")?,
+            receipts,
         })
     }
 
@@ -260,13 +328,49 @@ impl SessionStore for DynamoStore {
         };
         let now = epoch_seconds();
         let archived = read.archived + chunks.len() as u64;
+        let expires_at = self.session_ttl_secs.map(|ttl| now + ttl);
+        let mut set = String::from(
+            "SET #value = :value, #version = :next, archived = :archived, \
+             updated_at = :now, created_at = if_not_exists(created_at, :now)",
+        );
+        let mut values: Vec<(&str, AttributeValue)> = Vec::new();
+        if let Some(expires_at) = expires_at {
+            set.push_str(", expires_at = :expires");
+            values.push((":expires", n(expires_at)));
+            if archived > 0 {
+                // Chunks written now expire with the session; older ones are refreshed when
+                // they would expire within half a TTL.
+                let ttl = self.session_ttl_secs.unwrap_or(0);
+                let mut archive_expiry = read.archive_expires_at.unwrap_or(0);
+                if read.archived > 0 && archive_expiry < now + ttl / 2 {
+                    self.refresh_archive_expiry(id, read.archived, expires_at)
+                        .await?;
+                    archive_expiry = expires_at;
+                }
+                if !chunks.is_empty() && read.archived == 0 {
+                    archive_expiry = expires_at;
+                }
+                set.push_str(", archive_expires_at = :archive_expires");
+                values.push((":archive_expires", n(archive_expiry.min(expires_at))));
+            }
+        }
+        let mut receipts: HashMap<String, AttributeValue> = read
+            .receipts
+            .iter()
+            .filter(|(_, expiry)| **expiry > now)
+            .map(|(k, expiry)| (k.clone(), n(*expiry)))
+            .collect();
+        if let Some(r) = receipt {
+            receipts.insert(r.key.as_str().to_owned(), n(now + RECEIPT_TTL_SECS));
+        }
+        if !receipts.is_empty() || !read.receipts.is_empty() {
+            set.push_str(", receipts = :receipts");
+            values.push((":receipts", AttributeValue::M(receipts)));
+        }
         let mut update = Update::builder()
             .table_name(&self.table)
             .key("id", s(id.as_str()))
-            .update_expression(
-                "SET #value = :value, #version = :next, archived = :archived, \
-                 updated_at = :now, created_at = if_not_exists(created_at, :now)",
-            )
+            .update_expression(set)
             .condition_expression(condition)
             .expression_attribute_names("#value", "value")
             .expression_attribute_names("#version", "version")
@@ -276,6 +380,9 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":now", n(now));
         if let Version::At(v) = read.version {
             update = update.expression_attribute_values(":read", n(v));
+        }
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
         }
 
         if chunks.is_empty() && receipt.is_none() {
@@ -308,21 +415,23 @@ impl SessionStore for DynamoStore {
             .update(update.build().map_err(|e| StoreError::Failed(e.into()))?)
             .build()];
         for (i, chunk) in chunks.iter().enumerate() {
-            let put = Put::builder()
+            let mut put = Put::builder()
                 .table_name(&self.table)
                 .item("id", s(archive_key(id, read.archived + 1 + i as u64)))
                 .item("value", s(chunk.encode()))
                 .item("created_at", n(now))
-                .condition_expression("attribute_not_exists(id)")
-                .build()
-                .map_err(|e| StoreError::Failed(e.into()))?;
+                .condition_expression("attribute_not_exists(id)");
+            if let Some(expires_at) = expires_at {
+                put = put.item("expires_at", n(expires_at));
+            }
+            let put = put.build().map_err(|e| StoreError::Failed(e.into()))?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
         let receipt_index = items.len();
         if let Some(r) = receipt {
             let put = Put::builder()
                 .table_name(&self.table)
-                .item("id", s(receipt_key(id, &r.key)))
+                .item("id", s(receipt_key(id, r.key.as_str())))
                 .item("message", s(r.message.as_str()))
                 .item("run_id", s(r.run_id.as_str()))
                 .item("reply", s(r.reply.as_str()))
@@ -381,16 +490,7 @@ impl SessionStore for DynamoStore {
         id: &SessionId,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("id", s(receipt_key(id, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        let Some(item) = out.item else {
+        let Some(item) = self.get(receipt_key(id, key.as_str())).await? else {
             return Ok(None);
         };
         // DynamoDB's TTL deletes within days, not on the second: expired is gone.
@@ -409,6 +509,88 @@ impl SessionStore for DynamoStore {
             run_id: text("run_id")?,
             reply: text("reply")?,
         }))
+    }
+
+    async fn history(&self, id: &SessionId) -> Result<Option<Vec<Run>>, StoreError> {
+        if self.get(id.as_str().to_owned()).await?.is_none() {
+            return Ok(None);
+        }
+        let snapshot = self.load(id).await?;
+        let mut runs = Vec::new();
+        for chunk in 1..=snapshot.archived {
+            let item = self.get(archive_key(id, chunk)).await?.ok_or_else(|| {
+                StoreError::Corrupt(DecodeError::new(format!(
+                    "archive chunk {chunk} is missing"
+                )))
+            })?;
+            let Some(AttributeValue::S(value)) = item.get("value") else {
+                return Err(StoreError::Corrupt(DecodeError::new(format!(
+                    "archive chunk {chunk} has no value"
+                ))));
+            };
+            runs.extend(Memory::decode(value).map_err(StoreError::Corrupt)?.runs);
+        }
+        runs.extend(snapshot.memory.runs);
+        Ok(Some(runs))
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+        for _ in 0..DELETE_ATTEMPTS {
+            let Some(item) = self.get(id.as_str().to_owned()).await? else {
+                return Ok(false);
+            };
+            let archived = count(&item, "archived")?.unwrap_or(0);
+            let mut keys: Vec<String> = (1..=archived).map(|c| archive_key(id, c)).collect();
+            if let Some(AttributeValue::M(receipts)) = item.get("receipts") {
+                keys.extend(receipts.keys().map(|k| receipt_key(id, k)));
+            }
+            // Archive and receipts first, the session item last: a delete cut short leaves a
+            // session that a second delete finishes, never orphans nobody can find.
+            for key in keys {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("id", s(key))
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+            }
+            // Only if no turn was saved meanwhile (it may have archived more); else go again.
+            let mut delete = Delete::builder()
+                .table_name(&self.table)
+                .key("id", s(id.as_str()));
+            delete = match item.get("version") {
+                Some(v) => delete
+                    .condition_expression("#version = :read")
+                    .expression_attribute_names("#version", "version")
+                    .expression_attribute_values(":read", v.clone()),
+                None => delete
+                    .condition_expression("attribute_not_exists(#version)")
+                    .expression_attribute_names("#version", "version"),
+            };
+            let d = delete.build().map_err(|e| StoreError::Failed(e.into()))?;
+            let result = self
+                .client
+                .delete_item()
+                .table_name(d.table_name)
+                .set_key(Some(d.key))
+                .set_condition_expression(d.condition_expression)
+                .set_expression_attribute_names(d.expression_attribute_names)
+                .set_expression_attribute_values(d.expression_attribute_values)
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
+        Err(StoreError::Conflict)
     }
 }
 

@@ -6,5 +6,6 @@ mod support;
 
 mod errors;
 mod reliability;
+mod sessions;
 mod walkthrough;
 mod watch;

@@ -1,0 +1,203 @@
+//! The session API (read, delete), expiry, and bounded prompts.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::support::{call, chat_request, event, items_with_prefix, TestEnv};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_session_can_be_read_and_deleted() {
+    for kind in ["http-api", "rest-api"] {
+        let env = TestEnv::new().await;
+        let app = env.app().await;
+        let (status, body) = call(&app, event(&format!("{kind}/get-session.json"))).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("session_not_found"))
+        );
+
+        let (_, first) = call(&app, event(&format!("{kind}/1-collin-hello.json"))).await;
+        let (_, second) = call(
+            &app,
+            event(&format!("{kind}/2-collin-what-is-my-name.json")),
+        )
+        .await;
+        let (status, body) = call(&app, event(&format!("{kind}/get-session.json"))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["session_id"], "user-id-123");
+        let runs = body["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0]["id"], first["run_id"]);
+        assert_eq!(runs[0]["input"], "Hello my name is Collin.");
+        assert_eq!(runs[1]["id"], second["run_id"]);
+        assert_eq!(runs[1]["output"], "Your name is Collin.");
+
+        let response = app
+            .handle(event(&format!("{kind}/delete-session.json")))
+            .await;
+        assert_eq!(response.status(), 204);
+        let (status, _) = call(&app, event(&format!("{kind}/get-session.json"))).await;
+        assert_eq!(status, 404);
+        let (status, _) = call(&app, event(&format!("{kind}/delete-session.json"))).await;
+        assert_eq!(status, 404, "deleting twice");
+        assert_eq!(env.item_count().await, 0);
+    }
+}
+
+#[tokio::test]
+async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("MAX_ITEM_BYTES", "8192")]).await;
+    let mut sent = Vec::new();
+    for turn in 0..12 {
+        let message = format!("turn {turn} {}", "x".repeat(1500));
+        let key = format!("key-{turn}");
+        let (status, body) = call(
+            &app,
+            chat_request("talk", &message, &[("Idempotency-Key", &key)]),
+        )
+        .await;
+        assert_eq!(status, 200);
+        sent.push(body["run_id"].as_str().unwrap().to_owned());
+    }
+    assert!(!items_with_prefix(&env, "talk#archive#").await.is_empty());
+    assert_eq!(items_with_prefix(&env, "talk#idem#").await.len(), 12);
+
+    let (status, body) = call(
+        &app,
+        crate::support::http_request("GET", "/sessions/talk", ""),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, sent, "every run, oldest first");
+
+    let other = call(&app, chat_request("talk2", "hello", &[])).await;
+    assert_eq!(other.0, 200);
+    let response = app
+        .handle(crate::support::http_request("DELETE", "/sessions/talk", ""))
+        .await;
+    assert_eq!(response.status(), 204);
+    assert!(
+        items_with_prefix(&env, "talk#").await.is_empty(),
+        "archive and receipts gone"
+    );
+    assert!(env.item("talk").await.is_none());
+    assert!(
+        env.item("talk2").await.is_some(),
+        "other sessions untouched"
+    );
+}
+
+#[tokio::test]
+async fn session_paths_are_checked() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let request = |method: &str, path: &str| crate::support::http_request(method, path, "");
+    let (status, body) = call(&app, request("GET", "/sessions/a%20b")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_session_id"))
+    );
+    let (status, body) = call(&app, request("GET", "/sessions/a%zz")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let response = app.handle(request("PUT", "/sessions/abc")).await;
+    assert_eq!(response.headers()["allow"], "GET, DELETE");
+    assert_eq!(response.status(), 405);
+    // Percent-encoded characters that session ids allow.
+    call(&app, chat_request("user@example.com", "hi", &[])).await;
+    let (status, _) = call(&app, request("GET", "/sessions/user%40example.com")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn sessions_expire_after_their_last_message() {
+    let env = TestEnv::new().await;
+    let app = env
+        .app_with(&[("SESSION_TTL_DAYS", "7"), ("MAX_ITEM_BYTES", "8192")])
+        .await;
+    for turn in 0..8 {
+        let (status, _) = call(
+            &app,
+            chat_request("ttl", &format!("{turn} {}", "y".repeat(1500)), &[]),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let week = 7 * 24 * 60 * 60;
+    let expires = |item: &std::collections::HashMap<
+        String,
+        aws_sdk_dynamodb::types::AttributeValue,
+    >| { item["expires_at"].as_n().unwrap().parse::<u64>().unwrap() };
+    let main = env.item("ttl").await.unwrap();
+    assert!(expires(&main).abs_diff(now() + week) < 60);
+    let archive = items_with_prefix(&env, "ttl#archive#").await;
+    assert!(!archive.is_empty());
+    for chunk in &archive {
+        assert!(
+            expires(chunk) >= expires(&main) - 60,
+            "an archive chunk would expire before its session"
+        );
+    }
+    // Without SESSION_TTL_DAYS, nothing expires.
+    let app = env.app().await;
+    call(&app, chat_request("forever", "hi", &[])).await;
+    assert!(!env
+        .item("forever")
+        .await
+        .unwrap()
+        .contains_key("expires_at"));
+}
+
+#[tokio::test]
+async fn prompt_tokens_stop_growing_at_the_budget() {
+    const TURNS: usize = 40;
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "600")]).await;
+    for turn in 0..TURNS {
+        let message = format!("turn {turn}: {}", "words ".repeat(20));
+        let (status, _) = call(&app, chat_request("budget", &message, &[])).await;
+        assert_eq!(status, 200);
+    }
+    // What the model was sent, turn by turn (its own token count, from the requests).
+    let sent: Vec<usize> = env
+        .model
+        .requests()
+        .await
+        .iter()
+        .map(|r| {
+            r["body"]["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m: &Value| m["content"].as_str().unwrap().len())
+                .sum()
+        })
+        .collect();
+    eprintln!("prompt characters per turn: {sent:?}");
+    let grown = sent[5] > sent[0] * 4;
+    assert!(grown, "history is sent while under budget: {sent:?}");
+    let tail = &sent[TURNS / 2..];
+    let (lo, hi) = (tail.iter().min().unwrap(), tail.iter().max().unwrap());
+    assert!(hi - lo < 400, "flat once the budget is reached: {tail:?}");
+    assert!(*hi <= 600 * 4 + 300, "within the budget: {hi}");
+    // Older runs stay stored.
+    let stored: Value = serde_json::from_str(&env.value("budget").await.unwrap()).unwrap();
+    assert_eq!(stored["runs"].as_array().unwrap().len(), TURNS);
+}

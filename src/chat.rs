@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use crate::input::{IdempotencyKey, Message, SessionId};
 use crate::memory::{Memory, Run};
 use crate::model::{ChatMessage, ChatModel, ModelError, Role, Usage};
-use crate::store::{Receipt, SessionStore, StoreError};
+use crate::store::{Changes, Receipt, SessionStore, StoreError, Summary};
 
 /// Tunables of the cycle.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct ChatSettings {
     pub max_save_attempts: u32,
     /// The most history, in estimated tokens, sent with a prompt: the newest runs that fit.
     pub history_token_budget: u64,
+    /// Fold runs that fall out of the prompt window into a running summary sent as context.
+    pub summarize: bool,
 }
 
 impl Default for ChatSettings {
@@ -34,6 +36,7 @@ impl Default for ChatSettings {
             save_reserve: Duration::from_millis(1500),
             max_save_attempts: 16,
             history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
+            summarize: false,
         }
     }
 }
@@ -122,12 +125,6 @@ impl ChatService {
         let mut snapshot = self.store.load(session).await?;
         timings.load_ms = ms_since(started);
 
-        let prompt = build_prompt(
-            self.settings.system_prompt.as_deref(),
-            &snapshot.memory,
-            message,
-            self.settings.history_token_budget,
-        );
         let model_started = Instant::now();
         let mut model_deadline = model_started + self.settings.model_timeout;
         if let Some(deadline) = deadline {
@@ -137,6 +134,22 @@ impl ChatService {
                     .unwrap_or(model_started),
             );
         }
+        let budget = self.settings.history_token_budget;
+        let window = window_start(&snapshot.memory, budget);
+        let new_summary = if self.settings.summarize {
+            self.fold(session, &snapshot, window, model_deadline).await
+        } else {
+            None
+        };
+        let summary = new_summary.as_ref().or(snapshot.summary.as_ref());
+        let prompt = build_prompt(
+            self.settings.system_prompt.as_deref(),
+            summary
+                .filter(|_| self.settings.summarize)
+                .map(|s| s.text.as_str()),
+            &snapshot.memory.runs[window..],
+            message,
+        );
         let completion = self.model.complete(&prompt, model_deadline).await?;
         timings.model_ms = ms_since(model_started);
         if completion.truncated {
@@ -159,11 +172,12 @@ impl ChatService {
                 memory.max_runs = self.settings.max_runs;
             }
             memory.push(run.clone());
-            match self
-                .store
-                .save(session, &memory, &snapshot, receipt.as_ref())
-                .await
-            {
+            let changes = Changes {
+                memory: &memory,
+                receipt: receipt.as_ref(),
+                summary: new_summary.as_ref(),
+            };
+            match self.store.save(session, changes, &snapshot).await {
                 Ok(()) => {
                     timings.save_ms = ms_since(save_started);
                     return Ok(Reply {
@@ -199,6 +213,73 @@ impl ChatService {
     }
 }
 
+impl ChatService {
+    /// Folds the runs between the stored summary and the prompt window into a new summary.
+    /// A failed fold is logged and skipped: the turn goes on with the old summary.
+    async fn fold(
+        &self,
+        session: &SessionId,
+        snapshot: &crate::store::Snapshot,
+        window: usize,
+        deadline: Instant,
+    ) -> Option<Summary> {
+        let runs = &snapshot.memory.runs;
+        // Runs up to the stored summary's newest are in it already. If that run is gone from
+        // the item (archived or dropped), every run left is newer.
+        let start = snapshot
+            .summary
+            .as_ref()
+            .and_then(|s| runs.iter().position(|r| r.id == s.through))
+            .map_or(0, |i| i + 1);
+        if start >= window {
+            return None;
+        }
+        // A first fold of a long session takes its newest runs only, so the request stays small.
+        let start = start.max(window_start(
+            &snapshot.memory.with_prefix(window),
+            4 * self.settings.history_token_budget,
+        ));
+        let previous = snapshot.summary.as_ref().map(|s| s.text.as_str());
+        let request = summary_prompt(previous, &runs[start..window]);
+        match self.model.complete(&request, deadline).await {
+            Ok(completion) => Some(Summary {
+                text: completion.text,
+                through: runs[window - 1].id.clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(session_id = %session, error = %e, "could not update the summary; keeping the old one");
+                None
+            }
+        }
+    }
+}
+
+/// Instruction for folding runs into the running summary.
+pub const SUMMARY_INSTRUCTION: &str = "You keep a running summary of a conversation. Fold the new \
+exchanges into the summary so far. Keep who took part, names, facts, decisions and open \
+questions. Answer with the updated summary only, in under 200 words.";
+
+/// Introduces the running summary in a chat prompt.
+pub const SUMMARY_PREFIX: &str = "Summary of the earlier conversation: ";
+
+fn summary_prompt(previous: Option<&str>, runs: &[Run]) -> Vec<ChatMessage> {
+    let mut text = format!(
+        "Summary so far:\n{}\n\nNew exchanges:\n",
+        previous.unwrap_or("(none)")
+    );
+    for run in runs {
+        text.push_str("User: ");
+        text.push_str(&run.input);
+        text.push_str("\nAssistant: ");
+        text.push_str(&run.output);
+        text.push('\n');
+    }
+    vec![
+        ChatMessage::new(Role::System, SUMMARY_INSTRUCTION),
+        ChatMessage::new(Role::User, text),
+    ]
+}
+
 fn replay(receipt: Receipt, message: &Message, timings: Timings) -> Result<Reply, ChatError> {
     if receipt.message != message.as_str() {
         return Err(ChatError::KeyReused);
@@ -223,14 +304,8 @@ pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4) + 4
 }
 
-/// The system prompt, then the newest stored runs whose estimated tokens fit `budget`, as
-/// user/assistant pairs, oldest first, then the new message (always sent).
-pub fn build_prompt(
-    system: Option<&str>,
-    memory: &Memory,
-    message: &Message,
-    budget: u64,
-) -> Vec<ChatMessage> {
+/// Where the prompt window starts: the newest runs whose estimated tokens fit `budget`.
+pub fn window_start(memory: &Memory, budget: u64) -> usize {
     let mut spent = 0;
     let fitting = memory
         .runs
@@ -241,10 +316,26 @@ pub fn build_prompt(
             spent <= budget
         })
         .count();
-    let history = &memory.runs[memory.runs.len() - fitting..];
-    let mut prompt = Vec::with_capacity(2 + history.len() * 2);
+    memory.runs.len() - fitting
+}
+
+/// The system prompt, the running summary, then `history` as user/assistant pairs, oldest
+/// first, then the new message.
+pub fn build_prompt(
+    system: Option<&str>,
+    summary: Option<&str>,
+    history: &[Run],
+    message: &Message,
+) -> Vec<ChatMessage> {
+    let mut prompt = Vec::with_capacity(3 + history.len() * 2);
     if let Some(system) = system {
         prompt.push(ChatMessage::new(Role::System, system));
+    }
+    if let Some(summary) = summary {
+        prompt.push(ChatMessage::new(
+            Role::System,
+            format!("{SUMMARY_PREFIX}{summary}"),
+        ));
     }
     for run in history {
         prompt.push(ChatMessage::new(Role::User, run.input.as_str()));
@@ -263,7 +354,7 @@ mod tests {
         let mut memory = Memory::default();
         memory.push(Run::new("Hello my name is Collin.", "Hello Collin!"));
         let message = Message::parse("What is my name?", 100).unwrap();
-        let prompt = build_prompt(Some("Be brief."), &memory, &message, 1000);
+        let prompt = build_prompt(Some("Be brief."), None, &memory.runs, &message);
         let roles: Vec<_> = prompt.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
@@ -271,26 +362,24 @@ mod tests {
         );
         assert_eq!(prompt[1].content, "Hello my name is Collin.");
         assert_eq!(prompt[3].content, "What is my name?");
+        assert_eq!(build_prompt(None, None, &[], &message).len(), 1);
+        let with_summary = build_prompt(None, Some("Ada was here."), &[], &message);
         assert_eq!(
-            build_prompt(None, &Memory::default(), &message, 1000).len(),
-            1
+            with_summary[0].content,
+            "Summary of the earlier conversation: Ada was here."
         );
     }
 
     #[test]
-    fn prompt_keeps_the_newest_runs_within_budget() {
+    fn the_window_keeps_the_newest_runs_within_budget() {
         let mut memory = Memory::default();
         for i in 0..10 {
             // 40 characters each way: 14 estimated tokens each, 28 a run.
             memory.push(Run::new(format!("{i:0>40}"), "a".repeat(40)));
         }
-        let message = Message::parse("next", 100).unwrap();
-        let prompt = build_prompt(None, &memory, &message, 100);
         // 3 runs fit in 100 (84), a 4th would not (112).
-        assert_eq!(prompt.len(), 3 * 2 + 1);
-        assert_eq!(prompt[0].content, format!("{:0>40}", 7));
-        assert_eq!(prompt.last().unwrap().content, "next");
-        // A budget smaller than one run still sends the message.
-        assert_eq!(build_prompt(None, &memory, &message, 1).len(), 1);
+        assert_eq!(window_start(&memory, 100), 7);
+        assert_eq!(window_start(&memory, 1), 10, "nothing fits");
+        assert_eq!(window_start(&memory, 10_000), 0, "everything fits");
     }
 }

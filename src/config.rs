@@ -53,6 +53,8 @@ pub struct Config {
     pub session_ttl_days: Option<u64>,
     /// `HISTORY_TOKEN_BUDGET`: the most history (estimated tokens) sent with a prompt.
     pub history_token_budget: u64,
+    /// `SUMMARIZE`: fold runs that leave the prompt window into a running summary.
+    pub summarize: bool,
 }
 
 /// A configuration value that cannot be used; the text names the variable and what it expects.
@@ -157,8 +159,22 @@ impl Config {
             days => days,
         };
 
+        let summarize = match get("SUMMARIZE").map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) if ["true", "1", "yes"].contains(&v.as_str()) => true,
+            Some(v) if ["false", "0", "no"].contains(&v.as_str()) => false,
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    var: "SUMMARIZE",
+                    value,
+                    expected: "true or false",
+                })
+            }
+        };
+
         Ok(Config {
             table_name,
+            summarize,
             max_item_bytes,
             session_ttl_days,
             history_token_budget: positive("HISTORY_TOKEN_BUDGET")?
@@ -238,6 +254,7 @@ mod tests {
             ("SESSION_TTL_DAYS", "0"),
             ("SESSION_TTL_DAYS", "99999"),
             ("HISTORY_TOKEN_BUDGET", "lots"),
+            ("SUMMARIZE", "maybe"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));

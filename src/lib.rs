@@ -83,6 +83,7 @@ pub fn build_app_with(
         max_runs: config.max_runs,
         model_timeout: config.model_timeout,
         history_token_budget: config.history_token_budget,
+        summarize: config.summarize,
         ..ChatSettings::default()
     };
     let chat = ChatService::new(Arc::new(store), Arc::new(model), settings);

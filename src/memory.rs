@@ -87,6 +87,11 @@ impl Memory {
         }
     }
 
+    /// The first `n` runs, as a memory of their own.
+    pub fn with_prefix(&self, n: usize) -> Memory {
+        Memory::with_runs(self.runs[..n.min(self.runs.len())].to_vec())
+    }
+
     /// A memory of just these runs (an archive chunk).
     pub fn with_runs(runs: Vec<Run>) -> Memory {
         Memory {

@@ -50,6 +50,26 @@ pub struct Snapshot {
     pub archive_expires_at: Option<u64>,
     /// Idempotency keys of the session's receipts, with their expiry.
     pub receipts: BTreeMap<String, u64>,
+    /// The running summary of runs that fell out of the prompt window (`SUMMARIZE`).
+    pub summary: Option<Summary>,
+}
+
+/// A running summary of a session's older runs, stored beside `value` (`summary`,
+/// `summary_through`) so the memory JSON keeps its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub text: String,
+    /// The id of the newest run folded in.
+    pub through: String,
+}
+
+/// What a save writes: the session's memory and, in the same write, what else the turn produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    pub memory: &'a Memory,
+    pub receipt: Option<&'a Receipt>,
+    /// A new summary, replacing the stored one.
+    pub summary: Option<&'a Summary>,
 }
 
 impl Snapshot {
@@ -60,6 +80,7 @@ impl Snapshot {
             archived: 0,
             archive_expires_at: None,
             receipts: BTreeMap::new(),
+            summary: None,
         }
     }
 }
@@ -100,14 +121,13 @@ pub trait SessionStore: Send + Sync {
     /// Reads a session; an unknown session is an empty memory at [`Version::New`].
     async fn load(&self, id: &SessionId) -> Result<Snapshot, StoreError>;
 
-    /// Saves `memory` (the snapshot's runs plus new ones) if the session is still as `read`,
-    /// else [`StoreError::Conflict`]. With a receipt, it is saved in the same transaction.
+    /// Saves the changes (the snapshot's runs plus new ones, a receipt, a summary) if the
+    /// session is still as `read`, else [`StoreError::Conflict`]. All of it lands, or none.
     async fn save(
         &self,
         id: &SessionId,
-        memory: &Memory,
+        changes: Changes<'_>,
         read: &Snapshot,
-        receipt: Option<&Receipt>,
     ) -> Result<(), StoreError>;
 
     /// The receipt a request with this key left, if any.
@@ -304,22 +324,34 @@ impl SessionStore for DynamoStore {
                 )))
             }
         };
+        let summary = match (item.get("summary"), item.get("summary_through")) {
+            (Some(AttributeValue::S(text)), Some(AttributeValue::S(through))) => Some(Summary {
+                text: text.clone(),
+                through: through.clone(),
+            }),
+            _ => None,
+        };
         Ok(Snapshot {
             memory,
             version,
             archived: count(&item, "archived")?.unwrap_or(0),
             archive_expires_at: count(&item, "archive_expires_at")?,
             receipts,
+            summary,
         })
     }
 
     async fn save(
         &self,
         id: &SessionId,
-        memory: &Memory,
+        changes: Changes<'_>,
         read: &Snapshot,
-        receipt: Option<&Receipt>,
     ) -> Result<(), StoreError> {
+        let Changes {
+            memory,
+            receipt,
+            summary,
+        } = changes;
         let (recent, chunks) = split_for_size(memory, self.max_item_bytes);
         let (condition, next) = match read.version {
             Version::New => ("attribute_not_exists(id)", 1),
@@ -366,6 +398,11 @@ impl SessionStore for DynamoStore {
         if !receipts.is_empty() || !read.receipts.is_empty() {
             set.push_str(", receipts = :receipts");
             values.push((":receipts", AttributeValue::M(receipts)));
+        }
+        if let Some(summary) = summary {
+            set.push_str(", summary = :summary, summary_through = :through");
+            values.push((":summary", s(summary.text.as_str())));
+            values.push((":through", s(summary.through.as_str())));
         }
         let mut update = Update::builder()
             .table_name(&self.table)

@@ -3,7 +3,9 @@
 
 It answers from the conversation it is sent, so a right answer proves the history reached it:
 it remembers names told earlier ("my name is X", "I'm X") and answers "what is my name?" and
-"who all is here?" from them, wording its replies like the seed's walkthrough.
+"who all is here?" from them, wording its replies like the seed's walkthrough. Asked for a
+running summary, it answers "People: A, B. Exchanges: N.", and it reads names back from such a
+summary when one is sent as context.
 
     scripted_model.py [--port N] [--exit-with-stdin]
 
@@ -50,12 +52,44 @@ def listing(names):
     return ", ".join(names)
 
 
+SUMMARY_REQUEST = "running summary"
+SUMMARY_CONTEXT = "Summary of the earlier conversation:"
+PEOPLE = re.compile(r"People: ([^.]*)\.")
+
+
+def summarized_names(text: str):
+    m = PEOPLE.search(text)
+    return [n.strip() for n in m.group(1).split(",") if n.strip()] if m else []
+
+
+def summarize(messages) -> str:
+    """Answers a summary request: the people named so far and how many exchanges were folded."""
+    text = "\n".join(m.get("content") or "" for m in messages if m.get("role") == "user")
+    names = summarized_names(text)
+    exchanges = 0
+    m = re.search(r"Exchanges: (\d+)\.", text)
+    if m:
+        exchanges = int(m.group(1))
+    for line in text.splitlines():
+        if line.startswith("User: "):
+            exchanges += 1
+            name = introduced(line[len("User: "):])
+            if name and name not in names:
+                names.append(name)
+    return f"People: {', '.join(names)}. Exchanges: {exchanges}."
+
+
 def answer(messages) -> str:
+    if any(SUMMARY_REQUEST in (m.get("content") or "") for m in messages if m.get("role") == "system"):
+        return summarize(messages)
     said = [m.get("content") or "" for m in messages if m.get("role") == "user"]
     if not said:
         return "Hello! How can I assist you today?"
     last, earlier = said[-1], said[:-1]
     known = []
+    for m in messages:
+        if m.get("role") == "system" and (m.get("content") or "").startswith(SUMMARY_CONTEXT):
+            known.extend(n for n in summarized_names(m["content"]) if n not in known)
     for text in earlier:
         name = introduced(text)
         if name and name not in known:

@@ -201,3 +201,50 @@ async fn prompt_tokens_stop_growing_at_the_budget() {
     let stored: Value = serde_json::from_str(&env.value("budget").await.unwrap()).unwrap();
     assert_eq!(stored["runs"].as_array().unwrap().len(), TURNS);
 }
+
+#[tokio::test]
+async fn summaries_carry_what_left_the_window() {
+    let env = TestEnv::new().await;
+    // A budget that holds about one run: the window alone would forget Zach and Matt.
+    let app = env
+        .app_with(&[("HISTORY_TOKEN_BUDGET", "40"), ("SUMMARIZE", "true")])
+        .await;
+    for name in ["3-zach-hello", "4-matt-joins"] {
+        call(&app, event(&format!("http-api/{name}.json"))).await;
+    }
+    call(
+        &app,
+        chat_request("group-id-123", "Nice weather today.", &[]),
+    )
+    .await;
+    let (status, body) = call(&app, event("http-api/5-collin-who-is-here.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["reply"],
+        "Hello Collin! So far, we have Zach, Matt, and now you. How can I assist you all today?"
+    );
+    let item = env.item("group-id-123").await.unwrap();
+    assert!(item["summary"]
+        .as_s()
+        .unwrap()
+        .starts_with("People: Zach, Matt."));
+    // The memory JSON kept the seed's shape; the summary sits beside it.
+    assert!(!env.value("group-id-123").await.unwrap().contains("summary"));
+
+    // Without SUMMARIZE, the same window forgets them.
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "40")]).await;
+    for name in ["3-zach-hello", "4-matt-joins"] {
+        call(&app, event(&format!("http-api/{name}.json"))).await;
+    }
+    call(
+        &app,
+        chat_request("group-id-123", "Nice weather today.", &[]),
+    )
+    .await;
+    let (_, body) = call(&app, event("http-api/5-collin-who-is-here.json")).await;
+    assert_ne!(
+        body["reply"],
+        "Hello Collin! So far, we have Zach, Matt, and now you. How can I assist you all today?"
+    );
+}

@@ -102,13 +102,10 @@ def _driver_args(table: str, session_id: str) -> dict:
 
 
 def _agent_v0_27(*, table, session_id, model_url):
-    # 0.27: the memory takes `driver=`; the structure builds its own StructureConfig from the
-    # prompt and embedding drivers it is given (with OpenAI defaults for any missing one).
-    from griptape.drivers import (
-        AmazonDynamoDbConversationMemoryDriver,
-        DummyEmbeddingDriver,
-        OpenAiChatPromptDriver,
-    )
+    # 0.27: a per-structure StructureConfig (Dummy* drivers for whatever is not given; passing
+    # prompt_driver= to the Agent itself is deprecated there); the memory takes `driver=`.
+    from griptape.config import StructureConfig
+    from griptape.drivers import AmazonDynamoDbConversationMemoryDriver, OpenAiChatPromptDriver
     from griptape.memory.structure import ConversationMemory
     from griptape.structures import Agent
     from griptape.tokenizers import SimpleTokenizer
@@ -116,11 +113,10 @@ def _agent_v0_27(*, table, session_id, model_url):
     prompt_driver = OpenAiChatPromptDriver(
         model=MODEL, base_url=model_url, api_key=os.environ["OPENAI_API_KEY"], tokenizer=_tokenizer(SimpleTokenizer)
     )
-    memory = ConversationMemory(driver=AmazonDynamoDbConversationMemoryDriver(**_driver_args(table, session_id)))
+    memory_driver = AmazonDynamoDbConversationMemoryDriver(**_driver_args(table, session_id))
     return Agent(
-        prompt_driver=prompt_driver,
-        embedding_driver=DummyEmbeddingDriver(),
-        conversation_memory=memory,
+        config=StructureConfig(prompt_driver=prompt_driver, conversation_memory_driver=memory_driver),
+        conversation_memory=ConversationMemory(driver=memory_driver),
         logger_level=logging.WARNING,
     )
 

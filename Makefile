@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup build test lint watch invoke demo deploy clean
+.PHONY: setup build test lint package watch invoke demo deploy clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ lint: setup
 	cfn-lint template.yaml
 	AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0 sam validate --lint
 
+## `sam build` as a deploy would run it (cargo-lambda cross-compiles to arm64 with zig), then
+## checks the artifact is an aarch64 `bootstrap`.
+package: setup
+	rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 sam build
+	$(PY) tools/check_elf.py .aws-sam/build/ChatFunction/bootstrap aarch64
+
 ## Local DynamoDB-compatible server with the table, the scripted model unless OPENAI_API_KEY or
 ## OPENAI_BASE_URL is set, and `cargo lambda watch` on port 9000.
 watch: setup
@@ -42,8 +49,7 @@ invoke: setup
 demo: setup
 	scripts/local.sh demo
 
-deploy: setup build
-	SAM_CLI_TELEMETRY=0 sam build
+deploy: package
 	SAM_CLI_TELEMETRY=0 sam deploy
 
 clean:

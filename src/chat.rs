@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::input::{IdempotencyKey, Message, SessionId};
+use crate::input::{IdempotencyKey, Message, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{ChatMessage, ChatModel, ModelError, Role, Usage};
 use crate::store::{Changes, Receipt, SessionStore, StoreError, Summary};
@@ -96,12 +96,12 @@ impl ChatService {
     }
 
     /// Every run of a session, oldest first; `None` if the session is unknown.
-    pub async fn history(&self, session: &SessionId) -> Result<Option<Vec<Run>>, StoreError> {
+    pub async fn history(&self, session: &SessionKey) -> Result<Option<Vec<Run>>, StoreError> {
         self.store.history(session).await
     }
 
     /// Forgets a session; `false` if it did not exist.
-    pub async fn forget(&self, session: &SessionId) -> Result<bool, StoreError> {
+    pub async fn forget(&self, session: &SessionKey) -> Result<bool, StoreError> {
         self.store.delete(session).await
     }
 
@@ -110,7 +110,7 @@ impl ChatService {
     /// not asked again.
     pub async fn send(
         &self,
-        session: &SessionId,
+        session: &SessionKey,
         message: &Message,
         deadline: Option<Instant>,
         key: Option<&IdempotencyKey>,
@@ -218,7 +218,7 @@ impl ChatService {
     /// A failed fold is logged and skipped: the turn goes on with the old summary.
     async fn fold(
         &self,
-        session: &SessionId,
+        session: &SessionKey,
         snapshot: &crate::store::Snapshot,
         window: usize,
         deadline: Instant,

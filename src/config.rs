@@ -6,6 +6,7 @@ use std::time::Duration;
 /// OpenAI's API; any OpenAI-compatible server can stand in via `OPENAI_BASE_URL`.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_MODEL_ID: &str = "gpt-4.1-mini";
+pub const DEFAULT_BEDROCK_MODEL_ID: &str = "amazon.nova-lite-v1:0";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MODEL_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_HISTORY_TOKEN_BUDGET: u64 = 8000;
@@ -29,13 +30,39 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Which model service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Any OpenAI-compatible chat-completions server.
+    OpenAi,
+    /// Amazon Bedrock's Converse API, with IAM auth.
+    Bedrock,
+}
+
+/// How callers are authenticated in front of the function (`AUTH_MODE`, set by the template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// API Gateway checks SigV4 signatures; callers are trusted backends.
+    AwsIam,
+    /// API Gateway checks a JWT; each caller's sessions are scoped by the token's `sub`.
+    Jwt,
+    /// No authentication.
+    None,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `MODEL_PROVIDER`: `openai` (default) or `bedrock`.
+    pub provider: Provider,
+    /// `OPENAI_API_KEY_SECRET_ID`: a Secrets Manager secret holding the OpenAI key.
+    pub openai_api_key_secret_id: Option<String>,
+    /// `AUTH_MODE`: `AWS_IAM` (default), `JWT` or `NONE`.
+    pub auth_mode: AuthMode,
     /// `TABLE_NAME`: the DynamoDB table holding sessions (required).
     pub table_name: String,
     /// `OPENAI_BASE_URL`, without a trailing slash.
     pub openai_base_url: String,
-    /// `OPENAI_API_KEY`: required when the base URL is OpenAI's own.
+    /// `OPENAI_API_KEY`: for local use; deployed functions use `OPENAI_API_KEY_SECRET_ID`.
     pub openai_api_key: Option<Secret>,
     /// `MODEL_ID`.
     pub model_id: String,
@@ -98,9 +125,41 @@ impl Config {
             }
             None => DEFAULT_OPENAI_BASE_URL.to_owned(),
         };
+        let provider = match get("MODEL_PROVIDER") {
+            None => Provider::OpenAi,
+            Some(v) if v.trim().eq_ignore_ascii_case("openai") => Provider::OpenAi,
+            Some(v) if v.trim().eq_ignore_ascii_case("bedrock") => Provider::Bedrock,
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    var: "MODEL_PROVIDER",
+                    value,
+                    expected: "openai or bedrock",
+                })
+            }
+        };
+        let auth_mode = match get("AUTH_MODE") {
+            None => AuthMode::AwsIam,
+            Some(v) if v.trim().eq_ignore_ascii_case("AWS_IAM") => AuthMode::AwsIam,
+            Some(v) if v.trim().eq_ignore_ascii_case("JWT") => AuthMode::Jwt,
+            Some(v) if v.trim().eq_ignore_ascii_case("NONE") => AuthMode::None,
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    var: "AUTH_MODE",
+                    value,
+                    expected: "AWS_IAM, JWT or NONE",
+                })
+            }
+        };
         let openai_api_key = get("OPENAI_API_KEY").map(Secret::new);
-        if openai_api_key.is_none() && openai_base_url == DEFAULT_OPENAI_BASE_URL {
-            return Err(ConfigError::Missing("OPENAI_API_KEY"));
+        let openai_api_key_secret_id = get("OPENAI_API_KEY_SECRET_ID");
+        if provider == Provider::OpenAi
+            && openai_api_key.is_none()
+            && openai_api_key_secret_id.is_none()
+            && openai_base_url == DEFAULT_OPENAI_BASE_URL
+        {
+            return Err(ConfigError::Missing(
+                "OPENAI_API_KEY_SECRET_ID (or OPENAI_API_KEY)",
+            ));
         }
         let positive = |var: &'static str| -> Result<Option<u64>, ConfigError> {
             get(var)
@@ -159,10 +218,11 @@ impl Config {
             days => days,
         };
 
-        let summarize = match get("SUMMARIZE").map(|v| v.trim().to_ascii_lowercase()) {
+        let is = |v: &str, words: &[&str]| words.iter().any(|w| v.trim().eq_ignore_ascii_case(w));
+        let summarize = match get("SUMMARIZE") {
             None => false,
-            Some(v) if ["true", "1", "yes"].contains(&v.as_str()) => true,
-            Some(v) if ["false", "0", "no"].contains(&v.as_str()) => false,
+            Some(v) if is(&v, &["true", "1", "yes"]) => true,
+            Some(v) if is(&v, &["false", "0", "no"]) => false,
             Some(value) => {
                 return Err(ConfigError::Invalid {
                     var: "SUMMARIZE",
@@ -172,7 +232,15 @@ impl Config {
             }
         };
 
+        let default_model = match provider {
+            Provider::OpenAi => DEFAULT_MODEL_ID,
+            Provider::Bedrock => DEFAULT_BEDROCK_MODEL_ID,
+        };
+
         Ok(Config {
+            provider,
+            openai_api_key_secret_id,
+            auth_mode,
             table_name,
             summarize,
             max_item_bytes,
@@ -181,7 +249,7 @@ impl Config {
                 .unwrap_or(DEFAULT_HISTORY_TOKEN_BUDGET),
             openai_base_url,
             openai_api_key,
-            model_id: get("MODEL_ID").unwrap_or_else(|| DEFAULT_MODEL_ID.to_owned()),
+            model_id: get("MODEL_ID").unwrap_or_else(|| default_model.to_owned()),
             system_prompt: get("SYSTEM_PROMPT"),
             max_runs: positive("MAX_RUNS")?,
             max_message_bytes,
@@ -238,8 +306,20 @@ mod tests {
         assert_eq!(load(&[]).unwrap_err(), ConfigError::Missing("TABLE_NAME"));
         assert_eq!(
             load(&[("TABLE_NAME", "t")]).unwrap_err(),
-            ConfigError::Missing("OPENAI_API_KEY")
+            ConfigError::Missing("OPENAI_API_KEY_SECRET_ID (or OPENAI_API_KEY)")
         );
+        let bedrock = load(&[("TABLE_NAME", "t"), ("MODEL_PROVIDER", "Bedrock")]).unwrap();
+        assert_eq!(bedrock.provider, Provider::Bedrock);
+        assert_eq!(bedrock.model_id, DEFAULT_BEDROCK_MODEL_ID);
+        assert_eq!(bedrock.auth_mode, AuthMode::AwsIam);
+        let secret = load(&[
+            ("TABLE_NAME", "t"),
+            ("OPENAI_API_KEY_SECRET_ID", "s"),
+            ("AUTH_MODE", "jwt"),
+        ])
+        .unwrap();
+        assert_eq!(secret.openai_api_key_secret_id.as_deref(), Some("s"));
+        assert_eq!(secret.auth_mode, AuthMode::Jwt);
         let base = [("TABLE_NAME", "t"), ("OPENAI_API_KEY", "k")];
         for (var, value) in [
             ("MAX_RUNS", "0"),
@@ -255,6 +335,8 @@ mod tests {
             ("SESSION_TTL_DAYS", "99999"),
             ("HISTORY_TOKEN_BUDGET", "lots"),
             ("SUMMARIZE", "maybe"),
+            ("MODEL_PROVIDER", "llama"),
+            ("AUTH_MODE", "basic"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));

@@ -6,12 +6,14 @@ use std::error::Error as StdError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use crate::chat::{ChatError, ChatService};
-use crate::input::{IdempotencyKey, InputError, Message, SessionId};
+use crate::config::AuthMode;
+use crate::input::{IdempotencyKey, InputError, Message, SessionId, SessionKey};
 use crate::model::ModelError;
 use crate::store::StoreError;
 
@@ -33,6 +35,9 @@ pub enum ApiError {
     /// 404 `session_not_found`: no session with this id.
     #[error("no session {0}")]
     SessionNotFound(String),
+    /// 401 `unauthorized`: JWT mode, and the request carries no verified `sub` claim.
+    #[error("this API needs a verified identity (a JWT with a sub claim)")]
+    Unauthorized,
     /// 400 `invalid_request`: the path's session id is not validly percent-encoded.
     #[error("the session id in the path is not validly percent-encoded")]
     BadPath,
@@ -75,6 +80,7 @@ impl ApiError {
             ApiError::Input(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::SessionNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadPath => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Model(ModelError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Model(_) => StatusCode::BAD_GATEWAY,
@@ -95,6 +101,7 @@ impl ApiError {
             ApiError::Input(_) => "invalid_session_id",
             ApiError::NotFound(_) => "not_found",
             ApiError::SessionNotFound(_) => "session_not_found",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Model(ModelError::Timeout) => "model_timeout",
             ApiError::Model(_) => "model_error",
@@ -210,13 +217,35 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
 pub struct App {
     chat: ChatService,
     max_message_bytes: usize,
+    auth_mode: AuthMode,
 }
 
 impl App {
-    pub fn new(chat: ChatService, max_message_bytes: usize) -> Self {
+    pub fn new(chat: ChatService, max_message_bytes: usize, auth_mode: AuthMode) -> Self {
         App {
             chat,
             max_message_bytes,
+            auth_mode,
+        }
+    }
+
+    /// Where `session_id` is stored for this caller: scoped by the verified JWT `sub` in JWT
+    /// mode (API Gateway's authorizer has checked the token), shared otherwise.
+    fn key(&self, request: &Request, session_id: &SessionId) -> Result<SessionKey, ApiError> {
+        if self.auth_mode != AuthMode::Jwt {
+            return Ok(SessionKey::new(session_id, None));
+        }
+        let sub = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .and_then(|jwt| jwt.claims.get("sub")),
+            _ => None,
+        };
+        match sub.map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            Some(sub) => Ok(SessionKey::new(session_id, Some(sub))),
+            None => Err(ApiError::Unauthorized),
         }
     }
 
@@ -249,9 +278,10 @@ impl App {
         let method = request.method();
         if before == Some("sessions") {
             let session_id = SessionId::parse(&percent_decode(last).ok_or(ApiError::BadPath)?)?;
+            let key = self.key(request, &session_id)?;
             return match *method {
-                Method::GET => self.get_session(&session_id).await,
-                Method::DELETE => self.delete_session(&session_id, request_id).await,
+                Method::GET => self.get_session(&session_id, &key).await,
+                Method::DELETE => self.delete_session(&session_id, &key, request_id).await,
                 _ => Err(ApiError::MethodNotAllowed {
                     method: method.to_string(),
                     allowed: "GET, DELETE",
@@ -273,10 +303,14 @@ impl App {
         )))
     }
 
-    async fn get_session(&self, session_id: &SessionId) -> Result<Response<Body>, ApiError> {
+    async fn get_session(
+        &self,
+        session_id: &SessionId,
+        key: &SessionKey,
+    ) -> Result<Response<Body>, ApiError> {
         let runs = self
             .chat
-            .history(session_id)
+            .history(key)
             .await?
             .ok_or_else(|| ApiError::SessionNotFound(session_id.to_string()))?;
         let runs: Vec<Value> = runs
@@ -292,9 +326,10 @@ impl App {
     async fn delete_session(
         &self,
         session_id: &SessionId,
+        key: &SessionKey,
         request_id: &str,
     ) -> Result<Response<Body>, ApiError> {
-        if !self.chat.forget(session_id).await? {
+        if !self.chat.forget(key).await? {
             return Err(ApiError::SessionNotFound(session_id.to_string()));
         }
         tracing::info!(request_id, session_id = %session_id, outcome = "deleted", "session deleted");
@@ -313,6 +348,7 @@ impl App {
             session_id,
             message,
         } = parse_chat_body(body_bytes(request.body()), self.max_message_bytes)?;
+        let session_key = self.key(request, &session_id)?;
         let key = match request.headers().get("idempotency-key") {
             None => None,
             Some(v) => Some(IdempotencyKey::parse(
@@ -322,7 +358,7 @@ impl App {
 
         let reply = self
             .chat
-            .send(&session_id, &message, deadline, key.as_ref())
+            .send(&session_key, &message, deadline, key.as_ref())
             .await?;
         let t = reply.timings;
         tracing::info!(

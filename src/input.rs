@@ -53,6 +53,31 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// Where a session is stored: its id, prefixed by its owner's identity when sessions are per
+/// caller (`<owner>/<session id>`). `/` is not allowed in a session id, so no unscoped id can
+/// look like a scoped one, and one owner can never reach another's sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    pub fn new(id: &SessionId, owner: Option<&str>) -> SessionKey {
+        match owner {
+            Some(owner) => SessionKey(format!("{owner}/{id}")),
+            None => SessionKey(id.0.clone()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 

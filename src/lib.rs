@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chat::{ChatService, ChatSettings};
-use crate::config::Config;
+use crate::config::{Config, Provider, Secret};
 use crate::http::App;
-use crate::model::OpenAiModel;
+use crate::model::{BedrockModel, ChatModel, OpenAiModel};
 use crate::store::DynamoStore;
 
 /// Why the function could not start.
@@ -31,13 +31,15 @@ pub enum InitError {
     Config(#[from] config::ConfigError),
     #[error("could not build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("could not read the OpenAI API key secret {0}")]
+    Secret(String),
 }
 
 /// Builds the AWS and HTTP clients once and wires the app. AWS settings come the SDK's way
 /// (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, credentials chain).
 pub async fn build_app(config: &Config) -> Result<App, InitError> {
     let sdk_config = aws_defaults().load().await;
-    build_app_with(config, &sdk_config)
+    build_app_with(config, &sdk_config).await
 }
 
 /// The AWS settings every client starts from: bounded timeouts so a dead endpoint becomes a
@@ -55,29 +57,56 @@ pub fn aws_defaults() -> aws_config::ConfigLoader {
 }
 
 /// Wires the app from configuration and already-loaded AWS settings.
-pub fn build_app_with(
+pub async fn build_app_with(
     config: &Config,
     sdk_config: &aws_config::SdkConfig,
 ) -> Result<App, InitError> {
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk_config);
+    let model = build_model(config, sdk_config).await?;
+    Ok(app_with_model(config, sdk_config, model))
+}
+
+/// The model client the configuration asks for. The OpenAI key is read from Secrets Manager
+/// here, once per cold start, when `OPENAI_API_KEY_SECRET_ID` is set.
+pub async fn build_model(
+    config: &Config,
+    sdk_config: &aws_config::SdkConfig,
+) -> Result<Arc<dyn ChatModel>, InitError> {
+    match config.provider {
+        Provider::Bedrock => Ok(Arc::new(BedrockModel::new(
+            aws_sdk_bedrockruntime::Client::new(sdk_config),
+            config.model_id.clone(),
+        ))),
+        Provider::OpenAi => {
+            let api_key = match (&config.openai_api_key_secret_id, &config.openai_api_key) {
+                (Some(secret_id), _) => Some(read_api_key(sdk_config, secret_id).await?),
+                (None, key) => key.clone(),
+            };
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .pool_idle_timeout(Duration::from_secs(50))
+                .build()?;
+            Ok(Arc::new(OpenAiModel::new(
+                http,
+                &config.openai_base_url,
+                api_key,
+                config.model_id.clone(),
+            )))
+        }
+    }
+}
+
+/// Wires the app around a ready model client.
+pub fn app_with_model(
+    config: &Config,
+    sdk_config: &aws_config::SdkConfig,
+    model: Arc<dyn ChatModel>,
+) -> App {
     let store = DynamoStore::new(
-        dynamodb,
+        aws_sdk_dynamodb::Client::new(sdk_config),
         config.table_name.clone(),
         config.max_item_bytes,
         config.session_ttl_days.map(|days| days * 24 * 60 * 60),
     );
-
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build()?;
-    let model = OpenAiModel::new(
-        http,
-        &config.openai_base_url,
-        config.openai_api_key.clone(),
-        config.model_id.clone(),
-    );
-
     let settings = ChatSettings {
         system_prompt: config.system_prompt.clone(),
         max_runs: config.max_runs,
@@ -86,8 +115,46 @@ pub fn build_app_with(
         summarize: config.summarize,
         ..ChatSettings::default()
     };
-    let chat = ChatService::new(Arc::new(store), Arc::new(model), settings);
-    Ok(App::new(chat, config.max_message_bytes))
+    let chat = ChatService::new(Arc::new(store), model, settings);
+    App::new(chat, config.max_message_bytes, config.auth_mode)
+}
+
+async fn read_api_key(
+    sdk_config: &aws_config::SdkConfig,
+    secret_id: &str,
+) -> Result<Secret, InitError> {
+    let out = aws_sdk_secretsmanager::Client::new(sdk_config)
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| {
+            // The error names the secret and the cause, never a value.
+            InitError::Secret(format!(
+                "{secret_id}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+            ))
+        })?;
+    let text = out
+        .secret_string()
+        .ok_or_else(|| InitError::Secret(format!("{secret_id} has no SecretString")))?;
+    api_key_from_secret(text)
+        .ok_or_else(|| InitError::Secret(format!("{secret_id} holds no API key")))
+}
+
+/// The key in a secret's text: the text itself, or the `OPENAI_API_KEY` / `api_key` field of
+/// a JSON object (what the console's key/value editor stores).
+pub fn api_key_from_secret(text: &str) -> Option<Secret> {
+    let text = text.trim();
+    let key = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(fields)) => ["OPENAI_API_KEY", "api_key"]
+            .iter()
+            .find_map(|k| fields.get(*k).and_then(|v| v.as_str()))?
+            .trim()
+            .to_owned(),
+        _ => text.to_owned(),
+    };
+    (!key.is_empty()).then(|| Secret::new(key))
 }
 
 /// Logs as JSON lines (CloudWatch-friendly) at `RUST_LOG` or `info`.
@@ -101,4 +168,25 @@ pub fn init_tracing() {
         .without_time()
         .with_current_span(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_from_secrets() {
+        let key = |t: &str| api_key_from_secret(t).map(|s| s.expose().to_owned());
+        assert_eq!(key("sk-abc\n").as_deref(), Some("sk-abc"));
+        assert_eq!(
+            key(r#"{"OPENAI_API_KEY": "sk-1"}"#).as_deref(),
+            Some("sk-1")
+        );
+        assert_eq!(
+            key(r#"{"api_key": "sk-2", "other": 1}"#).as_deref(),
+            Some("sk-2")
+        );
+        assert_eq!(key(r#"{"password": "x"}"#), None);
+        assert_eq!(key("  "), None);
+    }
 }

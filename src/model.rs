@@ -58,7 +58,7 @@ pub enum ModelError {
     Timeout,
     /// The server could not be reached (HTTP 502).
     #[error("could not reach the model server")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The server answered with an error status (HTTP 502).
     #[error("the model server answered HTTP {status}: {detail}")]
     Status { status: u16, detail: String },
@@ -167,13 +167,13 @@ fn classify(e: reqwest::Error) -> Attempt {
         Attempt::Final(ModelError::Timeout)
     } else if e.is_connect() {
         Attempt::Retry {
-            error: ModelError::Unreachable(e),
+            error: ModelError::Unreachable(e.into()),
             retry_after: None,
         }
     } else if e.is_decode() || e.is_body() {
         Attempt::Final(ModelError::Invalid(e.to_string()))
     } else {
-        Attempt::Final(ModelError::Unreachable(e))
+        Attempt::Final(ModelError::Unreachable(e.into()))
     }
 }
 
@@ -204,6 +204,116 @@ impl ChatModel for OpenAiModel {
                 }
             }
         }
+    }
+}
+
+/// Amazon Bedrock's Converse API, with IAM auth. Throttling and transient faults are retried by
+/// the SDK's standard retry policy, within the deadline.
+pub struct BedrockModel {
+    client: aws_sdk_bedrockruntime::Client,
+    model_id: String,
+}
+
+impl BedrockModel {
+    pub fn new(client: aws_sdk_bedrockruntime::Client, model_id: String) -> Self {
+        BedrockModel { client, model_id }
+    }
+}
+
+#[async_trait]
+impl ChatModel for BedrockModel {
+    async fn complete(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+    ) -> Result<Completion, ModelError> {
+        use aws_sdk_bedrockruntime::types::{
+            ContentBlock, ConversationRole, Message, StopReason, SystemContentBlock,
+        };
+
+        let mut system = Vec::new();
+        let mut conversation = Vec::new();
+        for m in messages {
+            let role = match m.role {
+                Role::System => {
+                    system.push(SystemContentBlock::Text(m.content.clone()));
+                    continue;
+                }
+                Role::User => ConversationRole::User,
+                Role::Assistant => ConversationRole::Assistant,
+            };
+            let message = Message::builder()
+                .role(role)
+                .content(ContentBlock::Text(m.content.clone()))
+                .build()
+                .map_err(|e| ModelError::Invalid(e.to_string()))?;
+            conversation.push(message);
+        }
+        let call = self
+            .client
+            .converse()
+            .model_id(&self.model_id)
+            .set_system((!system.is_empty()).then_some(system))
+            .set_messages(Some(conversation))
+            .send();
+        let output = match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => return Err(ModelError::Timeout),
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(bedrock_error(e)),
+        };
+        let text: String = output
+            .output()
+            .and_then(|o| o.as_message().ok())
+            .map(|m| {
+                m.content()
+                    .iter()
+                    .filter_map(|block| block.as_text().ok())
+                    .map(String::as_str)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if text.trim().is_empty() {
+            return Err(ModelError::Empty);
+        }
+        Ok(Completion {
+            text,
+            truncated: *output.stop_reason() == StopReason::MaxTokens,
+            usage: output.usage().map(|u| Usage {
+                prompt_tokens: u.input_tokens().max(0) as u64,
+                completion_tokens: u.output_tokens().max(0) as u64,
+            }),
+        })
+    }
+}
+
+fn bedrock_error<R: std::fmt::Debug + Send + Sync + 'static>(
+    e: aws_sdk_bedrockruntime::error::SdkError<
+        aws_sdk_bedrockruntime::operation::converse::ConverseError,
+        R,
+    >,
+) -> ModelError {
+    use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+    match &e {
+        SdkError::TimeoutError(_) => ModelError::Timeout,
+        SdkError::ServiceError(se) => {
+            let status = match se.err().code() {
+                Some("ThrottlingException") => 429,
+                Some("ValidationException") => 400,
+                Some("AccessDeniedException") => 403,
+                Some("ResourceNotFoundException") => 404,
+                Some("ModelTimeoutException") => 504,
+                _ => 500,
+            };
+            ModelError::Status {
+                status,
+                detail: DisplayErrorContext(&e)
+                    .to_string()
+                    .chars()
+                    .take(300)
+                    .collect(),
+            }
+        }
+        _ => ModelError::Unreachable(DisplayErrorContext(&e).to_string().into()),
     }
 }
 

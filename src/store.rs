@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
-use crate::input::{IdempotencyKey, SessionId};
+use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{DecodeError, Memory, Run};
 
 /// The version of a session as it was read; a save succeeds only if it is still the same.
@@ -119,13 +119,13 @@ pub enum StoreError {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Reads a session; an unknown session is an empty memory at [`Version::New`].
-    async fn load(&self, id: &SessionId) -> Result<Snapshot, StoreError>;
+    async fn load(&self, id: &SessionKey) -> Result<Snapshot, StoreError>;
 
     /// Saves the changes (the snapshot's runs plus new ones, a receipt, a summary) if the
     /// session is still as `read`, else [`StoreError::Conflict`]. All of it lands, or none.
     async fn save(
         &self,
-        id: &SessionId,
+        id: &SessionKey,
         changes: Changes<'_>,
         read: &Snapshot,
     ) -> Result<(), StoreError>;
@@ -133,15 +133,15 @@ pub trait SessionStore: Send + Sync {
     /// The receipt a request with this key left, if any.
     async fn receipt(
         &self,
-        id: &SessionId,
+        id: &SessionKey,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError>;
 
     /// Every run of a session, archived ones included, oldest first; `None` if unknown.
-    async fn history(&self, id: &SessionId) -> Result<Option<Vec<Run>>, StoreError>;
+    async fn history(&self, id: &SessionKey) -> Result<Option<Vec<Run>>, StoreError>;
 
     /// Removes a session with its archive and receipts; `false` if it did not exist.
-    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError>;
+    async fn delete(&self, id: &SessionKey) -> Result<bool, StoreError>;
 }
 
 /// Default safe size of a session item's `value`: well under DynamoDB's 400 KB item limit, even
@@ -191,7 +191,7 @@ impl DynamoStore {
     /// never loses its archive to TTL. Runs at most about twice per TTL period.
     async fn refresh_archive_expiry(
         &self,
-        id: &SessionId,
+        id: &SessionKey,
         chunks: u64,
         expires_at: u64,
     ) -> Result<(), StoreError> {
@@ -213,11 +213,11 @@ impl DynamoStore {
 
 type Item = HashMap<String, AttributeValue>;
 
-pub fn archive_key(id: &SessionId, chunk: u64) -> String {
+pub fn archive_key(id: &SessionKey, chunk: u64) -> String {
     format!("{id}#archive#{chunk:08}")
 }
 
-fn receipt_key(id: &SessionId, key: &str) -> String {
+fn receipt_key(id: &SessionKey, key: &str) -> String {
     format!("{id}#idem#{key}")
 }
 
@@ -295,7 +295,7 @@ pub fn split_for_size(memory: &Memory, max_bytes: usize) -> (Memory, Vec<Memory>
 
 #[async_trait]
 impl SessionStore for DynamoStore {
-    async fn load(&self, id: &SessionId) -> Result<Snapshot, StoreError> {
+    async fn load(&self, id: &SessionKey) -> Result<Snapshot, StoreError> {
         let Some(item) = self.get(id.as_str().to_owned()).await? else {
             return Ok(Snapshot::new_session());
         };
@@ -343,7 +343,7 @@ impl SessionStore for DynamoStore {
 
     async fn save(
         &self,
-        id: &SessionId,
+        id: &SessionKey,
         changes: Changes<'_>,
         read: &Snapshot,
     ) -> Result<(), StoreError> {
@@ -524,7 +524,7 @@ impl SessionStore for DynamoStore {
 
     async fn receipt(
         &self,
-        id: &SessionId,
+        id: &SessionKey,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError> {
         let Some(item) = self.get(receipt_key(id, key.as_str())).await? else {
@@ -548,7 +548,7 @@ impl SessionStore for DynamoStore {
         }))
     }
 
-    async fn history(&self, id: &SessionId) -> Result<Option<Vec<Run>>, StoreError> {
+    async fn history(&self, id: &SessionKey) -> Result<Option<Vec<Run>>, StoreError> {
         if self.get(id.as_str().to_owned()).await?.is_none() {
             return Ok(None);
         }
@@ -571,7 +571,7 @@ impl SessionStore for DynamoStore {
         Ok(Some(runs))
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool, StoreError> {
+    async fn delete(&self, id: &SessionKey) -> Result<bool, StoreError> {
         for _ in 0..DELETE_ATTEMPTS {
             let Some(item) = self.get(id.as_str().to_owned()).await? else {
                 return Ok(false);

@@ -15,6 +15,7 @@ Endpoints:
                                 {"steps": [{"status": 500}, {"garbage": true}, {"hang": 5},
                                            {"empty": true}, {"length": true},
                                            {"status": 429, "retry_after": 0.1}]}
+    POST /model/{id}/converse   Amazon Bedrock's Converse API (a local stand-in for it)
     GET  /_requests             every chat request received so far (bodies and auth header)
 
 Prints `PORT <n>` once it accepts requests (port 0 picks a free one).
@@ -163,6 +164,9 @@ class Handler(BaseHTTPRequestHandler):
             with STATE.lock:
                 STATE.steps.extend(body.get("steps", []))
             return self.send_json(200, {"queued": len(body.get("steps", []))})
+        converse = re.fullmatch(r"/model/([^/]+)/converse", self.path)
+        if converse:
+            return self.converse(body, converse.group(1))
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             return self.send_json(404, {"error": {"message": "not found"}})
 
@@ -195,6 +199,47 @@ class Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": prompt, "completion_tokens": tokens(text),
                       "total_tokens": prompt + tokens(text)},
         })
+
+
+BEDROCK_ERRORS = {400: "ValidationException", 403: "AccessDeniedException",
+                  429: "ThrottlingException", 503: "ServiceUnavailableException"}
+
+
+def converse(self, body, model_id):
+    """Bedrock Converse: the same answers, in Bedrock's request and response shapes."""
+    messages = [{"role": "system", "content": block.get("text", "")}
+                for block in body.get("system") or []]
+    for m in body.get("messages") or []:
+        text = "".join(block.get("text", "") for block in m.get("content") or [])
+        messages.append({"role": m.get("role"), "content": text})
+    with STATE.lock:
+        STATE.requests.append({"body": body, "model": model_id, "path": self.path,
+                               "authorization": self.headers.get("Authorization")})
+        step = STATE.steps.pop(0) if STATE.steps else {}
+    if "hang" in step:
+        time.sleep(float(step["hang"]))
+    if "status" in step:
+        kind = BEDROCK_ERRORS.get(step["status"], "InternalServerException")
+        return self.send_json(step["status"], {"message": "scripted failure"},
+                              {"x-amzn-ErrorType": kind})
+    if step.get("garbage"):
+        return self.send_json(200, b"<html>not a converse answer</html>")
+    text = "" if step.get("empty") else answer(messages)
+    stop = "end_turn"
+    if step.get("length"):
+        text, stop = text[: max(1, len(text) // 2)], "max_tokens"
+    prompt = sum(tokens(m["content"]) + 4 for m in messages)
+    content = [{"text": text}] if text else []
+    self.send_json(200, {
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop,
+        "usage": {"inputTokens": prompt, "outputTokens": tokens(text),
+                  "totalTokens": prompt + tokens(text)},
+        "metrics": {"latencyMs": 1},
+    })
+
+
+Handler.converse = converse
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use session_chat::config::Config;
 use session_chat::http::chain;
-use session_chat::input::{Message, SessionId};
+use session_chat::input::{Message, SessionId, SessionKey};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -38,7 +38,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.chat().send(&session_id, &message, None, None).await {
+    match app
+        .chat()
+        .send(&SessionKey::new(&session_id, None), &message, None, None)
+        .await
+    {
         Ok(reply) => {
             println!("{}", reply.text);
             ExitCode::SUCCESS

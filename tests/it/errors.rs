@@ -240,6 +240,7 @@ async fn an_unreachable_table_is_a_503_with_retry_after() {
         &env.config(&[]),
         &sdk_config(&format!("http://127.0.0.1:{closed}")).await,
     )
+    .await
     .unwrap();
     let response = app.handle(event("http-api/1-collin-hello.json")).await;
     assert_eq!(response.headers()["retry-after"], "1");

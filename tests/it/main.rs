@@ -5,6 +5,7 @@
 mod support;
 
 mod errors;
+mod production;
 mod reliability;
 mod sessions;
 mod walkthrough;

@@ -192,6 +192,7 @@ impl TestEnv {
 
     pub async fn app_with(&self, extra: &[(&str, &str)]) -> App {
         session_chat::build_app_with(&self.config(extra), &sdk_config(&self.endpoint).await)
+            .await
             .expect("build app")
     }
 

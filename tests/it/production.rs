@@ -1,0 +1,336 @@
+//! Production paths: Bedrock through the real SDK, the API key from Secrets Manager, callers
+//! scoped by their JWT, and the template checked against the code.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::json;
+use serde_yaml::Value as Yaml;
+
+use crate::support::{call, event, event_json, repo, request, sdk_config, TestEnv};
+
+/// An app whose model is Bedrock's Converse API, served by the scripted model's stand-in.
+async fn bedrock_app(env: &TestEnv, extra: &[(&str, &str)]) -> session_chat::http::App {
+    let mut vars = vec![
+        ("MODEL_PROVIDER", "bedrock"),
+        ("MODEL_ID", "amazon.nova-lite-v1:0"),
+    ];
+    vars.extend_from_slice(extra);
+    let config = env.config(&vars);
+    let sdk = sdk_config(&env.endpoint).await;
+    let bedrock = aws_sdk_bedrockruntime::config::Builder::from(&sdk)
+        .endpoint_url(env.model.0.url())
+        .build();
+    let model = session_chat::model::BedrockModel::new(
+        aws_sdk_bedrockruntime::Client::from_conf(bedrock),
+        config.model_id.clone(),
+    );
+    session_chat::app_with_model(&config, &sdk, Arc::new(model))
+}
+
+#[tokio::test]
+async fn bedrock_plays_the_seed() {
+    let env = TestEnv::new().await;
+    let app = bedrock_app(&env, &[("SYSTEM_PROMPT", "Be brief.")]).await;
+    for (name, reply) in [
+        (
+            "1-collin-hello",
+            "Hello Collin! How can I assist you today?",
+        ),
+        ("2-collin-what-is-my-name", "Your name is Collin."),
+    ] {
+        let (status, body) = call(&app, event(&format!("http-api/{name}.json"))).await;
+        assert_eq!(
+            (status, body["reply"].as_str()),
+            (200, Some(reply)),
+            "{body}"
+        );
+    }
+    let requests = env.model.requests().await;
+    let second = &requests[1];
+    assert_eq!(second["path"], "/model/amazon.nova-lite-v1%3A0/converse");
+    assert!(
+        second["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256 "),
+        "signed with SigV4"
+    );
+    assert_eq!(second["body"]["system"], json!([{"text": "Be brief."}]));
+    let roles: Vec<&str> = second["body"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+}
+
+#[tokio::test]
+async fn bedrock_failures_map_like_openai_ones() {
+    let env = TestEnv::new().await;
+    let app = bedrock_app(&env, &[("MODEL_TIMEOUT_SECS", "1")]).await;
+    for (steps, status, code) in [
+        (json!([{"status": 400}]), 502, "model_error"),
+        (json!([{"empty": true}]), 502, "model_error"),
+        (json!([{"hang": 3}]), 504, "model_timeout"),
+    ] {
+        env.model.script(steps.clone()).await;
+        let (got, body) = call(&app, event("http-api/1-collin-hello.json")).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{steps}"
+        );
+    }
+    // Throttling is retried by the SDK and then succeeds.
+    env.model.script(json!([{"status": 429}])).await;
+    let (status, _) = call(&app, event("http-api/1-collin-hello.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        env.item_count().await,
+        1,
+        "only the answered turn was stored"
+    );
+}
+
+#[tokio::test]
+async fn the_openai_key_comes_from_secrets_manager() {
+    let env = TestEnv::new().await;
+    let sdk = sdk_config(&env.endpoint).await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let arn = secrets
+        .create_secret()
+        .name(format!("{}-openai", env.table))
+        .secret_string(r#"{"OPENAI_API_KEY": "sk-from-secrets-manager"}"#)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let config = env.config(&[("OPENAI_API_KEY_SECRET_ID", arn.as_str())]);
+    let app = session_chat::build_app_with(&config, &sdk).await.unwrap();
+    let (status, _) = call(&app, event("http-api/1-collin-hello.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        env.model.requests().await[0]["authorization"],
+        "Bearer sk-from-secrets-manager"
+    );
+    assert!(!format!("{config:?}").contains("sk-from"));
+
+    // A missing secret stops the start, naming the secret but no value.
+    let config = env.config(&[("OPENAI_API_KEY_SECRET_ID", "no-such-secret")]);
+    let Err(e) = session_chat::build_app_with(&config, &sdk).await else {
+        panic!("started without its secret");
+    };
+    assert!(e.to_string().contains("no-such-secret"), "{e}");
+}
+
+/// A chat event as API Gateway sends it after its JWT authorizer accepted a token for `sub`.
+fn as_user(name: &str, sub: Option<&str>) -> lambda_http::Request {
+    let mut event = event_json(name);
+    if let Some(sub) = sub {
+        event["requestContext"]["authorizer"] = json!({
+            "jwt": {"claims": {"sub": sub, "iss": "https://issuer.example.com"}, "scopes": null}
+        });
+    }
+    request(&event)
+}
+
+#[tokio::test]
+async fn jwt_callers_only_see_their_own_sessions() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("AUTH_MODE", "JWT")]).await;
+    let (status, _) = call(&app, as_user("http-api/1-collin-hello.json", Some("alice"))).await;
+    assert_eq!(status, 200);
+    // Bob uses the same session id and cannot read Alice's memory.
+    let (_, bob) = call(
+        &app,
+        as_user("http-api/2-collin-what-is-my-name.json", Some("bob")),
+    )
+    .await;
+    assert_eq!(bob["reply"], "I don't know your name yet.");
+    let (_, alice) = call(
+        &app,
+        as_user("http-api/2-collin-what-is-my-name.json", Some("alice")),
+    )
+    .await;
+    assert_eq!(alice["reply"], "Your name is Collin.");
+    assert!(env.item("alice/user-id-123").await.is_some());
+    assert!(env.item("bob/user-id-123").await.is_some());
+    assert!(env.item("user-id-123").await.is_none());
+
+    // Reads and deletes are scoped too.
+    let (status, body) = call(&app, as_user("http-api/get-session.json", Some("bob"))).await;
+    assert_eq!(
+        (status, body["runs"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    let response = app
+        .handle(as_user("http-api/delete-session.json", Some("bob")))
+        .await;
+    assert_eq!(response.status(), 204);
+    assert!(
+        env.item("alice/user-id-123").await.is_some(),
+        "Alice's session survives Bob's delete"
+    );
+
+    // No verified identity, no access.
+    let (status, body) = call(&app, as_user("http-api/1-collin-hello.json", None)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+}
+
+/// The template, with CloudFormation's short tags (`!Ref`, `!If`...) read as plain values.
+fn template() -> Yaml {
+    let text = std::fs::read_to_string(repo().join("template.yaml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+fn strings(v: &Yaml) -> Vec<String> {
+    match v {
+        Yaml::String(s) => vec![s.clone()],
+        Yaml::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Yaml::Mapping(map) => map.values().flat_map(strings).collect(),
+        Yaml::Tagged(t) => strings(&t.value),
+        _ => vec![],
+    }
+}
+
+/// Every AWS API call in the source, as the IAM action it needs.
+fn actions_in_source() -> BTreeSet<String> {
+    let calls: HashMap<&str, &[&str]> = HashMap::from([
+        (".get_item()", &["dynamodb:GetItem"][..]),
+        (".update_item()", &["dynamodb:UpdateItem"]),
+        (".put_item()", &["dynamodb:PutItem"]),
+        (".delete_item()", &["dynamodb:DeleteItem"]),
+        (
+            ".transact_write_items()",
+            &["dynamodb:UpdateItem", "dynamodb:PutItem"],
+        ),
+        (".query()", &["dynamodb:Query"]),
+        (".scan()", &["dynamodb:Scan"]),
+        (".batch_get_item()", &["dynamodb:BatchGetItem"]),
+        (".batch_write_item()", &["dynamodb:BatchWriteItem"]),
+        (".get_secret_value()", &["secretsmanager:GetSecretValue"]),
+        (".converse()", &["bedrock:InvokeModel"]),
+        (
+            ".converse_stream()",
+            &["bedrock:InvokeModelWithResponseStream"],
+        ),
+    ]);
+    let mut actions = BTreeSet::new();
+    for entry in std::fs::read_dir(repo().join("src"))
+        .unwrap()
+        .chain(std::fs::read_dir(repo().join("src/bin")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let code = std::fs::read_to_string(&path).unwrap();
+            for (call, needs) in &calls {
+                if code.contains(call) {
+                    actions.extend(needs.iter().map(|a| a.to_string()));
+                }
+            }
+        }
+    }
+    actions
+}
+
+#[test]
+fn the_template_matches_the_code() {
+    let t = template();
+    let resources = &t["Resources"];
+
+    // The table key is the store's.
+    let table = &resources["SessionsTable"]["Properties"];
+    assert_eq!(table["KeySchema"][0]["AttributeName"], "id");
+    assert_eq!(table["KeySchema"][0]["KeyType"], "HASH");
+    assert_eq!(table["AttributeDefinitions"][0]["AttributeName"], "id");
+    assert_eq!(table["AttributeDefinitions"][0]["AttributeType"], "S");
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"],
+        "expires_at"
+    );
+    assert_eq!(resources["SessionsTable"]["DeletionPolicy"], "Retain");
+
+    // Every variable the code reads is set by the template or deliberately left to its default.
+    let function = &resources["ChatFunction"]["Properties"];
+    let set: BTreeSet<String> = function["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let read = std::sync::Mutex::new(BTreeSet::new());
+    session_chat::config::Config::from_lookup(|key| {
+        read.lock().unwrap().insert(key.to_owned());
+        match key {
+            "TABLE_NAME" => Some("t".into()),
+            "OPENAI_API_KEY" => Some("k".into()),
+            _ => None,
+        }
+    })
+    .unwrap();
+    // OPENAI_API_KEY is for local use: deployed, the key comes from Secrets Manager.
+    let local_only = BTreeSet::from(["OPENAI_API_KEY".to_owned()]);
+    let read = read.into_inner().unwrap();
+    let missing: Vec<_> = read
+        .difference(&set)
+        .filter(|v| !local_only.contains(*v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "read by the code, not set by the template: {missing:?}"
+    );
+    assert!(
+        !set.contains("OPENAI_API_KEY"),
+        "the key never sits in plain text in the configuration"
+    );
+    let unknown: Vec<_> = set.difference(&read).filter(|v| *v != "RUST_LOG").collect();
+    assert!(
+        unknown.is_empty(),
+        "set by the template, never read: {unknown:?}"
+    );
+
+    // The IAM policies cover every call the code makes, and name resources, never '*'.
+    let policies = &function["Policies"];
+    let granted: BTreeSet<String> = strings(policies)
+        .into_iter()
+        .filter(|s| s.contains(':') && !s.starts_with("arn:") && !s.contains('$'))
+        .collect();
+    for action in actions_in_source() {
+        assert!(
+            granted.contains(&action),
+            "{action} is called but not granted"
+        );
+    }
+    assert!(
+        !strings(policies).iter().any(|s| s == "*"),
+        "no Resource: '*'"
+    );
+
+    // The routes the adapter serves.
+    let routes: BTreeSet<String> = resources
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::ApiGatewayV2::Route")
+        .map(|r| r["Properties"]["RouteKey"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        routes,
+        BTreeSet::from(
+            [
+                "POST /chat",
+                "GET /sessions/{session_id}",
+                "DELETE /sessions/{session_id}"
+            ]
+            .map(String::from)
+        )
+    );
+    // Authenticated by default.
+    assert_eq!(t["Parameters"]["AuthMode"]["Default"], "AWS_IAM");
+}

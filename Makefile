@@ -4,14 +4,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed
+# griptape 1.x, for the interoperability tests (a venv of its own: its pins are its own).
+GT_VENV := .venv-griptape
+GT_STAMP := $(GT_VENV)/.installed
 
 .PHONY: setup build test lint package watch invoke demo deploy clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(GT_STAMP)
 
 $(STAMP): tools/requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	@touch $@
+
+$(GT_STAMP): tools/griptape/requirements-v1.txt
+	@test -x $(GT_VENV)/bin/python || python3 -m venv $(GT_VENV)
+	$(GT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/griptape/requirements-v1.txt
 	@touch $@
 
 ## The Lambda artifact: target/lambda/session-chat/bootstrap for arm64 (Graviton).
@@ -54,4 +62,4 @@ deploy: package
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .aws-sam
+	rm -rf $(VENV) $(GT_VENV) .aws-sam

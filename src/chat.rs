@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::input::{IdempotencyKey, Message, SessionKey};
-use crate::memory::{Memory, Run};
+use crate::memory::{Format, Memory, Run};
 use crate::model::{ChatMessage, ChatModel, ModelError, Role, Usage};
-use crate::store::{Changes, Receipt, SessionStore, StoreError, Summary};
+use crate::store::{Changes, Receipt, SessionStore, StoreError, Summary, Version};
 
 /// Tunables of the cycle.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct ChatSettings {
     pub history_token_budget: u64,
     /// Fold runs that fall out of the prompt window into a running summary sent as context.
     pub summarize: bool,
+    /// The shape new sessions are stored in; existing sessions keep theirs.
+    pub new_session_format: Format,
 }
 
 impl Default for ChatSettings {
@@ -37,6 +39,7 @@ impl Default for ChatSettings {
             max_save_attempts: 16,
             history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
             summarize: false,
+            new_session_format: Format::Seed,
         }
     }
 }
@@ -168,6 +171,9 @@ impl ChatService {
         for attempt in 1..=self.settings.max_save_attempts {
             timings.save_attempts = attempt;
             let mut memory = snapshot.memory.clone();
+            if snapshot.version == Version::New {
+                memory.format = self.settings.new_session_format;
+            }
             if self.settings.max_runs.is_some() {
                 memory.max_runs = self.settings.max_runs;
             }

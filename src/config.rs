@@ -82,6 +82,8 @@ pub struct Config {
     pub history_token_budget: u64,
     /// `SUMMARIZE`: fold runs that leave the prompt window into a running summary.
     pub summarize: bool,
+    /// `MEMORY_FORMAT`: `seed` (default) or `griptape`, for new sessions.
+    pub memory_format: crate::memory::Format,
 }
 
 /// A configuration value that cannot be used; the text names the variable and what it expects.
@@ -232,6 +234,18 @@ impl Config {
             }
         };
 
+        let memory_format = match get("MEMORY_FORMAT") {
+            None => crate::memory::Format::Seed,
+            Some(v) if v.trim().eq_ignore_ascii_case("seed") => crate::memory::Format::Seed,
+            Some(v) if v.trim().eq_ignore_ascii_case("griptape") => crate::memory::Format::Griptape,
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    var: "MEMORY_FORMAT",
+                    value,
+                    expected: "seed or griptape",
+                })
+            }
+        };
         let default_model = match provider {
             Provider::OpenAi => DEFAULT_MODEL_ID,
             Provider::Bedrock => DEFAULT_BEDROCK_MODEL_ID,
@@ -243,6 +257,7 @@ impl Config {
             auth_mode,
             table_name,
             summarize,
+            memory_format,
             max_item_bytes,
             session_ttl_days,
             history_token_budget: positive("HISTORY_TOKEN_BUDGET")?
@@ -337,6 +352,7 @@ mod tests {
             ("SUMMARIZE", "maybe"),
             ("MODEL_PROVIDER", "llama"),
             ("AUTH_MODE", "basic"),
+            ("MEMORY_FORMAT", "json"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));

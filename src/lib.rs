@@ -113,6 +113,7 @@ pub fn app_with_model(
         model_timeout: config.model_timeout,
         history_token_budget: config.history_token_budget,
         summarize: config.summarize,
+        new_session_format: config.memory_format,
         ..ChatSettings::default()
     };
     let chat = ChatService::new(Arc::new(store), model, settings);

@@ -1,44 +1,89 @@
-//! The conversation memory and its stored format.
+//! The conversation memory and its stored formats.
 //!
-//! A session's memory is an ordered list of runs (one user input, one assistant output). It is
-//! stored as the seed's `ConversationMemory` JSON, byte for byte as griptape writes it with
-//! Python's `json.dumps` (`", "` / `": "` separators, non-ASCII escaped), so a table can be shared
-//! with the Python original. Keys we do not use are kept and written back, so a load and save never
-//! loses what another writer put there.
+//! A session's memory is an ordered list of runs (one user input, one assistant output), stored
+//! as JSON in one of the three shapes griptape has written over its life:
+//!
+//! - [`Format::Seed`] (griptape <= 0.27, the recipe's): `{"type": "ConversationMemory", "runs":
+//!   [{"type": "Run", "id", "input": "<text>", "output": "<text>"}], "max_runs": null}`;
+//! - [`Format::Artifacts`] (0.28-0.30): the same envelope, `input`/`output` as `TextArtifact`s;
+//! - [`Format::Griptape`] (0.31 and 1.x): `{"runs": [{"type": "Run", "id", "meta", "input":
+//!   <TextArtifact>, "output": <TextArtifact>}], "metadata": {}}`.
+//!
+//! A memory keeps the shape it was read in, and every stored run and key is written back exactly
+//! as read (in its order), so sessions shared with griptape never change shape or lose fields.
+//! The JSON is written byte for byte as Python's `json.dumps` writes it (`", "` / `": "`
+//! separators, non-ASCII escaped).
 
 use std::fmt::Write as _;
 use std::io;
 
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+/// Which of griptape's shapes a memory is stored in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The recipe's shape, plain-text runs (griptape <= 0.27).
+    #[default]
+    Seed,
+    /// The recipe's envelope with `TextArtifact` inputs and outputs (griptape 0.28-0.30).
+    Artifacts,
+    /// griptape 0.31 and later: no envelope type, `metadata`, artifact runs.
+    Griptape,
+}
 
 /// One exchange: what the user said and what the model answered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Run {
     /// 32 lowercase hex digits, like griptape's `uuid4().hex`.
     pub id: String,
     pub input: String,
     pub output: String,
-    /// Keys of the stored run that we do not interpret, kept for the round trip.
-    extra: Map<String, Value>,
+    /// The run as it was stored, written back unchanged; `None` for a new run.
+    stored: Option<Map<String, Value>>,
 }
 
 impl Run {
-    /// Bytes this run takes in the stored JSON.
-    pub fn encoded_len(&self) -> usize {
-        python_json(self, 128).len()
-    }
-
     /// A new run with a fresh random id.
     pub fn new(input: impl Into<String>, output: impl Into<String>) -> Self {
         Run {
             id: new_run_id(),
             input: input.into(),
             output: output.into(),
-            extra: Map::new(),
+            stored: None,
         }
     }
+
+    /// Bytes this run takes in the stored JSON of a memory in `format`.
+    pub fn encoded_len(&self, format: Format) -> usize {
+        python_json(&self.to_value(format), 128).len()
+    }
+
+    fn to_value(&self, format: Format) -> Value {
+        if let Some(stored) = &self.stored {
+            return Value::Object(stored.clone());
+        }
+        match format {
+            Format::Seed => json!({
+                "type": "Run", "id": self.id, "input": self.input, "output": self.output,
+            }),
+            Format::Artifacts => json!({
+                "type": "Run", "id": self.id,
+                "input": text_artifact(&self.input), "output": text_artifact(&self.output),
+            }),
+            Format::Griptape => json!({
+                "type": "Run", "id": self.id, "meta": null,
+                "input": text_artifact(&self.input), "output": text_artifact(&self.output),
+            }),
+        }
+    }
+}
+
+/// A `TextArtifact` as griptape writes it, with a fresh id that doubles as its name (what
+/// griptape does when none is given), so griptape keeps both stable when it rewrites the item.
+fn text_artifact(value: &str) -> Value {
+    let id = new_run_id();
+    json!({"type": "TextArtifact", "id": id, "reference": null, "meta": {}, "name": id, "value": value})
 }
 
 /// A random 32-hex-digit id shaped like a version-4 UUID.
@@ -54,13 +99,28 @@ pub fn new_run_id() -> String {
 }
 
 /// The whole memory of one session.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Memory {
     pub runs: Vec<Run>,
     /// Oldest runs beyond this are dropped when a run is added (`null` in the seed).
     pub max_runs: Option<u64>,
-    /// Top-level keys we do not interpret, kept for the round trip.
-    extra: Map<String, Value>,
+    pub format: Format,
+    /// The top-level object as stored (without its runs), written back in its order.
+    stored: Option<Map<String, Value>>,
+}
+
+/// Runs are equal when they are the same exchange, however they were stored.
+impl PartialEq for Run {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, &self.input, &self.output) == (&other.id, &other.input, &other.output)
+    }
+}
+
+/// Memories are equal when they hold the same conversation in the same shape.
+impl PartialEq for Memory {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.runs, self.max_runs, self.format) == (&other.runs, other.max_runs, other.format)
+    }
 }
 
 /// Why a stored `value` could not be read as memory.
@@ -75,6 +135,29 @@ impl DecodeError {
 }
 
 impl Memory {
+    /// An empty memory that will be stored in `format`.
+    pub fn new(format: Format) -> Memory {
+        Memory {
+            format,
+            ..Memory::default()
+        }
+    }
+
+    /// A memory of just these runs, in the same shape as `self` (an archive chunk).
+    pub fn with_runs(&self, runs: Vec<Run>) -> Memory {
+        Memory {
+            runs,
+            max_runs: None,
+            format: self.format,
+            stored: None,
+        }
+    }
+
+    /// The first `n` runs, as a memory of their own.
+    pub fn with_prefix(&self, n: usize) -> Memory {
+        self.with_runs(self.runs[..n.min(self.runs.len())].to_vec())
+    }
+
     /// Appends a run, then drops the oldest runs beyond `max_runs`.
     pub fn push(&mut self, run: Run) {
         self.runs.push(run);
@@ -87,41 +170,36 @@ impl Memory {
         }
     }
 
-    /// The first `n` runs, as a memory of their own.
-    pub fn with_prefix(&self, n: usize) -> Memory {
-        Memory::with_runs(self.runs[..n.min(self.runs.len())].to_vec())
-    }
-
-    /// A memory of just these runs (an archive chunk).
-    pub fn with_runs(runs: Vec<Run>) -> Memory {
-        Memory {
-            runs,
-            ..Memory::default()
-        }
-    }
-
-    /// Reads the stored JSON. Anything that is not the seed's shape is an error, never a guess.
+    /// Reads stored JSON in any of the three shapes. Anything else is an error, never a guess.
     pub fn decode(text: &str) -> Result<Memory, DecodeError> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| DecodeError(format!("not JSON: {e}")))?;
         let Value::Object(mut top) = value else {
             return Err(DecodeError("not a JSON object".into()));
         };
-        match top.remove("type") {
-            Some(Value::String(t)) if t == "ConversationMemory" => {}
+        let envelope = match top.get("type") {
+            Some(Value::String(t)) if t == "ConversationMemory" => true,
             Some(other) => {
                 return Err(DecodeError(format!(
                     "type is {other}, expected \"ConversationMemory\""
                 )))
             }
-            None => return Err(DecodeError("no \"type\" key".into())),
-        }
-        let runs = match top.remove("runs") {
-            Some(Value::Array(runs)) => runs,
+            None => false,
+        };
+        let runs = match top.get_mut("runs") {
+            Some(Value::Array(runs)) => std::mem::take(runs),
             Some(_) => return Err(DecodeError("\"runs\" is not a list".into())),
             None => return Err(DecodeError("no \"runs\" key".into())),
         };
-        let max_runs = match top.remove("max_runs") {
+        if !envelope
+            && !matches!(
+                top.get("metadata"),
+                None | Some(Value::Object(_)) | Some(Value::Null)
+            )
+        {
+            return Err(DecodeError("\"metadata\" is not an object".into()));
+        }
+        let max_runs = match top.get("max_runs") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => Some(
                 n.as_u64()
@@ -129,21 +207,53 @@ impl Memory {
             ),
             Some(other) => return Err(DecodeError(format!("max_runs {other} is not a count"))),
         };
+        let mut artifacts = None;
         let runs = runs
             .into_iter()
             .enumerate()
-            .map(|(i, run)| decode_run(run).map_err(|e| DecodeError(format!("run {i}: {e}"))))
+            .map(|(i, run)| {
+                let (run, artifact) =
+                    decode_run(run).map_err(|e| DecodeError(format!("run {i}: {e}")))?;
+                artifacts.get_or_insert(artifact);
+                Ok(run)
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        let format = match (envelope, artifacts) {
+            (false, _) => Format::Griptape,
+            (true, Some(true)) => Format::Artifacts,
+            (true, _) => Format::Seed,
+        };
         Ok(Memory {
             runs,
             max_runs,
-            extra: top,
+            format,
+            stored: Some(top),
         })
     }
 
-    /// The stored JSON, formatted as Python's `json.dumps` formats it.
+    /// The stored JSON, in the memory's shape, formatted as Python's `json.dumps` formats it.
     pub fn encode(&self) -> String {
-        python_json(self, 256 + self.runs.len() * 128)
+        let mut top = self.stored.clone().unwrap_or_else(|| match self.format {
+            Format::Seed | Format::Artifacts => {
+                let mut m = Map::new();
+                m.insert("type".into(), "ConversationMemory".into());
+                m.insert("runs".into(), Value::Null);
+                m.insert("max_runs".into(), Value::Null);
+                m
+            }
+            Format::Griptape => {
+                let mut m = Map::new();
+                m.insert("runs".into(), Value::Null);
+                m.insert("metadata".into(), json!({}));
+                m
+            }
+        });
+        let runs = self.runs.iter().map(|r| r.to_value(self.format)).collect();
+        top.insert("runs".into(), Value::Array(runs));
+        if self.format != Format::Griptape {
+            top.insert("max_runs".into(), self.max_runs.into());
+        }
+        python_json(&Value::Object(top), 256 + self.runs.len() * 256)
     }
 }
 
@@ -159,66 +269,47 @@ fn python_json(value: &impl Serialize, capacity: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn decode_run(run: Value) -> Result<Run, String> {
-    let Value::Object(mut run) = run else {
+/// Reads one stored run; also says whether its texts are artifacts.
+fn decode_run(run: Value) -> Result<(Run, bool), String> {
+    let Value::Object(run) = run else {
         return Err("not an object".into());
     };
-    match run.remove("type") {
+    match run.get("type") {
         Some(Value::String(t)) if t == "Run" => {}
         _ => return Err("type is not \"Run\"".into()),
     }
-    let mut text = |key: &str| match run.remove(key) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(format!("\"{key}\" is not a string")),
-        None => Err(format!("no \"{key}\"")),
+    let id = match run.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        _ => return Err("no string \"id\"".into()),
     };
-    let id = text("id")?;
-    let input = text("input")?;
-    let output = text("output")?;
-    Ok(Run {
-        id,
-        input,
-        output,
-        extra: run,
-    })
-}
-
-impl Serialize for Run {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(4 + self.extra.len()))?;
-        map.serialize_entry("type", "Run")?;
-        map.serialize_entry("id", &self.id)?;
-        map.serialize_entry("input", &self.input)?;
-        map.serialize_entry("output", &self.output)?;
-        for (k, v) in &self.extra {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
+    let (input, input_artifact) = text(&run, "input")?;
+    let (output, output_artifact) = text(&run, "output")?;
+    if input_artifact != output_artifact {
+        return Err("input and output are of different kinds".into());
     }
+    Ok((
+        Run {
+            id,
+            input,
+            output,
+            stored: Some(run),
+        },
+        input_artifact,
+    ))
 }
 
-struct Runs<'a>(&'a [Run]);
-
-impl Serialize for Runs<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for run in self.0 {
-            seq.serialize_element(run)?;
-        }
-        seq.end()
-    }
-}
-
-impl Serialize for Memory {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3 + self.extra.len()))?;
-        map.serialize_entry("type", "ConversationMemory")?;
-        map.serialize_entry("runs", &Runs(&self.runs))?;
-        for (k, v) in &self.extra {
-            map.serialize_entry(k, v)?;
-        }
-        map.serialize_entry("max_runs", &self.max_runs)?;
-        map.end()
+/// A run's text: a plain string, or a `TextArtifact`'s `value`.
+fn text(run: &Map<String, Value>, key: &str) -> Result<(String, bool), String> {
+    match run.get(key) {
+        Some(Value::String(s)) => Ok((s.clone(), false)),
+        Some(Value::Object(artifact)) => match (artifact.get("type"), artifact.get("value")) {
+            (Some(Value::String(t)), Some(Value::String(v))) if t == "TextArtifact" => {
+                Ok((v.clone(), true))
+            }
+            _ => Err(format!("\"{key}\" is not a TextArtifact")),
+        },
+        Some(_) => Err(format!("\"{key}\" is not text")),
+        None => Err(format!("no \"{key}\"")),
     }
 }
 
@@ -304,6 +395,62 @@ mod tests {
         assert_eq!(Memory::decode(&m.encode()).unwrap(), m);
     }
 
+    fn fixture(shape: &str, session: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/griptape/{shape}/{session}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let item: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        item["value"]["S"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_griptape_shape_reads_and_round_trips_byte_for_byte() {
+        for (shape, format) in [
+            ("v0_27", Format::Seed),
+            ("v0_30", Format::Artifacts),
+            ("v1", Format::Griptape),
+        ] {
+            for session in ["user-id-123", "group-id-123"] {
+                let text = fixture(shape, session);
+                let memory = Memory::decode(&text).unwrap();
+                assert_eq!(memory.format, format, "{shape}");
+                assert_eq!(memory.encode(), text, "{shape} {session}");
+            }
+            let memory = Memory::decode(&fixture(shape, "user-id-123")).unwrap();
+            assert_eq!(memory.runs[0].input, "Hello my name is Collin.");
+            assert_eq!(memory.runs[1].output, "Your name is Collin.");
+        }
+    }
+
+    #[test]
+    fn new_runs_take_the_memory_s_shape() {
+        for shape in ["v0_27", "v0_30", "v1"] {
+            let text = fixture(shape, "user-id-123");
+            let mut memory = Memory::decode(&text).unwrap();
+            memory.push(Run::new("And now?", "Now."));
+            let encoded = memory.encode();
+            let again = Memory::decode(&encoded).unwrap();
+            assert_eq!(again.format, memory.format, "{shape}");
+            assert_eq!(again.runs[2].output, "Now.");
+            // The stored runs are untouched, byte for byte.
+            let cut = text.rfind("}]").unwrap();
+            assert_eq!(&encoded[..cut], &text[..cut], "{shape}");
+        }
+        let mut fresh = Memory::new(Format::Griptape);
+        fresh.push(Run::new("hi", "hello"));
+        let v: Value = serde_json::from_str(&fresh.encode()).unwrap();
+        assert_eq!(v["metadata"], json!({}));
+        assert!(v.get("type").is_none() && v.get("max_runs").is_none());
+        let input = &v["runs"][0]["input"];
+        assert_eq!(input["type"], "TextArtifact");
+        assert_eq!(input["id"], input["name"]);
+        assert_eq!(input["value"], "hi");
+        assert!(fresh
+            .encode()
+            .starts_with(r#"{"runs": [{"type": "Run", "id": ""#));
+    }
+
     #[test]
     fn unknown_keys_survive() {
         let text = r#"{"type": "ConversationMemory", "runs": [{"type": "Run", "id": "a", "input": "i", "output": "o", "meta": {"k": 1}}], "autoprune": true, "max_runs": 5}"#;
@@ -311,8 +458,7 @@ mod tests {
         assert_eq!(m.max_runs, Some(5));
         let again = Memory::decode(&m.encode()).unwrap();
         assert_eq!(again, m);
-        assert!(m.encode().contains(r#""meta": {"k": 1}"#));
-        assert!(m.encode().contains(r#""autoprune": true"#));
+        assert_eq!(m.encode(), text, "kept in place, in order");
     }
 
     #[test]
@@ -334,12 +480,13 @@ mod tests {
             "",
             "null",
             "[]",
-            "{\"runs\": []}",
             "{\"type\": \"Other\", \"runs\": []}",
             "{\"type\": \"ConversationMemory\", \"runs\": {}}",
             "{\"type\": \"ConversationMemory\", \"runs\": [1]}",
             "{\"type\": \"ConversationMemory\", \"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": 1, \"output\": \"o\"}]}",
             "{\"type\": \"ConversationMemory\", \"runs\": [], \"max_runs\": -1}",
+            "{\"runs\": [], \"metadata\": 5}",
+            "{\"type\": \"ConversationMemory\", \"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": {\"type\": \"ImageArtifact\", \"value\": \"x\"}, \"output\": \"o\"}]}",
         ] {
             assert!(Memory::decode(bad).is_err(), "{bad:?} decoded");
         }

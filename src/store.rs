@@ -261,7 +261,11 @@ pub fn split_for_size(memory: &Memory, max_bytes: usize) -> (Memory, Vec<Memory>
     if total <= max_bytes {
         return (memory.clone(), Vec::new());
     }
-    let sizes: Vec<usize> = memory.runs.iter().map(|r| r.encoded_len() + 2).collect();
+    let sizes: Vec<usize> = memory
+        .runs
+        .iter()
+        .map(|r| r.encoded_len(memory.format) + 2)
+        .collect();
     let keep_budget = max_bytes / 2;
     // Keep the newest runs that fit in half the budget, and always the newest one.
     let mut kept_bytes = 0;
@@ -279,14 +283,14 @@ pub fn split_for_size(memory: &Memory, max_bytes: usize) -> (Memory, Vec<Memory>
     let mut chunk_bytes = 0;
     for (run, size) in memory.runs[..first_kept].iter().zip(&sizes) {
         if !chunk.is_empty() && chunk_bytes + size > max_bytes.saturating_sub(128) {
-            chunks.push(Memory::with_runs(std::mem::take(&mut chunk)));
+            chunks.push(memory.with_runs(std::mem::take(&mut chunk)));
             chunk_bytes = 0;
         }
         chunk_bytes += size;
         chunk.push(run.clone());
     }
     if !chunk.is_empty() {
-        chunks.push(Memory::with_runs(chunk));
+        chunks.push(memory.with_runs(chunk));
     }
     let mut recent = memory.clone();
     recent.runs.drain(..first_kept);

@@ -5,6 +5,7 @@
 mod support;
 
 mod errors;
+mod griptape;
 mod production;
 mod reliability;
 mod sessions;

@@ -3,7 +3,12 @@
 
     dynamodb_local.py [--port N] [--table NAME]... [--exit-with-stdin]
 
-Prints `PORT <n>` once it accepts requests (port 0 picks a free one). With --table it creates
+Prints `PORT <n>` once it accepts requests (port 0 picks a free one). Requests are served one
+at a time: moto checks a write's condition and applies the write in separate steps with no lock,
+so under load two racing conditional writes can both pass, which DynamoDB never allows (seen
+here: two UpdateItems conditioned on the same version both succeeded, losing a run). Serving one
+request at a time gives moto the per-request atomicity DynamoDB guarantees, so concurrency tests
+test the client, not moto's races. With --table it creates
 the session table (key `id`, string; on demand). With --exit-with-stdin it exits when its standard
 input closes, so a test harness that dies never leaves it behind.
 """
@@ -38,13 +43,32 @@ def main() -> int:
     parser.add_argument("--exit-with-stdin", action="store_true")
     args = parser.parse_args()
 
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log
 
-    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    one_at_a_time = threading.Lock()
+
+    def atomic_app(environ, start_response):
+        with one_at_a_time:
+            result = moto_app(environ, start_response)
+            try:
+                body = b"".join(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        return [body]
+
+    server = make_server(args.host, args.port, atomic_app, threaded=True,
+                         request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
     for table in args.table:
         create_table(f"http://{args.host}:{port}", table)
     print(f"PORT {port}", flush=True)

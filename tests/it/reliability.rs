@@ -50,6 +50,11 @@ async fn concurrent_messages_to_one_session_are_all_kept() {
         stored.len(),
         stored_ids.len() - unique.len()
     );
+    for (run_id, _) in &answered {
+        if !unique.contains(run_id.as_str()) {
+            eprintln!("TEMP lost run {run_id}");
+        }
+    }
     assert_eq!(unique.len(), stored_ids.len(), "a run was stored twice");
     assert_eq!(
         stored.len(),

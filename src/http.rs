@@ -134,12 +134,14 @@ impl ApiError {
         }
     }
 
-    fn into_response(self, request_id: &str) -> Response<Body> {
+    /// The response, after logging the request's one line: the cause chain for server errors
+    /// (never sent to the client), the refusal for client errors.
+    fn into_response(self, request_id: &str, session_id: Option<&str>) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(request_id, code = self.code(), cause = %chain(&self), "request failed");
+            tracing::error!(request_id, session_id, outcome = self.code(), status = status.as_u16(), cause = %chain(&self), "request failed");
         } else {
-            tracing::info!(request_id, code = self.code(), error = %self, "request refused");
+            tracing::info!(request_id, session_id, outcome = self.code(), status = status.as_u16(), error = %self, "request refused");
         }
         let body = json!({"error": {"code": self.code(), "message": self.public_message()}});
         let mut response = json_response(status, &body);
@@ -258,9 +260,11 @@ impl App {
         let context = request.lambda_context_ref();
         let request_id = context.map(|c| c.request_id.clone()).unwrap_or_default();
         let deadline = context.and_then(|c| deadline_instant(c.deadline));
-        match self.route(&request, &request_id, deadline).await {
+        // The session id, once known, for the request's log line.
+        let mut session = None;
+        match self.route(&request, &request_id, deadline, &mut session).await {
             Ok(response) => response,
-            Err(e) => e.into_response(&request_id),
+            Err(e) => e.into_response(&request_id, session.as_ref().map(SessionId::as_str)),
         }
     }
 
@@ -269,6 +273,7 @@ impl App {
         request: &Request,
         request_id: &str,
         deadline: Option<Instant>,
+        session: &mut Option<SessionId>,
     ) -> Result<Response<Body>, ApiError> {
         // Match on the path's tail so a stage prefix ("/prod/chat") or a function-URL prefix
         // (`cargo lambda watch`'s "/lambda-url/<fn>/chat") reaches the same route.
@@ -278,10 +283,11 @@ impl App {
         let method = request.method();
         if before == Some("sessions") {
             let session_id = SessionId::parse(&percent_decode(last).ok_or(ApiError::BadPath)?)?;
-            let key = self.key(request, &session_id)?;
+            let session_id = session.insert(session_id);
+            let key = self.key(request, session_id)?;
             return match *method {
-                Method::GET => self.get_session(&session_id, &key).await,
-                Method::DELETE => self.delete_session(&session_id, &key, request_id).await,
+                Method::GET => self.get_session(session_id, &key, request_id).await,
+                Method::DELETE => self.delete_session(session_id, &key, request_id).await,
                 _ => Err(ApiError::MethodNotAllowed {
                     method: method.to_string(),
                     allowed: "GET, DELETE",
@@ -295,7 +301,7 @@ impl App {
                     allowed: "POST",
                 });
             }
-            return self.post_chat(request, request_id, deadline).await;
+            return self.post_chat(request, request_id, deadline, session).await;
         }
         Err(ApiError::NotFound(format!(
             "{method} {}",
@@ -307,6 +313,7 @@ impl App {
         &self,
         session_id: &SessionId,
         key: &SessionKey,
+        request_id: &str,
     ) -> Result<Response<Body>, ApiError> {
         let runs = self
             .chat
@@ -317,6 +324,7 @@ impl App {
             .iter()
             .map(|r| json!({"id": r.id, "input": r.input, "output": r.output}))
             .collect();
+        tracing::info!(request_id, session_id = %session_id, runs = runs.len(), outcome = "read", "session read");
         Ok(json_response(
             StatusCode::OK,
             &json!({"session_id": session_id.as_str(), "runs": runs}),
@@ -343,12 +351,14 @@ impl App {
         request: &Request,
         request_id: &str,
         deadline: Option<Instant>,
+        session: &mut Option<SessionId>,
     ) -> Result<Response<Body>, ApiError> {
         let ChatRequest {
             session_id,
             message,
         } = parse_chat_body(body_bytes(request.body()), self.max_message_bytes)?;
-        let session_key = self.key(request, &session_id)?;
+        let session_id = session.insert(session_id);
+        let session_key = self.key(request, session_id)?;
         let key = match request.headers().get("idempotency-key") {
             None => None,
             Some(v) => Some(IdempotencyKey::parse(
@@ -494,7 +504,7 @@ mod tests {
 
     #[test]
     fn every_error_is_json_with_its_status() {
-        let response = ApiError::Busy.into_response("r1");
+        let response = ApiError::Busy.into_response("r1", Some("s"));
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let Body::Text(text) = response.body() else {

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup build test lint package watch invoke demo deploy clean
+.PHONY: setup build test lint package watch invoke demo deploy bench bench-quick clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -57,9 +57,31 @@ invoke: setup
 demo: setup
 	scripts/local.sh demo
 
+## Benchmark: session-chat vs the hello-world floor, the bare I/O floor and the Python original
+## (griptape's recipe under awslambdaric), each under a local Lambda Runtime API. Writes
+## bench/results.json and bench/bench.png. `make bench-quick` is a shorter run.
+BENCH_VENV := bench/.venv-original
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_TOOLS_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): bench/requirements-original.txt
+	@test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-original.txt
+	@touch $@
+
+$(BENCH_TOOLS_STAMP): bench/requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements-bench.txt
+	@touch $@
+
+bench: setup $(BENCH_STAMP) $(BENCH_TOOLS_STAMP)
+	$(PY) bench/bench.py $(BENCH_ARGS)
+
+bench-quick: BENCH_ARGS = --quick
+bench-quick: bench
+
 deploy: package
 	SAM_CLI_TELEMETRY=0 sam deploy
 
 clean:
 	cargo clean
-	rm -rf $(VENV) $(GT_VENV) .aws-sam
+	rm -rf $(VENV) $(GT_VENV) $(BENCH_VENV) .aws-sam

@@ -262,7 +262,10 @@ impl App {
         let deadline = context.and_then(|c| deadline_instant(c.deadline));
         // The session id, once known, for the request's log line.
         let mut session = None;
-        match self.route(&request, &request_id, deadline, &mut session).await {
+        match self
+            .route(&request, &request_id, deadline, &mut session)
+            .await
+        {
             Ok(response) => response,
             Err(e) => e.into_response(&request_id, session.as_ref().map(SessionId::as_str)),
         }

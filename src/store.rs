@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 use crate::input::{IdempotencyKey, SessionKey};
@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub receipts: BTreeMap<String, u64>,
     /// The running summary of runs that fell out of the prompt window (`SUMMARIZE`).
     pub summary: Option<Summary>,
+    /// Every attribute of the item as read (empty for a new session): a save writes them back.
+    pub item: Item,
 }
 
 /// A running summary of a session's older runs, stored beside `value` (`summary`,
@@ -81,6 +83,7 @@ impl Snapshot {
             archive_expires_at: None,
             receipts: BTreeMap::new(),
             summary: None,
+            item: Item::new(),
         }
     }
 }
@@ -211,7 +214,7 @@ impl DynamoStore {
     }
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub type Item = HashMap<String, AttributeValue>;
 
 pub fn archive_key(id: &SessionKey, chunk: u64) -> String {
     format!("{id}#archive#{chunk:08}")
@@ -342,6 +345,7 @@ impl SessionStore for DynamoStore {
             archive_expires_at: count(&item, "archive_expires_at")?,
             receipts,
             summary,
+            item,
         })
     }
 
@@ -365,14 +369,17 @@ impl SessionStore for DynamoStore {
         let now = epoch_seconds();
         let archived = read.archived + chunks.len() as u64;
         let expires_at = self.session_ttl_secs.map(|ttl| now + ttl);
-        let mut set = String::from(
-            "SET #value = :value, #version = :next, archived = :archived, \
-             updated_at = :now, created_at = if_not_exists(created_at, :now)",
-        );
-        let mut values: Vec<(&str, AttributeValue)> = Vec::new();
+        // The whole item is written, starting from every attribute as read, so attributes
+        // this code does not know survive; the version condition makes that safe.
+        let mut item = read.item.clone();
+        item.insert("id".into(), s(id.as_str()));
+        item.insert("value".into(), s(recent.encode()));
+        item.insert("version".into(), n(next));
+        item.insert("archived".into(), n(archived));
+        item.insert("updated_at".into(), n(now));
+        item.entry("created_at".into()).or_insert_with(|| n(now));
         if let Some(expires_at) = expires_at {
-            set.push_str(", expires_at = :expires");
-            values.push((":expires", n(expires_at)));
+            item.insert("expires_at".into(), n(expires_at));
             if archived > 0 {
                 // Chunks written now expire with the session; older ones are refreshed when
                 // they would expire within half a TTL.
@@ -386,8 +393,10 @@ impl SessionStore for DynamoStore {
                 if !chunks.is_empty() && read.archived == 0 {
                     archive_expiry = expires_at;
                 }
-                set.push_str(", archive_expires_at = :archive_expires");
-                values.push((":archive_expires", n(archive_expiry.min(expires_at))));
+                item.insert(
+                    "archive_expires_at".into(),
+                    n(archive_expiry.min(expires_at)),
+                );
             }
         }
         let mut receipts: HashMap<String, AttributeValue> = read
@@ -399,45 +408,37 @@ impl SessionStore for DynamoStore {
         if let Some(r) = receipt {
             receipts.insert(r.key.as_str().to_owned(), n(now + RECEIPT_TTL_SECS));
         }
-        if !receipts.is_empty() || !read.receipts.is_empty() {
-            set.push_str(", receipts = :receipts");
-            values.push((":receipts", AttributeValue::M(receipts)));
+        if receipts.is_empty() {
+            item.remove("receipts");
+        } else {
+            item.insert("receipts".into(), AttributeValue::M(receipts));
         }
         if let Some(summary) = summary {
-            set.push_str(", summary = :summary, summary_through = :through");
-            values.push((":summary", s(summary.text.as_str())));
-            values.push((":through", s(summary.through.as_str())));
+            item.insert("summary".into(), s(summary.text.as_str()));
+            item.insert("summary_through".into(), s(summary.through.as_str()));
         }
-        let mut update = Update::builder()
+        let mut put = Put::builder()
             .table_name(&self.table)
-            .key("id", s(id.as_str()))
-            .update_expression(set)
-            .condition_expression(condition)
-            .expression_attribute_names("#value", "value")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":value", s(recent.encode()))
-            .expression_attribute_values(":next", n(next))
-            .expression_attribute_values(":archived", n(archived))
-            .expression_attribute_values(":now", n(now));
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if !matches!(read.version, Version::New) {
+            put = put.expression_attribute_names("#version", "version");
+        }
         if let Version::At(v) = read.version {
-            update = update.expression_attribute_values(":read", n(v));
+            put = put.expression_attribute_values(":read", n(v));
         }
-        for (name, value) in values {
-            update = update.expression_attribute_values(name, value);
-        }
+        let put = put.build().map_err(|e| StoreError::Failed(e.into()))?;
 
         if chunks.is_empty() && receipt.is_none() {
             // The common case: one conditional write.
-            let u = update.build().map_err(|e| StoreError::Failed(e.into()))?;
             let result = self
                 .client
-                .update_item()
-                .table_name(u.table_name)
-                .set_key(Some(u.key))
-                .update_expression(u.update_expression)
-                .set_condition_expression(u.condition_expression)
-                .set_expression_attribute_names(u.expression_attribute_names)
-                .set_expression_attribute_values(u.expression_attribute_values)
+                .put_item()
+                .table_name(put.table_name)
+                .set_item(Some(put.item))
+                .set_condition_expression(put.condition_expression)
+                .set_expression_attribute_names(put.expression_attribute_names)
+                .set_expression_attribute_values(put.expression_attribute_values)
                 .send()
                 .await;
             return match result {
@@ -452,9 +453,7 @@ impl SessionStore for DynamoStore {
             };
         }
 
-        let mut items = vec![TransactWriteItem::builder()
-            .update(update.build().map_err(|e| StoreError::Failed(e.into()))?)
-            .build()];
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
         for (i, chunk) in chunks.iter().enumerate() {
             let mut put = Put::builder()
                 .table_name(&self.table)

@@ -130,6 +130,9 @@ STATE = State()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave as two writes: without TCP_NODELAY, Nagle holds the body until the
+    # client's delayed ACK (~40 ms), a latency no real model server adds.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # quiet: tests read stdout
         pass

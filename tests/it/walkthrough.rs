@@ -1,5 +1,6 @@
 //! The seed's walkthrough, end to end through the handler, and what it stores.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use crate::support::{call, event, TestEnv};
@@ -172,6 +173,41 @@ async fn items_written_by_the_python_original_are_continued() {
             .as_n()
             .unwrap(),
         "1"
+    );
+}
+
+#[tokio::test]
+async fn attributes_other_tools_keep_on_the_item_survive_saves() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let (status, _) = call(&app, event("http-api/1-collin-hello.json")).await;
+    assert_eq!(status, 200);
+    // Another tool tags the item (bumping the version, as a careful writer does).
+    env.dynamodb
+        .update_item()
+        .table_name(&env.table)
+        .key("id", AttributeValue::S("user-id-123".into()))
+        .update_expression("SET team = :t, #v = #v + :one")
+        .expression_attribute_names("#v", "version")
+        .expression_attribute_values(":t", AttributeValue::S("support".into()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("tag the item");
+    let (status, body) = call(&app, event("http-api/2-collin-what-is-my-name.json")).await;
+    assert_eq!(status, 200, "{body}");
+    let item = env.item("user-id-123").await.unwrap();
+    assert_eq!(item["team"].as_s().unwrap(), "support");
+    assert_eq!(item["version"].as_n().unwrap(), "3");
+    let created = item["created_at"].as_n().unwrap();
+    assert!(item["updated_at"].as_n().unwrap() >= created);
+    assert_eq!(
+        env.value("user-id-123")
+            .await
+            .unwrap()
+            .matches("\"type\": \"Run\"")
+            .count(),
+        2
     );
 }
 

@@ -36,6 +36,7 @@ lint: setup
 	cargo clippy --all-targets -- -D warnings
 	cfn-lint template.yaml
 	AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0 sam validate --lint
+	$(PY) -m py_compile tools/*.py tools/griptape/*.py events/*.py bench/*.py bench/original/*.py
 
 ## `sam build` as a deploy would run it (cargo-lambda cross-compiles to arm64 with zig), then
 ## checks the artifact is an aarch64 `bootstrap`.

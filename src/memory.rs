@@ -346,6 +346,10 @@ impl serde_json::ser::Formatter for PythonFormatter {
         w.write_all(b": ")
     }
 
+    fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
+        w.write_all(python_float_repr(value).as_bytes())
+    }
+
     fn write_string_fragment<W: ?Sized + io::Write>(
         &mut self,
         w: &mut W,
@@ -367,9 +371,93 @@ impl serde_json::ser::Formatter for PythonFormatter {
     }
 }
 
+/// A float as Python's `repr` writes it: the shortest digits that read back to the same value
+/// (as Rust's formatting finds them), fixed-point when the decimal point falls within 16 digits
+/// (`0.0001`, `1000000000000000.0`), else `1e-05`, `1.5e+16`. A float kept in a foreign field
+/// thus stays byte-identical across saves.
+fn python_float_repr(value: f64) -> String {
+    if value == 0.0 {
+        return if value.is_sign_negative() {
+            "-0.0"
+        } else {
+            "0.0"
+        }
+        .to_owned();
+    }
+    let sign = if value < 0.0 { "-" } else { "" };
+    let scientific = format!("{:e}", value.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    // Where the decimal point falls, counted from the left of the digits.
+    let point = exponent + 1;
+    if point > -4 && point <= 16 {
+        if point <= 0 {
+            let zeros = "0".repeat(point.unsigned_abs() as usize);
+            format!("{sign}0.{zeros}{digits}")
+        } else {
+            let point = point as usize;
+            if point >= digits.len() {
+                format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
+            } else {
+                format!("{sign}{}.{}", &digits[..point], &digits[point..])
+            }
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let mantissa = if rest.is_empty() {
+            first.to_owned()
+        } else {
+            format!("{first}.{rest}")
+        };
+        let exp_sign = if exponent < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{exp_sign}{:02}", exponent.unsigned_abs())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_are_written_as_python_writes_them() {
+        // Expected strings from CPython 3.11's repr().
+        let cases = [
+            (2.5, "2.5"),
+            (0.1, "0.1"),
+            (-0.0, "-0.0"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (1e-4, "0.0001"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1.4306815111111101e25, "1.4306815111111101e+25"),
+            (123.456, "123.456"),
+            (-3.0, "-3.0"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (100.0, "100.0"),
+            (0.000123, "0.000123"),
+        ];
+        for (value, python) in cases {
+            assert_eq!(python_float_repr(value), python, "{value:e}");
+        }
+    }
+
+    #[test]
+    fn numbers_in_foreign_fields_survive_saves() {
+        // A fuzzing find: an integer past 64 bits is read as a float; its text must then be
+        // stable across saves (it was not, before floats were parsed exactly).
+        let stored = r#"{"type": "ConversationMemory", "runs": [{"type": "Run", "id": "a", "input": "hi", "output": "ho", "meta": {"k": [10, 2.5, 1e-05, 14306815111111101100430111, null]}}], "max_runs": null}"#;
+        let once = Memory::decode(stored).unwrap().encode();
+        assert!(
+            once.contains(r#"[10, 2.5, 1e-05, 1.4306815111111101e+25, null]"#),
+            "{once}"
+        );
+        let twice = Memory::decode(&once).unwrap().encode();
+        assert_eq!(twice, once);
+    }
 
     /// The item the seed shows for `user-id-123`, as stored.
     const SEED_USER: &str = r#"{"type": "ConversationMemory", "runs": [{"type": "Run", "id": "8c403fb92b134b14a0af8847e52e6212", "input": "Hello my name is Collin.", "output": "Hello Collin! How can I assist you today?"}, {"type": "Run", "id": "706d9fb072ca49e192bfed7fc1964925", "input": "What is my name?", "output": "Your name is Collin."}], "max_runs": null}"#;

@@ -371,7 +371,12 @@ impl SessionStore for DynamoStore {
         let expires_at = self.session_ttl_secs.map(|ttl| now + ttl);
         // The whole item is written, starting from every attribute as read, so attributes
         // this code does not know survive; the version condition makes that safe.
-        let mut item = read.item.clone();
+        let mut item: Item = read
+            .item
+            .iter()
+            .filter(|(name, _)| name.as_str() != "value") // replaced below; can be 160 KiB
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
         item.insert("id".into(), s(id.as_str()));
         item.insert("value".into(), s(recent.encode()));
         item.insert("version".into(), n(next));

@@ -18,6 +18,7 @@ received; a fresh scripted model for each). Prints a table with the targets, and
 bench/results.json and bench/bench.png. Stops everything it starts.
 
     bench.py [--cold-starts 5] [--turns 100] [--curve-turns 200] [--quick] [--no-build] [--no-arm64]
+             [--plot-only]
 """
 import argparse
 import json
@@ -350,6 +351,7 @@ def plot(r, path):
     for i, (a, b) in enumerate(zip(init, first)):
         ax.text(i, a + b, f"{a + b:.0f} ms", ha="center", va="bottom", fontsize=9)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=1)  # bars on a log axis start here, not at an automatic limit
     ax.set_ylabel("ms (log)")
     ax.set_title("Cold start: init + first invoke (median)")
     ax.legend(fontsize=8)
@@ -365,6 +367,7 @@ def plot(r, path):
         ax.text(x - 0.2, w["p50"], f"{w['p50']:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs), labels)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=0.1)
     ax.set_ylabel("ms (log)")
     ax.set_title(f"Warm turn latency ({r['config']['turns']} turns a session)")
     ax.legend(fontsize=8)
@@ -402,7 +405,14 @@ def main() -> int:
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
     p.add_argument("--no-arm64", action="store_true", help="skip the arm64 bootstrap build")
     p.add_argument("--out", default=str(HERE), help="where results.json and bench.png go")
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw bench.png and reprint the table from results.json")
     a = p.parse_args()
+    if a.plot_only:
+        r = json.loads((Path(a.out) / "results.json").read_text())
+        plot(r, Path(a.out) / "bench.png")
+        print_table(r)
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what we started
     if a.quick:
         a.cold_starts, a.turns, a.curve_turns = 2, 20, 80

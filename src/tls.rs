@@ -78,6 +78,12 @@ mod tests {
             .map(|d| d.to_vec())
             .collect();
         assert_eq!(decoded, expected);
+        // reqwest turns every root into a rustls trust anchor here, with the same parser the
+        // SDK's connector uses on its first request (where a bad root would panic).
+        assert!(reqwest::Client::builder()
+            .tls_certs_only(reqwest_roots().unwrap())
+            .build()
+            .is_ok());
         assert!(aws_http_client().is_ok());
     }
 }

@@ -52,7 +52,8 @@ pub struct Snapshot {
     pub receipts: BTreeMap<String, u64>,
     /// The running summary of runs that fell out of the prompt window (`SUMMARIZE`).
     pub summary: Option<Summary>,
-    /// Every attribute of the item as read (empty for a new session): a save writes them back.
+    /// Every attribute of the item as read but `value` (empty for a new session): a save writes
+    /// them back.
     pub item: Item,
 }
 
@@ -303,10 +304,11 @@ pub fn split_for_size(memory: &Memory, max_bytes: usize) -> (Memory, Vec<Memory>
 #[async_trait]
 impl SessionStore for DynamoStore {
     async fn load(&self, id: &SessionKey) -> Result<Snapshot, StoreError> {
-        let Some(item) = self.get(id.as_str().to_owned()).await? else {
+        let Some(mut item) = self.get(id.as_str().to_owned()).await? else {
             return Ok(Snapshot::new_session());
         };
-        let value = match item.get("value") {
+        // Taken out: the snapshot holds it decoded, and a save writes a new one.
+        let value = match item.remove("value") {
             Some(AttributeValue::S(text)) => text,
             _ => {
                 return Err(StoreError::Corrupt(DecodeError::new(
@@ -314,7 +316,7 @@ impl SessionStore for DynamoStore {
                 )))
             }
         };
-        let memory = Memory::decode(value).map_err(StoreError::Corrupt)?;
+        let memory = Memory::decode(&value).map_err(StoreError::Corrupt)?;
         let version = match count(&item, "version")? {
             None => Version::Unversioned,
             Some(v) => Version::At(v),
@@ -371,12 +373,7 @@ impl SessionStore for DynamoStore {
         let expires_at = self.session_ttl_secs.map(|ttl| now + ttl);
         // The whole item is written, starting from every attribute as read, so attributes
         // this code does not know survive; the version condition makes that safe.
-        let mut item: Item = read
-            .item
-            .iter()
-            .filter(|(name, _)| name.as_str() != "value") // replaced below; can be 160 KiB
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
+        let mut item = read.item.clone();
         item.insert("id".into(), s(id.as_str()));
         item.insert("value".into(), s(recent.encode()));
         item.insert("version".into(), n(next));

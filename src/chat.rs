@@ -8,7 +8,13 @@ use tokio::time::Instant;
 use crate::input::{IdempotencyKey, Message, SessionKey};
 use crate::memory::{Format, Memory, Run};
 use crate::model::{ChatMessage, ChatModel, ModelError, Role, Usage};
-use crate::store::{Changes, Receipt, SessionStore, StoreError, Summary, Version};
+use crate::store::{
+    Changes, Cursor, Deleted, HistoryPage, PageLimit, Receipt, SessionStore, StoreError, Summary,
+};
+
+/// Every store call ends this long before the invocation's deadline, so the answer goes out
+/// in time.
+pub const STORE_MARGIN: Duration = Duration::from_millis(250);
 
 /// Tunables of the cycle.
 #[derive(Debug, Clone)]
@@ -35,7 +41,9 @@ impl Default for ChatSettings {
             system_prompt: None,
             max_runs: None,
             model_timeout: crate::config::DEFAULT_MODEL_TIMEOUT,
-            save_reserve: Duration::from_millis(1500),
+            // A save (one or two calls of a few ms, a conflict retry) fits easily; the SDK's
+            // attempt timeout does not need to.
+            save_reserve: Duration::from_millis(2500),
             max_save_attempts: 16,
             history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
             summarize: false,
@@ -64,19 +72,81 @@ pub struct Timings {
     pub save_attempts: u32,
 }
 
-/// Why a message got no reply. In every case the session is as it was before the message.
+/// Why a request to the cycle failed, classified for the client. In every case but
+/// [`ChatError::SaveUnconfirmed`] the session is as it was before the request.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The model failed, answered nothing usable, or kept failing after retries.
+    #[error("the model failed")]
+    ModelFailed(#[source] ModelError),
+    #[error("the model did not answer in time")]
+    ModelTimeout,
+    /// The table is unreachable, missing or throttled.
+    #[error("the session table is unavailable")]
+    StoreUnavailable(#[source] StoreError),
+    /// A store call did not answer before the deadline; nothing was saved.
+    #[error("the session table did not answer in time")]
+    StoreTimeout,
+    /// The save did not answer before the deadline: it may or may not have landed.
+    #[error("the save did not answer in time")]
+    SaveUnconfirmed,
     /// Other writers kept saving the session; every attempt met a newer version.
     #[error("the session was too busy to save after {0} attempts")]
-    Contention(u32),
+    Busy(u32),
+    /// The stored item is not valid memory; it is left as it is.
+    #[error("the stored session is corrupt")]
+    Corrupt(#[source] StoreError),
+    /// The reply is larger than one turn can store.
+    #[error("the reply is too large to store")]
+    ReplyTooLarge(#[source] StoreError),
     /// The idempotency key was used before with another message.
     #[error("this Idempotency-Key was already used with a different message")]
     KeyReused,
+    /// A history cursor from another session or an earlier incarnation of this one.
+    #[error("the cursor does not belong to this session")]
+    InvalidCursor,
+    /// Anything else the store refused.
+    #[error("the session store failed")]
+    Internal(#[source] StoreError),
+}
+
+impl From<ModelError> for ChatError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Timeout => ChatError::ModelTimeout,
+            other => ChatError::ModelFailed(other),
+        }
+    }
+}
+
+impl From<StoreError> for ChatError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ChatError::StoreUnavailable(e),
+            StoreError::Corrupt(_) => ChatError::Corrupt(e),
+            StoreError::InvalidCursor => ChatError::InvalidCursor,
+            StoreError::TooLarge(_) => ChatError::ReplyTooLarge(e),
+            // Reaching the client, these mean the session stayed busy.
+            StoreError::Conflict | StoreError::ReceiptExists => ChatError::Busy(1),
+            StoreError::Failed(_) => ChatError::Internal(e),
+        }
+    }
+}
+
+/// Runs a store call, cut off at the deadline (less [`STORE_MARGIN`]).
+async fn bounded<T>(
+    deadline: Option<Instant>,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<Result<T, StoreError>, ChatError> {
+    match deadline {
+        None => Ok(call.await),
+        Some(deadline) => {
+            let stop = deadline.checked_sub(STORE_MARGIN).unwrap_or(deadline);
+            tokio::time::timeout_at(stop, call)
+                .await
+                .map_err(|_| ChatError::StoreTimeout)
+        }
+    }
 }
 
 pub struct ChatService {
@@ -98,14 +168,24 @@ impl ChatService {
         }
     }
 
-    /// Every run of a session, oldest first; `None` if the session is unknown.
-    pub async fn history(&self, session: &SessionKey) -> Result<Option<Vec<Run>>, StoreError> {
-        self.store.history(session).await
+    /// A page of a session's runs, oldest first; `None` if the session is unknown.
+    pub async fn history(
+        &self,
+        session: &SessionKey,
+        from: Option<&Cursor>,
+        limit: PageLimit,
+        deadline: Option<Instant>,
+    ) -> Result<Option<HistoryPage>, ChatError> {
+        Ok(bounded(deadline, self.store.history(session, from, limit)).await??)
     }
 
-    /// Forgets a session; `false` if it did not exist.
-    pub async fn forget(&self, session: &SessionKey) -> Result<bool, StoreError> {
-        self.store.delete(session).await
+    /// Forgets a session with everything stored beside it.
+    pub async fn forget(
+        &self,
+        session: &SessionKey,
+        deadline: Option<Instant>,
+    ) -> Result<Deleted, ChatError> {
+        Ok(bounded(deadline, self.store.delete(session, deadline)).await??)
     }
 
     /// Runs one turn. `deadline` is when the caller stops waiting (the Lambda invocation's end).
@@ -120,12 +200,13 @@ impl ChatService {
     ) -> Result<Reply, ChatError> {
         let mut timings = Timings::default();
         let started = Instant::now();
+        let mut snapshot = bounded(deadline, self.store.load(session)).await??;
         if let Some(key) = key {
-            if let Some(receipt) = self.store.receipt(session, key).await? {
+            let found = bounded(deadline, self.store.receipt(session, &snapshot, key)).await??;
+            if let Some(receipt) = found {
                 return replay(receipt, message, timings);
             }
         }
-        let mut snapshot = self.store.load(session).await?;
         timings.load_ms = ms_since(started);
 
         let model_started = Instant::now();
@@ -171,7 +252,7 @@ impl ChatService {
         for attempt in 1..=self.settings.max_save_attempts {
             timings.save_attempts = attempt;
             let mut memory = snapshot.memory.clone();
-            if snapshot.version == Version::New {
+            if snapshot.fresh {
                 memory.format = self.settings.new_session_format;
             }
             if self.settings.max_runs.is_some() {
@@ -183,39 +264,52 @@ impl ChatService {
                 receipt: receipt.as_ref(),
                 summary: new_summary.as_ref(),
             };
-            match self.store.save(session, changes, &snapshot).await {
+            let saved = match bounded(deadline, self.store.save(session, changes, &snapshot)).await
+            {
+                Ok(saved) => saved,
+                // Cut off mid-save: it may have landed. A retry with the same key finds out.
+                Err(_) => return Err(ChatError::SaveUnconfirmed),
+            };
+            let reply = |timings| Reply {
+                run_id: run.id.clone(),
+                text: run.output.clone(),
+                usage: completion.usage,
+                replayed: false,
+                timings,
+            };
+            match saved {
                 Ok(()) => {
                     timings.save_ms = ms_since(save_started);
-                    return Ok(Reply {
-                        run_id: run.id,
-                        text: run.output,
-                        usage: completion.usage,
-                        replayed: false,
-                        timings,
-                    });
+                    return Ok(reply(timings));
                 }
                 Err(StoreError::Conflict) => {
-                    // Someone saved in between: take their runs and add ours after them. The
-                    // model is not asked again; its answer stands.
+                    // Someone saved in between, or our own save landed and its answer was lost
+                    // (the SDK then retried it into a conflict). Read again: if our run is
+                    // there, the turn is done; else add it after theirs. The model is not asked
+                    // again; its answer stands.
                     let jitter = rand::random_range(0..=backoff.as_millis() as u64);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));
-                    snapshot = self.store.load(session).await?;
+                    snapshot = bounded(deadline, self.store.load(session))
+                        .await
+                        .map_err(|_| ChatError::SaveUnconfirmed)??;
+                    if snapshot.holds_run(&run.id) {
+                        timings.save_ms = ms_since(save_started);
+                        return Ok(reply(timings));
+                    }
                 }
                 Err(StoreError::ReceiptExists) => {
                     // A retry of this request saved first: its run stands, ours is dropped.
-                    let key = key.ok_or(StoreError::ReceiptExists)?;
-                    let receipt = self
-                        .store
-                        .receipt(session, key)
-                        .await?
-                        .ok_or(StoreError::ReceiptExists)?;
-                    return replay(receipt, message, timings);
+                    let key = key.ok_or(ChatError::Busy(attempt))?;
+                    snapshot = bounded(deadline, self.store.load(session)).await??;
+                    let found =
+                        bounded(deadline, self.store.receipt(session, &snapshot, key)).await??;
+                    return replay(found.ok_or(ChatError::Busy(attempt))?, message, timings);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ChatError::Contention(self.settings.max_save_attempts))
+        Err(ChatError::Busy(self.settings.max_save_attempts))
     }
 }
 
@@ -354,6 +448,193 @@ pub fn build_prompt(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::SessionId;
+    use crate::model::Completion;
+    use crate::store::in_memory::InMemoryStore;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    /// A scripted model: answers from a queue (or echoes), after an optional delay, and counts
+    /// its calls.
+    #[derive(Default)]
+    struct Scripted {
+        calls: AtomicU32,
+        answers: Mutex<Vec<Result<String, ModelError>>>,
+        delay: Option<Duration>,
+    }
+
+    #[async_trait::async_trait]
+    impl ChatModel for Scripted {
+        async fn complete(
+            &self,
+            messages: &[ChatMessage],
+            deadline: Instant,
+        ) -> Result<Completion, ModelError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(delay) = self.delay {
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(delay))
+                    .await
+                    .is_err()
+                {
+                    return Err(ModelError::Timeout);
+                }
+            }
+            let next = self.answers.lock().unwrap().pop();
+            let text = match next {
+                Some(answer) => answer?,
+                None => format!(
+                    "echo: {}",
+                    messages.last().map_or("", |m| m.content.as_str())
+                ),
+            };
+            Ok(Completion {
+                text,
+                truncated: false,
+                usage: None,
+            })
+        }
+    }
+
+    fn service(store: &Arc<InMemoryStore>, model: &Arc<Scripted>) -> ChatService {
+        ChatService::new(
+            Arc::clone(store) as Arc<dyn SessionStore>,
+            Arc::clone(model) as Arc<dyn ChatModel>,
+            ChatSettings::default(),
+        )
+    }
+
+    fn session() -> SessionKey {
+        SessionKey::new(&SessionId::parse("s").unwrap(), None)
+    }
+
+    fn message(text: &str) -> Message {
+        Message::parse(text, 1 << 20).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lost_save_answer_stores_the_run_once() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted::default());
+        let chat = service(&store, &model);
+        chat.send(&session(), &message("one"), None, None)
+            .await
+            .unwrap();
+        store.faults.lock().unwrap().lost_answers = 1;
+        let reply = chat
+            .send(&session(), &message("two"), None, None)
+            .await
+            .unwrap();
+        let runs = store.runs(&session());
+        assert_eq!(runs.len(), 2, "the landed save is recognised, not repeated");
+        assert_eq!(runs[1].id, reply.run_id);
+        assert_eq!(model.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_writer_is_merged_without_asking_the_model_again() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted::default());
+        let chat = service(&store, &model);
+        store.faults.lock().unwrap().interleaved_writers = 1;
+        let reply = chat
+            .send(&session(), &message("mine"), None, None)
+            .await
+            .unwrap();
+        let runs = store.runs(&session());
+        let inputs: Vec<&str> = runs.iter().map(|r| r.input.as_str()).collect();
+        assert_eq!(inputs, ["another writer", "mine"]);
+        assert_eq!(runs[1].id, reply.run_id);
+        assert_eq!(reply.timings.save_attempts, 2);
+        assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_receipt_is_replayed_without_the_model() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted::default());
+        let chat = service(&store, &model);
+        let key = IdempotencyKey::parse("k/1#x").unwrap();
+        let first = chat
+            .send(&session(), &message("hi"), None, Some(&key))
+            .await
+            .unwrap();
+        let again = chat
+            .send(&session(), &message("hi"), None, Some(&key))
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!((again.run_id, again.text), (first.run_id, first.text));
+        assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(store.runs(&session()).len(), 1);
+        let other = chat
+            .send(&session(), &message("other"), None, Some(&key))
+            .await;
+        assert!(matches!(other, Err(ChatError::KeyReused)));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_store_answers_before_the_deadline() {
+        let store = Arc::new(InMemoryStore::new());
+        store.faults.lock().unwrap().save_delay = Some(Duration::from_secs(60));
+        let model = Arc::new(Scripted::default());
+        let chat = service(&store, &model);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(3);
+        let result = chat
+            .send(&session(), &message("hi"), Some(deadline), None)
+            .await;
+        assert!(
+            matches!(result, Err(ChatError::SaveUnconfirmed)),
+            "{result:?}"
+        );
+        assert!(Instant::now() < deadline, "answered before the deadline");
+    }
+
+    #[tokio::test]
+    async fn the_model_gets_the_deadline_less_the_save_reserve() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted {
+            delay: Some(Duration::from_secs(60)),
+            ..Scripted::default()
+        });
+        let chat = service(&store, &model);
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let result = chat
+            .send(&session(), &message("hi"), Some(deadline), None)
+            .await;
+        assert!(matches!(result, Err(ChatError::ModelTimeout)), "{result:?}");
+        let left = deadline - Instant::now();
+        assert!(
+            left >= Duration::from_secs(2),
+            "the save's reserve is kept: {left:?}"
+        );
+        assert!(store.runs(&session()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_store_nothing_and_oversized_replies_are_refused() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted::default());
+        model.answers.lock().unwrap().push(Err(ModelError::Empty));
+        let chat = service(&store, &model);
+        let failed = chat.send(&session(), &message("hi"), None, None).await;
+        assert!(matches!(failed, Err(ChatError::ModelFailed(_))));
+        model
+            .answers
+            .lock()
+            .unwrap()
+            .push(Ok("x".repeat(crate::store::policy::MAX_SPILL_BYTES + 10)));
+        let huge = chat.send(&session(), &message("hi"), None, None).await;
+        assert!(matches!(huge, Err(ChatError::ReplyTooLarge(_))), "{huge:?}");
+        assert!(store.runs(&session()).is_empty());
+        model.answers.lock().unwrap().push(Ok("y".repeat(1 << 20)));
+        let big = chat
+            .send(&session(), &message("hi"), None, None)
+            .await
+            .unwrap();
+        assert_eq!(big.text.len(), 1 << 20);
+        assert_eq!(store.runs(&session()).len(), 1);
+    }
 
     #[test]
     fn prompt_carries_history_in_order() {

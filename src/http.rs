@@ -14,8 +14,13 @@ use tokio::time::Instant;
 use crate::chat::{ChatError, ChatService};
 use crate::config::AuthMode;
 use crate::input::{IdempotencyKey, InputError, Message, SessionId, SessionKey};
-use crate::model::ModelError;
-use crate::store::StoreError;
+use crate::store::{Cursor, Deleted, PageLimit};
+
+/// Runs a history page holds unless `limit` asks for fewer (or more, up to the maximum).
+pub const DEFAULT_HISTORY_LIMIT: usize = 50;
+pub const MAX_HISTORY_LIMIT: usize = 200;
+/// About this many bytes of run text at most in one history response (Lambda's limit is 6 MB).
+pub const HISTORY_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Seconds a client is asked to wait before retrying a 503.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -47,48 +52,31 @@ pub enum ApiError {
         method: String,
         allowed: &'static str,
     },
-    /// 502 `model_error` (failed, empty or unreadable answer) or 504 `model_timeout`.
+    /// Whatever the chat cycle or the store said; see [`ApiError::status`].
     #[error(transparent)]
-    Model(#[from] ModelError),
-    /// 503 `store_unavailable`, 500 `corrupt_session`, or 500 `internal`.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// 503 `session_busy`: too many writers at once; retry after a moment.
-    #[error("the session is busy, retry shortly")]
-    Busy,
-    /// 409 `idempotency_key_reused`: the key was used before with another message.
-    #[error("this Idempotency-Key was already used with a different message")]
-    KeyReused,
-}
-
-impl From<ChatError> for ApiError {
-    fn from(e: ChatError) -> Self {
-        match e {
-            ChatError::Model(e) => ApiError::Model(e),
-            ChatError::Store(e) => ApiError::Store(e),
-            ChatError::Contention(_) => ApiError::Busy,
-            ChatError::KeyReused => ApiError::KeyReused,
-        }
-    }
+    Chat(#[from] ChatError),
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidRequest(_) | ApiError::BadPath => StatusCode::BAD_REQUEST,
             ApiError::Input(InputError::MessageTooLong { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Input(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) | ApiError::SessionNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadPath => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Model(ModelError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Model(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Store(StoreError::Unavailable(_) | StoreError::Conflict) | ApiError::Busy => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::KeyReused => StatusCode::CONFLICT,
+            ApiError::Chat(e) => match e {
+                ChatError::ModelFailed(_) | ChatError::ReplyTooLarge(_) => StatusCode::BAD_GATEWAY,
+                ChatError::ModelTimeout => StatusCode::GATEWAY_TIMEOUT,
+                ChatError::StoreUnavailable(_)
+                | ChatError::StoreTimeout
+                | ChatError::SaveUnconfirmed
+                | ChatError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ChatError::Corrupt(_) | ChatError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ChatError::KeyReused => StatusCode::CONFLICT,
+                ChatError::InvalidCursor => StatusCode::BAD_REQUEST,
+            },
         }
     }
 
@@ -103,34 +91,48 @@ impl ApiError {
             ApiError::SessionNotFound(_) => "session_not_found",
             ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
-            ApiError::Model(ModelError::Timeout) => "model_timeout",
-            ApiError::Model(_) => "model_error",
-            ApiError::Store(StoreError::Unavailable(_)) => "store_unavailable",
-            ApiError::Store(StoreError::Corrupt(_)) => "corrupt_session",
-            ApiError::Store(StoreError::Conflict) => "session_busy",
-            ApiError::Store(_) => "internal",
-            ApiError::Busy => "session_busy",
-            ApiError::KeyReused => "idempotency_key_reused",
+            ApiError::Chat(e) => match e {
+                ChatError::ModelFailed(_) | ChatError::ReplyTooLarge(_) => "model_error",
+                ChatError::ModelTimeout => "model_timeout",
+                ChatError::StoreUnavailable(_) | ChatError::StoreTimeout => "store_unavailable",
+                ChatError::SaveUnconfirmed => "save_unconfirmed",
+                ChatError::Busy(_) => "session_busy",
+                ChatError::Corrupt(_) => "corrupt_session",
+                ChatError::Internal(_) => "internal",
+                ChatError::KeyReused => "idempotency_key_reused",
+                ChatError::InvalidCursor => "invalid_cursor",
+            },
         }
     }
 
     /// What the client is told: our own words, never a cause's.
     fn public_message(&self) -> String {
-        match self {
-            ApiError::Model(ModelError::Timeout) => {
-                "the model did not answer in time; nothing was stored".into()
-            }
-            ApiError::Model(_) => {
+        let ApiError::Chat(e) = self else {
+            return self.to_string();
+        };
+        match e {
+            ChatError::ModelFailed(_) => {
                 "the model failed to give a usable answer; nothing was stored".into()
             }
-            ApiError::Store(StoreError::Unavailable(_)) => {
-                "the session table is unavailable; nothing was stored, retry later".into()
+            ChatError::ReplyTooLarge(_) => {
+                "the model's reply is larger than a turn can store (2.5 MiB); nothing was stored"
+                    .into()
             }
-            ApiError::Store(StoreError::Corrupt(_)) => {
+            ChatError::ModelTimeout => {
+                "the model did not answer in time; nothing was stored".into()
+            }
+            ChatError::StoreUnavailable(_) | ChatError::StoreTimeout => {
+                "the session table is unavailable; nothing was changed, retry later".into()
+            }
+            ChatError::SaveUnconfirmed => "the reply's save did not confirm in time; it may have \
+                been stored. Retry with the same Idempotency-Key to get it without a second run"
+                .into(),
+            ChatError::Busy(_) => "the session is busy; nothing was changed, retry shortly".into(),
+            ChatError::Corrupt(_) => {
                 "the stored session cannot be read; it was left unchanged".into()
             }
-            ApiError::Store(_) => "internal error; nothing was stored".into(),
-            other => other.to_string(),
+            ChatError::Internal(_) => "internal error; nothing was changed".into(),
+            ChatError::KeyReused | ChatError::InvalidCursor => e.to_string(),
         }
     }
 
@@ -245,7 +247,8 @@ impl App {
                 .and_then(|jwt| jwt.claims.get("sub")),
             _ => None,
         };
-        match sub.map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        // The sub exactly as API Gateway verified it; the key encodes it (see `SessionKey`).
+        match sub.map(String::as_str).filter(|s| !s.is_empty()) {
             Some(sub) => Ok(SessionKey::new(session_id, Some(sub))),
             None => Err(ApiError::Unauthorized),
         }
@@ -289,8 +292,14 @@ impl App {
             let session_id = session.insert(session_id);
             let key = self.key(request, session_id)?;
             return match *method {
-                Method::GET => self.get_session(session_id, &key, request_id).await,
-                Method::DELETE => self.delete_session(session_id, &key, request_id).await,
+                Method::GET => {
+                    self.get_session(request, session_id, &key, request_id, deadline)
+                        .await
+                }
+                Method::DELETE => {
+                    self.delete_session(session_id, &key, request_id, deadline)
+                        .await
+                }
                 _ => Err(ApiError::MethodNotAllowed {
                     method: method.to_string(),
                     allowed: "GET, DELETE",
@@ -314,23 +323,52 @@ impl App {
 
     async fn get_session(
         &self,
+        request: &Request,
         session_id: &SessionId,
         key: &SessionKey,
         request_id: &str,
+        deadline: Option<Instant>,
     ) -> Result<Response<Body>, ApiError> {
-        let runs = self
+        let query = request.query_string_parameters_ref();
+        let param = |name: &str| query.and_then(|q| q.first(name));
+        let limit = match param("limit") {
+            None => DEFAULT_HISTORY_LIMIT,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_HISTORY_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest(format!(
+                        "limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}"
+                    ))
+                })?,
+        };
+        let cursor = match param("cursor") {
+            None => None,
+            Some(text) => Some(Cursor::parse(text).ok_or(ChatError::InvalidCursor)?),
+        };
+        let limit = PageLimit {
+            runs: limit,
+            bytes: HISTORY_PAGE_BYTES,
+        };
+        let page = self
             .chat
-            .history(key)
+            .history(key, cursor.as_ref(), limit, deadline)
             .await?
             .ok_or_else(|| ApiError::SessionNotFound(session_id.to_string()))?;
-        let runs: Vec<Value> = runs
+        let runs: Vec<Value> = page
+            .runs
             .iter()
             .map(|r| json!({"id": r.id, "input": r.input, "output": r.output}))
             .collect();
         tracing::info!(request_id, session_id = %session_id, runs = runs.len(), outcome = "read", "session read");
         Ok(json_response(
             StatusCode::OK,
-            &json!({"session_id": session_id.as_str(), "runs": runs}),
+            &json!({
+                "session_id": session_id.as_str(),
+                "runs": runs,
+                "next_cursor": page.next.map(|c| c.encode()),
+            }),
         ))
     }
 
@@ -339,14 +377,24 @@ impl App {
         session_id: &SessionId,
         key: &SessionKey,
         request_id: &str,
+        deadline: Option<Instant>,
     ) -> Result<Response<Body>, ApiError> {
-        if !self.chat.forget(key).await? {
-            return Err(ApiError::SessionNotFound(session_id.to_string()));
+        match self.chat.forget(key, deadline).await? {
+            Deleted::NotFound => Err(ApiError::SessionNotFound(session_id.to_string())),
+            Deleted::Gone { complete: true } => {
+                tracing::info!(request_id, session_id = %session_id, outcome = "deleted", "session deleted");
+                let mut response = Response::new(Body::Empty);
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                Ok(response)
+            }
+            Deleted::Gone { complete: false } => {
+                tracing::info!(request_id, session_id = %session_id, outcome = "deleted_partly", "session deleted; cleanup goes on");
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({"deleted": true, "complete": false}),
+                ))
+            }
         }
-        tracing::info!(request_id, session_id = %session_id, outcome = "deleted", "session deleted");
-        let mut response = Response::new(Body::Empty);
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
     }
 
     async fn post_chat(
@@ -507,7 +555,7 @@ mod tests {
 
     #[test]
     fn every_error_is_json_with_its_status() {
-        let response = ApiError::Busy.into_response("r1", Some("s"));
+        let response = ApiError::Chat(ChatError::Busy(3)).into_response("r1", Some("s"));
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let Body::Text(text) = response.body() else {

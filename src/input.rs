@@ -54,15 +54,44 @@ impl fmt::Display for SessionId {
 }
 
 /// Where a session is stored: its id, prefixed by its owner's identity when sessions are per
-/// caller (`<owner>/<session id>`). `/` is not allowed in a session id, so no unscoped id can
-/// look like a scoped one, and one owner can never reach another's sessions.
+/// caller (`<owner>/<session id>`). The owner is encoded so that it holds neither `/` nor `#`
+/// (see [`encode_component`]), and session ids hold neither, so no two identities can name the
+/// same key and no session key can look like a side item's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey(String);
 
+/// Owners (and idempotency keys) encoded longer than this are stored as a digest.
+const MAX_ENCODED_COMPONENT: usize = 200;
+
+/// Every byte but `A-Z a-z 0-9 - _ .` is percent-encoded, `~` included, so the digest form
+/// (`~` and 64 hex digits) never equals an encoding.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
+
+/// A key component from text we do not control (a JWT `sub`): collision-free, free of `/`, `#`
+/// and `%`-ambiguity, and at most 200 bytes.
+pub fn encode_component(raw: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(raw, COMPONENT).to_string();
+    if encoded.len() <= MAX_ENCODED_COMPONENT {
+        return encoded;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(raw.as_bytes());
+    let mut out = String::with_capacity(65);
+    out.push('~');
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
 impl SessionKey {
+    /// `owner` is used exactly as given (a verified identity is never trimmed or changed).
     pub fn new(id: &SessionId, owner: Option<&str>) -> SessionKey {
         match owner {
-            Some(owner) => SessionKey(format!("{owner}/{id}")),
+            Some(owner) => SessionKey(format!("{}/{id}", encode_component(owner))),
             None => SessionKey(id.0.clone()),
         }
     }
@@ -98,6 +127,12 @@ impl IdempotencyKey {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key as it appears in a stored key: percent-encoded, so `#` and `/` in it cannot
+    /// reach another item.
+    pub fn encoded(&self) -> String {
+        percent_encoding::utf8_percent_encode(&self.0, COMPONENT).to_string()
     }
 }
 
@@ -156,6 +191,40 @@ mod tests {
             SessionId::parse("é"),
             Err(InputError::SessionIdCharacter('é'))
         );
+    }
+
+    #[test]
+    fn owner_keys_cannot_collide() {
+        let id = SessionId::parse("s").unwrap();
+        let key = |owner: &str| SessionKey::new(&id, Some(owner)).as_str().to_owned();
+        assert_eq!(key("alice"), "alice/s");
+        // A sub that tries to look like another user's key, or a side item's, is encoded.
+        assert_eq!(key("alice/s#idem#x"), "alice%2Fs%23idem%23x/s");
+        assert_ne!(
+            key(" alice\n"),
+            key("alice"),
+            "the sub is used exactly as verified"
+        );
+        assert_ne!(key("a%2Fb"), key("a/b"));
+        // Long subs become a digest; keys stay short whatever the sub.
+        let long = "x".repeat(3000);
+        assert!(key(&long).starts_with('~') && key(&long).len() < 80);
+        assert_ne!(key(&long), key(&"x".repeat(2999)));
+        let digest_like = format!("~{}", "0".repeat(64));
+        assert!(
+            key(&digest_like).starts_with("%7E"),
+            "never mistaken for a digest"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for owner in [
+            "a", "a/", "a#", "a b", "é", "a%", "~a", "A", "a.", "a-", "a_",
+        ] {
+            let k = key(owner);
+            assert!(!k[..k.len() - 2].contains(['/', '#']), "{k}");
+            assert!(seen.insert(k), "{owner}");
+        }
+        let idem = IdempotencyKey::parse("a/b#c%d").unwrap();
+        assert_eq!(idem.encoded(), "a%2Fb%23c%25d");
     }
 
     #[test]

@@ -1,0 +1,740 @@
+//! The DynamoDB I/O of the session store. What is written where, and why it is safe, is
+//! `docs/storage.md`; the pure parts are in [`super::policy`] and [`super::item`].
+
+use std::error::Error as StdError;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Delete, DeleteRequest, Put, TransactWriteItem, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use tokio::time::Instant;
+
+use super::item::{count, decode_session, n, put_layout, s, text, Item, Kept};
+use super::layout::{Field, Layout};
+use super::policy::{plan_save, NewItem, Removed, PART_MAX_BYTES};
+use super::{
+    Changes, Cursor, Deleted, HistoryPage, PageLimit, Receipt, SessionStore, Snapshot, StoreError,
+    Version,
+};
+use crate::input::{IdempotencyKey, SessionKey};
+use crate::memory::{DecodeError, Memory, Run};
+
+/// A delete starts over when a turn is saved meanwhile, at most this often.
+const DELETE_ATTEMPTS: u32 = 5;
+/// Receipts answer retries for this long.
+const RECEIPT_TTL_SECS: u64 = 24 * 60 * 60;
+/// A delete's cleanup stops this long before the deadline, to answer in time.
+const CLEANUP_MARGIN: Duration = Duration::from_millis(500);
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    max_item_bytes: usize,
+    /// Sessions (and their pages) expire this long after their last save.
+    session_ttl_secs: Option<u64>,
+}
+
+fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn corrupt(reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(DecodeError::new(reason))
+}
+
+fn built<T, E: StdError + Send + Sync + 'static>(r: Result<T, E>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::Failed(e.into()))
+}
+
+impl DynamoStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        max_item_bytes: usize,
+        session_ttl_secs: Option<u64>,
+    ) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            max_item_bytes,
+            session_ttl_secs,
+        }
+    }
+
+    async fn get(&self, key: String) -> Result<Option<Item>, StoreError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|out| out.item)
+            .map_err(sdk_error)
+    }
+
+    async fn snapshot(&self, id: &SessionKey) -> Result<Option<Snapshot>, StoreError> {
+        let Some(item) = self.get(id.as_str().to_owned()).await? else {
+            return Ok(None);
+        };
+        let mut snapshot = decode_session(item)?;
+        if snapshot.layout.pages.iter().any(|p| p.1 == u64::MAX) {
+            self.number_legacy_pages(id, &mut snapshot.layout).await?;
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Pages written by earlier releases do not say which runs they hold: count them once;
+    /// the next save records it.
+    async fn number_legacy_pages(
+        &self,
+        id: &SessionKey,
+        layout: &mut Layout,
+    ) -> Result<(), StoreError> {
+        let mut next = 0;
+        for i in 0..layout.pages.len() {
+            let page = layout.pages[i].0;
+            let runs = self
+                .page_runs(id, layout, page)
+                .await?
+                .ok_or_else(|| corrupt(format!("archive page {page} is missing")))?;
+            layout.pages[i].1 = next;
+            next += runs.len() as u64;
+        }
+        layout.first_run = next;
+        Ok(())
+    }
+
+    async fn page_runs(
+        &self,
+        id: &SessionKey,
+        layout: &Layout,
+        page: u64,
+    ) -> Result<Option<Vec<Run>>, StoreError> {
+        let Some(item) = self.get(layout.page_key(id, page)).await? else {
+            return Ok(None);
+        };
+        let value =
+            text(&item, "value")?.ok_or_else(|| corrupt(format!("page {page} has no value")))?;
+        Ok(Some(
+            Memory::decode(value).map_err(StoreError::Corrupt)?.runs,
+        ))
+    }
+
+    /// The full text of a spilled field, from its parts.
+    async fn read_parts(
+        &self,
+        id: &SessionKey,
+        layout: &Layout,
+        run_id: &str,
+        field: Field,
+        parts: u32,
+    ) -> Result<Option<String>, StoreError> {
+        let mut whole = String::new();
+        for part in 1..=parts {
+            let Some(item) = self.get(layout.part_key(id, run_id, field, part)).await? else {
+                return Ok(None);
+            };
+            whole.push_str(text(&item, "text")?.unwrap_or(""));
+        }
+        Ok(Some(whole))
+    }
+
+    /// Gives a spilled run its full texts back; `None` if a part is gone (the session was
+    /// deleted meanwhile).
+    async fn unspill(
+        &self,
+        id: &SessionKey,
+        layout: &Layout,
+        run: &mut Run,
+    ) -> Result<Option<()>, StoreError> {
+        let Some(spill) = layout.spilled.get(&run.id).copied() else {
+            return Ok(Some(()));
+        };
+        if spill.input_parts > 0 {
+            match self
+                .read_parts(id, layout, &run.id, Field::Input, spill.input_parts)
+                .await?
+            {
+                Some(t) => run.input = t,
+                None => return Ok(None),
+            }
+        }
+        if spill.output_parts > 0 {
+            match self
+                .read_parts(id, layout, &run.id, Field::Output, spill.output_parts)
+                .await?
+            {
+                Some(t) => run.output = t,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(()))
+    }
+
+    /// Sets (or, with `None`, removes) the expiry of side items, so pages never expire
+    /// before their session and outlive it only until their own TTL.
+    async fn set_expiry(&self, keys: &[String], expires_at: Option<u64>) -> Result<(), StoreError> {
+        for key in keys {
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("id", s(key.as_str()))
+                .condition_expression("attribute_exists(id)");
+            let update = match expires_at {
+                Some(t) => update
+                    .update_expression("SET expires_at = :e")
+                    .expression_attribute_values(":e", n(t)),
+                None => update.update_expression("REMOVE expires_at"),
+            };
+            match update.send().await {
+                Ok(_) => {}
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes items in batches of 25 until done or the deadline; `true` when all are gone.
+    async fn delete_keys(
+        &self,
+        keys: Vec<String>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, StoreError> {
+        let stop = deadline.map(|d| d.checked_sub(CLEANUP_MARGIN).unwrap_or(d));
+        let mut pending: Vec<WriteRequest> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let delete = built(DeleteRequest::builder().key("id", s(key)).build())?;
+            pending.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        let mut backoff = Duration::from_millis(20);
+        while !pending.is_empty() {
+            if stop.is_some_and(|t| Instant::now() >= t) {
+                return Ok(false);
+            }
+            let batch: Vec<WriteRequest> = pending.drain(..pending.len().min(25)).collect();
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, batch)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            let unprocessed = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(&self.table))
+                .unwrap_or_default();
+            if !unprocessed.is_empty() {
+                pending.extend(unprocessed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Removes the side items of deleted generations; `true` when all are gone.
+    async fn clean(
+        &self,
+        id: &SessionKey,
+        layouts: &[Layout],
+        deadline: Option<Instant>,
+    ) -> Result<bool, StoreError> {
+        let keys: Vec<String> = layouts.iter().flat_map(|l| l.side_keys(id)).collect();
+        self.delete_keys(keys, deadline).await
+    }
+
+    fn receipt_put(
+        &self,
+        id: &SessionKey,
+        layout: &Layout,
+        r: &Receipt,
+        now: u64,
+    ) -> Result<Put, StoreError> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .item("id", s(layout.receipt_key(id, &r.key)))
+            .item("message", s(r.message.as_str()))
+            .item("run_id", s(r.run_id.as_str()))
+            .item("created_at", n(now))
+            .item("expires_at", n(now + RECEIPT_TTL_SECS))
+            // An expired receipt (TTL deletes lazily) is as good as none.
+            .condition_expression("attribute_not_exists(id) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now));
+        put = if r.reply.len() > PART_MAX_BYTES {
+            put.item("reply_spilled", n(1))
+        } else {
+            put.item("reply", s(r.reply.as_str()))
+        };
+        built(put.build())
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn load(&self, id: &SessionKey) -> Result<Snapshot, StoreError> {
+        Ok(self
+            .snapshot(id)
+            .await?
+            .unwrap_or_else(Snapshot::new_session))
+    }
+
+    async fn save(
+        &self,
+        id: &SessionKey,
+        changes: Changes<'_>,
+        read: &Snapshot,
+    ) -> Result<(), StoreError> {
+        let read_ids: Vec<&str> = read.memory.runs.iter().map(|r| r.id.as_str()).collect();
+        let mut plan = plan_save(&read.layout, &read_ids, changes.memory, self.max_item_bytes)?;
+        let now = epoch_seconds();
+        let expires_at = self.session_ttl_secs.map(|ttl| now + ttl);
+
+        // Side items never expire before their session, and stop expiring with TTL off.
+        let old_keys = || read.layout.side_keys(id);
+        match (self.session_ttl_secs, expires_at) {
+            (Some(ttl), Some(e)) => {
+                let due = read
+                    .layout
+                    .archive_expires_at
+                    .is_none_or(|t| t < now + ttl / 2);
+                if read.layout.has_side_items() && due {
+                    self.set_expiry(&old_keys(), Some(e)).await?;
+                    plan.layout.archive_expires_at = Some(e);
+                } else if plan.layout.archive_expires_at.is_none() {
+                    plan.layout.archive_expires_at = Some(e);
+                }
+            }
+            _ => {
+                if read.layout.archive_expires_at.is_some() {
+                    self.set_expiry(&old_keys(), None).await?;
+                }
+                plan.layout.archive_expires_at = None;
+            }
+        }
+
+        let (condition, next) = match read.version {
+            Version::New => ("attribute_not_exists(id)", 1),
+            Version::Unversioned => ("attribute_exists(id) AND attribute_not_exists(#version)", 1),
+            Version::At(v) => ("#version = :read", v + 1),
+        };
+        // The whole item is written, starting from every attribute as read, so attributes
+        // other tools keep survive; the version condition makes that safe.
+        let mut item = read
+            .foreign
+            .get::<Kept>()
+            .map(|k| k.0.clone())
+            .unwrap_or_default();
+        item.insert("id".into(), s(id.as_str()));
+        item.insert("value".into(), s(std::mem::take(&mut plan.value)));
+        item.insert("version".into(), n(next));
+        put_layout(&mut item, &plan.layout);
+        item.insert("updated_at".into(), n(now));
+        item.entry("created_at".into()).or_insert_with(|| n(now));
+        match expires_at {
+            Some(e) => item.insert("expires_at".into(), n(e)),
+            None => item.remove("expires_at"),
+        };
+        let summary = changes.summary.or(read.summary.as_ref());
+        if let Some(summary) = summary {
+            item.insert("summary".into(), s(summary.text.as_str()));
+            item.insert("summary_through".into(), s(summary.through.as_str()));
+        }
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if !matches!(read.version, Version::New) {
+            put = put.expression_attribute_names("#version", "version");
+        }
+        if let Version::At(v) = read.version {
+            put = put.expression_attribute_values(":read", n(v));
+        }
+        let put = built(put.build())?;
+
+        if plan.new_items.is_empty() && plan.removed.is_empty() && changes.receipt.is_none() {
+            // The common case: one conditional write.
+            let result = self
+                .client
+                .put_item()
+                .table_name(put.table_name)
+                .set_item(Some(put.item))
+                .set_condition_expression(put.condition_expression)
+                .set_expression_attribute_names(put.expression_attribute_names)
+                .set_expression_attribute_values(put.expression_attribute_values)
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(e) if is_condition_failure(&e) => Err(StoreError::Conflict),
+                Err(e) => Err(sdk_error(e)),
+            };
+        }
+
+        let layout = &plan.layout;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for new in &plan.new_items {
+            let mut side = Put::builder()
+                .table_name(&self.table)
+                .item("created_at", n(now));
+            side = match new {
+                NewItem::Page { page, first, value } => side
+                    .item("id", s(layout.page_key(id, *page)))
+                    .item("kind", s("runs"))
+                    .item("first", n(*first))
+                    .item("value", s(value.as_str())),
+                NewItem::Part {
+                    run_id,
+                    field,
+                    part,
+                    text,
+                } => side
+                    .item("id", s(layout.part_key(id, run_id, *field, *part)))
+                    .item("kind", s("part"))
+                    .item("run", s(run_id.as_str()))
+                    .item("field", s(field.name()))
+                    .item("text", s(text.as_str())),
+            };
+            if let Some(e) = expires_at {
+                side = side.item("expires_at", n(e));
+            }
+            items.push(
+                TransactWriteItem::builder()
+                    .put(built(side.build())?)
+                    .build(),
+            );
+        }
+        for removed in &plan.removed {
+            let key = match removed {
+                Removed::Page(page) => layout.page_key(id, *page),
+                Removed::Part {
+                    run_id,
+                    field,
+                    part,
+                } => layout.part_key(id, run_id, *field, *part),
+            };
+            let delete = built(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .key("id", s(key))
+                    .build(),
+            )?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        let receipt_index = items.len();
+        if let Some(r) = changes.receipt {
+            let put = self.receipt_put(id, layout, r, now)?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        // DynamoDB answers a retried transaction with the same token as the first (for ten
+        // minutes), so a retry after a lost answer is not a conflict there.
+        let token = layout.last_runs.last().map(|run| {
+            let version = match read.version {
+                Version::At(v) => v,
+                _ => 0,
+            };
+            format!("{}{:x}", &run[..run.len().min(20)], version)
+        });
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .set_client_request_token(token)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                if plan.archived_runs > 0 {
+                    tracing::info!(session_id = %id, runs = plan.archived_runs, pages = layout.pages.len(), "moved old runs to pages");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reasons: Vec<Option<String>> = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().map(str::to_owned))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let failed = |i: usize| {
+                    reasons
+                        .get(i)
+                        .and_then(|c| c.as_deref())
+                        .is_some_and(|c| c == "ConditionalCheckFailed")
+                };
+                if changes.receipt.is_some() && failed(receipt_index) && !failed(0) {
+                    Err(StoreError::ReceiptExists)
+                } else if failed(0) || reasons.iter().flatten().any(|c| c == "TransactionConflict")
+                {
+                    Err(StoreError::Conflict)
+                } else {
+                    Err(sdk_error(e))
+                }
+            }
+        }
+    }
+
+    async fn receipt(
+        &self,
+        id: &SessionKey,
+        read: &Snapshot,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Receipt>, StoreError> {
+        if read.fresh {
+            // A receipt belongs to a generation; a fresh session has none yet.
+            return Ok(None);
+        }
+        let Some(item) = self.get(read.layout.receipt_key(id, key)).await? else {
+            return Ok(None);
+        };
+        // DynamoDB's TTL deletes within days, not on the second: expired is gone.
+        if count(&item, "expires_at")?.is_some_and(|t| t < epoch_seconds()) {
+            return Ok(None);
+        }
+        let field = |name: &str| {
+            text(&item, name)?
+                .map(str::to_owned)
+                .ok_or_else(|| corrupt(format!("the idempotency receipt has no {name}")))
+        };
+        let run_id = field("run_id")?;
+        let reply = if item.contains_key("reply_spilled") {
+            let spill = read.layout.spilled.get(&run_id).copied();
+            let parts = spill.map_or(0, |s| s.output_parts);
+            self.read_parts(id, &read.layout, &run_id, Field::Output, parts)
+                .await?
+                .filter(|_| parts > 0)
+                .ok_or_else(|| corrupt("the receipt's reply is no longer stored"))?
+        } else {
+            field("reply")?
+        };
+        Ok(Some(Receipt {
+            key: key.clone(),
+            message: field("message")?,
+            run_id,
+            reply,
+        }))
+    }
+
+    async fn history(
+        &self,
+        id: &SessionKey,
+        from: Option<&Cursor>,
+        limit: PageLimit,
+    ) -> Result<Option<HistoryPage>, StoreError> {
+        let Some(snapshot) = self.snapshot(id).await? else {
+            return Ok(None);
+        };
+        if snapshot.fresh {
+            return Ok(None);
+        }
+        let layout = &snapshot.layout;
+        if from.is_some_and(|c| c.generation != layout.generation) {
+            return Err(StoreError::InvalidCursor);
+        }
+        let end = layout.first_run + snapshot.memory.runs.len() as u64;
+        let keep_from = snapshot
+            .memory
+            .max_runs
+            .map_or(0, |max| end.saturating_sub(max));
+        let start = from.map_or(0, |c| c.run).max(keep_from);
+        let mut runs: Vec<Run> = Vec::new();
+        let mut bytes = 0;
+        let mut next = None;
+        let full = |runs: &Vec<Run>, bytes: usize| {
+            runs.len() >= limit.runs || (bytes >= limit.bytes && !runs.is_empty())
+        };
+        let size = |run: &Run| {
+            let spill = layout.spilled.get(&run.id).map_or(0, |s| {
+                (s.input_parts + s.output_parts) as usize * PART_MAX_BYTES
+            });
+            run.input.len() + run.output.len() + spill + 96
+        };
+        'pages: for (i, (page, first)) in layout.pages.iter().enumerate() {
+            if layout.page_end(i) <= start {
+                continue;
+            }
+            let Some(page_runs) = self.page_runs(id, layout, *page).await? else {
+                // Gone: a delete got here first, unless the session is corrupt.
+                return match self.snapshot(id).await? {
+                    Some(now) if !now.fresh && now.layout.generation == layout.generation => {
+                        Err(corrupt(format!("page {page} is missing")))
+                    }
+                    _ => Ok(None),
+                };
+            };
+            for (j, run) in page_runs.into_iter().enumerate() {
+                let number = first + j as u64;
+                if number < start {
+                    continue;
+                }
+                if full(&runs, bytes) {
+                    next = Some(number);
+                    break 'pages;
+                }
+                bytes += size(&run);
+                runs.push(run);
+            }
+        }
+        if next.is_none() {
+            for (j, run) in snapshot.memory.runs.iter().enumerate() {
+                let number = layout.first_run + j as u64;
+                if number < start {
+                    continue;
+                }
+                if full(&runs, bytes) {
+                    next = Some(number);
+                    break;
+                }
+                bytes += size(run);
+                runs.push(run.clone());
+            }
+        }
+        for run in &mut runs {
+            if self.unspill(id, layout, run).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(HistoryPage {
+            runs,
+            next: next.map(|run| Cursor {
+                generation: layout.generation.clone(),
+                run,
+            }),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        id: &SessionKey,
+        deadline: Option<Instant>,
+    ) -> Result<Deleted, StoreError> {
+        for _ in 0..DELETE_ATTEMPTS {
+            let Some(item) = self.get(id.as_str().to_owned()).await? else {
+                return Ok(Deleted::NotFound);
+            };
+            let version = count(&item, "version")?;
+            let format = match text(&item, "value")?.map(Memory::decode) {
+                Some(Ok(m)) => m.format,
+                _ => Default::default(),
+            };
+            let tombstone = item.contains_key("tombstone");
+            // The layout, even of an item whose value is corrupt: a corrupt session can be
+            // deleted.
+            let mut readable = item;
+            readable.insert("value".into(), s(Memory::new(format).encode()));
+            let snapshot = decode_session(readable)?;
+            let owed = if tombstone {
+                snapshot.layout.cleanup.clone()
+            } else {
+                let mut owed = snapshot.layout.cleanup.clone();
+                let mut current = snapshot.layout.clone();
+                current.cleanup.clear();
+                owed.push(current);
+                owed
+            };
+            let tomb_version = if tombstone {
+                version.unwrap_or(0)
+            } else {
+                // First the root becomes a tombstone: from here the session is gone for every
+                // reader, and the tombstone remembers what is left to remove. Its value is an
+                // empty memory, so griptape reads an empty session, not an error.
+                let next = version.map_or(1, |v| v + 1);
+                let mut tomb = Item::new();
+                tomb.insert("id".into(), s(id.as_str()));
+                tomb.insert("value".into(), s(Memory::new(format).encode()));
+                tomb.insert("version".into(), n(next));
+                tomb.insert("tombstone".into(), n(epoch_seconds()));
+                let mut layout = Layout::empty(snapshot.layout.generation.clone());
+                layout.cleanup = owed.clone();
+                put_layout(&mut tomb, &layout);
+                let mut put = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(tomb))
+                    .expression_attribute_names("#version", "version");
+                put = match version {
+                    Some(v) => put
+                        .condition_expression("#version = :read")
+                        .expression_attribute_values(":read", n(v)),
+                    None => put.condition_expression(
+                        "attribute_exists(id) AND attribute_not_exists(#version)",
+                    ),
+                };
+                match put.send().await {
+                    Ok(_) => next,
+                    Err(e) if is_condition_failure(&e) => continue,
+                    Err(e) => return Err(sdk_error(e)),
+                }
+            };
+            if !self.clean(id, &owed, deadline).await? {
+                return Ok(Deleted::Gone { complete: false });
+            }
+            let result = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("id", s(id.as_str()))
+                .condition_expression("#version = :v AND attribute_exists(tombstone)")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":v", n(tomb_version))
+                .send()
+                .await;
+            return match result {
+                // A turn made a new session over the tombstone meanwhile: it carries the
+                // (now done) cleanup list, harmlessly.
+                Ok(_) => Ok(Deleted::Gone { complete: true }),
+                Err(e) if is_condition_failure(&e) => Ok(Deleted::Gone { complete: true }),
+                Err(e) => Err(sdk_error(e)),
+            };
+        }
+        Err(StoreError::Conflict)
+    }
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error()
+        .is_some_and(|se| se.code() == Some("ConditionalCheckFailedException"))
+}
+
+/// Sorts SDK failures into "try later" (503) and everything else (500). The SDK has already
+/// retried throttling and transient faults by the time an error reaches here.
+fn sdk_error<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: StdError + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => matches!(
+            se.err().code(),
+            Some(
+                "ResourceNotFoundException"
+                    | "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "TransactionInProgressException"
+            )
+        ),
+        _ => false,
+    };
+    let detail: Box<dyn StdError + Send + Sync> = DisplayErrorContext(&e).to_string().into();
+    if transient {
+        StoreError::Unavailable(detail)
+    } else {
+        StoreError::Failed(detail)
+    }
+}

@@ -1,0 +1,244 @@
+//! Item mapping: DynamoDB attribute maps to and from the store's domain types.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::layout::{encode_pages, parse_pages, Layout, Spill, LEGACY_GENERATION};
+use super::{Snapshot, StoreError, Summary, Version};
+use crate::memory::{DecodeError, Memory};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Attributes of the session item this code owns; everything else on it is written back as read.
+pub const OWNED: &[&str] = &[
+    "id",
+    "value",
+    "version",
+    "generation",
+    "first_run",
+    "pages",
+    "pages_next",
+    "spilled",
+    "last_runs",
+    "archive_expires_at",
+    "cleanup",
+    "tombstone",
+    "updated_at",
+    "expires_at",
+    "summary",
+    "summary_through",
+    // Written by earlier releases; dropped at the next save.
+    "archived",
+    "receipts",
+];
+
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn corrupt(reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(DecodeError::new(reason))
+}
+
+pub fn count(item: &Item, name: &str) -> Result<Option<u64>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| corrupt(format!("the item's {name} is not a count"))),
+        Some(_) => Err(corrupt(format!("the item's {name} is not a number"))),
+    }
+}
+
+pub fn text<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::S(v)) => Ok(Some(v)),
+        Some(_) => Err(corrupt(format!("the item's {name} is not a string"))),
+    }
+}
+
+/// The attributes as read that a save writes back: those of other tools, and `created_at`.
+#[derive(Debug, Clone, Default)]
+pub struct Kept(pub Item);
+
+/// Reads a session item. A tombstone (a delete's first step) reads as a fresh session that
+/// still owes the cleanup of the generations listed.
+pub fn decode_session(mut item: Item) -> Result<Snapshot, StoreError> {
+    let version = match count(&item, "version")? {
+        None => Version::Unversioned,
+        Some(v) => Version::At(v),
+    };
+    let generation = text(&item, "generation")?.map(str::to_owned);
+    let legacy_pages = count(&item, "archived")?.unwrap_or(0);
+    let mut layout = match generation {
+        Some(g) => Layout::empty(g),
+        // Earlier releases kept pages at `<id>#archive#<n>`; griptape and the Python original
+        // none: either way no later generation's keys can meet these.
+        None if legacy_pages > 0 => Layout::empty(LEGACY_GENERATION.into()),
+        None => Layout::new_generation(),
+    };
+    layout.first_run = count(&item, "first_run")?.unwrap_or(0);
+    layout.pages_next = count(&item, "pages_next")?.unwrap_or(1);
+    if let Some(pages) = text(&item, "pages")? {
+        layout.pages =
+            parse_pages(pages).ok_or_else(|| corrupt("the item's pages are not a page list"))?;
+    } else if legacy_pages > 0 {
+        // Run numbers of legacy pages are not known until they are read; see `DynamoStore`.
+        layout.pages = (1..=legacy_pages).map(|p| (p, u64::MAX)).collect();
+        layout.pages_next = legacy_pages + 1;
+    }
+    match item.get("spilled") {
+        None => {}
+        Some(AttributeValue::M(map)) => {
+            for (id, v) in map {
+                let spill = v
+                    .as_s()
+                    .ok()
+                    .and_then(|t| Spill::parse(t))
+                    .ok_or_else(|| corrupt("the item's spilled map is not valid"))?;
+                layout.spilled.insert(id.clone(), spill);
+            }
+        }
+        Some(_) => return Err(corrupt("the item's spilled is not a map")),
+    }
+    layout.last_runs = strings(&item, "last_runs")?;
+    layout.archive_expires_at = count(&item, "archive_expires_at")?;
+    for line in strings(&item, "cleanup")? {
+        layout.cleanup.push(
+            Layout::parse_cleanup(&line)
+                .ok_or_else(|| corrupt("the item's cleanup list is not valid"))?,
+        );
+    }
+    let summary = match (text(&item, "summary")?, text(&item, "summary_through")?) {
+        (Some(text), Some(through)) => Some(Summary {
+            text: text.to_owned(),
+            through: through.to_owned(),
+        }),
+        _ => None,
+    };
+    let tombstone = item.contains_key("tombstone");
+    // Taken out: the snapshot holds it decoded, and a save writes a new one.
+    let value = match item.remove("value") {
+        Some(AttributeValue::S(text)) => text,
+        _ if tombstone => String::new(),
+        _ => return Err(corrupt("the item has no string attribute \"value\"")),
+    };
+    let mut kept = item;
+    kept.retain(|k, _| !OWNED.contains(&k.as_str()));
+    if tombstone {
+        // The deleted generation and any it still owed are cleaned by the next delete.
+        let mut fresh = Layout::new_generation();
+        let mut owed = layout.cleanup.clone();
+        layout.cleanup.clear();
+        owed.push(layout);
+        fresh.cleanup = owed;
+        return Ok(Snapshot {
+            memory: Memory::default(),
+            version,
+            fresh: true,
+            summary: None,
+            layout: fresh,
+            foreign: super::Foreign::new(Kept(kept)),
+        });
+    }
+    let memory = Memory::decode(&value).map_err(StoreError::Corrupt)?;
+    Ok(Snapshot {
+        memory,
+        version,
+        fresh: false,
+        summary,
+        layout,
+        foreign: super::Foreign::new(Kept(kept)),
+    })
+}
+
+fn strings(item: &Item, name: &str) -> Result<Vec<String>, StoreError> {
+    match item.get(name) {
+        None => Ok(Vec::new()),
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .map(|v| {
+                v.as_s()
+                    .cloned()
+                    .map_err(|_| corrupt(format!("the item's {name} holds a non-string")))
+            })
+            .collect(),
+        Some(_) => Err(corrupt(format!("the item's {name} is not a list"))),
+    }
+}
+
+/// Writes the layout's attributes into a session item.
+pub fn put_layout(item: &mut Item, layout: &Layout) {
+    item.insert("generation".into(), s(layout.generation.as_str()));
+    item.insert("first_run".into(), n(layout.first_run));
+    item.insert("pages_next".into(), n(layout.pages_next));
+    if layout.pages.is_empty() {
+        item.remove("pages");
+    } else {
+        item.insert("pages".into(), s(encode_pages(&layout.pages)));
+    }
+    if layout.spilled.is_empty() {
+        item.remove("spilled");
+    } else {
+        let map = layout
+            .spilled
+            .iter()
+            .map(|(id, spill)| (id.clone(), s(spill.encode())))
+            .collect();
+        item.insert("spilled".into(), AttributeValue::M(map));
+    }
+    item.insert(
+        "last_runs".into(),
+        AttributeValue::L(layout.last_runs.iter().map(|id| s(id.as_str())).collect()),
+    );
+    match layout.archive_expires_at {
+        Some(t) if layout.has_side_items() => {
+            item.insert("archive_expires_at".into(), n(t));
+        }
+        _ => {
+            item.remove("archive_expires_at");
+        }
+    }
+    if layout.cleanup.is_empty() {
+        item.remove("cleanup");
+    } else {
+        let lines = layout
+            .cleanup
+            .iter()
+            .map(|l| s(l.encode_for_cleanup()))
+            .collect();
+        item.insert("cleanup".into(), AttributeValue::L(lines));
+    }
+}
+
+/// Bytes an item takes as DynamoDB counts them (names and values, UTF-8), near enough to
+/// keep well under 400 KB.
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(t) => t.len(),
+        AttributeValue::N(t) => t.len().div_ceil(2) + 1,
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        AttributeValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
+        AttributeValue::Ss(l) => l.iter().map(|t| t.len()).sum(),
+        AttributeValue::Ns(l) => l.iter().map(|t| t.len()).sum(),
+        AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 1,
+    }
+}

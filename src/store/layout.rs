@@ -1,0 +1,249 @@
+//! A session's bookkeeping: its generation, its pages of older runs, its spilled runs, the ids
+//! of its last saves. Pure data and key rules; see `docs/storage.md`.
+
+use std::collections::BTreeMap;
+
+use crate::input::{IdempotencyKey, SessionKey};
+use crate::memory::new_run_id;
+
+/// How many of the newest saved run ids the session item remembers, to recognise a save whose
+/// answer was lost.
+pub const LAST_RUNS: usize = 16;
+
+/// The generation of sessions written by earlier session-chat releases, whose pages are at
+/// `<session>#archive#<n:08>`.
+pub const LEGACY_GENERATION: &str = "archive";
+
+/// Where a spilled run's full texts are: parts per field, and the run's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spill {
+    pub run: u64,
+    pub input_parts: u32,
+    pub output_parts: u32,
+}
+
+impl Spill {
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}", self.run, self.input_parts, self.output_parts)
+    }
+
+    pub fn parse(text: &str) -> Option<Spill> {
+        let mut it = text.split(':').map(|p| p.parse::<u64>().ok());
+        let (run, i, o) = (it.next()??, it.next()??, it.next()??);
+        if it.next().is_some() {
+            return None;
+        }
+        Some(Spill {
+            run,
+            input_parts: u32::try_from(i).ok()?,
+            output_parts: u32::try_from(o).ok()?,
+        })
+    }
+}
+
+/// Which text of a run a part holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Input,
+    Output,
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Input => "input",
+            Field::Output => "output",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Names this incarnation of the session's side items.
+    pub generation: String,
+    /// The number of the first run in the item's `value` (runs before it are in pages or
+    /// dropped).
+    pub first_run: u64,
+    /// Live pages of older runs, oldest first: (page number, number of its first run).
+    pub pages: Vec<(u64, u64)>,
+    /// The number the next new page gets.
+    pub pages_next: u64,
+    /// Runs whose texts are in parts, by run id.
+    pub spilled: BTreeMap<String, Spill>,
+    /// Ids of the newest runs saved, newest last.
+    pub last_runs: Vec<String>,
+    /// When the pages and parts expire (epoch seconds), if they do.
+    pub archive_expires_at: Option<u64>,
+    /// Layouts of deleted generations whose leftovers a delete has not finished removing.
+    pub cleanup: Vec<Layout>,
+}
+
+impl Layout {
+    pub fn new_generation() -> Layout {
+        Layout::empty(new_run_id())
+    }
+
+    pub fn empty(generation: String) -> Layout {
+        Layout {
+            generation,
+            first_run: 0,
+            pages: Vec::new(),
+            pages_next: 1,
+            spilled: BTreeMap::new(),
+            last_runs: Vec::new(),
+            archive_expires_at: None,
+            cleanup: Vec::new(),
+        }
+    }
+
+    /// Whether anything is stored beside the session item.
+    pub fn has_side_items(&self) -> bool {
+        !self.pages.is_empty() || !self.spilled.is_empty()
+    }
+
+    /// Run numbers covered by page `i` of `pages`: from its first to the next page's first (or
+    /// the item's first run).
+    pub fn page_end(&self, i: usize) -> u64 {
+        self.pages.get(i + 1).map_or(self.first_run, |p| p.1)
+    }
+
+    fn prefix(&self, session: &SessionKey) -> String {
+        format!("{session}#{}", self.generation)
+    }
+
+    pub fn page_key(&self, session: &SessionKey, page: u64) -> String {
+        format!("{}#{page:08}", self.prefix(session))
+    }
+
+    pub fn part_key(&self, session: &SessionKey, run_id: &str, field: Field, part: u32) -> String {
+        format!(
+            "{}#part#{run_id}#{}#{part:04}",
+            self.prefix(session),
+            field.name()
+        )
+    }
+
+    pub fn receipt_key(&self, session: &SessionKey, key: &IdempotencyKey) -> String {
+        format!("{}#idem#{}", self.prefix(session), key.encoded())
+    }
+
+    /// Every side item key of this layout: pages and parts (receipts are not listed: they
+    /// expire by themselves and no later generation reaches them).
+    pub fn side_keys(&self, session: &SessionKey) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .pages
+            .iter()
+            .map(|(page, _)| self.page_key(session, *page))
+            .collect();
+        for (run_id, spill) in &self.spilled {
+            for part in 1..=spill.input_parts {
+                keys.push(self.part_key(session, run_id, Field::Input, part));
+            }
+            for part in 1..=spill.output_parts {
+                keys.push(self.part_key(session, run_id, Field::Output, part));
+            }
+        }
+        keys
+    }
+
+    /// One line, for a tombstone's or a new session's `cleanup` list:
+    /// `<generation> <page>:<first>,... <run>=<spill>,...`.
+    pub fn encode_for_cleanup(&self) -> String {
+        let pages: Vec<String> = self.pages.iter().map(|(p, f)| format!("{p}:{f}")).collect();
+        let spilled: Vec<String> = self
+            .spilled
+            .iter()
+            .map(|(id, s)| format!("{id}={}", s.encode()))
+            .collect();
+        format!(
+            "{} {} {}",
+            self.generation,
+            pages.join(","),
+            spilled.join(",")
+        )
+    }
+
+    pub fn parse_cleanup(text: &str) -> Option<Layout> {
+        let mut parts = text.split(' ');
+        let mut layout = Layout::empty(parts.next()?.to_owned());
+        layout.pages = parse_pages(parts.next().unwrap_or(""))?;
+        for entry in parts
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter(|e| !e.is_empty())
+        {
+            let (id, spill) = entry.split_once('=')?;
+            layout.spilled.insert(id.to_owned(), Spill::parse(spill)?);
+        }
+        Some(layout)
+    }
+}
+
+/// `"<page>:<first run>,..."`.
+pub fn encode_pages(pages: &[(u64, u64)]) -> String {
+    let pages: Vec<String> = pages.iter().map(|(p, f)| format!("{p}:{f}")).collect();
+    pages.join(",")
+}
+
+pub fn parse_pages(text: &str) -> Option<Vec<(u64, u64)>> {
+    text.split(',')
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (page, first) = entry.split_once(':')?;
+            Some((page.parse().ok()?, first.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::SessionId;
+
+    #[test]
+    fn cleanup_lines_round_trip() {
+        let mut layout = Layout::empty("abc".into());
+        layout.pages = vec![(3, 10), (4, 25)];
+        layout.spilled.insert(
+            "r1".into(),
+            Spill {
+                run: 30,
+                input_parts: 0,
+                output_parts: 4,
+            },
+        );
+        let line = layout.encode_for_cleanup();
+        let back = Layout::parse_cleanup(&line).unwrap();
+        assert_eq!(back.pages, layout.pages);
+        assert_eq!(back.spilled, layout.spilled);
+        assert_eq!(
+            Layout::parse_cleanup("g  ").unwrap().pages,
+            Vec::<(u64, u64)>::new()
+        );
+    }
+
+    #[test]
+    fn side_keys_name_the_generation() {
+        let session = SessionKey::new(&SessionId::parse("s").unwrap(), None);
+        let mut layout = Layout::empty("g1".into());
+        layout.pages = vec![(1, 0)];
+        layout.spilled.insert(
+            "r".into(),
+            Spill {
+                run: 5,
+                input_parts: 1,
+                output_parts: 2,
+            },
+        );
+        assert_eq!(
+            layout.side_keys(&session),
+            [
+                "s#g1#00000001",
+                "s#g1#part#r#input#0001",
+                "s#g1#part#r#output#0001",
+                "s#g1#part#r#output#0002"
+            ]
+        );
+    }
+}

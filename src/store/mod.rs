@@ -1,0 +1,246 @@
+//! Where sessions live: the [`SessionStore`] trait and its domain types (no DynamoDB types), the
+//! layout bookkeeping, the size policy as pure functions ([`policy`]), the item mapping
+//! ([`item`]) and the DynamoDB I/O ([`dynamo`]). `docs/storage.md` is the design: every item,
+//! key and invariant, and how each write path keeps them.
+
+pub mod dynamo;
+#[cfg(test)]
+pub mod in_memory;
+pub mod item;
+pub mod layout;
+pub mod policy;
+
+use std::any::Any;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+pub use dynamo::DynamoStore;
+pub use layout::{Layout, Spill};
+
+use crate::input::{IdempotencyKey, SessionKey};
+use crate::memory::{DecodeError, Memory, Run};
+
+/// Default budget of a session item's `value`: it holds the prompt window (8,000 estimated
+/// tokens is about 32 KB of text) after an archive step keeps half of it, and keeps a turn's
+/// read and write units low (see README "Cost per turn").
+pub const DEFAULT_MAX_ITEM_BYTES: usize = 96 * 1024;
+
+/// The version of a session as it was read; a save succeeds only if it is still the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// No item yet.
+    New,
+    /// An item without a version attribute (written by the Python original or griptape).
+    Unversioned,
+    At(u64),
+}
+
+/// A session as read from the store: its recent runs (older ones stay in pages) and how the
+/// rest of it is laid out.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub memory: Memory,
+    pub version: Version,
+    /// No conversation yet: no item, or the tombstone of a deleted session.
+    pub fresh: bool,
+    pub summary: Option<Summary>,
+    pub layout: Layout,
+    /// What the store keeps from the read to write back (attributes other tools own);
+    /// opaque to the cycle.
+    pub foreign: Foreign,
+}
+
+impl Snapshot {
+    /// A session nobody has written yet, in a new generation.
+    pub fn new_session() -> Snapshot {
+        Snapshot {
+            memory: Memory::default(),
+            version: Version::New,
+            fresh: true,
+            summary: None,
+            layout: Layout::new_generation(),
+            foreign: Foreign::default(),
+        }
+    }
+
+    /// Whether a run with this id was saved (it is in the item, or among the last saved): a
+    /// save whose answer was lost is recognised by this.
+    pub fn holds_run(&self, run_id: &str) -> bool {
+        self.layout.last_runs.iter().any(|id| id == run_id)
+            || self.memory.runs.iter().any(|r| r.id == run_id)
+    }
+}
+
+/// Store-specific state carried from a read to the save that follows it.
+#[derive(Clone, Default)]
+pub struct Foreign(Option<Arc<dyn Any + Send + Sync>>);
+
+impl Foreign {
+    pub fn new<T: Any + Send + Sync>(value: T) -> Foreign {
+        Foreign(Some(Arc::new(value)))
+    }
+
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.as_ref().and_then(|v| v.downcast_ref())
+    }
+}
+
+impl fmt::Debug for Foreign {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Foreign(..)")
+    }
+}
+
+/// A running summary of a session's older runs, stored beside `value` (`summary`,
+/// `summary_through`) so the memory JSON keeps its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub text: String,
+    /// The id of the newest run folded in.
+    pub through: String,
+}
+
+/// What a save writes: the session's memory (the snapshot's runs, less any `max_runs` dropped,
+/// plus the new run with its full text) and what else the turn produced.
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    pub memory: &'a Memory,
+    pub receipt: Option<&'a Receipt>,
+    /// A new summary, replacing the stored one.
+    pub summary: Option<&'a Summary>,
+}
+
+/// What a request with an `Idempotency-Key` left behind, to answer its retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub key: IdempotencyKey,
+    pub message: String,
+    pub run_id: String,
+    pub reply: String,
+}
+
+/// Where a history page starts: a generation of the session and a run number in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub generation: String,
+    pub run: u64,
+}
+
+impl Cursor {
+    /// `<run>.<generation>`: opaque to clients, checked when it comes back.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.run, self.generation)
+    }
+
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (run, generation) = text.split_once('.')?;
+        let ok = !generation.is_empty()
+            && generation.len() <= 32
+            && generation
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b.is_ascii_lowercase());
+        let run = run.parse().ok().filter(|_| ok)?;
+        Some(Cursor {
+            generation: generation.to_owned(),
+            run,
+        })
+    }
+}
+
+/// One page of a session's history, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub runs: Vec<Run>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// How much one history read returns at most.
+#[derive(Debug, Clone, Copy)]
+pub struct PageLimit {
+    pub runs: usize,
+    /// Approximate bytes of the runs' texts as JSON.
+    pub bytes: usize,
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// No such session.
+    NotFound,
+    /// The session is gone for every reader; `complete` once everything stored beside it is
+    /// removed too (else a repeated delete goes on with it).
+    Gone { complete: bool },
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer saved the session since it was read; read again and retry.
+    #[error("the session changed since it was read")]
+    Conflict,
+    /// A request with the same idempotency key saved first.
+    #[error("a request with the same idempotency key was saved first")]
+    ReceiptExists,
+    /// The stored item cannot be read as a session; it is left exactly as it is.
+    #[error("the stored session is corrupt")]
+    Corrupt(#[source] DecodeError),
+    /// A history cursor that does not belong to this session (or to its current generation).
+    #[error("the cursor does not belong to this session")]
+    InvalidCursor,
+    /// A run too large to store even in parts (see `policy::MAX_SPILL_BYTES`).
+    #[error("the run is {0} bytes, more than a session can store in one turn")]
+    TooLarge(usize),
+    /// The table could not be reached, does not exist, or kept throttling (HTTP 503).
+    #[error("the session table is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// Anything else the store refused (HTTP 500).
+    #[error("the session store failed")]
+    Failed(#[source] BoxError),
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Reads a session; an unknown (or deleted) session is [`Snapshot::new_session`]-like.
+    async fn load(&self, id: &SessionKey) -> Result<Snapshot, StoreError>;
+
+    /// Saves the changes if the session is still as `read`, else [`StoreError::Conflict`].
+    /// All of it lands, or none.
+    async fn save(
+        &self,
+        id: &SessionKey,
+        changes: Changes<'_>,
+        read: &Snapshot,
+    ) -> Result<(), StoreError>;
+
+    /// The live receipt a request with this key left on this session, if any.
+    async fn receipt(
+        &self,
+        id: &SessionKey,
+        read: &Snapshot,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Receipt>, StoreError>;
+
+    /// A page of a session's runs, archived ones included, oldest first, from `from` on;
+    /// `None` if the session is unknown.
+    async fn history(
+        &self,
+        id: &SessionKey,
+        from: Option<&Cursor>,
+        limit: PageLimit,
+    ) -> Result<Option<HistoryPage>, StoreError>;
+
+    /// Removes a session with everything stored beside it, working on leftovers until
+    /// `deadline`.
+    async fn delete(
+        &self,
+        id: &SessionKey,
+        deadline: Option<Instant>,
+    ) -> Result<Deleted, StoreError>;
+}

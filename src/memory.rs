@@ -9,16 +9,22 @@
 //! - [`Format::Griptape`] (0.31 and 1.x): `{"runs": [{"type": "Run", "id", "meta", "input":
 //!   <TextArtifact>, "output": <TextArtifact>}], "metadata": {}}`.
 //!
-//! A memory keeps the shape it was read in, and every stored run and key is written back exactly
-//! as read (in its order), so sessions shared with griptape never change shape or lose fields.
-//! The JSON is written byte for byte as Python's `json.dumps` writes it (`", "` / `": "`
-//! separators, non-ASCII escaped).
+//! A memory keeps the shape it was read in. Bytes we do not own are written back exactly as read:
+//! every stored run, and the value of every top-level key but `runs` (and an envelope's
+//! `max_runs`), is kept as its raw JSON text, in its order, so sessions shared with griptape
+//! never change shape, lose fields or have a number rewritten. What we write ourselves (new runs,
+//! the top-level keys and separators) is formatted as Python's `json.dumps` formats it (`", "` /
+//! `": "` separators, non-ASCII escaped), byte for byte what griptape writes.
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::io;
 
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::error::Category;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 /// Which of griptape's shapes a memory is stored in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,8 +45,8 @@ pub struct Run {
     pub id: String,
     pub input: String,
     pub output: String,
-    /// The run as it was stored, written back unchanged; `None` for a new run.
-    stored: Option<Map<String, Value>>,
+    /// The run's JSON text as it was stored, written back unchanged; `None` for a new run.
+    stored: Option<Box<RawValue>>,
 }
 
 impl Run {
@@ -56,13 +62,22 @@ impl Run {
 
     /// Bytes this run takes in the stored JSON of a memory in `format`.
     pub fn encoded_len(&self, format: Format) -> usize {
-        python_json(&self.to_value(format), 128).len()
+        match &self.stored {
+            Some(raw) => raw.get().len(),
+            None => python_json(&self.to_value(format), 128).len(),
+        }
     }
 
-    fn to_value(&self, format: Format) -> Value {
-        if let Some(stored) = &self.stored {
-            return Value::Object(stored.clone());
+    /// Appends this run's JSON: as stored, or a new run in the shape of `format`.
+    fn write(&self, format: Format, out: &mut String) {
+        match &self.stored {
+            Some(raw) => out.push_str(raw.get()),
+            None => out.push_str(&python_json(&self.to_value(format), 512)),
         }
+    }
+
+    /// A new run as griptape writes one in `format`.
+    fn to_value(&self, format: Format) -> Value {
         match format {
             Format::Seed => json!({
                 "type": "Run", "id": self.id, "input": self.input, "output": self.output,
@@ -105,8 +120,24 @@ pub struct Memory {
     /// Oldest runs beyond this are dropped when a run is added (`null` in the seed).
     pub max_runs: Option<u64>,
     pub format: Format,
-    /// The top-level object as stored (without its runs), written back in its order.
-    stored: Option<Map<String, Value>>,
+    /// The top-level keys as stored, in their order, written back in it.
+    stored: Option<Vec<(String, Kept)>>,
+}
+
+/// The value of a stored top-level key.
+#[derive(Debug, Clone)]
+enum Kept {
+    /// Its JSON text as read.
+    Raw(Box<RawValue>),
+    /// The `runs`, rebuilt from [`Memory::runs`] (which keep their own stored text).
+    Runs,
+}
+
+/// What `encode` writes as the value of a top-level key.
+enum Part<'a> {
+    Raw(&'a str),
+    Runs,
+    MaxRuns,
 }
 
 /// Runs are equal when they are the same exchange, however they were stored.
@@ -172,13 +203,13 @@ impl Memory {
 
     /// Reads stored JSON in any of the three shapes. Anything else is an error, never a guess.
     pub fn decode(text: &str) -> Result<Memory, DecodeError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| DecodeError(format!("not JSON: {e}")))?;
-        let Value::Object(mut top) = value else {
-            return Err(DecodeError("not a JSON object".into()));
-        };
-        let envelope = match top.get("type") {
-            Some(Value::String(t)) if t == "ConversationMemory" => true,
+        let TopLevel(top) = serde_json::from_str(text).map_err(|e| match e.classify() {
+            Category::Data => DecodeError("not a JSON object".into()),
+            _ => DecodeError(format!("not JSON: {e}")),
+        })?;
+        let get = |key: &str| top.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+        let envelope = match get("type") {
+            Some(t) if string(t).as_deref() == Some("ConversationMemory") => true,
             Some(other) => {
                 return Err(DecodeError(format!(
                     "type is {other}, expected \"ConversationMemory\""
@@ -186,26 +217,23 @@ impl Memory {
             }
             None => false,
         };
-        let runs = match top.get_mut("runs") {
-            Some(Value::Array(runs)) => std::mem::take(runs),
+        let runs: Vec<&RawValue> = match get("runs") {
+            Some(runs) if runs.get().starts_with('[') => serde_json::from_str(runs.get())
+                .map_err(|e| DecodeError(format!("\"runs\": {e}")))?,
             Some(_) => return Err(DecodeError("\"runs\" is not a list".into())),
             None => return Err(DecodeError("no \"runs\" key".into())),
         };
-        if !envelope
-            && !matches!(
-                top.get("metadata"),
-                None | Some(Value::Object(_)) | Some(Value::Null)
-            )
-        {
-            return Err(DecodeError("\"metadata\" is not an object".into()));
+        if !envelope {
+            if let Some(metadata) = get("metadata") {
+                if !metadata.get().starts_with('{') && metadata.get() != "null" {
+                    return Err(DecodeError("\"metadata\" is not an object".into()));
+                }
+            }
         }
-        let max_runs = match top.get("max_runs") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => Some(
-                n.as_u64()
-                    .ok_or_else(|| DecodeError(format!("max_runs {n} is not a count")))?,
-            ),
-            Some(other) => return Err(DecodeError(format!("max_runs {other} is not a count"))),
+        let max_runs = match get("max_runs") {
+            None => None,
+            Some(raw) => serde_json::from_str::<Option<u64>>(raw.get())
+                .map_err(|_| DecodeError(format!("max_runs {raw} is not a count")))?,
         };
         let mut artifacts = None;
         let runs = runs
@@ -223,42 +251,97 @@ impl Memory {
             (true, Some(true)) => Format::Artifacts,
             (true, _) => Format::Seed,
         };
+        let stored = top
+            .into_iter()
+            .map(|(key, raw)| {
+                let kept = if key == "runs" {
+                    Kept::Runs
+                } else {
+                    Kept::Raw(raw.to_owned())
+                };
+                (key, kept)
+            })
+            .collect();
         Ok(Memory {
             runs,
             max_runs,
             format,
-            stored: Some(top),
+            stored: Some(stored),
         })
     }
 
-    /// The stored JSON, in the memory's shape, formatted as Python's `json.dumps` formats it.
+    /// The stored JSON, in the memory's shape: the stored runs and keys as read, in their order,
+    /// what is new formatted as Python's `json.dumps` formats it.
     pub fn encode(&self) -> String {
-        let mut top = self.stored.clone().unwrap_or_else(|| match self.format {
-            Format::Seed | Format::Artifacts => {
-                let mut m = Map::new();
-                m.insert("type".into(), "ConversationMemory".into());
-                m.insert("runs".into(), Value::Null);
-                m.insert("max_runs".into(), Value::Null);
-                m
+        let envelope = self.format != Format::Griptape;
+        let parts: Vec<(&str, Part)> = match &self.stored {
+            Some(top) => {
+                let mut parts: Vec<_> = top
+                    .iter()
+                    .map(|(key, kept)| {
+                        let part = match kept {
+                            Kept::Runs => Part::Runs,
+                            Kept::Raw(_) if envelope && key == "max_runs" => Part::MaxRuns,
+                            Kept::Raw(raw) => Part::Raw(raw.get()),
+                        };
+                        (key.as_str(), part)
+                    })
+                    .collect();
+                if envelope && !top.iter().any(|(key, _)| key == "max_runs") {
+                    parts.push(("max_runs", Part::MaxRuns));
+                }
+                parts
             }
-            Format::Griptape => {
-                let mut m = Map::new();
-                m.insert("runs".into(), Value::Null);
-                m.insert("metadata".into(), json!({}));
-                m
+            None if envelope => vec![
+                ("type", Part::Raw("\"ConversationMemory\"")),
+                ("runs", Part::Runs),
+                ("max_runs", Part::MaxRuns),
+            ],
+            None => vec![("runs", Part::Runs), ("metadata", Part::Raw("{}"))],
+        };
+        let capacity = 64
+            + parts
+                .iter()
+                .map(|(key, part)| match part {
+                    Part::Raw(raw) => key.len() + raw.len() + 8,
+                    Part::Runs | Part::MaxRuns => key.len() + 32,
+                })
+                .sum::<usize>()
+            + self
+                .runs
+                .iter()
+                .map(|run| run.stored.as_ref().map_or(512, |raw| raw.get().len()) + 2)
+                .sum::<usize>();
+        let mut out = String::with_capacity(capacity);
+        out.push('{');
+        for (i, (key, part)) in parts.into_iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
             }
-        });
-        let runs = self.runs.iter().map(|r| r.to_value(self.format)).collect();
-        top.insert("runs".into(), Value::Array(runs));
-        if self.format != Format::Griptape {
-            top.insert("max_runs".into(), self.max_runs.into());
+            out.push_str(&python_json(key, key.len() + 2));
+            out.push_str(": ");
+            match part {
+                Part::Raw(raw) => out.push_str(raw),
+                Part::MaxRuns => out.push_str(&python_json(&self.max_runs, 20)),
+                Part::Runs => {
+                    out.push('[');
+                    for (i, run) in self.runs.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        run.write(self.format, &mut out);
+                    }
+                    out.push(']');
+                }
+            }
         }
-        python_json(&Value::Object(top), 256 + self.runs.len() * 256)
+        out.push('}');
+        out
     }
 }
 
 /// JSON as Python's `json.dumps` writes it.
-fn python_json(value: &impl Serialize, capacity: usize) -> String {
+fn python_json(value: &(impl Serialize + ?Sized), capacity: usize) -> String {
     let mut out = Vec::with_capacity(capacity);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
     // Writing into a Vec cannot fail, and every map key here is a string.
@@ -269,21 +352,135 @@ fn python_json(value: &impl Serialize, capacity: usize) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Reads one stored run; also says whether its texts are artifacts.
-fn decode_run(run: Value) -> Result<(Run, bool), String> {
-    let Value::Object(run) = run else {
+/// The top-level object: its keys in their stored order, each with its value's JSON text,
+/// borrowed from the stored text. A repeated key keeps its first place and its last value, as
+/// Python's `json.loads` reads it.
+struct TopLevel<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for TopLevel<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TopLevelVisitor)
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries: Vec<(String, &'de RawValue)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            entries.push((key, map.next_value()?));
+        }
+        // Fold repeated keys (linearly: a stored item may hold many keys).
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+        let mut later = Vec::new();
+        for (i, (key, _)) in entries.iter().enumerate() {
+            if let Some(&at) = first.get(key.as_str()) {
+                later.push((at, i));
+            } else {
+                first.insert(key, i);
+            }
+        }
+        if later.is_empty() {
+            return Ok(TopLevel(entries));
+        }
+        let mut repeated = vec![false; entries.len()];
+        for (at, i) in later {
+            entries[at].1 = entries[i].1;
+            repeated[i] = true;
+        }
+        let mut repeated = repeated.into_iter();
+        entries.retain(|_| !repeated.next().unwrap_or(false));
+        Ok(TopLevel(entries))
+    }
+}
+
+/// The values of `keys` in a JSON object's text (the last, if a key repeats, as Python reads
+/// it), borrowed from the text; every other value is only skipped. `None` if it is not an object.
+fn pick<'a, const N: usize>(
+    text: &'a str,
+    keys: [&'static str; N],
+) -> Result<Option<[Option<&'a RawValue>; N]>, String> {
+    if !text.starts_with('{') {
+        return Ok(None);
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Pick(keys))
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+struct Pick<const N: usize>([&'static str; N]);
+
+impl<'de, const N: usize> Visitor<'de> for Pick<N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = [None; N];
+        while let Some(key) = map.next_key_seed(KeyIndex(&self.0))? {
+            match key {
+                Some(i) => found[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A map key, read as its index among the wanted keys, without copying it.
+struct KeyIndex<'k>(&'k [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for KeyIndex<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIndex<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|k| *k == key))
+    }
+}
+
+/// A JSON text's string, if it is one.
+fn string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// Reads one stored run, keeping its text; also says whether its texts are artifacts.
+fn decode_run(run: &RawValue) -> Result<(Run, bool), String> {
+    let Some([kind, id, input, output]) = pick(run.get(), ["type", "id", "input", "output"])?
+    else {
         return Err("not an object".into());
     };
-    match run.get("type") {
-        Some(Value::String(t)) if t == "Run" => {}
-        _ => return Err("type is not \"Run\"".into()),
+    if kind.and_then(string).as_deref() != Some("Run") {
+        return Err("type is not \"Run\"".into());
     }
-    let id = match run.get("id") {
-        Some(Value::String(id)) => id.clone(),
-        _ => return Err("no string \"id\"".into()),
+    let Some(id) = id.and_then(string) else {
+        return Err("no string \"id\"".into());
     };
-    let (input, input_artifact) = text(&run, "input")?;
-    let (output, output_artifact) = text(&run, "output")?;
+    let (input, input_artifact) = text(input, "input")?;
+    let (output, output_artifact) = text(output, "output")?;
     if input_artifact != output_artifact {
         return Err("input and output are of different kinds".into());
     }
@@ -292,29 +489,34 @@ fn decode_run(run: Value) -> Result<(Run, bool), String> {
             id,
             input,
             output,
-            stored: Some(run),
+            stored: Some(run.to_owned()),
         },
         input_artifact,
     ))
 }
 
 /// A run's text: a plain string, or a `TextArtifact`'s `value`.
-fn text(run: &Map<String, Value>, key: &str) -> Result<(String, bool), String> {
-    match run.get(key) {
-        Some(Value::String(s)) => Ok((s.clone(), false)),
-        Some(Value::Object(artifact)) => match (artifact.get("type"), artifact.get("value")) {
-            (Some(Value::String(t)), Some(Value::String(v))) if t == "TextArtifact" => {
-                Ok((v.clone(), true))
-            }
+fn text(raw: Option<&RawValue>, key: &str) -> Result<(String, bool), String> {
+    let Some(raw) = raw else {
+        return Err(format!("no \"{key}\""));
+    };
+    if raw.get().starts_with('"') {
+        return string(raw)
+            .map(|s| (s, false))
+            .ok_or_else(|| format!("\"{key}\" is not text"));
+    }
+    match pick(raw.get(), ["type", "value"])? {
+        Some([kind, value]) => match (kind.and_then(string), value.and_then(string)) {
+            (Some(t), Some(v)) if t == "TextArtifact" => Ok((v, true)),
             _ => Err(format!("\"{key}\" is not a TextArtifact")),
         },
-        Some(_) => Err(format!("\"{key}\" is not text")),
-        None => Err(format!("no \"{key}\"")),
+        None => Err(format!("\"{key}\" is not text")),
     }
 }
 
-/// Formats JSON like Python's `json.dumps` with its defaults, so our items are byte-identical to
-/// griptape's: `", "` and `": "` separators, and every non-ASCII or DEL character as `\uXXXX`.
+/// Formats JSON like Python's `json.dumps` with its defaults, so what we write is byte-identical
+/// to griptape's: `", "` and `": "` separators, and every non-ASCII or DEL character as `\uXXXX`.
+/// (No float is ever written: new runs hold strings, and `max_runs` is a count.)
 struct PythonFormatter;
 
 impl serde_json::ser::Formatter for PythonFormatter {
@@ -346,10 +548,6 @@ impl serde_json::ser::Formatter for PythonFormatter {
         w.write_all(b": ")
     }
 
-    fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
-        w.write_all(python_float_repr(value).as_bytes())
-    }
-
     fn write_string_fragment<W: ?Sized + io::Write>(
         &mut self,
         w: &mut W,
@@ -371,92 +569,162 @@ impl serde_json::ser::Formatter for PythonFormatter {
     }
 }
 
-/// A float as Python's `repr` writes it: the shortest digits that read back to the same value
-/// (as Rust's formatting finds them), fixed-point when the decimal point falls within 16 digits
-/// (`0.0001`, `1000000000000000.0`), else `1e-05`, `1.5e+16`. A float kept in a foreign field
-/// thus stays byte-identical across saves.
-fn python_float_repr(value: f64) -> String {
-    if value == 0.0 {
-        return if value.is_sign_negative() {
-            "-0.0"
-        } else {
-            "0.0"
-        }
-        .to_owned();
-    }
-    let sign = if value < 0.0 { "-" } else { "" };
-    let scientific = format!("{:e}", value.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    // Where the decimal point falls, counted from the left of the digits.
-    let point = exponent + 1;
-    if point > -4 && point <= 16 {
-        if point <= 0 {
-            let zeros = "0".repeat(point.unsigned_abs() as usize);
-            format!("{sign}0.{zeros}{digits}")
-        } else {
-            let point = point as usize;
-            if point >= digits.len() {
-                format!("{sign}{digits}{}.0", "0".repeat(point - digits.len()))
-            } else {
-                format!("{sign}{}.{}", &digits[..point], &digits[point..])
-            }
-        }
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let mantissa = if rest.is_empty() {
-            first.to_owned()
-        } else {
-            format!("{first}.{rest}")
-        };
-        let exp_sign = if exponent < 0 { '-' } else { '+' };
-        format!("{sign}{mantissa}e{exp_sign}{:02}", exponent.unsigned_abs())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn floats_are_written_as_python_writes_them() {
-        // Expected strings from CPython 3.11's repr().
-        let cases = [
-            (2.5, "2.5"),
-            (0.1, "0.1"),
-            (-0.0, "-0.0"),
-            (1e16, "1e+16"),
-            (1e15, "1000000000000000.0"),
-            (1234567890123456.0, "1234567890123456.0"),
-            (1e-4, "0.0001"),
-            (1e-5, "1e-05"),
-            (1.5e-7, "1.5e-07"),
-            (1.4306815111111101e25, "1.4306815111111101e+25"),
-            (123.456, "123.456"),
-            (-3.0, "-3.0"),
-            (5e-324, "5e-324"),
-            (1.7976931348623157e308, "1.7976931348623157e+308"),
-            (100.0, "100.0"),
-            (0.000123, "0.000123"),
-        ];
-        for (value, python) in cases {
-            assert_eq!(python_float_repr(value), python, "{value:e}");
-        }
+    fn numbers_in_foreign_fields_survive_saves() {
+        // A fuzzing find: an integer past 64 bits was read as a float and written back as
+        // `1.4306815111111101e+25`. Python keeps it, and so do we: what we do not own is kept
+        // as its text.
+        let stored = r#"{"type": "ConversationMemory", "runs": [{"type": "Run", "id": "a", "input": "hi", "output": "ho", "meta": {"k": [10, 2.5, 1e-05, 14306815111111101100430111, null]}}], "max_runs": null}"#;
+        let once = Memory::decode(stored).unwrap().encode();
+        assert_eq!(once, stored);
+        let twice = Memory::decode(&once).unwrap().encode();
+        assert_eq!(twice, stored);
+        let mut memory = Memory::decode(&twice).unwrap();
+        memory.push(Run::new("and", "more"));
+        let pushed = memory.encode();
+        let cut = stored.rfind("}]").unwrap() + 1;
+        assert_eq!(&pushed[..cut], &stored[..cut]);
+        assert!(pushed.ends_with(r#"}], "max_runs": null}"#), "{pushed}");
+        assert_eq!(Memory::decode(&pushed).unwrap(), memory);
+    }
+
+    /// A griptape 1.x item whose foreign fields hold what Python and other tools may write: big
+    /// integers, `1.0`, `-0.0`, an exponent, escaped and unescaped non-ASCII, odd spacing, and
+    /// an unknown top-level key between `runs` and `metadata`.
+    const GRIPTAPE_1_FOREIGN: &str = r#"{"runs": [{"type": "Run", "id": "6ef430eacab243bba147c0742f1c84ab", "meta": {"big": 14306815111111101100430111, "neg": -98765432109876543210, "one": 1.0, "zero": -0.0, "exp": 1E+2, "esc": "\u00e9", "raw": "é", "nested": { "a" :[ 1 ,{"b":  null} ], "c":{}}}, "input": {"type": "TextArtifact", "id": "a7", "reference": null, "meta": {}, "name": "a7", "value": "Hello \u00e9"}, "output": {"type": "TextArtifact", "id": "23", "reference": null, "meta": {"is_react_prompt": false, "score": 0.10000000000000001}, "name": "23", "value": "Hi é"}}, {"type":"Run","id":"b","meta":null,"input":{"type":"TextArtifact","value":"x"},"output":{ "value" : "y", "type" : "TextArtifact" }}], "driver": {"type": "X", "n": 1.50, "big": 99999999999999999999}, "metadata": {"count": 14306815111111101100430111, "ratio": 1.0, "z": -0.0, "who": "\u00e9", "raw": "é", "deep": {"x" : [ ] , "y":{"z":{}}}}}"#;
+
+    #[test]
+    fn griptape_1_foreign_values_are_kept_byte_for_byte() {
+        let text = GRIPTAPE_1_FOREIGN;
+        let memory = Memory::decode(text).unwrap();
+        assert_eq!(memory.format, Format::Griptape);
+        assert_eq!(memory.runs.len(), 2);
+        assert_eq!(memory.runs[0].input, "Hello é");
+        assert_eq!(memory.runs[0].output, "Hi é");
+        assert_eq!(
+            (
+                memory.runs[1].input.as_str(),
+                memory.runs[1].output.as_str()
+            ),
+            ("x", "y")
+        );
+        assert_eq!(memory.encode(), text);
+        assert_eq!(Memory::decode(&memory.encode()).unwrap().encode(), text);
+
+        let mut memory = memory;
+        memory.push(Run::new("And now?", "Now."));
+        let pushed = memory.encode();
+        // Everything stored is untouched; the new run goes at the end of the runs.
+        let cut = text.find(r#"], "driver""#).unwrap();
+        assert!(pushed.starts_with(&format!("{}, {{\"type\": \"Run\", ", &text[..cut])));
+        assert!(pushed.ends_with(&text[cut..]), "{pushed}");
+        let again = Memory::decode(&pushed).unwrap();
+        assert_eq!(again, memory);
+        assert_eq!(again.runs[2].output, "Now.");
+        assert_eq!(again.encode(), pushed);
     }
 
     #[test]
-    fn numbers_in_foreign_fields_survive_saves() {
-        // A fuzzing find: an integer past 64 bits is read as a float; its text must then be
-        // stable across saves (it was not, before floats were parsed exactly).
-        let stored = r#"{"type": "ConversationMemory", "runs": [{"type": "Run", "id": "a", "input": "hi", "output": "ho", "meta": {"k": [10, 2.5, 1e-05, 14306815111111101100430111, null]}}], "max_runs": null}"#;
-        let once = Memory::decode(stored).unwrap().encode();
-        assert!(
-            once.contains(r#"[10, 2.5, 1e-05, 1.4306815111111101e+25, null]"#),
-            "{once}"
+    fn unknown_top_level_keys_keep_their_place() {
+        let run = r#"{"type": "Run", "id": "a", "input": "i", "output": "o"}"#;
+        for text in [
+            format!(
+                r#"{{"first": [1.0, -0.0], "type": "ConversationMemory", "mid": {{"k" :1}}, "runs": [{run}], "last": "\u00e9", "max_runs": 7, "after": 14306815111111101100430111}}"#
+            ),
+            format!(
+                r#"{{"before": -1.5E-7, "runs": [{run}], "between": null, "metadata": {{ }}, "after": "é"}}"#
+            ),
+        ] {
+            let mut memory = Memory::decode(&text).unwrap();
+            assert_eq!(memory.encode(), text);
+            memory.push(Run::new("n", "m"));
+            let pushed = memory.encode();
+            let cut = text.find(run).unwrap() + run.len();
+            assert_eq!(&pushed[..cut], &text[..cut]);
+            assert!(pushed.ends_with(&text[cut..]), "{pushed}");
+        }
+        // An envelope's max_runs is ours: written from the memory, in its place.
+        let text =
+            format!(r#"{{"type": "ConversationMemory", "max_runs": 7, "runs": [{run}], "x": 1}}"#);
+        let mut memory = Memory::decode(&text).unwrap();
+        memory.max_runs = None;
+        assert_eq!(
+            memory.encode(),
+            format!(
+                r#"{{"type": "ConversationMemory", "max_runs": null, "runs": [{run}], "x": 1}}"#
+            )
         );
-        let twice = Memory::decode(&once).unwrap().encode();
-        assert_eq!(twice, once);
+        // ... and added at the end when the stored envelope has none, as before.
+        let memory =
+            Memory::decode(r#"{"type": "ConversationMemory", "runs": [], "x": 1}"#).unwrap();
+        assert_eq!(
+            memory.encode(),
+            r#"{"type": "ConversationMemory", "runs": [], "x": 1, "max_runs": null}"#
+        );
+    }
+
+    #[test]
+    fn top_level_keys_and_separators_are_written_as_python_writes_them() {
+        // Other tools' spacing and key escapes at the top level become Python's; the values
+        // stay as read.
+        let text = "{\"runs\":[ ],\n \"m\u{e9}ta\\u00e9\" :{\"a\":1.0} , \"metadata\":null }";
+        let memory = Memory::decode(text).unwrap();
+        assert_eq!(
+            memory.encode(),
+            r#"{"runs": [], "m\u00e9ta\u00e9": {"a":1.0}, "metadata": null}"#
+        );
+    }
+
+    #[test]
+    fn repeated_top_level_keys_read_as_python_reads_them() {
+        // json.loads keeps a repeated key's first place and its last value.
+        let text = r#"{"runs": [], "metadata": {"a": 1}, "runs": [{"type": "Run", "id": "a", "input": "i", "output": "o"}]}"#;
+        let memory = Memory::decode(text).unwrap();
+        assert_eq!(memory.runs.len(), 1);
+        let once = memory.encode();
+        assert_eq!(
+            once,
+            r#"{"runs": [{"type": "Run", "id": "a", "input": "i", "output": "o"}], "metadata": {"a": 1}}"#
+        );
+        assert_eq!(Memory::decode(&once).unwrap().encode(), once);
+        // The same inside a run, for the fields we read.
+        let text =
+            r#"{"runs": [{"type": "Run", "id": "a", "input": "i", "output": "o", "id": "b"}]}"#;
+        let memory = Memory::decode(text).unwrap();
+        assert_eq!(memory.runs[0].id, "b");
+        assert_eq!(memory.encode(), text);
+    }
+
+    #[test]
+    fn a_stored_run_s_length_is_its_stored_text_s() {
+        let mut memory = Memory::decode(GRIPTAPE_1_FOREIGN).unwrap();
+        memory.push(Run::new("new", "run"));
+        let encoded = memory.encode();
+        let runs: usize = memory
+            .runs
+            .iter()
+            .map(|r| r.encoded_len(memory.format))
+            .sum();
+        let first = GRIPTAPE_1_FOREIGN.find(r#"{"type": "Run""#).unwrap();
+        let end = GRIPTAPE_1_FOREIGN.find(r#"], "driver""#).unwrap();
+        assert_eq!(
+            memory.runs[0].encoded_len(memory.format) + memory.runs[1].encoded_len(memory.format),
+            end - first - 2
+        );
+        assert_eq!(
+            encoded.len(),
+            GRIPTAPE_1_FOREIGN.len() + 2 + runs - (end - first - 2)
+        );
+        // The top level keeps no copy of the runs' text: only the runs do.
+        let stored = memory.stored.as_ref().unwrap();
+        assert!(matches!(stored[0], (ref k, Kept::Runs) if k == "runs"));
+        assert!(stored[1..]
+            .iter()
+            .all(|(_, kept)| matches!(kept, Kept::Raw(_))));
     }
 
     /// The item the seed shows for `user-id-123`, as stored.
@@ -575,8 +843,56 @@ mod tests {
             "{\"type\": \"ConversationMemory\", \"runs\": [], \"max_runs\": -1}",
             "{\"runs\": [], \"metadata\": 5}",
             "{\"type\": \"ConversationMemory\", \"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": {\"type\": \"ImageArtifact\", \"value\": \"x\"}, \"output\": \"o\"}]}",
+            "{\"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": \"\\ud800\", \"output\": \"o\"}]}",
+            "{\"runs\": [{\"type\": \"Run\", \"id\": 1, \"input\": \"i\", \"output\": \"o\"}]}",
+            "{\"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": \"i\", \"output\": {\"type\": \"TextArtifact\", \"value\": \"o\"}}]}",
+            "{\"runs\": [], \"metadata\": {}} x",
+            "{\"runs\": [], \"metadata\": {}",
+            "{\"runs\": [], \"max_runs\": 1.5, \"type\": \"ConversationMemory\"}",
         ] {
             assert!(Memory::decode(bad).is_err(), "{bad:?} decoded");
+        }
+    }
+
+    #[test]
+    fn decode_errors_say_what_is_wrong() {
+        for (bad, reason) in [
+            ("[]", "not a JSON object"),
+            ("{\"type\": \"Other\", \"runs\": []}", "type is \"Other\", expected \"ConversationMemory\""),
+            ("{\"type\": \"ConversationMemory\", \"runs\": {}}", "\"runs\" is not a list"),
+            ("{\"metadata\": {}}", "no \"runs\" key"),
+            ("{\"runs\": [], \"metadata\": 5}", "\"metadata\" is not an object"),
+            ("{\"type\": \"ConversationMemory\", \"runs\": [], \"max_runs\": -1}", "max_runs -1 is not a count"),
+            ("{\"runs\": [1]}", "run 0: not an object"),
+            ("{\"runs\": [{\"type\": \"Task\"}]}", "run 0: type is not \"Run\""),
+            ("{\"runs\": [{\"type\": \"Run\"}]}", "run 0: no string \"id\""),
+            ("{\"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"output\": \"o\"}]}", "run 0: no \"input\""),
+            ("{\"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": 1, \"output\": \"o\"}]}", "run 0: \"input\" is not text"),
+            ("{\"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": \"i\", \"output\": {\"value\": \"o\"}}]}", "run 0: \"output\" is not a TextArtifact"),
+            ("{\"runs\": [{\"type\": \"Run\", \"id\": \"a\", \"input\": \"i\", \"output\": {\"type\": \"TextArtifact\", \"value\": \"o\"}}]}", "run 0: input and output are of different kinds"),
+        ] {
+            assert_eq!(Memory::decode(bad), Err(DecodeError::new(reason)), "{bad}");
+        }
+        let Err(DecodeError(reason)) = Memory::decode("{\"runs\": [}") else {
+            panic!("decoded");
+        };
+        assert!(reason.starts_with("not JSON: "), "{reason}");
+    }
+
+    #[test]
+    fn the_fuzz_corpus_keeps_the_fuzz_target_s_invariant() {
+        // What fuzz/fuzz_targets/stored_memory.rs checks, on its seeds; a stored item that
+        // decodes also comes back byte for byte.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/stored_memory");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let memory = Memory::decode(&text).unwrap();
+            let encoded = memory.encode();
+            assert_eq!(encoded, text, "{path:?}");
+            let again = Memory::decode(&encoded).unwrap();
+            assert_eq!(again, memory);
+            assert_eq!(again.encode(), encoded);
         }
     }
 

@@ -14,7 +14,9 @@ Endpoints:
     POST /_script               queue faults for the next calls, e.g.
                                 {"steps": [{"status": 500}, {"garbage": true}, {"hang": 5},
                                            {"empty": true}, {"length": true},
-                                           {"status": 429, "retry_after": 0.1}]}
+                                           {"status": 429, "retry_after": 0.1},
+                                           {"reply": "exact text"},
+                                           {"reply": "語", "repeat": 350000}]}
     POST /model/{id}/converse   Amazon Bedrock's Converse API (a local stand-in for it)
     GET  /_requests             every chat request received so far (bodies and auth header)
 
@@ -188,6 +190,8 @@ class Handler(BaseHTTPRequestHandler):
 
         messages = body.get("messages") or []
         text = "" if step.get("empty") else answer(messages)
+        if "reply" in step:
+            text = str(step["reply"]) * int(step.get("repeat", 1))
         finish = "stop"
         if step.get("length"):
             text, finish = text[: max(1, len(text) // 2)], "length"

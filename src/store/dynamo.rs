@@ -297,24 +297,24 @@ impl SessionStore for DynamoStore {
         let now = epoch_seconds();
         let expires_at = self.session_ttl_secs.map(|ttl| now + ttl);
 
-        // Side items never expire before their session, and stop expiring with TTL off.
-        let old_keys = || read.layout.side_keys(id);
-        match (self.session_ttl_secs, expires_at) {
-            (Some(ttl), Some(e)) => {
-                let due = read
-                    .layout
-                    .archive_expires_at
-                    .is_none_or(|t| t < now + ttl / 2);
+        // Side items never expire before their session: they get half a TTL more, and are
+        // pushed out again before the session's expiry could pass theirs. With TTL off they
+        // stop expiring.
+        let side_expires_at = self.session_ttl_secs.map(|ttl| now + ttl + ttl / 2);
+        match (expires_at, side_expires_at) {
+            (Some(e), Some(side)) => {
+                let due = read.layout.archive_expires_at.is_none_or(|t| t < e);
                 if read.layout.has_side_items() && due {
-                    self.set_expiry(&old_keys(), Some(e)).await?;
-                    plan.layout.archive_expires_at = Some(e);
+                    self.set_expiry(&read.layout.side_keys(id), Some(side))
+                        .await?;
+                    plan.layout.archive_expires_at = Some(side);
                 } else if plan.layout.archive_expires_at.is_none() {
-                    plan.layout.archive_expires_at = Some(e);
+                    plan.layout.archive_expires_at = Some(side);
                 }
             }
             _ => {
                 if read.layout.archive_expires_at.is_some() {
-                    self.set_expiry(&old_keys(), None).await?;
+                    self.set_expiry(&read.layout.side_keys(id), None).await?;
                 }
                 plan.layout.archive_expires_at = None;
             }
@@ -402,7 +402,7 @@ impl SessionStore for DynamoStore {
                     .item("field", s(field.name()))
                     .item("text", s(text.as_str())),
             };
-            if let Some(e) = expires_at {
+            if let Some(e) = side_expires_at {
                 side = side.item("expires_at", n(e));
             }
             items.push(

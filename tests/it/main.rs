@@ -9,5 +9,6 @@ mod griptape;
 mod production;
 mod reliability;
 mod sessions;
+mod storage;
 mod walkthrough;
 mod watch;

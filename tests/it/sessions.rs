@@ -68,8 +68,17 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
         assert_eq!(status, 200);
         sent.push(body["run_id"].as_str().unwrap().to_owned());
     }
-    assert!(!items_with_prefix(&env, "talk#archive#").await.is_empty());
-    assert_eq!(items_with_prefix(&env, "talk#idem#").await.len(), 12);
+    let generation = env.item("talk").await.unwrap()["generation"]
+        .as_s()
+        .unwrap()
+        .clone();
+    let side = |kind: &'static str| {
+        let prefix = format!("talk#{generation}#{kind}");
+        let env = &env;
+        async move { items_with_prefix(env, &prefix).await }
+    };
+    assert!(!side("0").await.is_empty(), "pages");
+    assert_eq!(side("idem#").await.len(), 12);
 
     let (status, body) = call(
         &app,
@@ -91,9 +100,23 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
         .handle(crate::support::http_request("DELETE", "/sessions/talk", ""))
         .await;
     assert_eq!(response.status(), 204);
-    assert!(
-        items_with_prefix(&env, "talk#").await.is_empty(),
-        "archive and receipts gone"
+    // Pages and parts are gone; receipts are unreachable (a new session has a new
+    // generation) and expire within a day.
+    let left = items_with_prefix(&env, "talk#").await;
+    assert_eq!(left.len(), 12);
+    for item in &left {
+        assert!(item["id"].as_s().unwrap().contains("#idem#"));
+        let expires: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+        assert!(expires <= now() + 24 * 60 * 60);
+    }
+    let (status, body) = call(
+        &app,
+        chat_request("talk", "turn 0 again", &[("Idempotency-Key", "key-0")]),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "a new session does not see the old receipts: {body}"
     );
     assert!(env.item("talk").await.is_none());
     assert!(
@@ -147,7 +170,7 @@ async fn sessions_expire_after_their_last_message() {
     >| { item["expires_at"].as_n().unwrap().parse::<u64>().unwrap() };
     let main = env.item("ttl").await.unwrap();
     assert!(expires(&main).abs_diff(now() + week) < 60);
-    let archive = items_with_prefix(&env, "ttl#archive#").await;
+    let archive = items_with_prefix(&env, "ttl#").await;
     assert!(!archive.is_empty());
     for chunk in &archive {
         assert!(

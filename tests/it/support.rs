@@ -373,3 +373,62 @@ pub async fn items_with_prefix(
     items.sort_by(|a, b| a["id"].as_s().unwrap().cmp(b["id"].as_s().unwrap()));
     items
 }
+
+/// The fault-injecting proxy (tools/fault_proxy.py) in front of the shared DynamoDB server.
+pub struct FaultProxy(pub Helper);
+
+impl FaultProxy {
+    pub fn start() -> Self {
+        let upstream = dynamodb_endpoint();
+        FaultProxy(Helper::spawn("fault_proxy.py", &["--upstream", &upstream]))
+    }
+
+    pub fn url(&self) -> String {
+        self.0.url()
+    }
+
+    /// Arms fault rules (see tools/fault_proxy.py), e.g.
+    /// `[{"op": "PutItem", "action": "delay", "seconds": 4}]`.
+    pub async fn arm(&self, rules: Value) {
+        reqwest::Client::new()
+            .post(format!("{}/_faults", self.url()))
+            .json(&serde_json::json!({ "rules": rules }))
+            .send()
+            .await
+            .expect("arm the proxy")
+            .error_for_status()
+            .expect("proxy accepted the rules");
+    }
+
+    /// What the proxy did with each request, in order.
+    pub async fn log(&self) -> Vec<Value> {
+        reqwest::Client::new()
+            .get(format!("{}/_log", self.url()))
+            .send()
+            .await
+            .expect("ask the proxy")
+            .json()
+            .await
+            .expect("log as JSON")
+    }
+}
+
+impl TestEnv {
+    /// The app, reaching DynamoDB through `proxy`.
+    pub async fn app_via(&self, proxy: &FaultProxy, extra: &[(&str, &str)]) -> App {
+        session_chat::build_app_with(&self.config(extra), &sdk_config(&proxy.url()).await)
+            .await
+            .expect("build app")
+    }
+}
+
+/// Status and body text of any response (JSON or empty).
+pub fn status_and_text(response: Response<Body>) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body = match response.body() {
+        Body::Text(t) => t.clone(),
+        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    (status, body)
+}

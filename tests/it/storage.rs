@@ -1,0 +1,578 @@
+//! The storage promises at their edges (docs/storage.md): lost and late write answers,
+//! deadlines, replies of any size, idempotency bookkeeping, deletes racing turns, leftovers,
+//! settings changed on live data, keys no identity can collide on, paged history.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{json, Value};
+use session_chat::http::App;
+
+use crate::support::{
+    call, chat_request, event_json, items_with_prefix, request, status_and_text, with_deadline,
+    FaultProxy, TestEnv,
+};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `GET /sessions/{id}` with query parameters, as an HTTP API event.
+fn get_history(session_id: &str, query: &[(&str, &str)]) -> lambda_http::Request {
+    let mut event = event_json("http-api/1-collin-hello.json");
+    let path = format!("/sessions/{session_id}");
+    event["rawPath"] = path.clone().into();
+    event["routeKey"] = "GET /sessions/{session_id}".into();
+    event["requestContext"]["http"]["method"] = "GET".into();
+    event["requestContext"]["http"]["path"] = path.into();
+    event["body"] = Value::Null;
+    let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    event["rawQueryString"] = raw.join("&").into();
+    let params: serde_json::Map<String, Value> = query
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    event["queryStringParameters"] = Value::Object(params);
+    request(&event)
+}
+
+fn delete(session_id: &str) -> lambda_http::Request {
+    crate::support::http_request("DELETE", &format!("/sessions/{session_id}"), "")
+}
+
+/// Every run of a session through the API, following cursors; each response checked.
+pub async fn all_runs(app: &App, session_id: &str, limit: usize) -> Option<Vec<Value>> {
+    let mut runs = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let limit = limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let (status, text) = status_and_text(app.handle(get_history(session_id, &query)).await);
+        if status == 404 {
+            return None;
+        }
+        if status == 400 && cursor.is_some() && text.contains("invalid_cursor") {
+            // The session was deleted and begun anew between two pages.
+            return None;
+        }
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.len() < 4 * 1024 * 1024,
+            "a response of {} bytes",
+            text.len()
+        );
+        let body: Value = serde_json::from_str(&text).unwrap();
+        runs.extend(body["runs"].as_array().unwrap().iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Some(runs),
+        }
+    }
+}
+
+fn ids(runs: &[Value]) -> Vec<String> {
+    runs.iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_unique(runs: &[Value]) {
+    let ids = ids(runs);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a run id appears twice");
+}
+
+#[tokio::test]
+async fn a_late_or_lost_write_answer_stores_the_run_once() {
+    let env = TestEnv::new().await;
+    let proxy = FaultProxy::start();
+    let app = env.app_via(&proxy, &[]).await;
+    // Late past the SDK's 3 s attempt timeout, or the connection dropped after the write: the
+    // write landed, the SDK retries it and meets its own version.
+    let faults = [
+        json!({"op": "PutItem", "action": "delay", "seconds": 4}),
+        json!({"op": "PutItem", "action": "drop_after"}),
+        json!({"op": "TransactWriteItems", "action": "drop_after"}),
+    ];
+    let mut answered = Vec::new();
+    let (status, body) = call(&app, chat_request("lost", "first", &[])).await;
+    assert_eq!(status, 200, "{body}");
+    answered.push(body["run_id"].as_str().unwrap().to_owned());
+    for (i, fault) in faults.iter().enumerate() {
+        proxy.arm(json!([fault])).await;
+        let key = format!("key-{i}");
+        let headers: &[(&str, &str)] = if fault["op"] == "TransactWriteItems" {
+            &[("Idempotency-Key", key.as_str())]
+        } else {
+            &[]
+        };
+        let (status, body) = call(&app, chat_request("lost", &format!("turn {i}"), headers)).await;
+        assert_eq!(status, 200, "{fault}: {body}");
+        answered.push(body["run_id"].as_str().unwrap().to_owned());
+    }
+    let log = proxy.log().await;
+    assert!(log.iter().any(|l| l["action"] == "delay"));
+    assert!(log.iter().filter(|l| l["action"] == "drop_after").count() == 2);
+    let runs = all_runs(&app, "lost", 50).await.unwrap();
+    assert_unique(&runs);
+    assert_eq!(
+        ids(&runs),
+        answered,
+        "each turn stored exactly once, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_save_answers_before_the_deadline() {
+    let env = TestEnv::new().await;
+    let proxy = FaultProxy::start();
+    let app = env.app_via(&proxy, &[]).await;
+    proxy
+        .arm(json!([{"op": "PutItem", "action": "hang", "seconds": 60, "times": 0}]))
+        .await;
+    let started = std::time::Instant::now();
+    let deadline = Duration::from_secs(6);
+    let request = with_deadline(chat_request("hang", "hello", &[]), deadline);
+    let (status, body) = call(&app, request).await;
+    let took = started.elapsed();
+    assert!(took < deadline, "answered after {took:?}");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "save_unconfirmed");
+    eprintln!("hanging save: answered {status} after {took:?} of a {deadline:?} invocation");
+}
+
+#[tokio::test]
+async fn replies_of_any_size_are_stored_and_read_back_in_full() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let cases = [
+        ("a", 450 * 1024),  // 450 KB ASCII
+        ("b", 1024 * 1024), // 1 MB ASCII
+        ("語", 70 * 1024),  // 210 KB of CJK: ~420 KB as escaped JSON
+    ];
+    let mut expected = Vec::new();
+    for (i, (unit, repeat)) in cases.iter().enumerate() {
+        env.model
+            .script(json!([{"reply": unit, "repeat": repeat}]))
+            .await;
+        let key = format!("big-{i}");
+        let (status, body) = call(
+            &app,
+            chat_request("big", &format!("say {i}"), &[("Idempotency-Key", &key)]),
+        )
+        .await;
+        assert_eq!(status, 200, "{}", body["error"]);
+        let reply = unit.repeat(*repeat);
+        assert_eq!(body["reply"].as_str().unwrap().len(), reply.len());
+        expected.push(reply);
+        // A retry with the key gets the whole reply without paying again.
+        let calls = env.model.requests().await.len();
+        let (status, again) = call(
+            &app,
+            chat_request("big", &format!("say {i}"), &[("Idempotency-Key", &key)]),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(again["reply"], body["reply"]);
+        assert_eq!(env.model.requests().await.len(), calls);
+    }
+    let item = env.item("big").await.unwrap();
+    let value = item["value"].as_s().unwrap();
+    let size: usize = item
+        .iter()
+        .map(|(k, v)| k.len() + v.as_s().map_or(16, |s| s.len()))
+        .sum();
+    assert!(size < 100 * 1024, "session item {size} bytes");
+    // Still the recipe's shape, readable by griptape: three runs, texts shortened.
+    let memory: Value = serde_json::from_str(value).unwrap();
+    assert_eq!(memory["type"], "ConversationMemory");
+    assert_eq!(memory["runs"].as_array().unwrap().len(), 3);
+    let runs = all_runs(&app, "big", 50).await.unwrap();
+    let outputs: Vec<&str> = runs.iter().map(|r| r["output"].as_str().unwrap()).collect();
+    assert_eq!(
+        outputs,
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    for item in items_with_prefix(&env, "big#").await {
+        let size: usize = item
+            .values()
+            .map(|v| v.as_s().map_or(16, |s| s.len()))
+            .sum();
+        assert!(size < 300 * 1024, "a side item of {size} bytes");
+    }
+    eprintln!(
+        "replies of 450 KB, 1 MB and 210 KB CJK: stored, read back whole; session item {size} bytes, {} side items",
+        items_with_prefix(&env, "big#").await.len()
+    );
+}
+
+#[tokio::test]
+async fn keyed_turns_never_grow_the_session_item() {
+    const TURNS: usize = 1200;
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let mut sizes = Vec::new();
+    for i in 0..TURNS {
+        let key = format!("{i:05}{}", "k".repeat(250));
+        let (status, body) = call(
+            &app,
+            chat_request("keyed", &format!("m{i}"), &[("Idempotency-Key", &key)]),
+        )
+        .await;
+        assert_eq!(status, 200, "turn {i}: {body}");
+        if i % 200 == 199 {
+            let item = env.item("keyed").await.unwrap();
+            assert!(!item.contains_key("receipts"));
+            sizes.push(item["value"].as_s().unwrap().len());
+        }
+    }
+    eprintln!("{TURNS} keyed turns with 255-character keys: value sizes every 200 turns {sizes:?}");
+    assert!(sizes.iter().all(|s| *s < 96 * 1024));
+
+    // A key reused after its receipt expired (TTL not yet run) is a new key.
+    let item = env.item("keyed").await.unwrap();
+    let generation = item["generation"].as_s().unwrap().clone();
+    env.dynamodb
+        .put_item()
+        .table_name(&env.table)
+        .item(
+            "id",
+            AttributeValue::S(format!("keyed#{generation}#idem#old-key")),
+        )
+        .item("message", AttributeValue::S("something else".into()))
+        .item("run_id", AttributeValue::S("0".repeat(32)))
+        .item("reply", AttributeValue::S("old".into()))
+        .item("expires_at", AttributeValue::N((now() - 10).to_string()))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (status, body) = call(
+            &app,
+            chat_request("keyed", "new use", &[("Idempotency-Key", "old-key")]),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(body["reply"], "old");
+    }
+}
+
+#[tokio::test]
+async fn reads_racing_a_delete_see_a_whole_session_or_404() {
+    let env = TestEnv::new().await;
+    let extra = [("MAX_ITEM_BYTES", "4096")];
+    let app = Arc::new(env.app_with(&extra).await);
+    for i in 0..60 {
+        let (status, _) = call(
+            &app,
+            chat_request("race", &format!("{i} {}", "w".repeat(600)), &[]),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let before = all_runs(&app, "race", 200).await.unwrap();
+    assert_eq!(before.len(), 60);
+    let pages = items_with_prefix(&env, "race#").await.len();
+    assert!(pages >= 5, "{pages} pages");
+
+    // A DELETE that fails leaves the session whole.
+    let proxy = FaultProxy::start();
+    let failing = env.app_via(&proxy, &extra).await;
+    proxy
+        .arm(json!([{"op": "PutItem", "action": "error", "times": 0}]))
+        .await;
+    let (status, _) = status_and_text(failing.handle(delete("race")).await);
+    assert!(status >= 500, "{status}");
+    assert_eq!(all_runs(&app, "race", 200).await.unwrap(), before);
+
+    // Now a delete races readers and writers.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let app = Arc::clone(&app);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..6 {
+                seen.push(all_runs(&app, "race", 7 + i).await);
+            }
+            seen
+        }));
+    }
+    let writer = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..8 {
+                let (status, _) = call(
+                    &app,
+                    chat_request("race", &format!("late {i} {}", "z".repeat(600)), &[]),
+                )
+                .await;
+                statuses.push(status);
+            }
+            statuses
+        })
+    };
+    let (status, text) = status_and_text(app.handle(delete("race")).await);
+    assert!(status == 204 || status == 202, "{status} {text}");
+    let before_ids = ids(&before);
+    let mut whole = 0;
+    for task in tasks {
+        for runs in task.await.unwrap().into_iter().flatten() {
+            // A whole session: the old one from its first run (perhaps with late turns), or
+            // a new one of late turns only; never a part of one.
+            assert_unique(&runs);
+            let got = ids(&runs);
+            let old = got.len() >= before_ids.len() && got[..before_ids.len()] == before_ids[..];
+            let new = runs
+                .iter()
+                .all(|r| r["input"].as_str().unwrap().starts_with("late "));
+            assert!(old || new, "a partial session of {} runs", runs.len());
+            whole += 1;
+        }
+    }
+    eprintln!("delete racing 6 readers and a writer: {whole} whole reads, the rest 404, no 5xx");
+    let statuses = writer.await.unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // After it: the old conversation is gone; what is there is new turns only.
+    if let Some(runs) = all_runs(&app, "race", 50).await {
+        assert_unique(&runs);
+        assert!(runs
+            .iter()
+            .all(|r| r["input"].as_str().unwrap().starts_with("late ")));
+    }
+    let (status, _) = status_and_text(app.handle(delete("race")).await);
+    assert!(status == 204 || status == 404);
+    let left = items_with_prefix(&env, "race").await;
+    assert!(left.is_empty(), "{} items left", left.len());
+}
+
+#[tokio::test]
+async fn leftovers_of_a_deleted_or_expired_session_never_reach_a_new_one() {
+    let env = TestEnv::new().await;
+    let extra = [("MAX_ITEM_BYTES", "4096"), ("SESSION_TTL_DAYS", "1")];
+    let app = env.app_with(&extra).await;
+    for i in 0..30 {
+        let (status, _) = call(
+            &app,
+            chat_request("reuse", &format!("old {i} {}", "o".repeat(500)), &[]),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let root = env.item("reuse").await.unwrap();
+    let expires: u64 = root["expires_at"].as_n().unwrap().parse().unwrap();
+    let side = items_with_prefix(&env, "reuse#").await;
+    assert!(side.len() >= 3);
+    for item in &side {
+        let e: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+        assert!(e >= expires, "a page would expire before its session");
+    }
+    // TTL removes the session item first (DynamoDB keeps no order).
+    env.dynamodb
+        .delete_item()
+        .table_name(&env.table)
+        .key("id", AttributeValue::S("reuse".into()))
+        .send()
+        .await
+        .unwrap();
+    for i in 0..30 {
+        let (status, body) = call(
+            &app,
+            chat_request("reuse", &format!("new {i} {}", "n".repeat(500)), &[]),
+        )
+        .await;
+        assert_eq!(status, 200, "turn {i} of the new session: {body}");
+    }
+    let runs = all_runs(&app, "reuse", 200).await.unwrap();
+    assert_eq!(runs.len(), 30);
+    assert!(runs
+        .iter()
+        .all(|r| r["input"].as_str().unwrap().starts_with("new ")));
+    // The old generation's pages are still there, unreachable, and expire by themselves.
+    let new_generation = env.item("reuse").await.unwrap()["generation"]
+        .as_s()
+        .unwrap()
+        .clone();
+    let old: Vec<_> = items_with_prefix(&env, "reuse#")
+        .await
+        .into_iter()
+        .filter(|i| !i["id"].as_s().unwrap().contains(&new_generation))
+        .collect();
+    assert_eq!(old.len(), side.len());
+    assert!(old.iter().all(|i| i.contains_key("expires_at")));
+}
+
+#[tokio::test]
+async fn settings_changed_on_live_data() {
+    let env = TestEnv::new().await;
+    // SESSION_TTL_DAYS on, then off: the next save removes every expiry.
+    let with_ttl = env
+        .app_with(&[("MAX_ITEM_BYTES", "4096"), ("SESSION_TTL_DAYS", "3")])
+        .await;
+    for i in 0..12 {
+        call(
+            &with_ttl,
+            chat_request("ttl", &format!("{i} {}", "t".repeat(600)), &[]),
+        )
+        .await;
+    }
+    assert!(env.item("ttl").await.unwrap().contains_key("expires_at"));
+    let without = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
+    let (status, _) = call(&without, chat_request("ttl", "no more expiry", &[])).await;
+    assert_eq!(status, 200);
+    assert!(!env.item("ttl").await.unwrap().contains_key("expires_at"));
+    for item in items_with_prefix(&env, "ttl#").await {
+        assert!(!item.contains_key("expires_at"), "{:?}", item["id"]);
+    }
+
+    // MAX_RUNS bounds everything kept, archive included.
+    let archiving = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
+    for i in 0..20 {
+        call(
+            &archiving,
+            chat_request("few", &format!("{i} {}", "f".repeat(600)), &[]),
+        )
+        .await;
+    }
+    assert!(items_with_prefix(&env, "few#").await.len() >= 3);
+    let bounded = env
+        .app_with(&[("MAX_ITEM_BYTES", "4096"), ("MAX_RUNS", "3")])
+        .await;
+    for i in 0..3 {
+        let (status, _) = call(&bounded, chat_request("few", &format!("bounded {i}"), &[])).await;
+        assert_eq!(status, 200);
+    }
+    let runs = all_runs(&bounded, "few", 50).await.unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(
+        items_with_prefix(&env, "few#").await.is_empty(),
+        "pages pruned"
+    );
+
+    // A 397 KB item written by the Python original keeps working when MAX_ITEM_BYTES is low.
+    let mut value = String::from(r#"{"type": "ConversationMemory", "runs": ["#);
+    let mut n = 0;
+    while value.len() < 396_000 {
+        if n > 0 {
+            value.push_str(", ");
+        }
+        value.push_str(&format!(
+            r#"{{"type": "Run", "id": "{n:032x}", "input": "q{n}", "output": "{}"}}"#,
+            "p".repeat(1000)
+        ));
+        n += 1;
+    }
+    value.push_str(r#"], "max_runs": null}"#);
+    env.put_value("python", &value).await;
+    let low = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
+    let (status, body) = call(&low, chat_request("python", "still there?", &[])).await;
+    assert_eq!(status, 200, "{body}");
+    let runs = all_runs(&low, "python", 200).await.unwrap();
+    assert_eq!(runs.len(), n + 1);
+    assert!(
+        env.item("python").await.unwrap()["value"]
+            .as_s()
+            .unwrap()
+            .len()
+            <= 4096
+    );
+}
+
+/// A JWT caller's request, as API Gateway passes it after verifying the token.
+fn as_sub(body: &Value, sub: &str, key: &str) -> lambda_http::Request {
+    let mut event = event_json("http-api/1-collin-hello.json");
+    event["body"] = body.to_string().into();
+    event["headers"]["idempotency-key"] = key.into();
+    event["requestContext"]["authorizer"] =
+        json!({"jwt": {"claims": {"sub": sub}, "scopes": null}});
+    request(&event)
+}
+
+#[tokio::test]
+async fn any_sub_is_its_own_namespace() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("AUTH_MODE", "JWT")]).await;
+    let long = "s".repeat(3000);
+    let subs = [
+        "alice",
+        "alice/s#idem#x",
+        " alice\n",
+        "alice%2Fs",
+        "#",
+        "/",
+        "~",
+        long.as_str(),
+    ];
+    // The same session id and the same key for every caller.
+    for sub in subs {
+        let body = json!({"session_id": "s", "message": format!("I am {sub:?}")});
+        let (status, reply) = call(&app, as_sub(&body, sub, "x/../#idem#k")).await;
+        assert_eq!(status, 200, "{sub:?}: {reply}");
+    }
+    for sub in subs {
+        let mut event = event_json("http-api/1-collin-hello.json");
+        event["rawPath"] = "/sessions/s".into();
+        event["requestContext"]["http"]["method"] = "GET".into();
+        event["requestContext"]["http"]["path"] = "/sessions/s".into();
+        event["body"] = Value::Null;
+        event["requestContext"]["authorizer"] =
+            json!({"jwt": {"claims": {"sub": sub}, "scopes": null}});
+        let (status, body) = call(&app, request(&event)).await;
+        assert_eq!(status, 200, "{sub:?}");
+        let runs = body["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{sub:?} sees only its own run");
+        assert_eq!(runs[0]["input"], format!("I am {sub:?}"));
+    }
+    let keys: Vec<String> = items_with_prefix(&env, "")
+        .await
+        .iter()
+        .map(|i| i["id"].as_s().unwrap().clone())
+        .collect();
+    assert!(keys.iter().all(|k| k.len() < 1200), "{keys:?}");
+}
+
+#[tokio::test]
+async fn history_pages_follow_cursors() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("MAX_ITEM_BYTES", "8192")]).await;
+    let mut answered = Vec::new();
+    for i in 0..130 {
+        let (_, body) = call(
+            &app,
+            chat_request("paged", &format!("{i} {}", "h".repeat(300)), &[]),
+        )
+        .await;
+        answered.push(body["run_id"].as_str().unwrap().to_owned());
+    }
+    let (status, first) = call(&app, get_history("paged", &[])).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["runs"].as_array().unwrap().len(), 50, "default limit");
+    assert!(first["next_cursor"].is_string());
+    for limit in [1, 7, 50, 200] {
+        let runs = all_runs(&app, "paged", limit).await.unwrap();
+        assert_eq!(ids(&runs), answered, "limit {limit}");
+    }
+    for bad in ["0", "201", "ten"] {
+        let (status, body) = call(&app, get_history("paged", &[("limit", bad)])).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_request"))
+        );
+    }
+    for bad in ["x", "5.nothex!", "5.0123456789abcdef0123456789abcdef"] {
+        let (status, body) = call(&app, get_history("paged", &[("cursor", bad)])).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_cursor")),
+            "{bad}"
+        );
+    }
+}

@@ -208,7 +208,7 @@ fn actions_in_source() -> BTreeSet<String> {
         (".delete_item()", &["dynamodb:DeleteItem"]),
         (
             ".transact_write_items()",
-            &["dynamodb:UpdateItem", "dynamodb:PutItem"],
+            &["dynamodb:PutItem", "dynamodb:DeleteItem"],
         ),
         (".query()", &["dynamodb:Query"]),
         (".scan()", &["dynamodb:Scan"]),
@@ -222,16 +222,19 @@ fn actions_in_source() -> BTreeSet<String> {
         ),
     ]);
     let mut actions = BTreeSet::new();
-    for entry in std::fs::read_dir(repo().join("src"))
-        .unwrap()
-        .chain(std::fs::read_dir(repo().join("src/bin")).unwrap())
-    {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let code = std::fs::read_to_string(&path).unwrap();
-            for (call, needs) in &calls {
-                if code.contains(call) {
-                    actions.extend(needs.iter().map(|a| a.to_string()));
+    // Every source file, in every module folder.
+    let mut folders = vec![repo().join("src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let code = std::fs::read_to_string(&path).unwrap();
+                for (call, needs) in &calls {
+                    if code.contains(call) {
+                        actions.extend(needs.iter().map(|a| a.to_string()));
+                    }
                 }
             }
         }

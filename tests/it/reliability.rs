@@ -179,7 +179,7 @@ async fn a_cut_off_answer_is_kept() {
 async fn a_multi_megabyte_conversation_never_hits_the_item_limit() {
     const TURNS: usize = 60;
     let env = TestEnv::new().await;
-    let app = env.app().await; // default MAX_ITEM_BYTES: 160 KiB
+    let app = env.app().await; // default MAX_ITEM_BYTES: 96 KiB
     let mut sent = Vec::new();
     for turn in 0..TURNS {
         // ~30 KB each way: the scripted model echoes the message.

@@ -576,3 +576,68 @@ async fn history_pages_follow_cursors() {
         );
     }
 }
+
+/// Bytes of an item as DynamoDB bills them (attribute names and values), near enough.
+fn billed_size(item: &std::collections::HashMap<String, AttributeValue>) -> usize {
+    fn size(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + size(v)).sum::<usize>(),
+            AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + size(v)).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + size(v)).sum()
+}
+
+/// Read and write units per turn of a 2 KB-per-turn conversation, from item sizes: a turn
+/// reads the session item (consistent: 4 KB a unit) and writes it whole (1 KB a unit, the
+/// larger of old and new); a turn that archives writes a transaction (twice the units) with its
+/// new page. Not a timing test: it prints the figures README "Cost per turn" states.
+#[tokio::test]
+async fn cost_per_turn_of_a_2_kb_conversation() {
+    let env = TestEnv::new().await;
+    for max in ["163840", "98304"] {
+        let app = env.app_with(&[("MAX_ITEM_BYTES", max)]).await;
+        let session = format!("cost-{max}");
+        let mut old = 0usize;
+        let mut figures = Vec::new();
+        let (mut total_rcu, mut total_wcu) = (0u64, 0u64);
+        for turn in 1..=200u64 {
+            // ~1 KB each way: the scripted model echoes the message.
+            let message = format!("turn {turn}: {}", "ipsum ".repeat(165));
+            let (status, _) = call(&app, chat_request(&session, &message, &[])).await;
+            assert_eq!(status, 200);
+            let item = env.item(&session).await.unwrap();
+            let new = billed_size(&item);
+            let rcu = (old.div_ceil(4096)).max(1) as u64;
+            let mut wcu = old.max(new).div_ceil(1024) as u64;
+            let pages_next: u64 = item["pages_next"].as_n().unwrap().parse().unwrap();
+            if new < old / 2 {
+                // An archiving turn: the page is written in the transaction too.
+                let generation = item["generation"].as_s().unwrap();
+                let page = env
+                    .item(&format!("{session}#{generation}#{:08}", pages_next - 1))
+                    .await
+                    .unwrap();
+                wcu = 2 * (wcu + billed_size(&page).div_ceil(1024) as u64);
+            }
+            total_rcu += rcu;
+            total_wcu += wcu;
+            if [1, 50, 200].contains(&turn) {
+                figures.push(format!(
+                    "turn {turn}: item {} KB, {rcu} RCU + {wcu} WCU",
+                    new / 1024
+                ));
+            }
+            old = new;
+        }
+        eprintln!(
+            "cost, MAX_ITEM_BYTES={max}: {}; 200-turn mean {:.1} RCU + {:.1} WCU",
+            figures.join("; "),
+            total_rcu as f64 / 200.0,
+            total_wcu as f64 / 200.0
+        );
+    }
+}

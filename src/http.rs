@@ -138,7 +138,11 @@ impl ApiError {
 
     /// The response, after logging the request's one line: the cause chain for server errors
     /// (never sent to the client), the refusal for client errors.
-    fn into_response(self, request_id: &str, session_id: Option<&str>) -> Response<Body> {
+    pub(crate) fn into_response(
+        self,
+        request_id: &str,
+        session_id: Option<&str>,
+    ) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {
             tracing::error!(request_id, session_id, outcome = self.code(), status = status.as_u16(), cause = %chain(&self), "request failed");
@@ -163,20 +167,68 @@ impl ApiError {
 
 /// Decodes `%XX` escapes in a path segment; `None` if an escape is broken or not UTF-8.
 fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    // percent-encoding leaves a broken escape ("%", "%4", "%zz") as it is; here it is a bad path.
+    let well_formed = segment
+        .split('%')
+        .skip(1)
+        .all(|after| after.bytes().take(2).filter(u8::is_ascii_hexdigit).count() == 2);
+    if !well_formed {
+        return None;
+    }
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// The API's routes, read from the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    /// `/chat`
+    Chat,
+    /// `/sessions`: reserved for listing sessions; no method is served yet (404).
+    Sessions,
+    /// `/sessions/{session_id}`, the segment still percent-encoded.
+    Session(&'a str),
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Route<'a> {
+        match path {
+            "/chat" => Route::Chat,
+            "/sessions" => Route::Sessions,
+            _ => match path.strip_prefix("/sessions/") {
+                Some(id) if !id.is_empty() && !id.contains('/') => Route::Session(id),
+                _ => Route::NotFound,
+            },
         }
     }
-    String::from_utf8(out).ok()
+}
+
+/// The request's path as the API defines its routes. It starts from the event's raw path, not
+/// the URI: lambda_http prefixes the stage to the URI's path only when the path does not already
+/// start with it (so `/sessions/chat` under a stage `sessions` could be either route), and the
+/// URI has dot segments resolved. From the raw path it removes:
+/// - the stage, exactly, where API Gateway puts it: an HTTP API's (v2) `rawPath` starts with the
+///   stage's name under a named stage (`$default` has none); a REST API's (v1) `path` never
+///   holds the stage;
+/// - the `/lambda-url/<function>` prefix of `cargo lambda watch`'s function-URL emulation;
+/// - trailing slashes.
+fn api_path(request: &Request) -> &str {
+    let mut path = request.raw_http_path();
+    if let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() {
+        if let Some(stage) = context.stage.as_deref().filter(|s| *s != "$default") {
+            path = match path.strip_prefix('/').and_then(|p| p.strip_prefix(stage)) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+                _ => path,
+            };
+        }
+    }
+    if let Some(rest) = path.strip_prefix("/lambda-url/") {
+        path = rest.find('/').map_or("", |i| &rest[i..]);
+    }
+    path.trim_end_matches('/')
 }
 
 /// Lambda's deadline is wall-clock epoch milliseconds; this turns it into a monotonic instant.
@@ -281,44 +333,40 @@ impl App {
         deadline: Option<Instant>,
         session: &mut Option<SessionId>,
     ) -> Result<Response<Body>, ApiError> {
-        // Match on the path's tail so a stage prefix ("/prod/chat") or a function-URL prefix
-        // (`cargo lambda watch`'s "/lambda-url/<fn>/chat") reaches the same route.
-        let path = request.uri().path().trim_end_matches('/');
-        let mut tail = path.rsplit('/');
-        let (last, before) = (tail.next().unwrap_or(""), tail.next());
         let method = request.method();
-        if before == Some("sessions") {
-            let session_id = SessionId::parse(&percent_decode(last).ok_or(ApiError::BadPath)?)?;
-            let session_id = session.insert(session_id);
-            let key = self.key(request, session_id)?;
-            return match *method {
-                Method::GET => {
-                    self.get_session(request, session_id, &key, request_id, deadline)
-                        .await
-                }
-                Method::DELETE => {
-                    self.delete_session(session_id, &key, request_id, deadline)
-                        .await
-                }
-                _ => Err(ApiError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allowed: "GET, DELETE",
-                }),
-            };
-        }
-        if last == "chat" {
-            if method != Method::POST {
-                return Err(ApiError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allowed: "POST",
-                });
+        match Route::of(api_path(request)) {
+            Route::Chat if method == Method::POST => {
+                self.post_chat(request, request_id, deadline, session).await
             }
-            return self.post_chat(request, request_id, deadline, session).await;
+            Route::Chat => Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                allowed: "POST",
+            }),
+            Route::Session(segment) => {
+                let session_id =
+                    SessionId::parse(&percent_decode(segment).ok_or(ApiError::BadPath)?)?;
+                let session_id = session.insert(session_id);
+                let key = self.key(request, session_id)?;
+                match *method {
+                    Method::GET => {
+                        self.get_session(request, session_id, &key, request_id, deadline)
+                            .await
+                    }
+                    Method::DELETE => {
+                        self.delete_session(session_id, &key, request_id, deadline)
+                            .await
+                    }
+                    _ => Err(ApiError::MethodNotAllowed {
+                        method: method.to_string(),
+                        allowed: "GET, DELETE",
+                    }),
+                }
+            }
+            Route::Sessions | Route::NotFound => Err(ApiError::NotFound(format!(
+                "{method} {}",
+                request.raw_http_path()
+            ))),
         }
-        Err(ApiError::NotFound(format!(
-            "{method} {}",
-            request.uri().path()
-        )))
     }
 
     async fn get_session(

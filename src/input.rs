@@ -5,10 +5,12 @@ use std::fmt;
 /// Longest session id accepted, in characters.
 pub const MAX_SESSION_ID_LEN: usize = 128;
 
-/// A session id: 1-128 characters of ASCII letters, digits and `-_.:@`.
+/// A session id: 1-128 characters of ASCII letters, digits and `-_.:@`, not only dots.
 ///
 /// The restricted alphabet keeps ids safe as DynamoDB keys, log fields and URL path segments, and
-/// leaves characters free for internal keys that no session id can collide with.
+/// leaves characters free for internal keys that no session id can collide with. `.` and `..` would
+/// be dot segments in `/sessions/{session_id}`, which URLs resolve away, so they could be stored
+/// but never read or deleted; ids made only of dots are refused with them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionId(String);
 
@@ -19,6 +21,8 @@ pub enum InputError {
     SessionIdLength(usize),
     #[error("session_id may only contain letters, digits and -_.:@ (found {0:?})")]
     SessionIdCharacter(char),
+    #[error("session_id must not be made only of dots (\".\" and \"..\" cannot be addressed in a URL path)")]
+    SessionIdDots,
     #[error("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces")]
     IdempotencyKey,
     #[error("message must not be blank")]
@@ -38,6 +42,9 @@ impl SessionId {
             .find(|c| !(c.is_ascii_alphanumeric() || "-_.:@".contains(*c)))
         {
             return Err(InputError::SessionIdCharacter(bad));
+        }
+        if raw.bytes().all(|b| b == b'.') {
+            return Err(InputError::SessionIdDots);
         }
         Ok(SessionId(raw.to_owned()))
     }
@@ -170,6 +177,9 @@ mod tests {
             "group-id-123",
             "a",
             "x@y.z:1_2",
+            "a.b",
+            "...x",
+            ".a.",
             &"a".repeat(128),
         ] {
             assert_eq!(SessionId::parse(ok).unwrap().as_str(), ok);
@@ -187,6 +197,13 @@ mod tests {
             SessionId::parse("a#b"),
             Err(InputError::SessionIdCharacter('#'))
         );
+        for dots in [".", "..", "...", &".".repeat(128)] {
+            assert_eq!(
+                SessionId::parse(dots),
+                Err(InputError::SessionIdDots),
+                "{dots}"
+            );
+        }
         assert_eq!(
             SessionId::parse("é"),
             Err(InputError::SessionIdCharacter('é'))

@@ -1,7 +1,7 @@
-//! The Lambda entry point: configure once per cold start, then serve API Gateway events.
+//! The Lambda entry point: configure once per cold start, then serve API Gateway events through
+//! the entry adapter (`session_chat::runtime`).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use session_chat::config::Config;
 
@@ -16,17 +16,13 @@ async fn main() -> ExitCode {
         }
     };
     let app = match session_chat::build_app(&config).await {
-        Ok(app) => Arc::new(app),
+        Ok(app) => app,
         Err(e) => {
             eprintln!("session-chat: cannot start: {e}");
             return ExitCode::from(2);
         }
     };
-    let handler = lambda_http::service_fn(move |request| {
-        let app = Arc::clone(&app);
-        async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
-    });
-    match lambda_http::run(handler).await {
+    match session_chat::runtime::run(app).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("session-chat: runtime error: {e}");

@@ -5,6 +5,7 @@
 mod support;
 
 mod errors;
+mod events;
 mod griptape;
 mod production;
 mod reliability;

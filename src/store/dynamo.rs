@@ -25,8 +25,20 @@ use crate::memory::{DecodeError, Memory, Run};
 const DELETE_ATTEMPTS: u32 = 5;
 /// Receipts answer retries for this long.
 const RECEIPT_TTL_SECS: u64 = 24 * 60 * 60;
-/// A delete's cleanup stops this long before the deadline, to answer in time.
+/// A delete's calls stop this long before the deadline, to answer in time.
 const CLEANUP_MARGIN: Duration = Duration::from_millis(500);
+
+/// A call cut off at `stop`; `None` when time ran out.
+async fn within<T>(stop: Option<Instant>, call: impl std::future::Future<Output = T>) -> Option<T> {
+    match stop {
+        None => Some(call.await),
+        Some(stop) => tokio::time::timeout_at(stop, call).await.ok(),
+    }
+}
+
+fn out_of_time() -> StoreError {
+    StoreError::Unavailable("the delete ran out of time before the session was removed".into())
+}
 
 pub struct DynamoStore {
     client: Client,
@@ -220,13 +232,15 @@ impl DynamoStore {
                 return Ok(false);
             }
             let batch: Vec<WriteRequest> = pending.drain(..pending.len().min(25)).collect();
-            let out = self
+            let call = self
                 .client
                 .batch_write_item()
                 .request_items(&self.table, batch)
-                .send()
-                .await
-                .map_err(sdk_error)?;
+                .send();
+            let Some(out) = within(stop, call).await else {
+                return Ok(false);
+            };
+            let out = out.map_err(sdk_error)?;
             let unprocessed = out
                 .unprocessed_items
                 .and_then(|mut m| m.remove(&self.table))
@@ -617,8 +631,12 @@ impl SessionStore for DynamoStore {
         id: &SessionKey,
         deadline: Option<Instant>,
     ) -> Result<Deleted, StoreError> {
+        // Until the tombstone is written an error leaves the session whole; after it, the
+        // session is gone and what is left of the cleanup is for a repeated delete.
+        let stop = deadline.map(|d| d.checked_sub(CLEANUP_MARGIN).unwrap_or(d));
         for _ in 0..DELETE_ATTEMPTS {
-            let Some(item) = self.get(id.as_str().to_owned()).await? else {
+            let read = within(stop, self.get(id.as_str().to_owned())).await;
+            let Some(item) = read.ok_or_else(out_of_time)?? else {
                 return Ok(Deleted::NotFound);
             };
             let version = count(&item, "version")?;
@@ -670,16 +688,21 @@ impl SessionStore for DynamoStore {
                         "attribute_exists(id) AND attribute_not_exists(#version)",
                     ),
                 };
-                match put.send().await {
+                match within(stop, put.send()).await.ok_or_else(out_of_time)? {
                     Ok(_) => next,
                     Err(e) if is_condition_failure(&e) => continue,
                     Err(e) => return Err(sdk_error(e)),
                 }
             };
-            if !self.clean(id, &owed, deadline).await? {
-                return Ok(Deleted::Gone { complete: false });
+            match self.clean(id, &owed, deadline).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(Deleted::Gone { complete: false }),
+                Err(e) => {
+                    tracing::warn!(session_id = %id, error = %crate::http::chain(&e), "the session is deleted; its cleanup stopped and goes on at the next delete");
+                    return Ok(Deleted::Gone { complete: false });
+                }
             }
-            let result = self
+            let call = self
                 .client
                 .delete_item()
                 .table_name(&self.table)
@@ -687,14 +710,14 @@ impl SessionStore for DynamoStore {
                 .condition_expression("#version = :v AND attribute_exists(tombstone)")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":v", n(tomb_version))
-                .send()
-                .await;
-            return match result {
+                .send();
+            return match within(stop, call).await {
                 // A turn made a new session over the tombstone meanwhile: it carries the
                 // (now done) cleanup list, harmlessly.
-                Ok(_) => Ok(Deleted::Gone { complete: true }),
-                Err(e) if is_condition_failure(&e) => Ok(Deleted::Gone { complete: true }),
-                Err(e) => Err(sdk_error(e)),
+                Some(Ok(_)) => Ok(Deleted::Gone { complete: true }),
+                Some(Err(e)) if is_condition_failure(&e) => Ok(Deleted::Gone { complete: true }),
+                // The tombstone stays; a repeated delete removes it.
+                Some(Err(_)) | None => Ok(Deleted::Gone { complete: false }),
             };
         }
         Err(StoreError::Conflict)

@@ -641,3 +641,42 @@ async fn cost_per_turn_of_a_2_kb_conversation() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_delete_out_of_time_is_finished_by_the_next() {
+    let env = TestEnv::new().await;
+    let extra = [("MAX_ITEM_BYTES", "4096")];
+    let app = env.app_with(&extra).await;
+    for i in 0..30 {
+        call(
+            &app,
+            chat_request("slow", &format!("{i} {}", "d".repeat(600)), &[]),
+        )
+        .await;
+    }
+    let pages = items_with_prefix(&env, "slow#").await.len();
+    assert!(pages >= 5);
+    // The cleanup's first batch answers past the invocation's deadline.
+    let proxy = FaultProxy::start();
+    let slow = env.app_via(&proxy, &extra).await;
+    proxy
+        .arm(json!([{"op": "BatchWriteItem", "action": "delay", "seconds": 3}]))
+        .await;
+    let started = std::time::Instant::now();
+    let response = slow
+        .handle(with_deadline(delete("slow"), Duration::from_secs(2)))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (status, text) = status_and_text(response);
+    assert_eq!(status, 202, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body, json!({"deleted": true, "complete": false}));
+    // Gone for readers at once; a new turn begins a new session; the next delete finishes.
+    let (status, _) = call(&app, get_history("slow", &[])).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&app, chat_request("slow", "a new start", &[])).await;
+    assert_eq!(status, 200);
+    let (status, text) = status_and_text(app.handle(delete("slow")).await);
+    assert_eq!(status, 204, "{text}");
+    assert!(items_with_prefix(&env, "slow").await.is_empty());
+}

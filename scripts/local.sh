@@ -16,6 +16,7 @@ export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
 export AWS_EC2_METADATA_DISABLED=true
 export TABLE_NAME=${TABLE_NAME:-sessions}
+export OWNER_INDEX=${OWNER_INDEX:-by_owner}
 
 work=$(mktemp -d)
 pids=()

@@ -105,10 +105,27 @@ pub enum ChatError {
     /// A history cursor from another session or an earlier incarnation of this one.
     #[error("the cursor does not belong to this session")]
     InvalidCursor,
+    /// The session belongs to another owner.
+    #[error("this session belongs to another owner")]
+    Forbidden,
+    /// Listing sessions needs the owner index, which this deployment does not have.
+    #[error("listing sessions is not enabled here (no OWNER_INDEX)")]
+    ListingDisabled,
     /// Anything else the store refused.
     #[error("the session store failed")]
     Internal(#[source] StoreError),
 }
+
+/// What an erase of a user's sessions did within one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erased {
+    pub deleted: u64,
+    /// Sessions (or their cleanup) left for the next call.
+    pub remaining: bool,
+}
+
+/// An erase stops starting deletes this long before the deadline.
+const ERASE_MARGIN: Duration = Duration::from_millis(1500);
 
 impl From<ModelError> for ChatError {
     fn from(e: ModelError) -> Self {
@@ -128,6 +145,8 @@ impl From<StoreError> for ChatError {
             StoreError::TooLarge(_) => ChatError::ReplyTooLarge(e),
             // Reaching the client, these mean the session stayed busy.
             StoreError::Conflict | StoreError::ReceiptExists => ChatError::Busy(1),
+            StoreError::OwnerMismatch => ChatError::Forbidden,
+            StoreError::NoIndex => ChatError::ListingDisabled,
             StoreError::Failed(_) => ChatError::Internal(e),
         }
     }
@@ -179,6 +198,87 @@ impl ChatService {
         Ok(bounded(deadline, self.store.history(session, from, limit)).await??)
     }
 
+    /// A page of an owner's sessions, most recently active first.
+    pub async fn list(
+        &self,
+        owner: &str,
+        limit: usize,
+        cursor: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<crate::store::SessionList, ChatError> {
+        Ok(bounded(deadline, self.store.list(owner, limit, cursor, false)).await??)
+    }
+
+    /// Names a session; `false` if it does not exist.
+    pub async fn set_title(
+        &self,
+        session: &SessionKey,
+        title: &str,
+        deadline: Option<Instant>,
+    ) -> Result<bool, ChatError> {
+        Ok(bounded(deadline, self.store.set_title(session, title)).await??)
+    }
+
+    /// Erases an owner's sessions, with everything stored beside them, in batches until the
+    /// deadline draws near; call again while `remaining`.
+    pub async fn erase(&self, owner: &str, deadline: Option<Instant>) -> Result<Erased, ChatError> {
+        let stop = deadline.map(|d| d.checked_sub(ERASE_MARGIN).unwrap_or(d));
+        let mut deleted = 0;
+        loop {
+            if stop.is_some_and(|t| Instant::now() >= t) {
+                return Ok(Erased {
+                    deleted,
+                    remaining: true,
+                });
+            }
+            let Ok(page) = bounded(stop, self.store.list(owner, 25, None, true)).await else {
+                return Ok(Erased {
+                    deleted,
+                    remaining: true,
+                });
+            };
+            let page = page?;
+            if page.sessions.is_empty() {
+                return Ok(Erased {
+                    deleted,
+                    remaining: false,
+                });
+            }
+            for listed in page.sessions {
+                if stop.is_some_and(|t| Instant::now() >= t) {
+                    return Ok(Erased {
+                        deleted,
+                        remaining: true,
+                    });
+                }
+                let key = SessionKey::from_stored(listed.key);
+                let outcome = match self.store.delete(&key, deadline).await {
+                    Ok(outcome) => outcome,
+                    // Out of time before this one's tombstone: it is whole, and next.
+                    Err(StoreError::Unavailable(_))
+                        if stop.is_some_and(|t| Instant::now() >= t) =>
+                    {
+                        return Ok(Erased {
+                            deleted,
+                            remaining: true,
+                        })
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                match outcome {
+                    Deleted::Gone { complete: false } => {
+                        return Ok(Erased {
+                            deleted: deleted + u64::from(!listed.deleted),
+                            remaining: true,
+                        })
+                    }
+                    Deleted::Gone { complete: true } => deleted += u64::from(!listed.deleted),
+                    Deleted::NotFound => {}
+                }
+            }
+        }
+    }
+
     /// Forgets a session with everything stored beside it.
     pub async fn forget(
         &self,
@@ -200,9 +300,27 @@ impl ChatService {
         deadline: Option<Instant>,
         key: Option<&IdempotencyKey>,
     ) -> Result<Reply, ChatError> {
+        self.send_for(None, session, message, deadline, key).await
+    }
+
+    /// [`ChatService::send`] on behalf of `owner` (an owner key): a new session becomes
+    /// theirs, and a session of another owner is refused.
+    pub async fn send_for(
+        &self,
+        owner: Option<&str>,
+        session: &SessionKey,
+        message: &Message,
+        deadline: Option<Instant>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Reply, ChatError> {
         let mut timings = Timings::default();
         let started = Instant::now();
         let mut snapshot = bounded(deadline, self.store.load(session)).await??;
+        if let (Some(have), Some(want)) = (snapshot.owner.as_deref(), owner) {
+            if have != want {
+                return Err(ChatError::Forbidden);
+            }
+        }
         if let Some(key) = key {
             let found = bounded(deadline, self.store.receipt(session, &snapshot, key)).await??;
             if let Some(receipt) = found {
@@ -245,7 +363,7 @@ impl ChatService {
         let run = Run::new(message.as_str(), completion.text);
         let receipt = key.map(|key| Receipt {
             key: key.clone(),
-            message: message.as_str().to_owned(),
+            message_digest: crate::store::message_digest(message.as_str()),
             run_id: run.id.clone(),
             reply: run.output.clone(),
         });
@@ -265,6 +383,7 @@ impl ChatService {
                 memory: &memory,
                 receipt: receipt.as_ref(),
                 summary: new_summary.as_ref(),
+                owner,
             };
             let saved = match bounded(deadline, self.store.save(session, changes, &snapshot)).await
             {
@@ -383,7 +502,7 @@ fn summary_prompt(previous: Option<&str>, runs: &[Run]) -> Vec<ChatMessage> {
 }
 
 fn replay(receipt: Receipt, message: &Message, timings: Timings) -> Result<Reply, ChatError> {
-    if receipt.message != message.as_str() {
+    if receipt.message_digest != crate::store::message_digest(message.as_str()) {
         return Err(ChatError::KeyReused);
     }
     Ok(Reply {

@@ -84,6 +84,12 @@ pub struct Config {
     pub summarize: bool,
     /// `MEMORY_FORMAT`: `seed` (default) or `griptape`, for new sessions.
     pub memory_format: crate::memory::Format,
+    /// `PARTITION_KEY`, `VALUE_ATTRIBUTE`, `SORT_KEY` / `SORT_KEY_VALUE` / `SORT_KEY_TYPE`: the
+    /// table's key schema, as griptape's driver names it.
+    pub key_schema: crate::store::KeySchema,
+    /// `OWNER_INDEX`: the global secondary index that lists a user's sessions; unset, listing
+    /// is off.
+    pub owner_index: Option<String>,
 }
 
 /// A configuration value that cannot be used; the text names the variable and what it expects.
@@ -246,6 +252,88 @@ impl Config {
                 })
             }
         };
+        let name = |var: &'static str, default: &str| -> Result<String, ConfigError> {
+            let value = get(var).unwrap_or_else(|| default.to_owned());
+            // DynamoDB attribute names are 1-255 bytes; ours must stay ours.
+            let ours = crate::store::item::OWNED.contains(&value.as_str())
+                || [
+                    "created_at",
+                    "kind",
+                    "first",
+                    "text",
+                    "run",
+                    "field",
+                    "message_digest",
+                    "run_id",
+                ]
+                .contains(&value.as_str());
+            if value.is_empty() || value.len() > 255 || ours {
+                return Err(ConfigError::Invalid {
+                    var,
+                    value,
+                    expected:
+                        "an attribute name of 1-255 bytes that session-chat does not use itself",
+                });
+            }
+            Ok(value)
+        };
+        let partition_key = name("PARTITION_KEY", "id")?;
+        let value_attribute = name("VALUE_ATTRIBUTE", "value")?;
+        let sort_key_type = get("SORT_KEY_TYPE");
+        let sort_key = match (get("SORT_KEY"), get("SORT_KEY_VALUE")) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: "SORT_KEY_VALUE",
+                    value: get("SORT_KEY_VALUE").unwrap_or_default(),
+                    expected: "set together with SORT_KEY",
+                })
+            }
+            (Some(_), Some(value)) => {
+                let key = name("SORT_KEY", "")?;
+                let typed = match sort_key_type.as_deref().map(str::trim) {
+                    None | Some("S") | Some("s") => crate::store::SortValue::S(value),
+                    Some("N") | Some("n") => {
+                        if value.trim().parse::<f64>().is_err() {
+                            return Err(ConfigError::Invalid {
+                                var: "SORT_KEY_VALUE",
+                                value,
+                                expected: "a number, with SORT_KEY_TYPE=N",
+                            });
+                        }
+                        crate::store::SortValue::N(value.trim().to_owned())
+                    }
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            var: "SORT_KEY_TYPE",
+                            value: other.to_owned(),
+                            expected: "S or N",
+                        })
+                    }
+                };
+                Some((key, typed))
+            }
+        };
+        let key_names: Vec<&str> = std::iter::once(partition_key.as_str())
+            .chain(std::iter::once(value_attribute.as_str()))
+            .chain(sort_key.as_ref().map(|(k, _)| k.as_str()))
+            .collect();
+        if key_names
+            .iter()
+            .enumerate()
+            .any(|(i, a)| key_names[..i].contains(a))
+        {
+            return Err(ConfigError::Invalid {
+                var: "VALUE_ATTRIBUTE",
+                value: value_attribute,
+                expected: "names different from PARTITION_KEY and SORT_KEY",
+            });
+        }
+        let key_schema = crate::store::KeySchema {
+            partition_key,
+            value_attribute,
+            sort_key,
+        };
         let default_model = match provider {
             Provider::OpenAi => DEFAULT_MODEL_ID,
             Provider::Bedrock => DEFAULT_BEDROCK_MODEL_ID,
@@ -269,6 +357,8 @@ impl Config {
             max_runs: positive("MAX_RUNS")?,
             max_message_bytes,
             model_timeout,
+            key_schema,
+            owner_index: get("OWNER_INDEX"),
         })
     }
 }
@@ -284,6 +374,47 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn key_schemas() {
+        let c = load(&[("TABLE_NAME", "t"), ("OPENAI_API_KEY", "k")]).unwrap();
+        assert_eq!(c.key_schema, crate::store::KeySchema::default());
+        assert_eq!(c.owner_index, None);
+        let c = load(&[
+            ("TABLE_NAME", "t"),
+            ("OPENAI_API_KEY", "k"),
+            ("PARTITION_KEY", "pk"),
+            ("VALUE_ATTRIBUTE", "memory"),
+            ("SORT_KEY", "sk"),
+            ("SORT_KEY_VALUE", "7"),
+            ("SORT_KEY_TYPE", "N"),
+        ])
+        .unwrap();
+        assert_eq!(c.key_schema.partition_key, "pk");
+        assert_eq!(
+            c.key_schema.sort_key,
+            Some(("sk".into(), crate::store::SortValue::N("7".into())))
+        );
+        for bad in [
+            vec![("PARTITION_KEY", "version")],
+            vec![("VALUE_ATTRIBUTE", "id")],
+            vec![("SORT_KEY", "sk")],
+            vec![
+                ("SORT_KEY", "sk"),
+                ("SORT_KEY_VALUE", "x"),
+                ("SORT_KEY_TYPE", "N"),
+            ],
+            vec![
+                ("SORT_KEY", "sk"),
+                ("SORT_KEY_VALUE", "x"),
+                ("SORT_KEY_TYPE", "B"),
+            ],
+        ] {
+            let mut env = vec![("TABLE_NAME", "t"), ("OPENAI_API_KEY", "k")];
+            env.extend(bad.iter().copied());
+            assert!(load(&env).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

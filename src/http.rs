@@ -13,12 +13,15 @@ use tokio::time::Instant;
 
 use crate::chat::{ChatError, ChatService};
 use crate::config::AuthMode;
-use crate::input::{IdempotencyKey, InputError, Message, SessionId, SessionKey};
+use crate::input::{IdempotencyKey, InputError, Message, OwnerKey, SessionId, SessionKey, Title};
 use crate::store::{Cursor, Deleted, PageLimit};
 
 /// Runs a history page holds unless `limit` asks for fewer (or more, up to the maximum).
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 pub const MAX_HISTORY_LIMIT: usize = 200;
+/// Sessions a listing page holds unless `limit` says otherwise.
+pub const DEFAULT_LIST_LIMIT: usize = 20;
+pub const MAX_LIST_LIMIT: usize = 100;
 /// About this many bytes of run text at most in one history response (Lambda's limit is 6 MB).
 pub const HISTORY_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
@@ -76,6 +79,8 @@ impl ApiError {
                 ChatError::Corrupt(_) | ChatError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 ChatError::KeyReused => StatusCode::CONFLICT,
                 ChatError::InvalidCursor => StatusCode::BAD_REQUEST,
+                ChatError::Forbidden => StatusCode::FORBIDDEN,
+                ChatError::ListingDisabled => StatusCode::NOT_FOUND,
             },
         }
     }
@@ -86,6 +91,8 @@ impl ApiError {
             ApiError::Input(InputError::MessageTooLong { .. }) => "message_too_long",
             ApiError::Input(InputError::BlankMessage) => "invalid_message",
             ApiError::Input(InputError::IdempotencyKey) => "invalid_idempotency_key",
+            ApiError::Input(InputError::Owner) => "invalid_owner",
+            ApiError::Input(InputError::Title) => "invalid_title",
             ApiError::Input(_) => "invalid_session_id",
             ApiError::NotFound(_) => "not_found",
             ApiError::SessionNotFound(_) => "session_not_found",
@@ -101,6 +108,8 @@ impl ApiError {
                 ChatError::Internal(_) => "internal",
                 ChatError::KeyReused => "idempotency_key_reused",
                 ChatError::InvalidCursor => "invalid_cursor",
+                ChatError::Forbidden => "forbidden",
+                ChatError::ListingDisabled => "listing_disabled",
             },
         }
     }
@@ -132,7 +141,10 @@ impl ApiError {
                 "the stored session cannot be read; it was left unchanged".into()
             }
             ChatError::Internal(_) => "internal error; nothing was changed".into(),
-            ChatError::KeyReused | ChatError::InvalidCursor => e.to_string(),
+            ChatError::KeyReused
+            | ChatError::InvalidCursor
+            | ChatError::Forbidden
+            | ChatError::ListingDisabled => e.to_string(),
         }
     }
 
@@ -291,16 +303,8 @@ impl App {
         if self.auth_mode != AuthMode::Jwt {
             return Ok(SessionKey::new(session_id, None));
         }
-        let sub = match request.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(context)) => context
-                .authorizer
-                .as_ref()
-                .and_then(|a| a.jwt.as_ref())
-                .and_then(|jwt| jwt.claims.get("sub")),
-            _ => None,
-        };
         // The sub exactly as API Gateway verified it; the key encodes it (see `SessionKey`).
-        match sub.map(String::as_str).filter(|s| !s.is_empty()) {
+        match jwt_sub(request) {
             Some(sub) => Ok(SessionKey::new(session_id, Some(sub))),
             None => Err(ApiError::Unauthorized),
         }
@@ -356,17 +360,142 @@ impl App {
                         self.delete_session(session_id, &key, request_id, deadline)
                             .await
                     }
+                    Method::PATCH => {
+                        self.patch_session(request, session_id, &key, deadline)
+                            .await
+                    }
                     _ => Err(ApiError::MethodNotAllowed {
                         method: method.to_string(),
-                        allowed: "GET, DELETE",
+                        allowed: "GET, DELETE, PATCH",
                     }),
                 }
             }
-            Route::Sessions | Route::NotFound => Err(ApiError::NotFound(format!(
+            Route::Sessions => match *method {
+                Method::GET => self.list_sessions(request, request_id, deadline).await,
+                Method::DELETE => self.erase_sessions(request, request_id, deadline).await,
+                _ => Err(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    allowed: "GET, DELETE",
+                }),
+            },
+            Route::NotFound => Err(ApiError::NotFound(format!(
                 "{method} {}",
                 request.raw_http_path()
             ))),
         }
+    }
+
+    /// Whose sessions a request is about: the verified `sub` in JWT mode (a named owner is
+    /// refused there), else the owner a trusted backend names, if any.
+    fn owner(&self, request: &Request, named: Option<&str>) -> Result<Option<OwnerKey>, ApiError> {
+        if self.auth_mode != AuthMode::Jwt {
+            return named
+                .map(OwnerKey::parse_user)
+                .transpose()
+                .map_err(ApiError::from);
+        }
+        if named.is_some() {
+            return Err(ApiError::InvalidRequest(
+                "owner is the token's subject in JWT mode; leave it out".into(),
+            ));
+        }
+        match jwt_sub(request) {
+            Some(sub) => Ok(Some(OwnerKey::from_sub(sub))),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+
+    /// The owner a listing or erase is for: required.
+    fn owner_of_query(&self, request: &Request) -> Result<OwnerKey, ApiError> {
+        let query = request.query_string_parameters_ref();
+        let named = query.and_then(|q| q.first("owner"));
+        self.owner(request, named)?.ok_or_else(|| {
+            ApiError::InvalidRequest("owner is required: GET /sessions?owner=<user>".into())
+        })
+    }
+
+    async fn list_sessions(
+        &self,
+        request: &Request,
+        request_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Body>, ApiError> {
+        let owner = self.owner_of_query(request)?;
+        let query = request.query_string_parameters_ref();
+        let param = |name: &str| query.and_then(|q| q.first(name));
+        let limit = parse_limit(param("limit"), DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)?;
+        let page = self
+            .chat
+            .list(owner.as_str(), limit, param("cursor"), deadline)
+            .await?;
+        let sessions: Vec<Value> = page
+            .sessions
+            .iter()
+            .map(|l| {
+                json!({
+                    "session_id": l.session_id,
+                    "created_at": l.created_at,
+                    "updated_at": l.updated_at,
+                    "runs": l.runs,
+                    "title": l.title,
+                    "preview": l.preview,
+                })
+            })
+            .collect();
+        tracing::info!(
+            request_id,
+            sessions = sessions.len(),
+            outcome = "listed",
+            "sessions listed"
+        );
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"sessions": sessions, "next_cursor": page.next}),
+        ))
+    }
+
+    async fn erase_sessions(
+        &self,
+        request: &Request,
+        request_id: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Body>, ApiError> {
+        let owner = self.owner_of_query(request)?;
+        let erased = self.chat.erase(owner.as_str(), deadline).await?;
+        tracing::info!(
+            request_id,
+            deleted = erased.deleted,
+            remaining = erased.remaining,
+            outcome = "erased",
+            "sessions erased"
+        );
+        if erased.remaining {
+            return Ok(json_response(
+                StatusCode::ACCEPTED,
+                &json!({"deleted": erased.deleted, "remaining": true}),
+            ));
+        }
+        let mut response = Response::new(Body::Empty);
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    async fn patch_session(
+        &self,
+        request: &Request,
+        session_id: &SessionId,
+        key: &SessionKey,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Body>, ApiError> {
+        let fields = json_object(body_bytes(request.body()))?;
+        let title = Title::parse(string_field(&fields, "title")?)?;
+        if !self.chat.set_title(key, title.as_str(), deadline).await? {
+            return Err(ApiError::SessionNotFound(session_id.to_string()));
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"session_id": session_id.as_str(), "title": title.as_str()}),
+        ))
     }
 
     async fn get_session(
@@ -379,18 +508,7 @@ impl App {
     ) -> Result<Response<Body>, ApiError> {
         let query = request.query_string_parameters_ref();
         let param = |name: &str| query.and_then(|q| q.first(name));
-        let limit = match param("limit") {
-            None => DEFAULT_HISTORY_LIMIT,
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_HISTORY_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::InvalidRequest(format!(
-                        "limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}"
-                    ))
-                })?,
-        };
+        let limit = parse_limit(param("limit"), DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
         let cursor = match param("cursor") {
             None => None,
             Some(text) => Some(Cursor::parse(text).ok_or(ChatError::InvalidCursor)?),
@@ -455,9 +573,11 @@ impl App {
         let ChatRequest {
             session_id,
             message,
+            owner,
         } = parse_chat_body(body_bytes(request.body()), self.max_message_bytes)?;
         let session_id = session.insert(session_id);
         let session_key = self.key(request, session_id)?;
+        let owner = self.owner(request, owner.as_deref())?;
         let key = match request.headers().get("idempotency-key") {
             None => None,
             Some(v) => Some(IdempotencyKey::parse(
@@ -467,7 +587,13 @@ impl App {
 
         let reply = self
             .chat
-            .send(&session_key, &message, deadline, key.as_ref())
+            .send_for(
+                owner.as_ref().map(OwnerKey::as_str),
+                &session_key,
+                &message,
+                deadline,
+                key.as_ref(),
+            )
             .await?;
         let t = reply.timings;
         tracing::info!(
@@ -497,11 +623,40 @@ impl App {
     }
 }
 
+fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!("limit must be a whole number from 1 to {max}"))
+            }),
+    }
+}
+
+/// The verified `sub` claim of a JWT caller (API Gateway's authorizer checked the token).
+fn jwt_sub(request: &Request) -> Option<&str> {
+    match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .and_then(|jwt| jwt.claims.get("sub"))
+            .map(String::as_str)
+            .filter(|s| !s.is_empty()),
+        _ => None,
+    }
+}
+
 /// A checked `POST /chat` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRequest {
     pub session_id: SessionId,
     pub message: Message,
+    /// The user a trusted backend says the session is for (listings), if any.
+    pub owner: Option<String>,
 }
 
 /// Parses a `POST /chat` body: a JSON object with string fields `session_id` and `message`.
@@ -509,9 +664,15 @@ pub fn parse_chat_body(bytes: &[u8], max_message_bytes: usize) -> Result<ChatReq
     let fields = json_object(bytes)?;
     let session_id = SessionId::parse(string_field(&fields, "session_id")?)?;
     let message = Message::parse(string_field(&fields, "message")?, max_message_bytes)?;
+    let owner = match fields.get("owner") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(owner)) => Some(owner.clone()),
+        Some(_) => return Err(ApiError::InvalidRequest("owner must be a string".into())),
+    };
     Ok(ChatRequest {
         session_id,
         message,
+        owner,
     })
 }
 

@@ -27,6 +27,10 @@ pub enum InputError {
     IdempotencyKey,
     #[error("message must not be blank")]
     BlankMessage,
+    #[error("owner must be 1-{MAX_SESSION_ID_LEN} characters of letters, digits and -_.:@")]
+    Owner,
+    #[error("title must be 1-{MAX_TITLE_CHARS} characters, not blank, without control characters")]
+    Title,
     #[error("message is {actual} bytes, the limit is {limit}")]
     MessageTooLong { actual: usize, limit: usize },
 }
@@ -106,11 +110,68 @@ impl SessionKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The session id part (after the owner, if any).
+    pub fn session_id(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// A key as stored (read back from a listing).
+    pub fn from_stored(key: String) -> SessionKey {
+        SessionKey(key)
+    }
 }
 
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Longest title accepted, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// Whose sessions these are, as the owner index keys them: a verified JWT `sub`, or a user a
+/// trusted backend names (`owner` in the body or query). The two never meet (`sub:` / `user:`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OwnerKey(String);
+
+impl OwnerKey {
+    /// A verified JWT subject, exactly as verified.
+    pub fn from_sub(sub: &str) -> OwnerKey {
+        OwnerKey(format!("sub:{}", encode_component(sub)))
+    }
+
+    /// A user named by a trusted backend: like a session id, 1-128 of `A-Za-z0-9-_.:@`.
+    pub fn parse_user(raw: &str) -> Result<OwnerKey, InputError> {
+        SessionId::parse(raw).map_err(|_| InputError::Owner)?;
+        Ok(OwnerKey(format!("user:{raw}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A conversation's title: 1-200 characters, not blank, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    pub fn parse(raw: &str) -> Result<Title, InputError> {
+        let len = raw.chars().count();
+        if len == 0
+            || len > MAX_TITLE_CHARS
+            || raw.trim().is_empty()
+            || raw.chars().any(char::is_control)
+        {
+            return Err(InputError::Title);
+        }
+        Ok(Title(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -242,6 +303,24 @@ mod tests {
         }
         let idem = IdempotencyKey::parse("a/b#c%d").unwrap();
         assert_eq!(idem.encoded(), "a%2Fb%23c%25d");
+    }
+
+    #[test]
+    fn owners_and_titles() {
+        assert_eq!(
+            OwnerKey::parse_user("alice").unwrap().as_str(),
+            "user:alice"
+        );
+        assert_eq!(OwnerKey::parse_user("a b"), Err(InputError::Owner));
+        assert_ne!(
+            OwnerKey::from_sub("alice"),
+            OwnerKey::parse_user("alice").unwrap()
+        );
+        assert_eq!(OwnerKey::from_sub("a/b#c").as_str(), "sub:a%2Fb%23c");
+        assert!(Title::parse("Trip to Lisbon ✈").is_ok());
+        for bad in ["", "  ", "a\nb", &"t".repeat(201)] {
+            assert_eq!(Title::parse(bad), Err(InputError::Title), "{bad:?}");
+        }
     }
 
     #[test]

@@ -123,7 +123,9 @@ pub fn app_with_model(
         config.table_name.clone(),
         config.max_item_bytes,
         config.session_ttl_days.map(|days| days * 24 * 60 * 60),
-    );
+    )
+    .with_schema(config.key_schema.clone())
+    .with_owner_index(config.owner_index.clone());
     let settings = ChatSettings {
         system_prompt: config.system_prompt.clone(),
         max_runs: config.max_runs,

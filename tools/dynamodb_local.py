@@ -9,7 +9,7 @@ so under load two racing conditional writes can both pass, which DynamoDB never 
 here: two UpdateItems conditioned on the same version both succeeded, losing a run). Serving one
 request at a time gives moto the per-request atomicity DynamoDB guarantees, so concurrency tests
 test the client, not moto's races. With --table it creates
-the session table (key `id`, string; on demand). With --exit-with-stdin it exits when its standard
+the session table (key `id`, string; on demand; the owner index `by_owner`). With --exit-with-stdin it exits when its standard
 input closes, so a test harness that dies never leaves it behind.
 """
 import argparse
@@ -27,10 +27,27 @@ def create_table(endpoint: str, name: str) -> None:
     import boto3
 
     client = boto3.client("dynamodb", endpoint_url=endpoint)
+    # As template.yaml declares it: key `id`, and the owner index that lists a user's sessions.
     client.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "owner_key", "AttributeType": "S"},
+            {"AttributeName": "active_ms", "AttributeType": "N"},
+        ],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "by_owner",
+            "KeySchema": [
+                {"AttributeName": "owner_key", "KeyType": "HASH"},
+                {"AttributeName": "active_ms", "KeyType": "RANGE"},
+            ],
+            "Projection": {
+                "ProjectionType": "INCLUDE",
+                "NonKeyAttributes": ["session_id", "created_at", "updated_at", "run_count",
+                                     "preview", "title", "tombstone"],
+            },
+        }],
         BillingMode="PAY_PER_REQUEST",
     )
 

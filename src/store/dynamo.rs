@@ -15,8 +15,8 @@ use super::item::{count, decode_session, n, put_layout, s, text, Item, Kept};
 use super::layout::{Field, Layout};
 use super::policy::{plan_save, NewItem, Removed, PART_MAX_BYTES};
 use super::{
-    Changes, Cursor, Deleted, HistoryPage, PageLimit, Receipt, SessionStore, Snapshot, StoreError,
-    Version,
+    Changes, Cursor, Deleted, HistoryPage, KeySchema, Listed, PageLimit, Receipt, SessionList,
+    SessionStore, Snapshot, StoreError, Version, ACTIVITY_ATTRIBUTE, OWNER_ATTRIBUTE,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{DecodeError, Memory, Run};
@@ -46,12 +46,25 @@ pub struct DynamoStore {
     max_item_bytes: usize,
     /// Sessions (and their pages) expire this long after their last save.
     session_ttl_secs: Option<u64>,
+    schema: KeySchema,
+    /// The global secondary index on `owner_key` and `updated_at`, for listings.
+    owner_index: Option<String>,
 }
+
+/// Preview of a session in listings: the start of its first message.
+pub const PREVIEW_CHARS: usize = 100;
 
 fn epoch_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn epoch_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -75,14 +88,28 @@ impl DynamoStore {
             table: table.into(),
             max_item_bytes,
             session_ttl_secs,
+            schema: KeySchema::default(),
+            owner_index: None,
         }
+    }
+
+    /// Keys the table's items as a griptape user configured it.
+    pub fn with_schema(mut self, schema: KeySchema) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// Lists sessions through this index.
+    pub fn with_owner_index(mut self, index: Option<String>) -> Self {
+        self.owner_index = index;
+        self
     }
 
     async fn get(&self, key: String) -> Result<Option<Item>, StoreError> {
         self.client
             .get_item()
             .table_name(&self.table)
-            .key("id", s(key))
+            .set_key(Some(self.schema.key(key)))
             .consistent_read(true)
             .send()
             .await
@@ -94,7 +121,7 @@ impl DynamoStore {
         let Some(item) = self.get(id.as_str().to_owned()).await? else {
             return Ok(None);
         };
-        let mut snapshot = decode_session(item)?;
+        let mut snapshot = decode_session(item, &self.schema)?;
         if snapshot.layout.pages.iter().any(|p| p.1 == u64::MAX) {
             self.number_legacy_pages(id, &mut snapshot.layout).await?;
         }
@@ -197,8 +224,9 @@ impl DynamoStore {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key("id", s(key.as_str()))
-                .condition_expression("attribute_exists(id)");
+                .set_key(Some(self.schema.key(key.as_str())))
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", &self.schema.partition_key);
             let update = match expires_at {
                 Some(t) => update
                     .update_expression("SET expires_at = :e")
@@ -223,7 +251,11 @@ impl DynamoStore {
         let stop = deadline.map(|d| d.checked_sub(CLEANUP_MARGIN).unwrap_or(d));
         let mut pending: Vec<WriteRequest> = Vec::with_capacity(keys.len());
         for key in keys {
-            let delete = built(DeleteRequest::builder().key("id", s(key)).build())?;
+            let delete = built(
+                DeleteRequest::builder()
+                    .set_key(Some(self.schema.key(key)))
+                    .build(),
+            )?;
             pending.push(WriteRequest::builder().delete_request(delete).build());
         }
         let mut backoff = Duration::from_millis(20);
@@ -272,22 +304,47 @@ impl DynamoStore {
         r: &Receipt,
         now: u64,
     ) -> Result<Put, StoreError> {
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .item("id", s(layout.receipt_key(id, &r.key)))
-            .item("message", s(r.message.as_str()))
-            .item("run_id", s(r.run_id.as_str()))
-            .item("created_at", n(now))
-            .item("expires_at", n(now + RECEIPT_TTL_SECS))
-            // An expired receipt (TTL deletes lazily) is as good as none.
-            .condition_expression("attribute_not_exists(id) OR expires_at < :now")
-            .expression_attribute_values(":now", n(now));
-        put = if r.reply.len() > PART_MAX_BYTES {
-            put.item("reply_spilled", n(1))
-        } else {
-            put.item("reply", s(r.reply.as_str()))
+        let mut item = self.schema.key(layout.receipt_key(id, &r.key));
+        item.insert("message_digest".into(), s(r.message_digest.as_str()));
+        item.insert("run_id".into(), s(r.run_id.as_str()));
+        item.insert("created_at".into(), n(now));
+        item.insert("expires_at".into(), n(now + RECEIPT_TTL_SECS));
+        built(
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                // An expired receipt (TTL deletes lazily) is as good as none.
+                .condition_expression("attribute_not_exists(#pk) OR expires_at < :now")
+                .expression_attribute_names("#pk", &self.schema.partition_key)
+                .expression_attribute_values(":now", n(now))
+                .build(),
+        )
+    }
+
+    /// The run with this id, whole, from the item or (newest first) its pages.
+    async fn find_run(
+        &self,
+        id: &SessionKey,
+        read: &Snapshot,
+        run_id: &str,
+    ) -> Result<Option<Run>, StoreError> {
+        let mut found = read.memory.runs.iter().find(|r| r.id == run_id).cloned();
+        if found.is_none() {
+            for (page, _) in read.layout.pages.iter().rev() {
+                let runs = self.page_runs(id, &read.layout, *page).await?;
+                if let Some(run) = runs.into_iter().flatten().find(|r| r.id == run_id) {
+                    found = Some(run);
+                    break;
+                }
+            }
+        }
+        let Some(mut run) = found else {
+            return Ok(None);
         };
-        built(put.build())
+        Ok(self
+            .unspill(id, &read.layout, &mut run)
+            .await?
+            .map(|()| run))
     }
 }
 
@@ -335,8 +392,11 @@ impl SessionStore for DynamoStore {
         }
 
         let (condition, next) = match read.version {
-            Version::New => ("attribute_not_exists(id)", 1),
-            Version::Unversioned => ("attribute_exists(id) AND attribute_not_exists(#version)", 1),
+            Version::New => ("attribute_not_exists(#pk)", 1),
+            Version::Unversioned => (
+                "attribute_exists(#pk) AND attribute_not_exists(#version)",
+                1,
+            ),
             Version::At(v) => ("#version = :read", v + 1),
         };
         // The whole item is written, starting from every attribute as read, so attributes
@@ -346,11 +406,31 @@ impl SessionStore for DynamoStore {
             .get::<Kept>()
             .map(|k| k.0.clone())
             .unwrap_or_default();
-        item.insert("id".into(), s(id.as_str()));
-        item.insert("value".into(), s(std::mem::take(&mut plan.value)));
+        item.extend(self.schema.key(id.as_str()));
+        item.insert(
+            self.schema.value_attribute.clone(),
+            s(std::mem::take(&mut plan.value)),
+        );
         item.insert("version".into(), n(next));
+        // What a listing shows: whose session, which, how long, how it began, its title.
+        if let Some(owner) = read.owner.as_deref().or(changes.owner) {
+            item.insert(OWNER_ATTRIBUTE.into(), s(owner));
+        }
+        item.insert("session_id".into(), s(id.session_id()));
+        item.insert("run_count".into(), n(plan.runs_kept));
+        let preview = read.preview.clone().or_else(|| {
+            let first = changes.memory.runs.first()?;
+            Some(first.input.chars().take(PREVIEW_CHARS).collect())
+        });
+        if let Some(preview) = preview {
+            item.insert("preview".into(), s(preview));
+        }
+        if let Some(title) = &read.title {
+            item.insert("title".into(), s(title.as_str()));
+        }
         put_layout(&mut item, &plan.layout);
         item.insert("updated_at".into(), n(now));
+        item.insert(ACTIVITY_ATTRIBUTE.into(), n(epoch_millis()));
         item.entry("created_at".into()).or_insert_with(|| n(now));
         match expires_at {
             Some(e) => item.insert("expires_at".into(), n(e)),
@@ -365,9 +445,13 @@ impl SessionStore for DynamoStore {
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(condition);
-        if !matches!(read.version, Version::New) {
-            put = put.expression_attribute_names("#version", "version");
-        }
+        put = match read.version {
+            Version::New => put.expression_attribute_names("#pk", &self.schema.partition_key),
+            Version::Unversioned => put
+                .expression_attribute_names("#pk", &self.schema.partition_key)
+                .expression_attribute_names("#version", "version"),
+            Version::At(_) => put.expression_attribute_names("#version", "version"),
+        };
         if let Version::At(v) = read.version {
             put = put.expression_attribute_values(":read", n(v));
         }
@@ -395,22 +479,30 @@ impl SessionStore for DynamoStore {
         let layout = &plan.layout;
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
         for new in &plan.new_items {
+            let key = match new {
+                NewItem::Page { page, .. } => layout.page_key(id, *page),
+                NewItem::Part {
+                    run_id,
+                    field,
+                    part,
+                    ..
+                } => layout.part_key(id, run_id, *field, *part),
+            };
             let mut side = Put::builder()
                 .table_name(&self.table)
+                .set_item(Some(self.schema.key(key)))
                 .item("created_at", n(now));
             side = match new {
-                NewItem::Page { page, first, value } => side
-                    .item("id", s(layout.page_key(id, *page)))
+                NewItem::Page { first, value, .. } => side
                     .item("kind", s("runs"))
                     .item("first", n(*first))
                     .item("value", s(value.as_str())),
                 NewItem::Part {
                     run_id,
                     field,
-                    part,
                     text,
+                    ..
                 } => side
-                    .item("id", s(layout.part_key(id, run_id, *field, *part)))
                     .item("kind", s("part"))
                     .item("run", s(run_id.as_str()))
                     .item("field", s(field.name()))
@@ -437,7 +529,7 @@ impl SessionStore for DynamoStore {
             let delete = built(
                 Delete::builder()
                     .table_name(&self.table)
-                    .key("id", s(key))
+                    .set_key(Some(self.schema.key(key)))
                     .build(),
             )?;
             items.push(TransactWriteItem::builder().delete(delete).build());
@@ -520,21 +612,17 @@ impl SessionStore for DynamoStore {
                 .ok_or_else(|| corrupt(format!("the idempotency receipt has no {name}")))
         };
         let run_id = field("run_id")?;
-        let reply = if item.contains_key("reply_spilled") {
-            let spill = read.layout.spilled.get(&run_id).copied();
-            let parts = spill.map_or(0, |s| s.output_parts);
-            self.read_parts(id, &read.layout, &run_id, Field::Output, parts)
-                .await?
-                .filter(|_| parts > 0)
-                .ok_or_else(|| corrupt("the receipt's reply is no longer stored"))?
-        } else {
-            field("reply")?
+        let message_digest = field("message_digest")?;
+        // The reply is the run's: a run since dropped (MAX_RUNS) leaves nothing to replay, and
+        // the key counts as new.
+        let Some(run) = self.find_run(id, read, &run_id).await? else {
+            return Ok(None);
         };
         Ok(Some(Receipt {
             key: key.clone(),
-            message: field("message")?,
+            message_digest,
             run_id,
-            reply,
+            reply: run.output,
         }))
     }
 
@@ -626,6 +714,72 @@ impl SessionStore for DynamoStore {
         }))
     }
 
+    async fn list(
+        &self,
+        owner: &str,
+        limit: usize,
+        from: Option<&str>,
+        include_deleted: bool,
+    ) -> Result<SessionList, StoreError> {
+        let Some(index) = &self.owner_index else {
+            return Err(StoreError::NoIndex);
+        };
+        let mut start = from.map(|c| self.list_start(owner, c)).transpose()?;
+        let mut sessions = Vec::new();
+        // DynamoDB pages a query at 1 MB (and at `Limit` items read): go on until the page is
+        // full or the index has no more. A page costs only what it reads.
+        loop {
+            let want = limit.saturating_sub(sessions.len()).clamp(1, 1000);
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#o = :o")
+                .expression_attribute_names("#o", OWNER_ATTRIBUTE)
+                .expression_attribute_values(":o", s(owner))
+                .scan_index_forward(false)
+                .limit(want as i32)
+                .set_exclusive_start_key(start.take());
+            if !include_deleted {
+                query = query.filter_expression("attribute_not_exists(tombstone)");
+            }
+            let out = query.send().await.map_err(sdk_error)?;
+            for item in out.items() {
+                sessions.extend(listed(&self.schema, item));
+            }
+            start = out.last_evaluated_key;
+            if sessions.len() >= limit || start.is_none() {
+                break;
+            }
+        }
+        let next = start.as_ref().and_then(|last| self.list_cursor(last));
+        Ok(SessionList { sessions, next })
+    }
+
+    async fn set_title(&self, id: &SessionKey, title: &str) -> Result<bool, StoreError> {
+        // Bumps the version, so a turn saving over what it read before the title starts over.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(id.as_str())))
+            .update_expression("SET title = :t, #version = if_not_exists(#version, :zero) + :one")
+            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(tombstone)")
+            .expression_attribute_names("#pk", &self.schema.partition_key)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":t", s(title))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
     async fn delete(
         &self,
         id: &SessionKey,
@@ -640,7 +794,7 @@ impl SessionStore for DynamoStore {
                 return Ok(Deleted::NotFound);
             };
             let version = count(&item, "version")?;
-            let format = match text(&item, "value")?.map(Memory::decode) {
+            let format = match text(&item, &self.schema.value_attribute)?.map(Memory::decode) {
                 Some(Ok(m)) => m.format,
                 _ => Default::default(),
             };
@@ -648,8 +802,12 @@ impl SessionStore for DynamoStore {
             // The layout, even of an item whose value is corrupt: a corrupt session can be
             // deleted.
             let mut readable = item;
-            readable.insert("value".into(), s(Memory::new(format).encode()));
-            let snapshot = decode_session(readable)?;
+            let owner = text(&readable, OWNER_ATTRIBUTE)?.map(str::to_owned);
+            readable.insert(
+                self.schema.value_attribute.clone(),
+                s(Memory::new(format).encode()),
+            );
+            let snapshot = decode_session(readable, &self.schema)?;
             let owed = if tombstone {
                 snapshot.layout.cleanup.clone()
             } else {
@@ -666,11 +824,19 @@ impl SessionStore for DynamoStore {
                 // reader, and the tombstone remembers what is left to remove. Its value is an
                 // empty memory, so griptape reads an empty session, not an error.
                 let next = version.map_or(1, |v| v + 1);
-                let mut tomb = Item::new();
-                tomb.insert("id".into(), s(id.as_str()));
-                tomb.insert("value".into(), s(Memory::new(format).encode()));
+                let mut tomb = self.schema.key(id.as_str());
+                tomb.insert(
+                    self.schema.value_attribute.clone(),
+                    s(Memory::new(format).encode()),
+                );
                 tomb.insert("version".into(), n(next));
                 tomb.insert("tombstone".into(), n(epoch_seconds()));
+                // Still found by its owner's erase, which finishes an unfinished cleanup.
+                if let Some(owner) = owner {
+                    tomb.insert(OWNER_ATTRIBUTE.into(), s(owner));
+                    tomb.insert(ACTIVITY_ATTRIBUTE.into(), n(epoch_millis()));
+                    tomb.insert("session_id".into(), s(id.session_id()));
+                }
                 let mut layout = Layout::empty(snapshot.layout.generation.clone());
                 layout.cleanup = owed.clone();
                 put_layout(&mut tomb, &layout);
@@ -684,9 +850,11 @@ impl SessionStore for DynamoStore {
                     Some(v) => put
                         .condition_expression("#version = :read")
                         .expression_attribute_values(":read", n(v)),
-                    None => put.condition_expression(
-                        "attribute_exists(id) AND attribute_not_exists(#version)",
-                    ),
+                    None => put
+                        .condition_expression(
+                            "attribute_exists(#pk) AND attribute_not_exists(#version)",
+                        )
+                        .expression_attribute_names("#pk", &self.schema.partition_key),
                 };
                 match within(stop, put.send()).await.ok_or_else(out_of_time)? {
                     Ok(_) => next,
@@ -706,7 +874,7 @@ impl SessionStore for DynamoStore {
                 .client
                 .delete_item()
                 .table_name(&self.table)
-                .key("id", s(id.as_str()))
+                .set_key(Some(self.schema.key(id.as_str())))
                 .condition_expression("#version = :v AND attribute_exists(tombstone)")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":v", n(tomb_version))
@@ -760,4 +928,48 @@ where
     } else {
         StoreError::Failed(detail)
     }
+}
+
+impl DynamoStore {
+    /// `<updated_at>.<percent-encoded key>`: where a listing page ended.
+    fn list_cursor(&self, last: &Item) -> Option<String> {
+        let key = self.schema.key_of(last)?;
+        let updated = last.get(ACTIVITY_ATTRIBUTE)?.as_n().ok()?;
+        Some(format!("{updated}.{}", crate::input::encode_component(key)))
+    }
+
+    fn list_start(&self, owner: &str, cursor: &str) -> Result<Item, StoreError> {
+        let bad = || StoreError::InvalidCursor;
+        let (updated, key) = cursor.split_once('.').ok_or_else(bad)?;
+        let updated: u64 = updated.parse().map_err(|_| bad())?;
+        let key = percent_encoding::percent_decode_str(key)
+            .decode_utf8()
+            .map_err(|_| bad())?;
+        let mut start = self.schema.key(key.into_owned());
+        start.insert(OWNER_ATTRIBUTE.into(), s(owner));
+        start.insert(ACTIVITY_ATTRIBUTE.into(), n(updated));
+        Ok(start)
+    }
+}
+
+/// A session as the owner index lists it.
+fn listed(schema: &KeySchema, item: &Item) -> Option<Listed> {
+    let key = schema.key_of(item)?.to_owned();
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+    };
+    let string = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Some(Listed {
+        session_id: string("session_id")
+            .unwrap_or_else(|| key.rsplit('/').next().unwrap_or(&key).to_owned()),
+        key,
+        created_at: number("created_at").unwrap_or(0),
+        updated_at: number("updated_at").unwrap_or(0),
+        runs: number("run_count").unwrap_or(0),
+        preview: string("preview"),
+        title: string("title"),
+        deleted: item.contains_key("tombstone"),
+    })
 }

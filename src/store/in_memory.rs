@@ -109,6 +109,9 @@ impl SessionStore for InMemoryStore {
                 fresh: false,
                 summary: None,
                 layout: s.layout.clone(),
+                owner: None,
+                preview: None,
+                title: None,
                 foreign: Default::default(),
             },
         })
@@ -138,6 +141,7 @@ impl SessionStore for InMemoryStore {
                 memory: &other,
                 receipt: None,
                 summary: None,
+                owner: None,
             };
             self.apply(id, theirs, read)?;
         }
@@ -185,6 +189,20 @@ impl SessionStore for InMemoryStore {
                 run: end as u64,
             }),
         }))
+    }
+
+    async fn list(
+        &self,
+        _owner: &str,
+        _limit: usize,
+        _from: Option<&str>,
+        _include_deleted: bool,
+    ) -> Result<super::SessionList, StoreError> {
+        Err(StoreError::NoIndex)
+    }
+
+    async fn set_title(&self, _id: &SessionKey, _title: &str) -> Result<bool, StoreError> {
+        Ok(false)
     }
 
     async fn delete(

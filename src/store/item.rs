@@ -5,15 +5,13 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::layout::{encode_pages, parse_pages, Layout, Spill, LEGACY_GENERATION};
-use super::{Snapshot, StoreError, Summary, Version};
+use super::{KeySchema, Snapshot, SortValue, StoreError, Summary, Version, OWNER_ATTRIBUTE};
 use crate::memory::{DecodeError, Memory};
 
 pub type Item = HashMap<String, AttributeValue>;
 
 /// Attributes of the session item this code owns; everything else on it is written back as read.
 pub const OWNED: &[&str] = &[
-    "id",
-    "value",
     "version",
     "generation",
     "first_run",
@@ -28,6 +26,12 @@ pub const OWNED: &[&str] = &[
     "expires_at",
     "summary",
     "summary_through",
+    OWNER_ATTRIBUTE,
+    super::ACTIVITY_ATTRIBUTE,
+    "session_id",
+    "run_count",
+    "preview",
+    "title",
     // Written by earlier releases; dropped at the next save.
     "archived",
     "receipts",
@@ -70,7 +74,7 @@ pub struct Kept(pub Item);
 
 /// Reads a session item. A tombstone (a delete's first step) reads as a fresh session that
 /// still owes the cleanup of the generations listed.
-pub fn decode_session(mut item: Item) -> Result<Snapshot, StoreError> {
+pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, StoreError> {
     let version = match count(&item, "version")? {
         None => Version::Unversioned,
         Some(v) => Version::At(v),
@@ -124,14 +128,22 @@ pub fn decode_session(mut item: Item) -> Result<Snapshot, StoreError> {
         _ => None,
     };
     let tombstone = item.contains_key("tombstone");
+    let owner = text(&item, OWNER_ATTRIBUTE)?.map(str::to_owned);
+    let preview = text(&item, "preview")?.map(str::to_owned);
+    let title = text(&item, "title")?.map(str::to_owned);
     // Taken out: the snapshot holds it decoded, and a save writes a new one.
-    let value = match item.remove("value") {
+    let value = match item.remove(&schema.value_attribute) {
         Some(AttributeValue::S(text)) => text,
         _ if tombstone => String::new(),
-        _ => return Err(corrupt("the item has no string attribute \"value\"")),
+        _ => {
+            return Err(corrupt(format!(
+                "the item has no string attribute {:?}",
+                schema.value_attribute
+            )))
+        }
     };
     let mut kept = item;
-    kept.retain(|k, _| !OWNED.contains(&k.as_str()));
+    kept.retain(|k, _| !OWNED.contains(&k.as_str()) && !schema.is_key(k));
     if tombstone {
         // The deleted generation and any it still owed are cleaned by the next delete.
         let mut fresh = Layout::new_generation();
@@ -145,6 +157,9 @@ pub fn decode_session(mut item: Item) -> Result<Snapshot, StoreError> {
             fresh: true,
             summary: None,
             layout: fresh,
+            owner,
+            preview: None,
+            title: None,
             foreign: super::Foreign::new(Kept(kept)),
         });
     }
@@ -155,6 +170,9 @@ pub fn decode_session(mut item: Item) -> Result<Snapshot, StoreError> {
         fresh: false,
         summary,
         layout,
+        owner,
+        preview,
+        title,
         foreign: super::Foreign::new(Kept(kept)),
     })
 }
@@ -240,5 +258,36 @@ fn value_size(v: &AttributeValue) -> usize {
         AttributeValue::Ns(l) => l.iter().map(|t| t.len()).sum(),
         AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
         _ => 1,
+    }
+}
+
+impl KeySchema {
+    /// Whether `name` is one of the key attributes.
+    pub fn is_key(&self, name: &str) -> bool {
+        name == self.partition_key || self.sort_key.as_ref().is_some_and(|(n, _)| n == name)
+    }
+
+    /// The key of the item stored under `key`.
+    pub fn key(&self, key: impl Into<String>) -> Item {
+        let mut item = Item::with_capacity(2);
+        item.insert(self.partition_key.clone(), s(key));
+        if let Some((name, value)) = &self.sort_key {
+            item.insert(name.clone(), sort_value(value));
+        }
+        item
+    }
+
+    /// The partition key's value of an item.
+    pub fn key_of<'a>(&self, item: &'a Item) -> Option<&'a str> {
+        item.get(&self.partition_key)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    }
+}
+
+fn sort_value(value: &SortValue) -> AttributeValue {
+    match value {
+        SortValue::S(v) => AttributeValue::S(v.clone()),
+        SortValue::N(v) => AttributeValue::N(v.clone()),
     }
 }

@@ -29,6 +29,61 @@ use crate::memory::{DecodeError, Memory, Run};
 /// read and write units low (see README "Cost per turn").
 pub const DEFAULT_MAX_ITEM_BYTES: usize = 96 * 1024;
 
+/// How the table's items are keyed and where the memory JSON is: `id` / `value` as the recipe,
+/// or the names a griptape user chose (`partition_key`, `value_attribute_key`, `sort_key`,
+/// `sort_key_value`). Every item the store writes follows the same key schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySchema {
+    pub partition_key: String,
+    pub value_attribute: String,
+    pub sort_key: Option<(String, SortValue)>,
+}
+
+/// The sort key's value, of the type the table declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortValue {
+    S(String),
+    N(String),
+}
+
+impl Default for KeySchema {
+    fn default() -> Self {
+        KeySchema {
+            partition_key: "id".into(),
+            value_attribute: "value".into(),
+            sort_key: None,
+        }
+    }
+}
+
+/// The attributes the owner index is keyed by: whose session, and when it was last active
+/// (epoch milliseconds, so sessions of one second keep their order).
+pub const OWNER_ATTRIBUTE: &str = "owner_key";
+pub const ACTIVITY_ATTRIBUTE: &str = "active_ms";
+
+/// A listed session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub session_id: String,
+    /// The stored key (what `GET /sessions/{id}` reads), for an erase.
+    pub key: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub runs: u64,
+    pub preview: Option<String>,
+    pub title: Option<String>,
+    /// A delete of it has not finished its cleanup.
+    pub deleted: bool,
+}
+
+/// A page of a user's sessions, most recently active first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionList {
+    pub sessions: Vec<Listed>,
+    /// Where the next page starts (opaque); `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// The version of a session as it was read; a save succeeds only if it is still the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -49,6 +104,11 @@ pub struct Snapshot {
     pub fresh: bool,
     pub summary: Option<Summary>,
     pub layout: Layout,
+    /// Whose session this is, for listings (`owner_key`), once known.
+    pub owner: Option<String>,
+    /// The start of its first message, and the title a user gave it.
+    pub preview: Option<String>,
+    pub title: Option<String>,
     /// What the store keeps from the read to write back (attributes other tools own);
     /// opaque to the cycle.
     pub foreign: Foreign,
@@ -63,6 +123,9 @@ impl Snapshot {
             fresh: true,
             summary: None,
             layout: Layout::new_generation(),
+            owner: None,
+            preview: None,
+            title: None,
             foreign: Foreign::default(),
         }
     }
@@ -112,15 +175,27 @@ pub struct Changes<'a> {
     pub receipt: Option<&'a Receipt>,
     /// A new summary, replacing the stored one.
     pub summary: Option<&'a Summary>,
+    /// The session's owner (an owner key), set when it has none yet.
+    pub owner: Option<&'a str>,
 }
 
-/// What a request with an `Idempotency-Key` left behind, to answer its retries.
+/// What a request with an `Idempotency-Key` left behind, to answer its retries. It holds no
+/// user text (a digest of the message, the run's id): the reply is read from the run, so
+/// erasing a session erases everything a receipt could tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub key: IdempotencyKey,
-    pub message: String,
+    pub message_digest: String,
     pub run_id: String,
+    /// The run's output (read back from the session when a receipt is found).
     pub reply: String,
+}
+
+/// The SHA-256 of a message, in hex: what a receipt keeps to tell a retry from a reuse.
+pub fn message_digest(message: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(message.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where a history page starts: a generation of the session and a run number in it.
@@ -194,6 +269,12 @@ pub enum StoreError {
     /// A history cursor that does not belong to this session (or to its current generation).
     #[error("the cursor does not belong to this session")]
     InvalidCursor,
+    /// A session owned by someone else (trusted-backend mode, where the caller names the owner).
+    #[error("the session belongs to another owner")]
+    OwnerMismatch,
+    /// Listing needs the owner index, and none is configured.
+    #[error("listing sessions needs the owner index (OWNER_INDEX)")]
+    NoIndex,
     /// A run too large to store even in parts (see `policy::MAX_SPILL_BYTES`).
     #[error("the run is {0} bytes, more than a session can store in one turn")]
     TooLarge(usize),
@@ -243,4 +324,17 @@ pub trait SessionStore: Send + Sync {
         id: &SessionKey,
         deadline: Option<Instant>,
     ) -> Result<Deleted, StoreError>;
+
+    /// A page of an owner's sessions, most recently active first; with `include_deleted`,
+    /// also the tombstones of deletes not finished (for an erase).
+    async fn list(
+        &self,
+        owner: &str,
+        limit: usize,
+        from: Option<&str>,
+        include_deleted: bool,
+    ) -> Result<SessionList, StoreError>;
+
+    /// Sets a session's title; `false` if there is no such session.
+    async fn set_title(&self, id: &SessionKey, title: &str) -> Result<bool, StoreError>;
 }

@@ -58,6 +58,8 @@ pub struct Plan {
     pub removed: Vec<Removed>,
     /// Runs moved to new pages.
     pub archived_runs: usize,
+    /// Runs kept, pages included (what a listing shows).
+    pub runs_kept: u64,
 }
 
 /// Plans a save of `memory` over a session read with `read` layout and `read_ids` runs in its
@@ -185,12 +187,16 @@ pub fn plan_save(
     let excess = layout.last_runs.len().saturating_sub(LAST_RUNS);
     layout.last_runs.drain(..excess);
 
+    let end = layout.first_run + item_memory.runs.len() as u64;
+    let live_from = layout.pages.first().map_or(layout.first_run, |p| p.1);
+    let keep_from = memory.max_runs.map_or(0, |max| end.saturating_sub(max));
     Ok(Plan {
         value: item_memory.encode(),
         layout,
         new_items,
         removed,
         archived_runs,
+        runs_kept: end - live_from.max(keep_from).min(end),
     })
 }
 

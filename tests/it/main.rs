@@ -4,6 +4,7 @@
 
 mod support;
 
+mod conversations;
 mod errors;
 mod events;
 mod griptape;

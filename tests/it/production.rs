@@ -247,12 +247,32 @@ fn the_template_matches_the_code() {
     let t = template();
     let resources = &t["Resources"];
 
-    // The table key is the store's.
+    // The table key is the store's: PartitionKeyName (default `id`, a string), and the owner
+    // index the tests' tables have (tests/it/support.rs).
     let table = &resources["SessionsTable"]["Properties"];
-    assert_eq!(table["KeySchema"][0]["AttributeName"], "id");
+    let reference = |v: &Yaml| match v {
+        Yaml::Tagged(tagged) => tagged.value.as_str().map(str::to_owned),
+        _ => None,
+    };
+    assert_eq!(
+        reference(&table["KeySchema"][0]["AttributeName"]).as_deref(),
+        Some("PartitionKeyName")
+    );
+    assert_eq!(t["Parameters"]["PartitionKeyName"]["Default"], "id");
+    assert_eq!(t["Parameters"]["ValueAttributeName"]["Default"], "value");
     assert_eq!(table["KeySchema"][0]["KeyType"], "HASH");
-    assert_eq!(table["AttributeDefinitions"][0]["AttributeName"], "id");
     assert_eq!(table["AttributeDefinitions"][0]["AttributeType"], "S");
+    let index = &table["GlobalSecondaryIndexes"][0];
+    let expected = crate::support::owner_index();
+    assert_eq!(index["IndexName"], expected.index_name());
+    for (i, key) in expected.key_schema().iter().enumerate() {
+        assert_eq!(index["KeySchema"][i]["AttributeName"], key.attribute_name());
+    }
+    let projected: Vec<String> = strings(&index["Projection"]["NonKeyAttributes"]);
+    assert_eq!(
+        projected,
+        expected.projection().unwrap().non_key_attributes().to_vec()
+    );
     assert_eq!(
         table["TimeToLiveSpecification"]["AttributeName"],
         "expires_at"
@@ -328,7 +348,10 @@ fn the_template_matches_the_code() {
         BTreeSet::from(
             [
                 "POST /chat",
+                "GET /sessions",
+                "DELETE /sessions",
                 "GET /sessions/{session_id}",
+                "PATCH /sessions/{session_id}",
                 "DELETE /sessions/{session_id}"
             ]
             .map(String::from)

@@ -142,7 +142,7 @@ async fn session_paths_are_checked() {
         (400, Some("invalid_request"))
     );
     let response = app.handle(request("PUT", "/sessions/abc")).await;
-    assert_eq!(response.headers()["allow"], "GET, DELETE");
+    assert_eq!(response.headers()["allow"], "GET, DELETE, PATCH");
     assert_eq!(response.status(), 405);
     // Percent-encoded characters that session ids allow.
     call(&app, chat_request("user@example.com", "hi", &[])).await;

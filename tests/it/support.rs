@@ -171,6 +171,7 @@ impl TestEnv {
             ("TABLE_NAME", self.table.clone()),
             ("OPENAI_BASE_URL", self.model.base_url()),
             ("MODEL_ID", "scripted".to_owned()),
+            ("OWNER_INDEX", "by_owner".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -257,10 +258,61 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
                 .build()
                 .expect("attribute definition"),
         )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("owner_key")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute definition"),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("active_ms")
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .expect("attribute definition"),
+        )
+        .global_secondary_indexes(owner_index())
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
         .expect("create table");
+}
+
+/// The owner index, as template.yaml declares it.
+pub fn owner_index() -> aws_sdk_dynamodb::types::GlobalSecondaryIndex {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key schema")
+    };
+    GlobalSecondaryIndex::builder()
+        .index_name("by_owner")
+        .key_schema(key("owner_key", KeyType::Hash))
+        .key_schema(key("active_ms", KeyType::Range))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(
+                    [
+                        "session_id",
+                        "created_at",
+                        "updated_at",
+                        "run_count",
+                        "preview",
+                        "title",
+                        "tombstone",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ))
+                .build(),
+        )
+        .build()
+        .expect("owner index")
 }
 
 /// The text of an event file under `events/`.

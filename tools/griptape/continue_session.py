@@ -28,7 +28,21 @@ def main() -> int:
     parser.add_argument("--session", required=True, help="the session id (the item's `id`)")
     parser.add_argument("--model-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:9/v1")
     parser.add_argument("--message", required=True)
+    parser.add_argument("--partition-key", default="id")
+    parser.add_argument("--value-attribute", default="value")
+    parser.add_argument("--sort-key", default=None)
+    parser.add_argument("--sort-key-value", default=None)
+    parser.add_argument("--sort-key-number", action="store_true", help="the sort key's value is a number")
     args = parser.parse_args()
+    sort_value = args.sort_key_value
+    if sort_value is not None and args.sort_key_number:
+        sort_value = int(sort_value)
+    keys = {
+        "partition_key": args.partition_key,
+        "value_attribute_key": args.value_attribute,
+        "sort_key": args.sort_key,
+        "sort_key_value": sort_value,
+    }
 
     # From here on, whatever writes to file descriptor 1 (rich's log handler, warnings, a stray
     # print in a library) lands on stderr; only the reply goes to the real stdout.
@@ -44,7 +58,7 @@ def main() -> int:
             print(f"continue_session.py needs griptape 1.x, found {gt_compat.griptape_version()}", file=sys.stderr)
             return 2
         agent = gt_compat.build_agent(
-            table=args.table, session_id=args.session, model_url=args.model_url, endpoint=args.endpoint
+            table=args.table, session_id=args.session, model_url=args.model_url, endpoint=args.endpoint, keys=keys
         )
         agent.run(args.message)
         output = agent.output_task.output

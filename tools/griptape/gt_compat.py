@@ -75,8 +75,17 @@ def quiet_griptape_logs() -> None:
     logging.getLogger("griptape").setLevel(logging.WARNING)
 
 
-def build_agent(*, table: str, session_id: str, model_url: str, endpoint: str):
-    """An Agent remembering `session_id` in `table`, talking to the model at `model_url`."""
+# The driver's key names: the recipe's, unless build_agent is told others.
+KEYS = {"partition_key": "id", "value_attribute_key": "value"}
+
+
+def build_agent(*, table: str, session_id: str, model_url: str, endpoint: str, keys: dict | None = None):
+    """An Agent remembering `session_id` in `table`, talking to the model at `model_url`.
+
+    `keys` may name the driver's `partition_key`, `value_attribute_key`, `sort_key` and
+    `sort_key_value` (griptape 0.28+ for the sort key)."""
+    if keys:
+        KEYS.update({k: v for k, v in keys.items() if v is not None})
     configure_environment(endpoint)
     quiet_griptape_logs()
     builder = {"v0_27": _agent_v0_27, "v0_30": _agent_v0_30, "v1": _agent_v1}[era()]
@@ -95,9 +104,8 @@ def _driver_args(table: str, session_id: str) -> dict:
     return dict(
         session=boto3_session(),
         table_name=table,
-        partition_key="id",
-        value_attribute_key="value",
         partition_key_value=session_id,
+        **KEYS,
     )
 
 

@@ -2,31 +2,11 @@
 //! scoped by their JWT, and the template checked against the code.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use serde_json::json;
 use serde_yaml::Value as Yaml;
 
-use crate::support::{call, event, event_json, repo, request, sdk_config, TestEnv};
-
-/// An app whose model is Bedrock's Converse API, served by the scripted model's stand-in.
-async fn bedrock_app(env: &TestEnv, extra: &[(&str, &str)]) -> session_chat::http::App {
-    let mut vars = vec![
-        ("MODEL_PROVIDER", "bedrock"),
-        ("MODEL_ID", "amazon.nova-lite-v1:0"),
-    ];
-    vars.extend_from_slice(extra);
-    let config = env.config(&vars);
-    let sdk = sdk_config(&env.endpoint).await;
-    let bedrock = aws_sdk_bedrockruntime::config::Builder::from(&sdk)
-        .endpoint_url(env.model.0.url())
-        .build();
-    let model = session_chat::model::BedrockModel::new(
-        aws_sdk_bedrockruntime::Client::from_conf(bedrock),
-        config.model_id.clone(),
-    );
-    session_chat::app_with_model(&config, &sdk, Arc::new(model))
-}
+use crate::support::{bedrock_app, call, event, event_json, repo, request, sdk_config, TestEnv};
 
 #[tokio::test]
 async fn bedrock_plays_the_seed() {

@@ -29,9 +29,10 @@ Endpoints:
                                 {"first_token_delay": S, "word_delay": S}
     POST /model/{id}/converse   Amazon Bedrock's Converse API (a local stand-in for it)
     POST /model/{id}/converse-stream  Bedrock's ConverseStream, in AWS event-stream framing
-    GET  /_requests             every chat request received so far (bodies and auth header; a
-                                streamed one also has first_token_at and last_token_at,
-                                time.monotonic() when its first and last word were written)
+    GET  /_requests             every chat request received so far (bodies, auth header, and
+                                received_at; a streamed one also first_token_at and
+                                last_token_at: time.monotonic() when its request came and its
+                                first and last word were written)
 
 Prints `PORT <n>` once it accepts requests (port 0 picks a free one).
 """
@@ -239,7 +240,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             return self.send_json(404, {"error": {"message": "not found"}})
 
-        record = {"body": body, "authorization": self.headers.get("Authorization")}
+        record = {"body": body, "authorization": self.headers.get("Authorization"),
+                  "received_at": time.monotonic()}
         with STATE.lock:
             STATE.requests.append(record)
             step = STATE.steps.pop(0) if STATE.steps else {}
@@ -374,7 +376,7 @@ def converse(self, body, model_id, stream=False):
         text = "".join(block.get("text", "") for block in m.get("content") or [])
         messages.append({"role": m.get("role"), "content": text})
     record = {"body": body, "model": model_id, "path": self.path,
-              "authorization": self.headers.get("Authorization")}
+              "authorization": self.headers.get("Authorization"), "received_at": time.monotonic()}
     with STATE.lock:
         STATE.requests.append(record)
         step = STATE.steps.pop(0) if STATE.steps else {}

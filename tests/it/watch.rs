@@ -250,6 +250,44 @@ async fn streamed_turns_through_cargo_lambda_watch() {
         assert!(env.item("s2").await.is_none(), "{step}: nothing stored");
     }
 
+    // A client that goes away after the first delta: the turn runs on, and its run is saved.
+    env.model
+        .script(json!([{"first_token_delay": 0.1, "word_delay": 0.1}]))
+        .await;
+    let mut response = http
+        .post(watch.url("/chat"))
+        .header("accept", "text/event-stream")
+        .header("idempotency-key", "gone-1")
+        .json(&json!({"session_id": "s4", "message": "Hello my name is Eve."}))
+        .send()
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap().expect("a first delta");
+    assert!(std::str::from_utf8(&first)
+        .unwrap()
+        .starts_with("event: delta"));
+    drop(response);
+    let started = Instant::now();
+    let stored = loop {
+        if let Some(value) = env.value("s4").await {
+            break value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the run was not saved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(stored.contains(r#""output": "Hello Eve! How can I assist you today?""#));
+    let again = http
+        .post(watch.url("/chat"))
+        .header("idempotency-key", "gone-1")
+        .json(&json!({"session_id": "s4", "message": "Hello my name is Eve."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+
     // A keyed retry of the streamed turn: the saved reply, as one delta and done.
     let keyed = |key: &'static str| {
         http.post(watch.url("/chat"))

@@ -299,14 +299,14 @@ impl ChatService {
             &snapshot.memory.runs[window..],
             message,
         );
-        Ok(Prepared::Turn(Turn {
+        Ok(Prepared::Turn(Box::new(Turn {
             snapshot,
             prompt,
             new_summary,
             model_started,
             model_deadline,
             timings,
-        }))
+        })))
     }
 
     /// Appends the model's answer to the session and saves it: conditional on the version
@@ -318,7 +318,7 @@ impl ChatService {
         message: &Message,
         deadline: Option<Instant>,
         key: Option<&IdempotencyKey>,
-        turn: Turn,
+        turn: Box<Turn>,
         completion: Completion,
     ) -> Result<Reply, ChatError> {
         let Turn {
@@ -327,7 +327,7 @@ impl ChatService {
             model_started,
             mut timings,
             ..
-        } = turn;
+        } = *turn;
         timings.model_ms = ms_since(model_started);
         if completion.truncated {
             tracing::warn!(session_id = %session, "the model's answer was cut off at its length limit");
@@ -418,7 +418,7 @@ pub enum Progress<'a> {
 /// A turn after its read: replayed from a receipt, or ready for the model.
 enum Prepared {
     Replayed(Reply),
-    Turn(Turn),
+    Turn(Box<Turn>),
 }
 
 /// What a turn carries from its read to its save.

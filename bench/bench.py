@@ -19,8 +19,8 @@ bench/results.json and bench/bench.png. Stops everything it starts.
 
 Streamed turns (`Accept: text/event-stream`, the scripted model's first word after 0.2 s, then a
 word every 20 ms), two ways: through the Runtime API in Lambda's streaming protocol
-(INVOKE_MODE=RESPONSE_STREAM, the release binary), and over HTTP through `cargo lambda watch`
-(the debug build `make watch` runs). For each turn, from the monotonic clocks of the scripted
+(INVOKE_MODE=RESPONSE_STREAM), and over HTTP through `cargo lambda watch --release`; both run the
+same release binary. For each turn, from the monotonic clocks of the scripted
 model, the Runtime API or HTTP client, and the function's log line (load_ms, save_ms):
 
   first         the client's time to its first `delta` over the model's own time to its first
@@ -371,14 +371,14 @@ def http_stream(port, body):
 
 
 def run_streaming_watch(env, turns, session, logfile, model_port):
-    """Streamed turns over HTTP through `cargo lambda watch` (its debug build, as `make watch`)."""
+    """Streamed turns over HTTP through `cargo lambda watch --release` (the bench's build)."""
     port = free_port()
-    watch_env = dict(env, INVOKE_MODE="RESPONSE_STREAM",
+    watch_env = dict(env, INVOKE_MODE="RESPONSE_STREAM", CARGO_TARGET_DIR=str(TARGET),
                      PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
     for k in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_RUNTIME_API"):
         watch_env.pop(k, None)
     with open(logfile, "ab") as out:
-        proc = subprocess.Popen(["cargo", "lambda", "watch", "--ignore-changes", "--invoke-address",
+        proc = subprocess.Popen(["cargo", "lambda", "watch", "--release", "--ignore-changes", "--invoke-address",
                                  "127.0.0.1", "--invoke-port", str(port), "--bin", "session-chat"],
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=watch_env,
                                 start_new_session=True)

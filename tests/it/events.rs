@@ -44,7 +44,11 @@ fn header(answer: &Value, name: &str) -> Option<String> {
 }
 
 async fn invoke(app: &App, event: Value) -> Answer {
-    let raw = answer(app, event, context()).await;
+    let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(raw) =
+        answer(app, event, context()).await
+    else {
+        panic!("an API Gateway event without a streaming mark is answered buffered");
+    };
     let status = raw["statusCode"].as_u64().expect("an API Gateway response");
     let text = match raw["body"].as_str() {
         Some(b) if raw["isBase64Encoded"] == true => String::from_utf8(

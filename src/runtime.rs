@@ -342,10 +342,12 @@ fn with_trace_header(mut request: Request, context: &Context) -> Request {
     request
 }
 
-/// Serves invocations from the Lambda Runtime API until the runtime stops.
+/// Serves invocations from the Lambda Runtime API until the runtime stops: one at a time, or
+/// as many at once as `AWS_LAMBDA_MAX_CONCURRENCY` says (Lambda Managed Instances), every
+/// worker sharing the one app (its clients and configuration, built once).
 pub async fn run(app: App) -> Result<(), lambda_runtime::Error> {
     let app = Arc::new(app);
-    lambda_runtime::run(lambda_runtime::service_fn(
+    lambda_runtime::run_concurrent(lambda_runtime::service_fn(
         move |event: LambdaEvent<Value>| {
             let app = Arc::clone(&app);
             async move { Ok::<Outcome, Infallible>(answer(&app, event.payload, event.context).await) }

@@ -8,6 +8,7 @@ running summary, it answers "People: A, B. Exchanges: N.", and it reads names ba
 summary when one is sent as context.
 
     scripted_model.py [--port N] [--exit-with-stdin] [--first-token-delay S] [--word-delay S]
+                      [--answer-delay S]
 
 Endpoints:
     POST /v1/chat/completions   the chat-completions protocol (also /chat/completions); with
@@ -143,6 +144,7 @@ class State:
         self.requests = []
         self.first_token_delay = 0.15
         self.word_delay = 0.02
+        self.answer_delay = 0.0
 
 
 STATE = State()
@@ -247,6 +249,8 @@ class Handler(BaseHTTPRequestHandler):
             step = STATE.steps.pop(0) if STATE.steps else {}
         if "hang" in step:
             time.sleep(float(step["hang"]))
+        elif STATE.answer_delay and not body.get("stream"):
+            time.sleep(STATE.answer_delay)  # a model's think time, for concurrency tests
         if "status" in step:
             headers = {}
             if "retry_after" in step:
@@ -417,8 +421,11 @@ def main() -> int:
                         help="seconds before a streamed answer's first word")
     parser.add_argument("--word-delay", type=float, default=STATE.word_delay,
                         help="seconds between a streamed answer's words")
+    parser.add_argument("--answer-delay", type=float, default=0.0,
+                        help="seconds before every whole (non-streamed) answer")
     args = parser.parse_args()
     STATE.first_token_delay, STATE.word_delay = args.first_token_delay, args.word_delay
+    STATE.answer_delay = args.answer_delay
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)

@@ -8,6 +8,7 @@ mod conversations;
 mod errors;
 mod events;
 mod griptape;
+mod managed;
 mod production;
 mod reliability;
 mod sessions;

@@ -223,6 +223,41 @@ fn actions_in_source() -> BTreeSet<String> {
 }
 
 #[test]
+fn compute_types_are_a_choice() {
+    let t = template();
+    let resources = &t["Resources"];
+    let allowed = strings(&t["Parameters"]["ComputeType"]["AllowedValues"]);
+    assert_eq!(allowed, ["OnDemand", "ManagedInstances"]);
+    assert_eq!(t["Parameters"]["ComputeType"]["Default"], "OnDemand");
+    assert_eq!(resources["ChatFunction"]["Condition"], "IsOnDemand");
+    assert_eq!(resources["ChatFunctionManaged"]["Condition"], "IsManaged");
+    assert_eq!(resources["ChatCapacityProvider"]["Condition"], "IsManaged");
+    let managed = &resources["ChatFunctionManaged"]["Properties"]["CapacityProviderConfig"];
+    assert_eq!(
+        strings(&managed["PerExecutionEnvironmentMaxConcurrency"]),
+        ["PerEnvironmentMaxConcurrency"]
+    );
+    let provider = &resources["ChatCapacityProvider"]["Properties"];
+    assert_eq!(
+        strings(&provider["InstanceRequirements"]["Architectures"]),
+        ["arm64"]
+    );
+    // Every entry point calls whichever function the stack has, through its alias.
+    for (name, field) in [
+        ("ChatIntegration", "IntegrationUri"),
+        ("ChatInvokePermission", "FunctionName"),
+        ("StreamInvokePermission", "FunctionName"),
+    ] {
+        let target = strings(&resources[name]["Properties"][field]);
+        assert!(
+            target.contains(&"ChatFunctionManagedAliaslive".to_owned())
+                && target.contains(&"ChatFunctionAliaslive".to_owned()),
+            "{name}: {target:?}"
+        );
+    }
+}
+
+#[test]
 fn the_template_matches_the_code() {
     let t = template();
     let resources = &t["Resources"];
@@ -260,7 +295,8 @@ fn the_template_matches_the_code() {
     assert_eq!(resources["SessionsTable"]["DeletionPolicy"], "Retain");
 
     // Every variable the code reads is set by the template or deliberately left to its default.
-    let function = &resources["ChatFunction"]["Properties"];
+    // Both compute types' functions take their settings from Globals.
+    let function = &t["Globals"]["Function"];
     let set: BTreeSet<String> = function["Environment"]["Variables"]
         .as_mapping()
         .unwrap()
@@ -300,7 +336,16 @@ fn the_template_matches_the_code() {
     );
 
     // The IAM policies cover every call the code makes, and name resources, never '*'.
-    let policies = &function["Policies"];
+    // One role for both functions, and theirs is it.
+    for name in ["ChatFunction", "ChatFunctionManaged"] {
+        let role = strings(&resources[name]["Properties"]["Role"]);
+        assert_eq!(
+            role.first().map(String::as_str),
+            Some("ChatRole.Arn"),
+            "{name}"
+        );
+    }
+    let policies = &resources["ChatRole"]["Properties"]["Policies"];
     let granted: BTreeSet<String> = strings(policies)
         .into_iter()
         .filter(|s| s.contains(':') && !s.starts_with("arn:") && !s.contains('$'))
@@ -383,14 +428,14 @@ fn the_template_streams_post_chat_in_every_auth_mode() {
     let uri = strings(&integration["Uri"]).concat();
     assert!(
         uri.contains(
-            ":lambda:path/2021-11-15/functions/${ChatFunction.Arn}/response-streaming-invocations"
+            ":lambda:path/2021-11-15/functions/${Function}/response-streaming-invocations"
         ),
         "{uri}"
     );
     // Streaming answers outlast the function's own timeout (30 s), so the function ends them.
     let timeout = integration["TimeoutInMillis"].as_u64().unwrap();
     assert!(timeout > 30_000, "{timeout}");
-    assert_eq!(resources["ChatFunction"]["Properties"]["Timeout"], 30);
+    assert_eq!(t["Globals"]["Function"]["Timeout"], 30);
 
     // Every auth mode has its authorizer on both APIs.
     let (jwt, iam, none) = per_auth_mode(&method["AuthorizationType"]);
@@ -409,7 +454,7 @@ fn the_template_streams_post_chat_in_every_auth_mode() {
     assert_eq!(authorizer["Condition"], "IsStreamingJwt");
     assert!(strings(&method["AuthorizerId"]).contains(&"StreamCognitoAuthorizer".to_owned()));
     // The function checks the audience a Cognito authorizer does not.
-    let env = &resources["ChatFunction"]["Properties"]["Environment"]["Variables"];
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
     assert_eq!(strings(&env["JWT_AUDIENCE"]), ["JwtAudience"]);
 
     // Its stage marks the events for the streaming format, and is throttled like the HTTP API.

@@ -104,6 +104,11 @@ impl ScriptedModel {
         ScriptedModel(Helper::spawn("scripted_model.py", &[]))
     }
 
+    /// With command-line options, e.g. `["--answer-delay", "1"]`.
+    pub fn start_with(args: &[&str]) -> Self {
+        ScriptedModel(Helper::spawn("scripted_model.py", args))
+    }
+
     pub fn base_url(&self) -> String {
         format!("{}/v1", self.0.url())
     }
@@ -276,7 +281,32 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
+        .map(|_| ())
+        .or_else(tolerate_existing)
         .expect("create table");
+}
+
+/// A CreateTable the SDK retried (the first attempt answered late on a busy machine) meets its
+/// own table: that is success.
+pub fn tolerate_existing<R>(
+    e: aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::create_table::CreateTableError,
+        R,
+    >,
+) -> Result<
+    (),
+    aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::create_table::CreateTableError,
+        R,
+    >,
+> {
+    if e.as_service_error()
+        .is_some_and(|se| se.is_resource_in_use_exception())
+    {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 /// The owner index, as template.yaml declares it.

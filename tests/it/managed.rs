@@ -1,0 +1,122 @@
+//! Many conversations per execution environment (Lambda Managed Instances): one process, 32
+//! workers, driven by a Runtime API that hands out invocations concurrently.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::support::{event_json, python, repo, ScriptedModel, TestEnv};
+
+fn chat_event(session: &str, message: &str) -> Value {
+    let mut event = event_json("http-api/1-collin-hello.json");
+    event["body"] = json!({"session_id": session, "message": message})
+        .to_string()
+        .into();
+    event
+}
+
+#[tokio::test]
+async fn one_process_serves_32_conversations_at_once_and_loses_nothing() {
+    let env = TestEnv::new().await;
+    // A model that thinks for a second: turns overlap only if the process serves them at once.
+    let model = ScriptedModel::start_with(&["--answer-delay", "1"]);
+    let mut events = Vec::new();
+    let mut sessions = Vec::new();
+    for i in 0..64 {
+        let session = format!("own-{i:02}");
+        events.push(chat_event(&session, &format!("I'm Person{i}")));
+        sessions.push(session);
+    }
+    for i in 0..32 {
+        events.push(chat_event("together", &format!("I'm Member{i}")));
+        sessions.push("together".into());
+    }
+    let mut child = Command::new(python())
+        .arg(repo().join("tools/concurrent_runtime.py"))
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_session-chat"),
+            "--workers",
+            "32",
+        ])
+        .env("TABLE_NAME", &env.table)
+        .env("OWNER_INDEX", "by_owner")
+        .env("OPENAI_BASE_URL", model.base_url())
+        .env("MODEL_ID", "scripted")
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &env.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the concurrent driver");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(events).to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the driver failed");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the driver's report");
+    let invocations = report["invocations"].as_array().unwrap();
+
+    // Every turn answered, each under its own request id.
+    let mut by_request: HashMap<String, &str> = HashMap::new();
+    for (inv, session) in invocations.iter().zip(&sessions) {
+        assert_eq!(inv["status"], 200, "{inv}");
+        by_request.insert(inv["id"].as_str().unwrap().to_owned(), session);
+    }
+    // Nothing lost: each own session has its run, the shared one all 32, none twice.
+    for i in 0..64 {
+        let value = env.value(&format!("own-{i:02}")).await.expect("stored");
+        let memory: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(memory["runs"].as_array().unwrap().len(), 1);
+        assert_eq!(memory["runs"][0]["input"], format!("I'm Person{i}"));
+    }
+    let value = env.value("together").await.expect("stored");
+    let memory: Value = serde_json::from_str(&value).unwrap();
+    let runs = memory["runs"].as_array().unwrap();
+    let ids: HashSet<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!((runs.len(), ids.len()), (32, 32));
+
+    // Each log line of a turn carries its own invocation's id, and only its own session.
+    let mut turns = 0;
+    for line in report["logs"].as_array().unwrap() {
+        if line["fields"]["message"] != "chat turn" {
+            continue;
+        }
+        turns += 1;
+        let id = line["span"]["requestId"]
+            .as_str()
+            .expect("the invocation's span");
+        assert_eq!(line["fields"]["request_id"], id);
+        assert_eq!(
+            line["fields"]["session_id"].as_str(),
+            by_request.get(id).copied(),
+            "{line}"
+        );
+    }
+    assert_eq!(turns, 96);
+    let wall = report["wall_s"].as_f64().unwrap();
+    let mut seconds: Vec<f64> = invocations
+        .iter()
+        .map(|i| i["seconds"].as_f64().unwrap())
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    eprintln!(
+        "turn seconds: min {:.2}, median {:.2}, max {:.2}",
+        seconds[0],
+        seconds[seconds.len() / 2],
+        seconds[seconds.len() - 1]
+    );
+    eprintln!(
+        "one process, 32 workers, 96 turns with a 1 s model (64 sessions + 32 on one): {wall:.2} s wall, peak RSS {} kB",
+        report["peak_rss_kb"]
+    );
+}

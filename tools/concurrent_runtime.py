@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Drives one function process with many invocations at once, as Lambda Managed Instances do.
+
+    concurrent_runtime.py --binary PATH --workers N < events.json
+
+Reads a JSON list of API Gateway events on stdin, starts a local Lambda Runtime API
+(bench/runtime_api.py, which hands out invocations to every concurrent /next poll), spawns the
+function with AWS_LAMBDA_MAX_CONCURRENCY=N (the rest of its environment is this process's), hands
+it every event at once from as many threads, and prints one JSON object:
+
+    {"wall_s": ..., "peak_rss_kb": ..., "invocations": [{"id", "status", "body", "seconds"}],
+     "logs": [<each JSON log line the function wrote>]}
+
+The function is stopped when its answers are in (or after --timeout seconds).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+
+from runtime_api import RuntimeApi  # noqa: E402
+
+
+def peak_rss_kb(pid: int) -> int:
+    """The process's high-water resident set (VmHWM), in kB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    events = json.load(sys.stdin)
+
+    api = RuntimeApi()
+    env = dict(os.environ)
+    env.update({
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "AWS_LAMBDA_MAX_CONCURRENCY": str(args.workers),
+        "AWS_LAMBDA_FUNCTION_NAME": "session-chat",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "local",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "local",
+    })
+    logs_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"concurrent-{os.getpid()}.log")
+    with open(logs_path, "wb") as log_file:
+        proc = subprocess.Popen([args.binary], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        results = [None] * len(events)
+        try:
+            api.wait_ready(proc, timeout=args.timeout)
+            started = time.monotonic()
+
+            def invoke(i):
+                try:
+                    inv = api.invoke(events[i], timeout=args.timeout)
+                    response = json.loads(inv.body or b"null")
+                    results[i] = {"id": inv.id, "status": (response or {}).get("statusCode"),
+                                  "body": (response or {}).get("body"), "seconds": inv.seconds,
+                                  "error": inv.error}
+                except Exception as e:  # noqa: BLE001 - reported in the output
+                    results[i] = {"id": None, "status": None, "body": str(e), "seconds": None,
+                                  "error": True}
+
+            threads = [threading.Thread(target=invoke, args=(i,)) for i in range(len(events))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.monotonic() - started
+            rss = peak_rss_kb(proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+            api.close()
+    logs = []
+    with open(logs_path, "rb") as f:
+        for line in f:
+            try:
+                logs.append(json.loads(line))
+            except ValueError:
+                logs.append({"raw": line.decode(errors="replace").rstrip()})
+    os.remove(logs_path)
+    json.dump({"wall_s": wall, "peak_rss_kb": rss, "invocations": results, "logs": logs}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

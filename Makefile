@@ -76,6 +76,12 @@ $(BENCH_TOOLS_STAMP): bench/requirements-bench.txt $(STAMP)
 
 bench: setup $(BENCH_STAMP) $(BENCH_TOOLS_STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
+	$(PY) bench/managed.py
+
+## One process serving many conversations at once (Lambda Managed Instances) against as many
+## on-demand processes; needs the release build `make bench` makes. Writes bench/managed.json.
+bench-managed: setup
+	$(PY) bench/managed.py
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup build test lint package watch invoke demo deploy bench bench-quick bench-streaming clean
+.PHONY: setup build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed clean
 
 setup: $(STAMP) $(GT_STAMP)
 

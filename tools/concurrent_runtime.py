@@ -69,10 +69,13 @@ def main() -> int:
             def invoke(i):
                 try:
                     inv = api.invoke(events[i], timeout=args.timeout)
-                    response = json.loads(inv.body or b"null")
-                    results[i] = {"id": inv.id, "status": (response or {}).get("statusCode"),
-                                  "body": (response or {}).get("body"), "seconds": inv.seconds,
-                                  "error": inv.error}
+                    if inv.prelude is not None:  # answered in Lambda's streaming format
+                        status, body = inv.prelude.get("statusCode"), inv.body.decode()
+                    else:
+                        response = json.loads(inv.body or b"null") or {}
+                        status, body = response.get("statusCode"), response.get("body")
+                    results[i] = {"id": inv.id, "status": status, "body": body,
+                                  "seconds": inv.seconds, "error": inv.error}
                 except Exception as e:  # noqa: BLE001 - reported in the output
                     results[i] = {"id": None, "status": None, "body": str(e), "seconds": None,
                                   "error": True}

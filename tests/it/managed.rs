@@ -17,23 +17,15 @@ fn chat_event(session: &str, message: &str) -> Value {
     event
 }
 
-#[tokio::test]
-async fn one_process_serves_32_conversations_at_once_and_loses_nothing() {
-    let env = TestEnv::new().await;
-    // A model that thinks for a second: turns overlap only if the process serves them at once.
-    let model = ScriptedModel::start_with(&["--answer-delay", "1"]);
-    let mut events = Vec::new();
-    let mut sessions = Vec::new();
-    for i in 0..64 {
-        let session = format!("own-{i:02}");
-        events.push(chat_event(&session, &format!("I'm Person{i}")));
-        sessions.push(session);
-    }
-    for i in 0..32 {
-        events.push(chat_event("together", &format!("I'm Member{i}")));
-        sessions.push("together".into());
-    }
-    let mut child = Command::new(python())
+/// Runs tools/concurrent_runtime.py: the debug build of the function, 32 workers, `events`.
+fn drive(
+    env: &TestEnv,
+    model: &ScriptedModel,
+    events: Vec<Value>,
+    extra: &[(&str, &str)],
+) -> Value {
+    let mut command = Command::new(python());
+    command
         .arg(repo().join("tools/concurrent_runtime.py"))
         .args([
             "--binary",
@@ -52,9 +44,11 @@ async fn one_process_serves_32_conversations_at_once_and_loses_nothing() {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run the concurrent driver");
+        .stdout(Stdio::piped());
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("run the concurrent driver");
     child
         .stdin
         .take()
@@ -63,7 +57,53 @@ async fn one_process_serves_32_conversations_at_once_and_loses_nothing() {
         .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "the driver failed");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the driver's report");
+    serde_json::from_slice(&output.stdout).expect("the driver's report")
+}
+
+#[tokio::test]
+async fn streamed_turns_are_served_at_once_too() {
+    let env = TestEnv::new().await;
+    let model = ScriptedModel::start_with(&["--first-token-delay", "1"]);
+    let mut events = Vec::new();
+    for i in 0..32 {
+        let mut event = chat_event(&format!("stream-{i:02}"), &format!("I'm Streamer{i}"));
+        event["headers"]["accept"] = "text/event-stream".into();
+        events.push(event);
+    }
+    let report = drive(&env, &model, events, &[("INVOKE_MODE", "RESPONSE_STREAM")]);
+    for (i, inv) in report["invocations"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(inv["status"], 200, "{inv}");
+        let body = inv["body"].as_str().unwrap();
+        assert!(
+            body.contains("event: delta") && body.contains("event: done"),
+            "{body}"
+        );
+        let value = env.value(&format!("stream-{i:02}")).await.expect("stored");
+        assert!(value.contains(&format!("I'm Streamer{i}")));
+    }
+    let wall = report["wall_s"].as_f64().unwrap();
+    eprintln!(
+        "32 streamed turns, first word after 1 s, in one process with 32 workers: {wall:.2} s"
+    );
+}
+
+#[tokio::test]
+async fn one_process_serves_32_conversations_at_once_and_loses_nothing() {
+    let env = TestEnv::new().await;
+    // A model that thinks for a second: turns overlap only if the process serves them at once.
+    let model = ScriptedModel::start_with(&["--answer-delay", "1"]);
+    let mut events = Vec::new();
+    let mut sessions = Vec::new();
+    for i in 0..64 {
+        let session = format!("own-{i:02}");
+        events.push(chat_event(&session, &format!("I'm Person{i}")));
+        sessions.push(session);
+    }
+    for i in 0..32 {
+        events.push(chat_event("together", &format!("I'm Member{i}")));
+        sessions.push("together".into());
+    }
+    let report = drive(&env, &model, events, &[]);
     let invocations = report["invocations"].as_array().unwrap();
 
     // Every turn answered, each under its own request id.

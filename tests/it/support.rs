@@ -246,7 +246,7 @@ impl TestEnv {
 }
 
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
-    client
+    let created = client
         .create_table()
         .table_name(table)
         .key_schema(
@@ -280,32 +280,27 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
         .global_secondary_indexes(owner_index())
         .billing_mode(BillingMode::PayPerRequest)
         .send()
-        .await
-        .map(|_| ())
-        .or_else(tolerate_existing)
-        .expect("create table");
+        .await;
+    table_created(created);
 }
 
 /// A CreateTable the SDK retried (the first attempt answered late on a busy machine) meets its
 /// own table: that is success.
-pub fn tolerate_existing<R>(
-    e: aws_sdk_dynamodb::error::SdkError<
-        aws_sdk_dynamodb::operation::create_table::CreateTableError,
-        R,
+pub fn table_created<T, R: std::fmt::Debug>(
+    result: Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::create_table::CreateTableError,
+            R,
+        >,
     >,
-) -> Result<
-    (),
-    aws_sdk_dynamodb::error::SdkError<
-        aws_sdk_dynamodb::operation::create_table::CreateTableError,
-        R,
-    >,
-> {
-    if e.as_service_error()
-        .is_some_and(|se| se.is_resource_in_use_exception())
-    {
-        Ok(())
-    } else {
+) {
+    match result {
+        Ok(_) => {}
         Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_resource_in_use_exception()) => {}
+        Err(e) => panic!("create table: {e:?}"),
     }
 }
 

@@ -17,6 +17,8 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS
 export AWS_EC2_METADATA_DISABLED=true
 export TABLE_NAME=${TABLE_NAME:-sessions}
 export OWNER_INDEX=${OWNER_INDEX:-by_owner}
+# No API Gateway in front locally: the chat page asks for a user name (see README, "The page").
+export AUTH_MODE=${AUTH_MODE:-NONE}
 
 work=$(mktemp -d)
 pids=()
@@ -61,6 +63,7 @@ fi
 if [[ $mode == watch ]]; then
   port=${PORT:-9000}
   echo "Function: cargo lambda watch on http://127.0.0.1:$port (first request compiles)"
+  echo "  Chat page: open http://127.0.0.1:$port/ in a browser"
   echo "  curl -s -X POST localhost:$port/chat -H 'content-type: application/json' \\"
   echo "       -d '{\"session_id\": \"user-id-123\", \"message\": \"Hello my name is Collin.\"}'"
   cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$port" --bin session-chat

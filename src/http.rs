@@ -3,6 +3,7 @@
 //! (SDK messages, keys, stack traces) reaches a response body: causes are logged instead.
 
 use std::error::Error as StdError;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_http::http::{header, Method, StatusCode};
@@ -14,7 +15,8 @@ use tokio::time::Instant;
 use crate::chat::{ChatError, ChatService};
 use crate::config::AuthMode;
 use crate::input::{IdempotencyKey, InputError, Message, OwnerKey, SessionId, SessionKey, Title};
-use crate::store::{Cursor, Deleted, PageLimit};
+use crate::page::Page;
+use crate::store::{Cursor, Deleted, PageLimit, Span};
 
 /// Runs a history page holds unless `limit` asks for fewer (or more, up to the maximum).
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
@@ -196,9 +198,11 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// The API's routes, read from the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
+    /// `/`: the chat page.
+    Page,
     /// `/chat`
     Chat,
-    /// `/sessions`: reserved for listing sessions; no method is served yet (404).
+    /// `/sessions`: the caller's sessions (list, erase).
     Sessions,
     /// `/sessions/{session_id}`, the segment still percent-encoded.
     Session(&'a str),
@@ -208,6 +212,7 @@ enum Route<'a> {
 impl<'a> Route<'a> {
     fn of(path: &'a str) -> Route<'a> {
         match path {
+            "" => Route::Page,
             "/chat" => Route::Chat,
             "/sessions" => Route::Sessions,
             _ => match path.strip_prefix("/sessions/") {
@@ -286,6 +291,8 @@ pub struct App {
     chat: ChatService,
     max_message_bytes: usize,
     auth_mode: AuthMode,
+    /// The chat page, assembled on its first request (not at cold start).
+    page: OnceLock<Page>,
 }
 
 impl App {
@@ -294,6 +301,7 @@ impl App {
             chat,
             max_message_bytes,
             auth_mode,
+            page: OnceLock::new(),
         }
     }
 
@@ -339,6 +347,21 @@ impl App {
     ) -> Result<Response<Body>, ApiError> {
         let method = request.method();
         match Route::of(api_path(request)) {
+            Route::Page if method == Method::GET => {
+                let page = self.page.get_or_init(|| Page::new(self.auth_mode));
+                let response = page.response(request.headers());
+                tracing::info!(
+                    request_id,
+                    status = response.status().as_u16(),
+                    outcome = "page",
+                    "page served"
+                );
+                Ok(response)
+            }
+            Route::Page => Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                allowed: "GET",
+            }),
             Route::Chat if method == Method::POST => {
                 self.post_chat(request, request_id, deadline, session).await
             }
@@ -509,9 +532,22 @@ impl App {
         let query = request.query_string_parameters_ref();
         let param = |name: &str| query.and_then(|q| q.first(name));
         let limit = parse_limit(param("limit"), DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
-        let cursor = match param("cursor") {
-            None => None,
-            Some(text) => Some(Cursor::parse(text).ok_or(ChatError::InvalidCursor)?),
+        let parse = |text: &str| Cursor::parse(text).ok_or(ChatError::InvalidCursor);
+        let (cursor, before) = match (param("cursor"), param("before")) {
+            (None, None) => (None, false),
+            (Some(text), None) => (Some(parse(text)?), false),
+            (None, Some("end")) => (None, true),
+            (None, Some(text)) => (Some(parse(text)?), true),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidRequest(
+                    "give cursor (newer runs) or before (older runs), not both".into(),
+                ))
+            }
+        };
+        let span = if before {
+            Span::Before(cursor.as_ref())
+        } else {
+            Span::From(cursor.as_ref())
         };
         let limit = PageLimit {
             runs: limit,
@@ -519,7 +555,7 @@ impl App {
         };
         let page = self
             .chat
-            .history(key, cursor.as_ref(), limit, deadline)
+            .history(key, span, limit, deadline)
             .await?
             .ok_or_else(|| ApiError::SessionNotFound(session_id.to_string()))?;
         let runs: Vec<Value> = page
@@ -534,6 +570,7 @@ impl App {
                 "session_id": session_id.as_str(),
                 "runs": runs,
                 "next_cursor": page.next.map(|c| c.encode()),
+                "prev_cursor": page.prev.map(|c| c.encode()),
             }),
         ))
     }

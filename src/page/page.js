@@ -711,11 +711,16 @@
 
   function route() {
     const id = new URLSearchParams(location.search).get("session");
+    if (id && id === state.current) return;
     if (id) openSession(id, false);
     else newConversation(false);
   }
 
   window.addEventListener("popstate", route);
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    el.message.focus();
+  });
 
   setupIdentity();
   route();

@@ -15,8 +15,8 @@ use super::item::{count, decode_session, n, put_layout, s, text, Item, Kept};
 use super::layout::{Field, Layout};
 use super::policy::{plan_save, NewItem, Removed, PART_MAX_BYTES};
 use super::{
-    Changes, Cursor, Deleted, HistoryPage, KeySchema, Listed, PageLimit, Receipt, SessionList, Span,
-    SessionStore, Snapshot, StoreError, Version, ACTIVITY_ATTRIBUTE, OWNER_ATTRIBUTE,
+    Changes, Cursor, Deleted, HistoryPage, KeySchema, Listed, PageLimit, Receipt, SessionList,
+    SessionStore, Snapshot, Span, StoreError, Version, ACTIVITY_ATTRIBUTE, OWNER_ATTRIBUTE,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{DecodeError, Memory, Run};

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::policy::plan_save;
 use super::{
-    Changes, Cursor, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot, Span,
-    StoreError, Version,
+    Changes, Cursor, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot,
+    Span, StoreError, Version,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};

@@ -284,7 +284,7 @@ async fn api_under_stage(
     );
     assert_eq!(answer.header("allow").as_deref(), Some("POST"), "{what}");
     // The chat page, at the API's root under any stage.
-    let page = answer(app, event("GET", "/", None), context()).await;
+    let page = session_chat::runtime::answer(app, event("GET", "/", None), context()).await;
     assert_eq!(page["statusCode"], 200, "{what}: GET /");
     assert_eq!(
         header(&page, "content-type").as_deref(),

@@ -189,8 +189,13 @@
     const meta = document.createElement("span");
     meta.className = "meta";
     const runs = item.runs || 0;
-    meta.textContent = runs + (runs === 1 ? " message" : " messages") +
-      (item.updated_at ? " · " + new Date(item.updated_at * 1000).toLocaleString([], {dateStyle: "medium", timeStyle: "short"}) : "");
+    let when = "";
+    if (item.updated_at) {
+      const at = new Date(item.updated_at * 1000);
+      when = " · " + (at.toDateString() === new Date().toDateString()
+        ? at.toLocaleTimeString([], {timeStyle: "short"}) : at.toLocaleDateString([], {dateStyle: "medium"}));
+    }
+    meta.textContent = runs + (runs === 1 ? " message" : " messages") + when;
     link.append(name, meta);
     link.addEventListener("click", (event) => {
       if (event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
@@ -202,13 +207,15 @@
     const rename = document.createElement("button");
     rename.type = "button";
     rename.className = "rename";
-    rename.textContent = "Rename";
+    rename.textContent = "✎";
+    rename.title = "Rename";
     rename.setAttribute("aria-label", "Rename “" + label(item) + "”");
     rename.addEventListener("click", () => askRename(item.session_id, rename));
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "delete";
-    remove.textContent = "Delete";
+    remove.textContent = "✕";
+    remove.title = "Delete";
     remove.setAttribute("aria-label", "Delete “" + label(item) + "”");
     remove.addEventListener("click", () => askDelete(item.session_id, remove));
     li.replaceChildren(link, rename, remove);
@@ -492,7 +499,9 @@
         outcome = await readStream(response, ex, words);
       } else {
         const done = await response.json();
+        const follow = ex.view === state.view && nearBottom();
         words.data = done.reply;
+        if (follow) el.log.scrollTop = el.log.scrollHeight;
         outcome = {done, replayed: response.headers.get("idempotent-replayed") === "true"};
       }
     } catch (e) {
@@ -556,6 +565,7 @@
 
   function finish(ex, outcome, stopped) {
     const reply = ex.reply;
+    const follow = ex.view === state.view && nearBottom();
     reply.removeAttribute("aria-busy");
     if (outcome.done) {
       const words = reply.querySelector(".text");
@@ -595,6 +605,7 @@
       }
       setState(reply, stopped ? "stopped" : "error", text, retry);
     }
+    if (follow) el.log.scrollTop = el.log.scrollHeight;
     if (state.sending === ex) {
       state.sending = null;
       busy(false);

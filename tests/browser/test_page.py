@@ -174,10 +174,14 @@ def test_the_walkthrough_typed_into_the_page(stack, browser):
     assert exchanges(browser) == WALKTHROUGH_GROUP
     wait(browser, lambda d: [s["id"] for s in sidebar(d)] == [group, one])
     shot = os.environ.get("PAGE_SCREENSHOT")
-    if shot:
+    if shot:  # the README's picture: 1280x800, mid-conversation
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
         browser.find_element(By.ID, "message").send_keys("Who is here, again?")
+        js(browser, "const l = document.getElementById('log'); l.scrollTop = l.scrollHeight")
         Path(REPO / shot).write_bytes(browser.get_screenshot_as_png())
         browser.find_element(By.ID, "message").clear()
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
     # Every message went with its own Idempotency-Key (a UUID), its owner and Accept.
     sent = posts(browser)

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup browser build test lint package watch invoke demo deploy bench bench-quick clean
+.PHONY: setup browser build test lint package watch invoke demo deploy bench bench-quick bench-streaming clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -69,8 +69,8 @@ demo: setup
 	scripts/local.sh demo
 
 ## Benchmark: session-chat vs the hello-world floor, the bare I/O floor and the Python original
-## (griptape's recipe under awslambdaric), each under a local Lambda Runtime API. Writes
-## bench/results.json and bench/bench.png. `make bench-quick` is a shorter run.
+## (griptape's recipe under awslambdaric), each under a local Lambda Runtime API, and streamed
+## turns. Writes bench/results.json and bench/bench.png. `make bench-quick` is a shorter run.
 BENCH_VENV := bench/.venv-original
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_TOOLS_STAMP := $(VENV)/.bench-installed
@@ -89,6 +89,10 @@ bench: setup $(BENCH_STAMP) $(BENCH_TOOLS_STAMP)
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: bench
+
+## Streamed turns alone (Runtime API and cargo lambda watch), into bench/results.json.
+bench-streaming: BENCH_ARGS = --streaming-only
+bench-streaming: bench
 
 deploy: package
 	SAM_CLI_TELEMETRY=0 sam deploy

@@ -17,10 +17,22 @@ conversation for session-chat and griptape (characters / 4 of every message the 
 received; a fresh scripted model for each). Prints a table with the targets, and writes
 bench/results.json and bench/bench.png. Stops everything it starts.
 
+Streamed turns (`Accept: text/event-stream`, the scripted model's first word after 0.2 s, then a
+word every 20 ms), two ways: through the Runtime API in Lambda's streaming protocol
+(INVOKE_MODE=RESPONSE_STREAM), and over HTTP through `cargo lambda watch --release`; both run the
+same release binary. For each turn, from the monotonic clocks of the scripted
+model, the Runtime API or HTTP client, and the function's log line (load_ms, save_ms):
+
+  first         the client's time to its first `delta` over the model's own time to its first
+                word (both from their request), less the session load: goal <= 5 ms
+  done          from the model's last word to the client's `done` event, less the save:
+                goal <= 5 ms
+
     bench.py [--cold-starts 5] [--turns 100] [--curve-turns 200] [--quick] [--no-build] [--no-arm64]
-             [--plot-only]
+             [--plot-only] [--streaming-only] [--stream-turns 40]
 """
 import argparse
+import http.client
 import json
 import math
 import os
@@ -253,6 +265,206 @@ def prompt_tokens(model_port) -> list:
     return [sum(chars(m.get("content")) for m in r["body"].get("messages", [])) / 4 for r in requests]
 
 
+# ---- streamed turns ---------------------------------------------------------------------------
+
+STREAM_FIRST_TOKEN_DELAY, STREAM_WORD_DELAY = 0.2, 0.02
+
+
+def sse_event(session: str, turn: int) -> dict:
+    e = event(session, turn)
+    e["headers"]["accept"] = "text/event-stream"
+    return e
+
+
+def event_times(chunks):
+    """When the first `delta` event and the `done` event had arrived, from (time, bytes) pieces."""
+    seen, first, done = b"", None, None
+    for at, data in chunks:
+        seen += data
+        if first is None and b"event: delta\n" in seen:
+            first = at
+        if done is None and b"event: done\n" in seen:
+            done = at
+    return first, done
+
+
+def model_requests(port) -> list:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_requests") as r:
+        return json.load(r)
+
+
+def turn_lines(logfile) -> list:
+    """The function's `chat turn` log lines, in order."""
+    lines = []
+    for line in Path(logfile).read_text(errors="replace").splitlines():
+        start = line.find("{")
+        try:
+            record = json.loads(line[start:]) if start >= 0 else None
+        except ValueError:
+            continue
+        fields = (record or {}).get("fields", record or {})
+        if fields.get("message") == "chat turn":
+            lines.append(fields)
+    return lines
+
+
+def stream_rows(turns, requests, logs):
+    """Per warm turn: the excesses over the goals' allowances, and the raw figures (ms)."""
+    rows = []
+    for t, m, l in list(zip(turns, requests, logs))[1:]:  # the first is a cold start
+        client_first = (t["first"] - t["sent"]) * 1000
+        model_first = (m["first_token_at"] - m["received_at"]) * 1000
+        done_after = (t["done"] - m["last_token_at"]) * 1000
+        rows.append({"client_first_ms": client_first, "model_first_ms": model_first,
+                     "first_over_ms": client_first - model_first, "load_ms": l["load_ms"],
+                     "first_gap_ms": (t["first"] - m["first_token_at"]) * 1000,
+                     "done_after_ms": done_after, "save_ms": l["save_ms"],
+                     "first_excess_ms": client_first - model_first - l["load_ms"],
+                     "done_excess_ms": done_after - l["save_ms"]})
+    return rows
+
+
+def summary(rows):
+    keys = rows[0].keys() if rows else []
+    return {k: stats([r[k] for r in rows]) for k in keys} | {"turns": len(rows)}
+
+
+def run_streaming_runtime_api(env, turns, session, logfile, model_port):
+    """Streamed turns of the release binary under the Runtime API, in the streaming protocol."""
+    api = RuntimeApi()
+    before = len(model_requests(model_port))
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen([str(TARGET / "release" / "session-chat")], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env=dict(env, INVOKE_MODE="RESPONSE_STREAM",
+                                         AWS_LAMBDA_RUNTIME_API=api.address))
+        try:
+            api.wait_ready(proc)
+            rows = []
+            for turn in range(1, turns + 2):
+                inv = api.invoke(sse_event(session, turn))
+                first, done = event_times(inv.chunks)
+                if (inv.prelude or {}).get("statusCode") != 200 or first is None or done is None:
+                    raise BadAnswer(f"streamed turn {turn}: {inv.prelude} {inv.body[-300:]!r}")
+                rows.append({"sent": inv.handed_at, "first": first, "done": done})
+        finally:
+            proc.kill()
+            proc.wait()
+            api.close()
+    return rows, model_requests(model_port)[before:], turn_lines(logfile)[-len(rows):]
+
+
+def http_stream(port, body):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    sent = time.monotonic()
+    conn.request("POST", "/chat", body=json.dumps(body),
+                 headers={"content-type": "application/json", "accept": "text/event-stream"})
+    response = conn.getresponse()
+    chunks = []
+    while True:
+        data = response.read1(65536)
+        if not data:
+            break
+        chunks.append((time.monotonic(), data))
+    conn.close()
+    return sent, response.status, chunks
+
+
+def run_streaming_watch(env, turns, session, logfile, model_port):
+    """Streamed turns over HTTP through `cargo lambda watch --release` (the bench's build)."""
+    port = free_port()
+    watch_env = dict(env, INVOKE_MODE="RESPONSE_STREAM", CARGO_TARGET_DIR=str(TARGET),
+                     PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    for k in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_RUNTIME_API"):
+        watch_env.pop(k, None)
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(["cargo", "lambda", "watch", "--release", "--ignore-changes", "--invoke-address",
+                                 "127.0.0.1", "--invoke-port", str(port), "--bin", "session-chat"],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=watch_env,
+                                start_new_session=True)
+        try:
+            end = time.monotonic() + 600
+            while True:  # the first request waits for the emulator and the build
+                try:
+                    http_stream(port, {"session_id": session + "-warm", "message": "hi"})
+                    break
+                except OSError:
+                    if time.monotonic() > end or proc.poll() is not None:
+                        raise RuntimeError(f"cargo lambda watch did not answer (log in {logfile})")
+                    time.sleep(0.5)
+            before = len(model_requests(model_port))
+            rows = []
+            for turn in range(1, turns + 2):
+                sent, status, chunks = http_stream(port, {"session_id": session, "message": message(turn)})
+                first, done = event_times(chunks)
+                if status != 200 or first is None or done is None:
+                    raise BadAnswer(f"watch, streamed turn {turn}: {status} {chunks[-1:]!r}")
+                rows.append({"sent": sent, "first": first, "done": done})
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return rows, model_requests(model_port)[before:], turn_lines(logfile)[-len(rows):]
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_streaming(servers, db, turns, run_id):
+    model = servers.start(sys.executable, ROOT / "tools" / "scripted_model.py",
+                          "--first-token-delay", STREAM_FIRST_TOKEN_DELAY, "--word-delay", STREAM_WORD_DELAY)
+    env = function_env(db, model, {})
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "turns": turns,
+           "first_token_delay_s": STREAM_FIRST_TOKEN_DELAY, "word_delay_s": STREAM_WORD_DELAY}
+    log(f"session-chat: {turns} streamed turns through the Runtime API (streaming protocol)")
+    out["runtime_api"] = summary(stream_rows(*run_streaming_runtime_api(
+        env, turns, f"bench-stream-{run_id}", LOGS / "stream-runtime-api.log", model)))
+    log(f"session-chat: {turns} streamed turns through cargo lambda watch")
+    out["watch"] = summary(stream_rows(*run_streaming_watch(
+        env, turns, f"bench-stream-watch-{run_id}", LOGS / "stream-watch.log", model)))
+    servers.stop(model)
+    return out
+
+
+def streaming_targets(r):
+    rows = []
+    st = r.get("streaming")
+    if not st:
+        return rows
+    for path, label in (("runtime_api", "Runtime API"), ("watch", "cargo lambda watch")):
+        s = st[path]
+        v = s["first_excess_ms"]["p50"]
+        rows.append({"target": f"stream first delta, {label}", "value": v, "goal": "<= load + 5 ms",
+                     "ok": v <= 5, "shown": f"model first word + {s['first_over_ms']['p50']:.1f} ms "
+                                            f"(load {s['load_ms']['p50']:.1f} ms) p50"})
+        v = s["done_excess_ms"]["p50"]
+        rows.append({"target": f"stream done, {label}", "value": v, "goal": "<= save + 5 ms",
+                     "ok": v <= 5, "shown": f"model last word + {s['done_after_ms']['p50']:.1f} ms "
+                                            f"(save {s['save_ms']['p50']:.1f} ms) p50"})
+    return rows
+
+
+def print_streaming(r):
+    st = r.get("streaming")
+    if not st:
+        return
+    print(f"\nstreamed turns ({st['turns']} warm each; {st['when']}), ms, p50 / p99:")
+    print(f"{'':34}{'Runtime API':>20}{'cargo lambda watch':>22}")
+    for key, label in (("client_first_ms", "client: first delta"), ("model_first_ms", "model: first word"),
+                       ("first_over_ms", "  client over model"), ("load_ms", "  session load"),
+                       ("first_gap_ms", "  model word -> client"), ("done_after_ms", "model last word -> done"),
+                       ("save_ms", "  save")):
+        cells = [f"{st[p][key]['p50']:.1f} / {st[p][key]['p99']:.1f}" for p in ("runtime_api", "watch")]
+        print(f"{label:34}{cells[0]:>20}{cells[1]:>22}")
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 def targets(r):
@@ -300,7 +512,7 @@ def targets(r):
                             else f"all {turns}")
         + "; griptape: " + (f"failed at turn {fails['griptape']['turn']}" if "griptape" in fails
                             else f"all {turns}"))
-    return rows
+    return rows + streaming_targets(r)
 
 
 def print_table(r):
@@ -322,6 +534,7 @@ def print_table(r):
     c = r["prompt_tokens"]
     print(f"{'conversation turns sent':30}{'':>14}{len(c['session-chat']):>14}{len(c['griptape']):>14}")
     print(f"{'prompt tokens, last turn':30}{'':>14}{c['session-chat'][-1]:>14.0f}{c['griptape'][-1]:>14.0f}")
+    print_streaming(r)
     print(f"\n{'target':48}{'goal':>16}  {'measured':<}")
     for t in r["targets"]:
         mark = {True: "ok", False: "MISSED", None: "n/a"}[t["ok"]]
@@ -407,6 +620,10 @@ def main() -> int:
     p.add_argument("--out", default=str(HERE), help="where results.json and bench.png go")
     p.add_argument("--plot-only", action="store_true",
                    help="redraw bench.png and reprint the table from results.json")
+    p.add_argument("--streaming-only", action="store_true",
+                   help="build session-chat only, measure streamed turns, and replace just the "
+                        "streaming part of results.json")
+    p.add_argument("--stream-turns", type=int, default=40, help="streamed warm turns each way")
     a = p.parse_args()
     if a.plot_only:
         r = json.loads((Path(a.out) / "results.json").read_text())
@@ -415,10 +632,12 @@ def main() -> int:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what we started
     if a.quick:
-        a.cold_starts, a.turns, a.curve_turns = 2, 20, 80
+        a.cold_starts, a.turns, a.curve_turns, a.stream_turns = 2, 20, 80, 10
     LOGS.mkdir(parents=True, exist_ok=True)
     for f in LOGS.glob("*.log"):
         f.unlink()
+    if a.streaming_only:
+        return streaming_only(a)
     if not ORIGINAL_PY.exists():
         sys.exit(f"{ORIGINAL_PY} is missing: run `make bench` (it installs it)")
 
@@ -482,6 +701,7 @@ def main() -> int:
                 log(f"{name}: the conversation failed at turn {result['failed']['turn']}: "
                     f"{result['failed']['answer'][:200]}")
             servers.stop(curve_model)
+        r["streaming"] = run_streaming(servers, db, a.stream_turns, run_id)
         r["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
     finally:
         servers.stop()
@@ -492,6 +712,28 @@ def main() -> int:
     plot(r, out / "bench.png")
     print_table(r)
     print(f"wrote {out / 'results.json'} and {out / 'bench.png'}")
+    return 0
+
+
+def streaming_only(a) -> int:
+    """Measures streamed turns alone and puts them into the existing results.json."""
+    out = Path(a.out) / "results.json"
+    r = json.loads(out.read_text()) if out.exists() else {}
+    if not a.no_build:
+        timed_run(["cargo", "build", "--release", "--bin", "session-chat"], cwd=ROOT, env=cargo_env())
+    servers = Servers()
+    try:
+        db = servers.start(TOOLS_PY, ROOT / "tools" / "dynamodb_local.py", "--table", TABLE)
+        r["streaming"] = run_streaming(servers, db, a.stream_turns, time.strftime("%H%M%S"))
+    finally:
+        servers.stop()
+    if "systems" in r:
+        r["targets"] = targets(r)
+        out.write_text(json.dumps(r, indent=1) + "\n")
+        print_table(r)
+    else:
+        print_streaming(r)
+    print(f"wrote the streaming part of {out}")
     return 0
 
 

@@ -12,6 +12,10 @@ Endpoints: GET /2018-06-01/runtime/invocation/next (long poll; headers Lambda-Ru
 -Deadline-Ms, -Invoked-Function-Arn, -Trace-Id), POST .../invocation/{id}/response and
 .../invocation/{id}/error, POST /2018-06-01/runtime/init/error.
 
+A response sent in Lambda's streaming mode (`Lambda-Runtime-Function-Response-Mode: streaming`,
+chunked) is read as it arrives: `inv.prelude` is its metadata (status, headers), `inv.body` the
+bytes after the 8-NUL delimiter, and `inv.chunks` each piece of those with its arrival time.
+
 Use one RuntimeApi per function process: a long poll left behind by a killed process could
 otherwise take the next process's event.
 """
@@ -37,6 +41,8 @@ class Invocation:
         self.body = None
         self.error = False
         self.done = threading.Event()
+        self.prelude = None  # streamed: the metadata prelude, as JSON
+        self.chunks = []  # streamed: (monotonic s, bytes) of the body as it arrived
 
     @property
     def seconds(self) -> float:
@@ -92,15 +98,43 @@ class RuntimeApi:
                 inv.handed_at = time.monotonic()  # before the write: the answer may beat it back
                 self.reply(200, inv.event, headers)
 
+            def read_streamed(self, inv):
+                """A chunked, streamed response: metadata, 8 NULs, then the body."""
+                raw = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers (a mid-stream error would be here)
+                        break
+                    data = self.rfile.read(size)
+                    self.rfile.readline()
+                    now = time.monotonic()
+                    if inv.prelude is None:
+                        raw += data
+                        if b"\0" * 8 in raw:
+                            meta, data = raw.split(b"\0" * 8, 1)
+                            inv.prelude = json.loads(meta)
+                        else:
+                            continue
+                    if data:
+                        inv.chunks.append((now, data))
+                return b"".join(c for _, c in inv.chunks)
+
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                m = re.fullmatch(PREFIX + r"/invocation/([^/]+)/(response|error)", self.path)
+                inv = api.invocations.get(m.group(1)) if m else None
+                streamed = (self.headers.get("Lambda-Runtime-Function-Response-Mode") == "streaming"
+                            and self.headers.get("Transfer-Encoding") == "chunked")
+                if streamed and inv is not None:
+                    body = self.read_streamed(inv)
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 now = time.monotonic()
                 if self.path == PREFIX + "/init/error":
                     api.init_error = body.decode(errors="replace")
                     api.ready.set()
                     return self.reply(202, b'{"status":"OK"}')
-                m = re.fullmatch(PREFIX + r"/invocation/([^/]+)/(response|error)", self.path)
-                inv = api.invocations.get(m.group(1)) if m else None
                 if inv is None:
                     return self.reply(404, b'{"errorMessage":"unknown request id"}')
                 inv.done_at, inv.body, inv.error = now, body, m.group(2) == "error"

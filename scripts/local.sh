@@ -4,7 +4,11 @@
 # under `cargo lambda watch`, the Lambda runtime emulator.
 #
 #   scripts/local.sh watch   serve on $PORT (default 9000) until Ctrl-C
-#   scripts/local.sh demo    play the seed's walkthrough over HTTP, print replies and stored items
+#   scripts/local.sh demo    play the seed's walkthrough over HTTP, print replies and stored items;
+#                            the last reply streams (server-sent events), word by word
+#
+# The function answers in Lambda's streaming format (INVOKE_MODE=RESPONSE_STREAM), as behind the
+# template's streaming API: JSON requests get JSON, `Accept: text/event-stream` gets events.
 #
 # Run through `make watch` / `make demo`, which install the tools first.
 set -euo pipefail
@@ -17,6 +21,7 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS
 export AWS_EC2_METADATA_DISABLED=true
 export TABLE_NAME=${TABLE_NAME:-sessions}
 export OWNER_INDEX=${OWNER_INDEX:-by_owner}
+export INVOKE_MODE=${INVOKE_MODE:-RESPONSE_STREAM}
 # No API Gateway in front locally: the chat page asks for a user name (see README, "The page").
 export AUTH_MODE=${AUTH_MODE:-NONE}
 
@@ -66,6 +71,7 @@ if [[ $mode == watch ]]; then
   echo "  Chat page: open http://127.0.0.1:$port/ in a browser"
   echo "  curl -s -X POST localhost:$port/chat -H 'content-type: application/json' \\"
   echo "       -d '{\"session_id\": \"user-id-123\", \"message\": \"Hello my name is Collin.\"}'"
+  echo "  streamed: curl -N -H 'accept: text/event-stream' -d '{\"session_id\": \"s1\", \"message\": \"hi\"}' localhost:$port/chat"
   cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$port" --bin session-chat
   exit 0
 fi
@@ -93,6 +99,32 @@ say() {
   "$PY" -c 'import json,sys; print(">", json.loads(sys.argv[1])["reply"])' "$reply"
 }
 
+# The same, streamed: prints each delta as it arrives.
+say_streamed() {
+  local message=$1 session=$2 body
+  body=$("$PY" -c 'import json,sys; print(json.dumps({"session_id": sys.argv[2], "message": sys.argv[1]}))' "$message" "$session")
+  echo
+  echo "\$ session \"$message\" \"$session\"   (streamed: Accept: text/event-stream)"
+  curl -sSN --fail-with-body -X POST "http://127.0.0.1:$port/chat" -H 'accept: text/event-stream' \
+      -H 'content-type: application/json' -d "$body" | "$PY" -u -c '
+import json, sys
+print(">", end=" ", flush=True)
+event = None
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if line.startswith("event: "):
+        event = line[7:]
+    elif line.startswith("data: "):
+        data = json.loads(line[6:])
+        if event == "delta":
+            print(data["text"], end="", flush=True)
+        elif event == "done":
+            print("\n  (done: run " + data["run_id"] + ", saved)")
+        elif event == "error":
+            print("\n  error: " + json.dumps(data["error"]))
+'
+}
+
 echo
 echo "Conversation memory for an individual user:"
 say "Hello my name is Collin." "user-id-123"
@@ -101,7 +133,7 @@ echo
 echo "Conversation memory for a group of users:"
 say "Hello my name is Zach." "group-id-123"
 say "And I'm Matt" "group-id-123"
-say "And I'm Collin, who all is here?" "group-id-123"
+say_streamed "And I'm Collin, who all is here?" "group-id-123"
 
 echo
 echo "Stored items (table $TABLE_NAME):"

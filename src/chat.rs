@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::input::{IdempotencyKey, Message, SessionKey};
 use crate::memory::{Format, Memory, Run};
-use crate::model::{ChatMessage, ChatModel, ModelError, Role, Usage};
+use crate::model::{ChatMessage, ChatModel, Completion, ModelError, Role, Usage};
 use crate::store::{
     Changes, Deleted, HistoryPage, PageLimit, Receipt, SessionStore, Span, StoreError, Summary,
 };
@@ -70,6 +70,8 @@ pub struct Timings {
     pub model_ms: u64,
     pub save_ms: u64,
     pub save_attempts: u32,
+    /// A streamed turn: from asking the model to its first piece of text.
+    pub first_piece_ms: Option<u64>,
 }
 
 /// Why a request to the cycle failed, classified for the client. In every case but
@@ -313,9 +315,73 @@ impl ChatService {
         deadline: Option<Instant>,
         key: Option<&IdempotencyKey>,
     ) -> Result<Reply, ChatError> {
+        let turn = match self.prepare(owner, session, message, deadline, key).await? {
+            Prepared::Replayed(reply) => return Ok(reply),
+            Prepared::Turn(turn) => turn,
+        };
+        let completion = self
+            .model
+            .complete(&turn.prompt, turn.model_deadline)
+            .await?;
+        self.save_turn(owner, session, message, deadline, key, turn, completion)
+            .await
+    }
+
+    /// Runs one turn as [`ChatService::send_for`] does, telling `progress` when the model is
+    /// asked and handing it each piece of the answer as the model writes it. What is saved is
+    /// exactly the pieces handed on, and only once the model has finished; a model that fails,
+    /// times out or stops mid-answer leaves the session as it was. A replayed turn, and a turn
+    /// refused before the model is asked, report no progress.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_streaming(
+        &self,
+        owner: Option<&str>,
+        session: &SessionKey,
+        message: &Message,
+        deadline: Option<Instant>,
+        key: Option<&IdempotencyKey>,
+        progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    ) -> Result<Reply, ChatError> {
+        let turn = match self.prepare(owner, session, message, deadline, key).await? {
+            Prepared::Replayed(reply) => return Ok(reply),
+            Prepared::Turn(turn) => turn,
+        };
+        progress(Progress::Asking);
+        let mut streamed = String::new();
+        let mut first_piece = None;
+        let model_started = Instant::now();
+        let mut forward = |piece: &str| {
+            first_piece.get_or_insert_with(|| ms_since(model_started));
+            streamed.push_str(piece);
+            progress(Progress::Delta(piece));
+        };
+        let completion = self
+            .model
+            .stream(&turn.prompt, turn.model_deadline, &mut forward)
+            .await;
+        let mut completion = completion?;
+        // Stored is what the client was sent, piece for piece.
+        completion.text = streamed;
+        let mut reply = self
+            .save_turn(owner, session, message, deadline, key, turn, completion)
+            .await?;
+        reply.timings.first_piece_ms = first_piece;
+        Ok(reply)
+    }
+
+    /// Reads the session (and the key's receipt), folds the summary when asked to, and builds
+    /// the prompt: everything a turn does before the model answers.
+    async fn prepare(
+        &self,
+        owner: Option<&str>,
+        session: &SessionKey,
+        message: &Message,
+        deadline: Option<Instant>,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Prepared, ChatError> {
         let mut timings = Timings::default();
         let started = Instant::now();
-        let mut snapshot = bounded(deadline, self.store.load(session)).await??;
+        let snapshot = bounded(deadline, self.store.load(session)).await??;
         if let (Some(have), Some(want)) = (snapshot.owner.as_deref(), owner) {
             if have != want {
                 return Err(ChatError::Forbidden);
@@ -324,7 +390,7 @@ impl ChatService {
         if let Some(key) = key {
             let found = bounded(deadline, self.store.receipt(session, &snapshot, key)).await??;
             if let Some(receipt) = found {
-                return replay(receipt, message, timings);
+                return replay(receipt, message, timings).map(Prepared::Replayed);
             }
         }
         timings.load_ms = ms_since(started);
@@ -354,7 +420,37 @@ impl ChatService {
             &snapshot.memory.runs[window..],
             message,
         );
-        let completion = self.model.complete(&prompt, model_deadline).await?;
+        Ok(Prepared::Turn(Box::new(Turn {
+            snapshot,
+            prompt,
+            new_summary,
+            model_started,
+            model_deadline,
+            timings,
+        })))
+    }
+
+    /// Appends the model's answer to the session and saves it: conditional on the version
+    /// read, re-reading and appending again after another writer's save, recognising a save
+    /// of ours whose answer was lost, and replaying a racing request's receipt.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_turn(
+        &self,
+        owner: Option<&str>,
+        session: &SessionKey,
+        message: &Message,
+        deadline: Option<Instant>,
+        key: Option<&IdempotencyKey>,
+        turn: Box<Turn>,
+        completion: Completion,
+    ) -> Result<Reply, ChatError> {
+        let Turn {
+            mut snapshot,
+            new_summary,
+            model_started,
+            mut timings,
+            ..
+        } = *turn;
         timings.model_ms = ms_since(model_started);
         if completion.truncated {
             tracing::warn!(session_id = %session, "the model's answer was cut off at its length limit");
@@ -432,6 +528,31 @@ impl ChatService {
         }
         Err(ChatError::Busy(self.settings.max_save_attempts))
     }
+}
+
+/// What a streamed turn reports as it goes (see [`ChatService::send_streaming`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// The session is read and the model is being asked: the turn was not refused.
+    Asking,
+    /// The next piece of the answer.
+    Delta(&'a str),
+}
+
+/// A turn after its read: replayed from a receipt, or ready for the model.
+enum Prepared {
+    Replayed(Reply),
+    Turn(Box<Turn>),
+}
+
+/// What a turn carries from its read to its save.
+struct Turn {
+    snapshot: crate::store::Snapshot,
+    prompt: Vec<ChatMessage>,
+    new_summary: Option<Summary>,
+    model_started: Instant,
+    model_deadline: Instant,
+    timings: Timings,
 }
 
 impl ChatService {
@@ -570,7 +691,6 @@ pub fn build_prompt(
 mod tests {
     use super::*;
     use crate::input::SessionId;
-    use crate::model::Completion;
     use crate::store::in_memory::InMemoryStore;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Mutex;
@@ -582,6 +702,8 @@ mod tests {
         calls: AtomicU32,
         answers: Mutex<Vec<Result<String, ModelError>>>,
         delay: Option<Duration>,
+        /// A streamed answer stops with an error after this many pieces.
+        fail_stream_after: Mutex<Option<usize>>,
     }
 
     #[async_trait::async_trait]
@@ -614,6 +736,105 @@ mod tests {
                 usage: None,
             })
         }
+
+        /// The answer word by word.
+        async fn stream(
+            &self,
+            messages: &[ChatMessage],
+            deadline: Instant,
+            deltas: crate::model::Deltas<'_>,
+        ) -> Result<Completion, ModelError> {
+            let completion = self.complete(messages, deadline).await?;
+            let fail_after = self.fail_stream_after.lock().unwrap().take();
+            for (i, piece) in completion.text.split_inclusive(' ').enumerate() {
+                if fail_after == Some(i) {
+                    return Err(ModelError::Interrupted("scripted".into()));
+                }
+                deltas(piece);
+            }
+            Ok(completion)
+        }
+    }
+
+    /// Runs a streamed turn; returns its result and what it reported, in order.
+    async fn stream_turn(
+        chat: &ChatService,
+        text: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> (Result<Reply, ChatError>, Vec<String>) {
+        let mut seen = Vec::new();
+        let mut progress = |p: Progress<'_>| {
+            seen.push(match p {
+                Progress::Asking => "<asking>".to_owned(),
+                Progress::Delta(piece) => piece.to_owned(),
+            })
+        };
+        let result = chat
+            .send_streaming(None, &session(), &message(text), None, key, &mut progress)
+            .await;
+        (result, seen)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_turn_stores_exactly_what_was_streamed() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted::default());
+        let chat = service(&store, &model);
+        let (reply, seen) = stream_turn(&chat, "tell me more", None).await;
+        let reply = reply.unwrap();
+        assert_eq!(seen, ["<asking>", "echo: ", "tell ", "me ", "more"]);
+        assert_eq!(reply.text, seen[1..].concat());
+        let runs = store.runs(&session());
+        assert_eq!(runs.len(), 1);
+        assert_eq!((&runs[0].id, &runs[0].output), (&reply.run_id, &reply.text));
+        assert!(reply.timings.first_piece_ms.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stream_failing_midway_stores_nothing() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted::default());
+        *model.fail_stream_after.lock().unwrap() = Some(2);
+        let chat = service(&store, &model);
+        let (result, seen) = stream_turn(&chat, "tell me more", None).await;
+        assert!(
+            matches!(result, Err(ChatError::ModelFailed(_))),
+            "{result:?}"
+        );
+        assert_eq!(seen, ["<asking>", "echo: ", "tell "]);
+        assert!(store.runs(&session()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_turn_shares_the_save_loop() {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(Scripted::default());
+        let chat = service(&store, &model);
+        {
+            let mut faults = store.faults.lock().unwrap();
+            faults.interleaved_writers = 1;
+            faults.lost_answers = 1;
+        }
+        let (reply, _) = stream_turn(&chat, "mine", None).await;
+        let reply = reply.unwrap();
+        let runs = store.runs(&session());
+        let inputs: Vec<&str> = runs.iter().map(|r| r.input.as_str()).collect();
+        assert_eq!(
+            inputs,
+            ["another writer", "mine"],
+            "merged, and stored once"
+        );
+        assert_eq!(runs[1].id, reply.run_id);
+        assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+
+        // A keyed retry is replayed from the receipt: no model, no progress.
+        let key = IdempotencyKey::parse("k-1").unwrap();
+        let (first, _) = stream_turn(&chat, "again", Some(&key)).await;
+        let (again, seen) = stream_turn(&chat, "again", Some(&key)).await;
+        let (first, again) = (first.unwrap(), again.unwrap());
+        assert!(again.replayed && seen.is_empty());
+        assert_eq!((again.run_id, again.text), (first.run_id, first.text));
+        assert_eq!(model.calls.load(Ordering::SeqCst), 2);
     }
 
     fn service(store: &Arc<InMemoryStore>, model: &Arc<Scripted>) -> ChatService {

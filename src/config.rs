@@ -50,6 +50,17 @@ pub enum AuthMode {
     None,
 }
 
+/// How the function hands back its answers unless the event says otherwise (`INVOKE_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvokeMode {
+    /// Whole responses, for API Gateway's buffered integrations and `Invoke` (the default).
+    Buffered,
+    /// Lambda's streaming format for every response (metadata, then the body as it is
+    /// written), for `InvokeWithResponseStream`: function URLs in `RESPONSE_STREAM` mode,
+    /// `cargo lambda watch`, the bench's Runtime API.
+    ResponseStream,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `MODEL_PROVIDER`: `openai` (default) or `bedrock`.
@@ -90,6 +101,11 @@ pub struct Config {
     /// `OWNER_INDEX`: the global secondary index that lists a user's sessions; unset, listing
     /// is off.
     pub owner_index: Option<String>,
+    /// `JWT_AUDIENCE`: in JWT mode, the audience (app client id) a REST API Cognito
+    /// authorizer's claims must carry (`aud` of an ID token, `client_id` of an access token).
+    pub jwt_audience: Option<String>,
+    /// `INVOKE_MODE`: `BUFFERED` (default) or `RESPONSE_STREAM`.
+    pub invoke_mode: InvokeMode,
 }
 
 /// A configuration value that cannot be used; the text names the variable and what it expects.
@@ -334,6 +350,20 @@ impl Config {
             value_attribute,
             sort_key,
         };
+        let invoke_mode = match get("INVOKE_MODE") {
+            None => InvokeMode::Buffered,
+            Some(v) if v.trim().eq_ignore_ascii_case("BUFFERED") => InvokeMode::Buffered,
+            Some(v) if v.trim().eq_ignore_ascii_case("RESPONSE_STREAM") => {
+                InvokeMode::ResponseStream
+            }
+            Some(value) => {
+                return Err(ConfigError::Invalid {
+                    var: "INVOKE_MODE",
+                    value,
+                    expected: "BUFFERED or RESPONSE_STREAM",
+                })
+            }
+        };
         let default_model = match provider {
             Provider::OpenAi => DEFAULT_MODEL_ID,
             Provider::Bedrock => DEFAULT_BEDROCK_MODEL_ID,
@@ -359,6 +389,8 @@ impl Config {
             model_timeout,
             key_schema,
             owner_index: get("OWNER_INDEX"),
+            jwt_audience: get("JWT_AUDIENCE").map(|a| a.trim().to_owned()),
+            invoke_mode,
         })
     }
 }
@@ -426,6 +458,8 @@ mod tests {
         assert_eq!(c.max_runs, None);
         assert_eq!(c.system_prompt, None);
         assert_eq!(c.model_timeout, DEFAULT_MODEL_TIMEOUT);
+        assert_eq!(c.invoke_mode, InvokeMode::Buffered);
+        assert_eq!(c.jwt_audience, None);
         assert!(
             !format!("{c:?}").contains("sk-x"),
             "the key leaked into Debug"
@@ -439,8 +473,10 @@ mod tests {
             ("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/"),
             ("MAX_RUNS", "10"),
             ("MODEL_TIMEOUT_SECS", "2.5"),
+            ("INVOKE_MODE", "response_stream"),
         ])
         .unwrap();
+        assert_eq!(c.invoke_mode, InvokeMode::ResponseStream);
         assert_eq!(c.openai_base_url, "http://127.0.0.1:8080/v1");
         assert_eq!(c.openai_api_key, None);
         assert_eq!(c.max_runs, Some(10));
@@ -484,6 +520,7 @@ mod tests {
             ("MODEL_PROVIDER", "llama"),
             ("AUTH_MODE", "basic"),
             ("MEMORY_FORMAT", "json"),
+            ("INVOKE_MODE", "stream"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));

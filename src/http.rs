@@ -1,19 +1,23 @@
 //! The HTTP adapter: routes API Gateway requests, parses and checks them, runs the chat cycle and
-//! maps every outcome to a JSON response. Nothing here panics on input, and no internal detail
-//! (SDK messages, keys, stack traces) reaches a response body: causes are logged instead.
+//! maps every outcome to a JSON response, or, for `POST /chat` with `Accept: text/event-stream`,
+//! to server-sent events written as the model answers. Nothing here panics on input, and no
+//! internal detail (SDK messages, keys, stack traces) reaches a response body: causes are logged
+//! instead.
 
 use std::error::Error as StdError;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::chat::{ChatError, ChatService};
-use crate::config::AuthMode;
+use crate::chat::{ChatError, ChatService, Progress, Reply};
+use crate::config::{AuthMode, Config, InvokeMode};
 use crate::input::{IdempotencyKey, InputError, Message, OwnerKey, SessionId, SessionKey, Title};
 use crate::page::Page;
 use crate::store::{Cursor, Deleted, PageLimit, Span};
@@ -60,6 +64,9 @@ pub enum ApiError {
     /// Whatever the chat cycle or the store said; see [`ApiError::status`].
     #[error(transparent)]
     Chat(#[from] ChatError),
+    /// 500 `internal`: a streamed turn's task ended without an outcome.
+    #[error("the turn ended without an outcome")]
+    TurnLost,
 }
 
 impl ApiError {
@@ -71,6 +78,7 @@ impl ApiError {
             ApiError::NotFound(_) | ApiError::SessionNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TurnLost => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Chat(e) => match e {
                 ChatError::ModelFailed(_) | ChatError::ReplyTooLarge(_) => StatusCode::BAD_GATEWAY,
                 ChatError::ModelTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -100,6 +108,7 @@ impl ApiError {
             ApiError::SessionNotFound(_) => "session_not_found",
             ApiError::Unauthorized => "unauthorized",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::TurnLost => "internal",
             ApiError::Chat(e) => match e {
                 ChatError::ModelFailed(_) | ChatError::ReplyTooLarge(_) => "model_error",
                 ChatError::ModelTimeout => "model_timeout",
@@ -118,8 +127,10 @@ impl ApiError {
 
     /// What the client is told: our own words, never a cause's.
     fn public_message(&self) -> String {
-        let ApiError::Chat(e) = self else {
-            return self.to_string();
+        let e = match self {
+            ApiError::Chat(e) => e,
+            ApiError::TurnLost => return "internal error; nothing was stored".into(),
+            _ => return self.to_string(),
         };
         match e {
             ChatError::ModelFailed(_) => {
@@ -150,21 +161,31 @@ impl ApiError {
         }
     }
 
-    /// The response, after logging the request's one line: the cause chain for server errors
-    /// (never sent to the client), the refusal for client errors.
+    /// Logs the request's one line: the cause chain for server errors (never sent to the
+    /// client), the refusal for client errors.
+    fn log(&self, request_id: &str, session_id: Option<&str>) {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(request_id, session_id, outcome = self.code(), status = status.as_u16(), cause = %chain(self), "request failed");
+        } else {
+            tracing::info!(request_id, session_id, outcome = self.code(), status = status.as_u16(), error = %self, "request refused");
+        }
+    }
+
+    /// What the client is told: `{"error": {"code", "message"}}`.
+    fn body(&self) -> Value {
+        json!({"error": {"code": self.code(), "message": self.public_message()}})
+    }
+
+    /// The response, after logging the request's one line.
     pub(crate) fn into_response(
         self,
         request_id: &str,
         session_id: Option<&str>,
     ) -> Response<Body> {
+        self.log(request_id, session_id);
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(request_id, session_id, outcome = self.code(), status = status.as_u16(), cause = %chain(&self), "request failed");
-        } else {
-            tracing::info!(request_id, session_id, outcome = self.code(), status = status.as_u16(), error = %self, "request refused");
-        }
-        let body = json!({"error": {"code": self.code(), "message": self.public_message()}});
-        let mut response = json_response(status, &body);
+        let mut response = json_response(status, &self.body());
         if let ApiError::MethodNotAllowed { allowed, .. } = &self {
             response
                 .headers_mut()
@@ -288,42 +309,84 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
 
 /// The function: one per cold start, shared by every invocation.
 pub struct App {
-    chat: ChatService,
+    chat: Arc<ChatService>,
     max_message_bytes: usize,
     auth_mode: AuthMode,
+    jwt_audience: Option<String>,
+    invoke_mode: InvokeMode,
     /// The chat page, assembled on its first request (not at cold start).
     page: OnceLock<Page>,
 }
 
 impl App {
-    pub fn new(chat: ChatService, max_message_bytes: usize, auth_mode: AuthMode) -> Self {
+    pub fn new(chat: ChatService, config: &Config) -> Self {
         App {
-            chat,
-            max_message_bytes,
-            auth_mode,
+            chat: Arc::new(chat),
+            max_message_bytes: config.max_message_bytes,
+            auth_mode: config.auth_mode,
+            jwt_audience: config.jwt_audience.clone(),
+            invoke_mode: config.invoke_mode,
             page: OnceLock::new(),
         }
     }
 
     /// Where `session_id` is stored for this caller: scoped by the verified JWT `sub` in JWT
-    /// mode (API Gateway's authorizer has checked the token), shared otherwise.
+    /// mode (API Gateway's authorizer has checked the token), shared otherwise. The HTTP API's
+    /// JWT authorizer (v2 events) checks issuer and audience; the REST API's Cognito user-pool
+    /// authorizer (v1 events) checks the issuer only, so its claims must also name
+    /// `JWT_AUDIENCE` when that is set.
     fn key(&self, request: &Request, session_id: &SessionId) -> Result<SessionKey, ApiError> {
         if self.auth_mode != AuthMode::Jwt {
             return Ok(SessionKey::new(session_id, None));
         }
-        // The sub exactly as API Gateway verified it; the key encodes it (see `SessionKey`).
-        match jwt_sub(request) {
+        match self.verified_sub(request) {
             Some(sub) => Ok(SessionKey::new(session_id, Some(sub))),
             None => Err(ApiError::Unauthorized),
         }
+    }
+
+    /// The verified `sub` of a JWT caller: the HTTP API's JWT authorizer (v2 events) checks
+    /// issuer and audience; the REST API's Cognito user-pool authorizer (v1 events) checks the
+    /// issuer only, so its claims must also name `JWT_AUDIENCE` when that is set.
+    fn verified_sub<'r>(&self, request: &'r Request) -> Option<&'r str> {
+        let sub = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .and_then(|jwt| jwt.claims.get("sub"))
+                .map(String::as_str),
+            Some(RequestContext::ApiGatewayV1(context)) => {
+                let claims = context.authorizer.fields.get("claims");
+                let claim = |name: &str| claims.and_then(|c| c.get(name)).and_then(Value::as_str);
+                let audience_ok = match &self.jwt_audience {
+                    None => true,
+                    Some(audience) => [claim("aud"), claim("client_id")].contains(&Some(audience)),
+                };
+                claim("sub").filter(|_| audience_ok)
+            }
+            _ => None,
+        };
+        sub.filter(|s| !s.is_empty())
     }
 
     pub fn chat(&self) -> &ChatService {
         &self.chat
     }
 
-    /// Answers one request; never fails at the Lambda level.
+    /// How answers go back unless the event says otherwise (`INVOKE_MODE`).
+    pub fn invoke_mode(&self) -> InvokeMode {
+        self.invoke_mode
+    }
+
+    /// Answers one request as one whole response (events, if asked for, all at once); never
+    /// fails at the Lambda level.
     pub async fn handle(&self, request: Request) -> Response<Body> {
+        self.serve(request).await.into_response().await
+    }
+
+    /// Answers one request: a whole response, or events to stream as the turn goes.
+    pub async fn serve(&self, request: Request) -> Answer {
         let context = request.lambda_context_ref();
         let request_id = context.map(|c| c.request_id.clone()).unwrap_or_default();
         let deadline = context.and_then(|c| deadline_instant(c.deadline));
@@ -333,8 +396,10 @@ impl App {
             .route(&request, &request_id, deadline, &mut session)
             .await
         {
-            Ok(response) => response,
-            Err(e) => e.into_response(&request_id, session.as_ref().map(SessionId::as_str)),
+            Ok(answer) => answer,
+            Err(e) => {
+                Answer::Whole(e.into_response(&request_id, session.as_ref().map(SessionId::as_str)))
+            }
         }
     }
 
@@ -344,7 +409,7 @@ impl App {
         request_id: &str,
         deadline: Option<Instant>,
         session: &mut Option<SessionId>,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Answer, ApiError> {
         let method = request.method();
         match Route::of(api_path(request)) {
             Route::Page if method == Method::GET => {
@@ -356,7 +421,7 @@ impl App {
                     outcome = "page",
                     "page served"
                 );
-                Ok(response)
+                Ok(Answer::Whole(response))
             }
             Route::Page => Err(ApiError::MethodNotAllowed {
                 method: method.to_string(),
@@ -375,18 +440,18 @@ impl App {
                 let session_id = session.insert(session_id);
                 let key = self.key(request, session_id)?;
                 match *method {
-                    Method::GET => {
-                        self.get_session(request, session_id, &key, request_id, deadline)
-                            .await
-                    }
-                    Method::DELETE => {
-                        self.delete_session(session_id, &key, request_id, deadline)
-                            .await
-                    }
-                    Method::PATCH => {
-                        self.patch_session(request, session_id, &key, deadline)
-                            .await
-                    }
+                    Method::GET => self
+                        .get_session(request, session_id, &key, request_id, deadline)
+                        .await
+                        .map(Answer::Whole),
+                    Method::DELETE => self
+                        .delete_session(session_id, &key, request_id, deadline)
+                        .await
+                        .map(Answer::Whole),
+                    Method::PATCH => self
+                        .patch_session(request, session_id, &key, deadline)
+                        .await
+                        .map(Answer::Whole),
                     _ => Err(ApiError::MethodNotAllowed {
                         method: method.to_string(),
                         allowed: "GET, DELETE, PATCH",
@@ -394,8 +459,14 @@ impl App {
                 }
             }
             Route::Sessions => match *method {
-                Method::GET => self.list_sessions(request, request_id, deadline).await,
-                Method::DELETE => self.erase_sessions(request, request_id, deadline).await,
+                Method::GET => self
+                    .list_sessions(request, request_id, deadline)
+                    .await
+                    .map(Answer::Whole),
+                Method::DELETE => self
+                    .erase_sessions(request, request_id, deadline)
+                    .await
+                    .map(Answer::Whole),
                 _ => Err(ApiError::MethodNotAllowed {
                     method: method.to_string(),
                     allowed: "GET, DELETE",
@@ -422,7 +493,7 @@ impl App {
                 "owner is the token's subject in JWT mode; leave it out".into(),
             ));
         }
-        match jwt_sub(request) {
+        match self.verified_sub(request) {
             Some(sub) => Ok(Some(OwnerKey::from_sub(sub))),
             None => Err(ApiError::Unauthorized),
         }
@@ -606,7 +677,7 @@ impl App {
         request_id: &str,
         deadline: Option<Instant>,
         session: &mut Option<SessionId>,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Answer, ApiError> {
         let ChatRequest {
             session_id,
             message,
@@ -621,6 +692,18 @@ impl App {
                 v.to_str().map_err(|_| InputError::IdempotencyKey)?,
             )?),
         };
+        if wants_events(request) {
+            let turn = StreamedTurn {
+                owner,
+                request_id: request_id.to_owned(),
+                session_id: session_id.clone(),
+                session_key,
+                message,
+                key,
+                deadline,
+            };
+            return turn.start(Arc::clone(&self.chat)).await;
+        }
 
         let reply = self
             .chat
@@ -632,31 +715,239 @@ impl App {
                 key.as_ref(),
             )
             .await?;
-        let t = reply.timings;
-        tracing::info!(
-            request_id,
-            session_id = %session_id,
-            run_id = %reply.run_id,
-            load_ms = t.load_ms,
-            model_ms = t.model_ms,
-            save_ms = t.save_ms,
-            save_attempts = t.save_attempts,
-            prompt_tokens = reply.usage.map(|u| u.prompt_tokens),
-            completion_tokens = reply.usage.map(|u| u.completion_tokens),
-            outcome = if reply.replayed { "replayed" } else { "ok" },
-            "chat turn"
-        );
+        log_turn(request_id, session_id, &reply, false);
         let mut response = json_response(
             StatusCode::OK,
             &json!({"session_id": session_id.as_str(), "run_id": reply.run_id, "reply": reply.text}),
         );
         if reply.replayed {
-            response.headers_mut().insert(
-                "idempotent-replayed",
-                header::HeaderValue::from_static("true"),
-            );
+            mark_replayed(response.headers_mut());
         }
-        Ok(response)
+        Ok(Answer::Whole(response))
+    }
+}
+
+/// The request's one line for a turn that was answered.
+fn log_turn(request_id: &str, session_id: &SessionId, reply: &Reply, streamed: bool) {
+    let t = reply.timings;
+    tracing::info!(
+        request_id,
+        session_id = %session_id,
+        run_id = %reply.run_id,
+        streamed,
+        load_ms = t.load_ms,
+        model_ms = t.model_ms,
+        first_piece_ms = t.first_piece_ms,
+        save_ms = t.save_ms,
+        save_attempts = t.save_attempts,
+        prompt_tokens = reply.usage.map(|u| u.prompt_tokens),
+        completion_tokens = reply.usage.map(|u| u.completion_tokens),
+        outcome = if reply.replayed { "replayed" } else { "ok" },
+        "chat turn"
+    );
+}
+
+fn mark_replayed(headers: &mut header::HeaderMap) {
+    headers.insert(
+        "idempotent-replayed",
+        header::HeaderValue::from_static("true"),
+    );
+}
+
+/// Whether the client takes server-sent events (`Accept: text/event-stream`, any parameters).
+fn wants_events(request: &Request) -> bool {
+    request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let media = range.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("text/event-stream")
+        })
+}
+
+/// One server-sent event: `event: <name>`, then its JSON data.
+fn sse(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// What the function answers: one whole response, or server-sent events as a turn goes.
+pub enum Answer {
+    Whole(Response<Body>),
+    /// `head` is the status and headers; the events follow as they are written.
+    Events {
+        head: Response<()>,
+        events: EventStream,
+    },
+}
+
+impl Answer {
+    /// The answer as one response: events are waited for and sent together.
+    pub async fn into_response(self) -> Response<Body> {
+        match self {
+            Answer::Whole(response) => response,
+            Answer::Events { head, mut events } => {
+                let mut text = String::new();
+                while let Some(event) = events.next_event().await {
+                    text.push_str(&event);
+                }
+                head.map(|()| Body::Text(text))
+            }
+        }
+    }
+}
+
+/// What a streamed turn's task reports.
+enum TurnEvent {
+    Asking,
+    Delta(String),
+    Finished(Result<Reply, ChatError>),
+}
+
+/// A `POST /chat` answered with server-sent events.
+struct StreamedTurn {
+    owner: Option<OwnerKey>,
+    request_id: String,
+    session_id: SessionId,
+    session_key: SessionKey,
+    message: Message,
+    key: Option<IdempotencyKey>,
+    deadline: Option<Instant>,
+}
+
+impl StreamedTurn {
+    /// Runs the turn in a task of its own, so it goes on (and saves) whoever reads the events,
+    /// and waits until it is refused (a JSON error, as without streaming), replayed, or the
+    /// model is asked: then the events start.
+    async fn start(self, chat: Arc<ChatService>) -> Result<Answer, ApiError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let StreamedTurn {
+            owner,
+            request_id,
+            session_id,
+            session_key,
+            message,
+            key,
+            deadline,
+        } = self;
+        tokio::spawn(async move {
+            let mut progress = |p: Progress<'_>| {
+                // A client gone away does not stop the turn: the run is saved all the same.
+                let _ = tx.send(match p {
+                    Progress::Asking => TurnEvent::Asking,
+                    Progress::Delta(piece) => TurnEvent::Delta(piece.to_owned()),
+                });
+            };
+            let result = chat
+                .send_streaming(
+                    owner.as_ref().map(OwnerKey::as_str),
+                    &session_key,
+                    &message,
+                    deadline,
+                    key.as_ref(),
+                    &mut progress,
+                )
+                .await;
+            let _ = tx.send(TurnEvent::Finished(result));
+        });
+        let mut events = EventStream {
+            rx,
+            request_id,
+            session_id,
+            ended: false,
+            first: None,
+        };
+        let mut head = Response::new(());
+        head.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/event-stream"),
+        );
+        head.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+        match events.rx.recv().await {
+            Some(TurnEvent::Asking) => {}
+            Some(TurnEvent::Finished(Ok(reply))) => {
+                // Replayed from a receipt: the saved reply as one delta, then done.
+                log_turn(&events.request_id, &events.session_id, &reply, true);
+                mark_replayed(head.headers_mut());
+                events.first = Some(format!(
+                    "{}{}",
+                    sse("delta", &json!({"text": reply.text})),
+                    events.done(&reply)
+                ));
+                events.ended = true;
+            }
+            Some(TurnEvent::Finished(Err(e))) => return Err(e.into()),
+            Some(TurnEvent::Delta(piece)) => {
+                events.first = Some(sse("delta", &json!({"text": piece})))
+            }
+            None => return Err(ApiError::TurnLost),
+        }
+        Ok(Answer::Events { head, events })
+    }
+}
+
+/// A streamed turn's events, as server-sent event text: `delta`s, then `done` or `error`.
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<TurnEvent>,
+    request_id: String,
+    session_id: SessionId,
+    /// The last event was written.
+    ended: bool,
+    /// An event written before the stream was handed on.
+    first: Option<String>,
+}
+
+impl EventStream {
+    /// The next event's text once it is there; `None` after the last.
+    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            let event = match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(event) => event,
+            };
+            let text = match event {
+                Some(TurnEvent::Asking) => continue,
+                Some(TurnEvent::Delta(piece)) => sse("delta", &json!({"text": piece})),
+                Some(TurnEvent::Finished(Ok(reply))) => {
+                    self.ended = true;
+                    log_turn(&self.request_id, &self.session_id, &reply, true);
+                    self.done(&reply)
+                }
+                Some(TurnEvent::Finished(Err(e))) => self.error(e.into()),
+                None => self.error(ApiError::TurnLost),
+            };
+            return Poll::Ready(Some(text));
+        }
+    }
+
+    pub async fn next_event(&mut self) -> Option<String> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn done(&self, reply: &Reply) -> String {
+        sse(
+            "done",
+            &json!({"session_id": self.session_id.as_str(), "run_id": reply.run_id, "reply": reply.text}),
+        )
+    }
+
+    /// The turn failed after the events began: logged like a refused request, sent as the
+    /// last event. Nothing was stored (but for `save_unconfirmed`, as without streaming).
+    fn error(&mut self, e: ApiError) -> String {
+        self.ended = true;
+        e.log(&self.request_id, Some(self.session_id.as_str()));
+        sse("error", &e.body())
     }
 }
 
@@ -670,20 +961,6 @@ fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usize, 
             .ok_or_else(|| {
                 ApiError::InvalidRequest(format!("limit must be a whole number from 1 to {max}"))
             }),
-    }
-}
-
-/// The verified `sub` claim of a JWT caller (API Gateway's authorizer checked the token).
-fn jwt_sub(request: &Request) -> Option<&str> {
-    match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(context)) => context
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.jwt.as_ref())
-            .and_then(|jwt| jwt.claims.get("sub"))
-            .map(String::as_str)
-            .filter(|s| !s.is_empty()),
-        _ => None,
     }
 }
 

@@ -137,7 +137,7 @@ pub fn app_with_model(
         ..ChatSettings::default()
     };
     let chat = ChatService::new(Arc::new(store), model, settings);
-    App::new(chat, config.max_message_bytes, config.auth_mode)
+    App::new(chat, config)
 }
 
 async fn read_api_key(

@@ -1,5 +1,8 @@
 //! Model clients: the chat cycle talks to a [`ChatModel`]; [`OpenAiModel`] speaks the OpenAI
-//! chat-completions protocol that OpenAI, Ollama, vLLM, LM Studio and others serve.
+//! chat-completions protocol that OpenAI, Ollama, vLLM, LM Studio and others serve, and
+//! [`BedrockModel`] Amazon Bedrock's Converse API. Both answer whole ([`ChatModel::complete`])
+//! or piece by piece as the model writes ([`ChatModel::stream`]: server-sent events with
+//! `stream: true`, and `ConverseStream`).
 
 use std::time::Duration;
 
@@ -68,7 +71,14 @@ pub enum ModelError {
     /// The answer held no text (HTTP 502).
     #[error("the model answered with no text")]
     Empty,
+    /// A streamed answer stopped before the model finished: the connection dropped, the server
+    /// reported an error inside the stream, or the stream ended without a finish reason (HTTP 502).
+    #[error("the model's stream stopped before it finished: {0}")]
+    Interrupted(String),
 }
+
+/// Where a streamed answer's pieces go, in order, as they arrive.
+pub type Deltas<'a> = &'a mut (dyn FnMut(&str) + Send);
 
 #[async_trait]
 pub trait ChatModel: Send + Sync {
@@ -78,6 +88,20 @@ pub trait ChatModel: Send + Sync {
         messages: &[ChatMessage],
         deadline: Instant,
     ) -> Result<Completion, ModelError>;
+
+    /// Asks the same, handing each piece of the answer to `deltas` as the model writes it. The
+    /// completion's text is exactly the pieces handed over, concatenated. A model that cannot
+    /// stream answers in one piece.
+    async fn stream(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+        deltas: Deltas<'_>,
+    ) -> Result<Completion, ModelError> {
+        let completion = self.complete(messages, deadline).await?;
+        deltas(&completion.text);
+        Ok(completion)
+    }
 }
 
 /// Attempts per call, for answers worth retrying (429, 5xx, connection failures).
@@ -108,15 +132,18 @@ impl OpenAiModel {
         }
     }
 
-    async fn attempt(
+    /// Sends the request; an answer with an error status is an error, retried or final.
+    async fn send(
         &self,
         messages: &[ChatMessage],
         deadline: Instant,
-    ) -> Result<Completion, Attempt> {
+        stream: bool,
+    ) -> Result<reqwest::Response, Attempt> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         if timeout.is_zero() {
             return Err(Attempt::Final(ModelError::Timeout));
         }
+        // reqwest's timeout covers the whole exchange, the streamed body included.
         let mut request = self
             .http
             .post(&self.url)
@@ -124,6 +151,10 @@ impl OpenAiModel {
             .json(&CompletionRequest {
                 model: &self.model_id,
                 messages,
+                stream: stream.then_some(true),
+                stream_options: stream.then_some(StreamOptions {
+                    include_usage: true,
+                }),
             });
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose());
@@ -149,8 +180,57 @@ impl OpenAiModel {
                 Attempt::Final(error)
             });
         }
+        Ok(response)
+    }
+
+    async fn attempt(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+    ) -> Result<Completion, Attempt> {
+        let response = self.send(messages, deadline, false).await?;
         let body = response.bytes().await.map_err(classify)?;
         parse_completion(&body).map_err(Attempt::Final)
+    }
+
+    /// One streamed attempt. Worth retrying only while no piece has been handed on
+    /// (`*started` stays false): once the client has text, the answer cannot start over.
+    async fn stream_attempt(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+        deltas: Deltas<'_>,
+        started: &mut bool,
+    ) -> Result<Completion, Attempt> {
+        let mut response = self.send(messages, deadline, true).await?;
+        let mut events = SseParser::default();
+        let mut answer = StreamedAnswer::default();
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(chunk) => chunk,
+                Err(e) if e.is_timeout() => return Err(Attempt::Final(ModelError::Timeout)),
+                Err(e) => {
+                    return Err(Attempt::Final(ModelError::Interrupted(format!(
+                        "the connection failed: {}",
+                        crate::http::chain(&e)
+                    ))))
+                }
+            };
+            let data = match &chunk {
+                Some(bytes) => events.push(bytes),
+                None => events.finish(),
+            };
+            for data in data {
+                let piece = answer.take(&data).map_err(Attempt::Final)?;
+                if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+                    *started = true;
+                    deltas(&piece);
+                }
+            }
+            if chunk.is_none() || answer.done {
+                return answer.completion().map_err(Attempt::Final);
+            }
+        }
     }
 }
 
@@ -177,6 +257,42 @@ fn classify(e: reqwest::Error) -> Attempt {
     }
 }
 
+/// Retries of failed attempts: a growing, jittered wait (or the server's `Retry-After`), while
+/// attempts are left and the deadline leaves time for one more.
+struct Backoff {
+    next: Duration,
+    tries: u32,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: FIRST_BACKOFF,
+            tries: 1,
+        }
+    }
+
+    /// Waits before the next attempt, or gives `error` back when none is worth starting.
+    async fn wait(
+        &mut self,
+        error: ModelError,
+        retry_after: Option<Duration>,
+        deadline: Instant,
+    ) -> Result<(), ModelError> {
+        let jitter = Duration::from_millis(rand::random_range(0..100));
+        let wait = retry_after.unwrap_or(self.next) + jitter;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if self.tries >= MAX_ATTEMPTS || wait + MIN_ATTEMPT_TIME > left {
+            return Err(error);
+        }
+        tracing::warn!(attempt = self.tries, error = %error, wait_ms = wait.as_millis() as u64, "model call failed; retrying");
+        tokio::time::sleep(wait).await;
+        self.next *= 2;
+        self.tries += 1;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ChatModel for OpenAiModel {
     async fn complete(
@@ -184,23 +300,37 @@ impl ChatModel for OpenAiModel {
         messages: &[ChatMessage],
         deadline: Instant,
     ) -> Result<Completion, ModelError> {
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
+        let mut backoff = Backoff::new();
         loop {
             match self.attempt(messages, deadline).await {
                 Ok(completion) => return Ok(completion),
                 Err(Attempt::Final(error)) => return Err(error),
                 Err(Attempt::Retry { error, retry_after }) => {
-                    let jitter = Duration::from_millis(rand::random_range(0..100));
-                    let wait = retry_after.unwrap_or(backoff) + jitter;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if attempt >= MAX_ATTEMPTS || wait + MIN_ATTEMPT_TIME > left {
-                        return Err(error);
-                    }
-                    tracing::warn!(attempt, error = %error, wait_ms = wait.as_millis() as u64, "model call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    backoff *= 2;
-                    attempt += 1;
+                    backoff.wait(error, retry_after, deadline).await?
+                }
+            }
+        }
+    }
+
+    async fn stream(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+        deltas: Deltas<'_>,
+    ) -> Result<Completion, ModelError> {
+        let mut backoff = Backoff::new();
+        let mut started = false;
+        loop {
+            let attempt = self
+                .stream_attempt(messages, deadline, &mut *deltas, &mut started)
+                .await;
+            match attempt {
+                Ok(completion) => return Ok(completion),
+                Err(Attempt::Final(error)) => return Err(error),
+                // Pieces already went out: the answer cannot start over.
+                Err(Attempt::Retry { error, .. }) if started => return Err(error),
+                Err(Attempt::Retry { error, retry_after }) => {
+                    backoff.wait(error, retry_after, deadline).await?
                 }
             }
         }
@@ -220,6 +350,47 @@ impl BedrockModel {
     }
 }
 
+/// The prompt in Converse's shape: system blocks apart, then the turns.
+fn bedrock_prompt(
+    messages: &[ChatMessage],
+) -> Result<
+    (
+        Option<Vec<aws_sdk_bedrockruntime::types::SystemContentBlock>>,
+        Vec<aws_sdk_bedrockruntime::types::Message>,
+    ),
+    ModelError,
+> {
+    use aws_sdk_bedrockruntime::types::{
+        ContentBlock, ConversationRole, Message, SystemContentBlock,
+    };
+    let mut system = Vec::new();
+    let mut conversation = Vec::new();
+    for m in messages {
+        let role = match m.role {
+            Role::System => {
+                system.push(SystemContentBlock::Text(m.content.clone()));
+                continue;
+            }
+            Role::User => ConversationRole::User,
+            Role::Assistant => ConversationRole::Assistant,
+        };
+        let message = Message::builder()
+            .role(role)
+            .content(ContentBlock::Text(m.content.clone()))
+            .build()
+            .map_err(|e| ModelError::Invalid(e.to_string()))?;
+        conversation.push(message);
+    }
+    Ok(((!system.is_empty()).then_some(system), conversation))
+}
+
+fn bedrock_usage(u: &aws_sdk_bedrockruntime::types::TokenUsage) -> Usage {
+    Usage {
+        prompt_tokens: u.input_tokens().max(0) as u64,
+        completion_tokens: u.output_tokens().max(0) as u64,
+    }
+}
+
 #[async_trait]
 impl ChatModel for BedrockModel {
     async fn complete(
@@ -227,33 +398,14 @@ impl ChatModel for BedrockModel {
         messages: &[ChatMessage],
         deadline: Instant,
     ) -> Result<Completion, ModelError> {
-        use aws_sdk_bedrockruntime::types::{
-            ContentBlock, ConversationRole, Message, StopReason, SystemContentBlock,
-        };
+        use aws_sdk_bedrockruntime::types::StopReason;
 
-        let mut system = Vec::new();
-        let mut conversation = Vec::new();
-        for m in messages {
-            let role = match m.role {
-                Role::System => {
-                    system.push(SystemContentBlock::Text(m.content.clone()));
-                    continue;
-                }
-                Role::User => ConversationRole::User,
-                Role::Assistant => ConversationRole::Assistant,
-            };
-            let message = Message::builder()
-                .role(role)
-                .content(ContentBlock::Text(m.content.clone()))
-                .build()
-                .map_err(|e| ModelError::Invalid(e.to_string()))?;
-            conversation.push(message);
-        }
+        let (system, conversation) = bedrock_prompt(messages)?;
         let call = self
             .client
             .converse()
             .model_id(&self.model_id)
-            .set_system((!system.is_empty()).then_some(system))
+            .set_system(system)
             .set_messages(Some(conversation))
             .send();
         let output = match tokio::time::timeout_at(deadline, call).await {
@@ -278,27 +430,98 @@ impl ChatModel for BedrockModel {
         Ok(Completion {
             text,
             truncated: *output.stop_reason() == StopReason::MaxTokens,
-            usage: output.usage().map(|u| Usage {
-                prompt_tokens: u.input_tokens().max(0) as u64,
-                completion_tokens: u.output_tokens().max(0) as u64,
-            }),
+            usage: output.usage().map(bedrock_usage),
+        })
+    }
+
+    /// `ConverseStream`: text deltas as the model writes them, then the stop reason and usage.
+    async fn stream(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+        deltas: Deltas<'_>,
+    ) -> Result<Completion, ModelError> {
+        use aws_sdk_bedrockruntime::error::DisplayErrorContext;
+        use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, StopReason};
+
+        let (system, conversation) = bedrock_prompt(messages)?;
+        let call = self
+            .client
+            .converse_stream()
+            .model_id(&self.model_id)
+            .set_system(system)
+            .set_messages(Some(conversation))
+            .send();
+        let mut output = match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => return Err(ModelError::Timeout),
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(bedrock_error(e)),
+        };
+        let (mut text, mut stop, mut usage) = (String::new(), None, None);
+        loop {
+            let event = match tokio::time::timeout_at(deadline, output.stream.recv()).await {
+                Err(_) => return Err(ModelError::Timeout),
+                Ok(Ok(Some(event))) => event,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) if text.is_empty() => return Err(bedrock_error(e)),
+                Ok(Err(e)) => {
+                    return Err(ModelError::Interrupted(
+                        DisplayErrorContext(&e)
+                            .to_string()
+                            .chars()
+                            .take(300)
+                            .collect(),
+                    ))
+                }
+            };
+            match event {
+                ConverseStreamOutput::ContentBlockDelta(event) => {
+                    if let Some(ContentBlockDelta::Text(piece)) = event.delta() {
+                        if !piece.is_empty() {
+                            text.push_str(piece);
+                            deltas(piece);
+                        }
+                    }
+                }
+                ConverseStreamOutput::MessageStop(event) => {
+                    stop = Some(event.stop_reason().clone())
+                }
+                ConverseStreamOutput::Metadata(event) => usage = event.usage().map(bedrock_usage),
+                _ => {}
+            }
+        }
+        let Some(stop) = stop else {
+            return Err(ModelError::Interrupted(
+                "the stream ended without a stop reason".into(),
+            ));
+        };
+        if text.trim().is_empty() {
+            return Err(ModelError::Empty);
+        }
+        Ok(Completion {
+            text,
+            truncated: stop == StopReason::MaxTokens,
+            usage,
         })
     }
 }
 
-fn bedrock_error<R: std::fmt::Debug + Send + Sync + 'static>(
-    e: aws_sdk_bedrockruntime::error::SdkError<
-        aws_sdk_bedrockruntime::operation::converse::ConverseError,
-        R,
-    >,
-) -> ModelError {
-    use aws_sdk_bedrockruntime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+fn bedrock_error<E, R>(e: aws_sdk_bedrockruntime::error::SdkError<E, R>) -> ModelError
+where
+    E: aws_sdk_bedrockruntime::error::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
     match &e {
         SdkError::TimeoutError(_) => ModelError::Timeout,
         SdkError::ServiceError(se) => {
             let status = match se.err().code() {
-                Some("ThrottlingException") => 429,
-                Some("ValidationException") => 400,
+                Some("ThrottlingException" | "throttlingException") => 429,
+                Some("ValidationException" | "validationException") => 400,
                 Some("AccessDeniedException") => 403,
                 Some("ResourceNotFoundException") => 404,
                 Some("ModelTimeoutException") => 504,
@@ -321,6 +544,16 @@ fn bedrock_error<R: std::fmt::Debug + Send + Sync + 'static>(
 struct CompletionRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    /// A last chunk with the token usage (and no choices) before `[DONE]`.
+    include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -361,9 +594,239 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ModelError> {
     })
 }
 
+/// Server-sent events read as they arrive: the `data` of each event once it is complete (a blank
+/// line ends it). Other fields and comments are skipped; lines may end in LF or CRLF.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    /// Takes the next bytes; returns the events they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut events = Vec::new();
+        for &b in bytes {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                self.end_line(line, &mut events);
+            } else {
+                self.line.push(b);
+            }
+        }
+        events
+    }
+
+    /// The stream ended: an event left without its blank line still counts.
+    pub fn finish(&mut self) -> Vec<String> {
+        let mut events = Vec::new();
+        let line = std::mem::take(&mut self.line);
+        if !line.is_empty() {
+            self.end_line(line, &mut events);
+        }
+        events.extend(self.data.take());
+        events
+    }
+
+    fn end_line(&mut self, mut line: Vec<u8>, events: &mut Vec<String>) {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            events.extend(self.data.take());
+            return;
+        }
+        // Split at a line end, a line holds whole characters; invalid UTF-8 is replaced.
+        let line = String::from_utf8_lossy(&line);
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (&*line, ""),
+        };
+        if field == "data" {
+            match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_owned()),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    usage: Option<Usage>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    delta: Option<AnswerMessage>,
+    finish_reason: Option<String>,
+}
+
+/// A chat-completions stream as it is read: the text so far, the finish reason, the usage.
+#[derive(Debug, Default)]
+pub struct StreamedAnswer {
+    text: String,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    /// `[DONE]` came: nothing follows.
+    pub done: bool,
+}
+
+impl StreamedAnswer {
+    /// Reads one event's data; returns the piece of text it adds, if any. An error object in
+    /// the stream, or data that is not a chunk, ends the answer.
+    pub fn take(&mut self, data: &str) -> Result<Option<String>, ModelError> {
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(None);
+        }
+        let chunk: StreamChunk = serde_json::from_str(data)
+            .map_err(|e| ModelError::Invalid(format!("not a chat completion chunk: {e}")))?;
+        if let Some(error) = chunk.error {
+            let detail: String = error.to_string().chars().take(300).collect();
+            return Err(ModelError::Interrupted(format!(
+                "the server reported an error: {detail}"
+            )));
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        let Some(choice) = chunk.choices.into_iter().next() else {
+            // The usage-only chunk.
+            return Ok(None);
+        };
+        if choice.finish_reason.is_some() {
+            self.finish = choice.finish_reason;
+        }
+        let piece = choice.delta.and_then(|d| d.content);
+        if let Some(piece) = &piece {
+            self.text.push_str(piece);
+        }
+        Ok(piece)
+    }
+
+    /// The answer, once the stream is over: only a finished one with text is usable.
+    pub fn completion(self) -> Result<Completion, ModelError> {
+        let Some(finish) = self.finish else {
+            return Err(ModelError::Interrupted(
+                "the stream ended without a finish reason".into(),
+            ));
+        };
+        if self.text.trim().is_empty() {
+            return Err(ModelError::Empty);
+        }
+        Ok(Completion {
+            text: self.text,
+            truncated: finish == "length",
+            usage: self.usage,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_stream(chunks: &[&[u8]]) -> (Vec<String>, Result<Completion, ModelError>) {
+        let mut parser = SseParser::default();
+        let mut answer = StreamedAnswer::default();
+        let mut pieces = Vec::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            events.extend(parser.push(chunk));
+        }
+        events.extend(parser.finish());
+        for data in events {
+            match answer.take(&data) {
+                Ok(piece) => pieces.extend(piece),
+                Err(e) => return (pieces, Err(e)),
+            }
+            if answer.done {
+                break;
+            }
+        }
+        (pieces, answer.completion())
+    }
+
+    const CHUNKS: &str = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        ": keep-alive\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello \"},\"finish_reason\":null}]}\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Coll\\u00efn!\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn reads_a_streamed_answer_split_anywhere() {
+        let bytes = CHUNKS.as_bytes();
+        for split in [1, 7, 64, bytes.len()] {
+            let chunks: Vec<&[u8]> = bytes.chunks(split).collect();
+            let (pieces, completion) = read_stream(&chunks);
+            let completion = completion.unwrap();
+            assert_eq!(pieces.concat(), "Hello Coll\u{ef}n!", "split every {split}");
+            assert_eq!(completion.text, pieces.concat());
+            assert!(!completion.truncated);
+            assert_eq!(completion.usage.unwrap().prompt_tokens, 12);
+        }
+    }
+
+    #[test]
+    fn unfinished_or_failing_streams_are_errors() {
+        let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+        let (pieces, result) = read_stream(&[cut.as_bytes()]);
+        assert_eq!(pieces, ["Hel"]);
+        assert!(
+            matches!(result, Err(ModelError::Interrupted(_))),
+            "{result:?}"
+        );
+
+        let done_early = format!("{cut}data: [DONE]\n\n");
+        let (_, result) = read_stream(&[done_early.as_bytes()]);
+        assert!(
+            matches!(result, Err(ModelError::Interrupted(_))),
+            "{result:?}"
+        );
+
+        let error = format!("{cut}data: {{\"error\":{{\"message\":\"overloaded\"}}}}\n\n");
+        let (_, result) = read_stream(&[error.as_bytes()]);
+        assert!(
+            matches!(&result, Err(ModelError::Interrupted(m)) if m.contains("overloaded")),
+            "{result:?}"
+        );
+
+        let garbage = "data: <html>\n\n";
+        let (_, result) = read_stream(&[garbage.as_bytes()]);
+        assert!(matches!(result, Err(ModelError::Invalid(_))), "{result:?}");
+
+        let blank =
+            "data: {\"choices\":[{\"delta\":{\"content\":\" \"},\"finish_reason\":\"stop\"}]}\n\n";
+        let (_, result) = read_stream(&[blank.as_bytes()]);
+        assert!(matches!(result, Err(ModelError::Empty)), "{result:?}");
+
+        // The last event may lack its blank line; a cut-off answer is kept but flagged.
+        let length = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi th\"},\"finish_reason\":\"length\"}]}";
+        let (_, result) = read_stream(&[length.as_bytes()]);
+        assert!(result.unwrap().truncated);
+    }
+
+    #[test]
+    fn multi_line_data_is_joined() {
+        let mut parser = SseParser::default();
+        assert_eq!(
+            parser.push(b"event: x\ndata: a\ndata:b\nid: 1\n\n"),
+            ["a\nb"]
+        );
+        assert!(parser.push(b"data: c").is_empty());
+        assert_eq!(parser.finish(), ["c"]);
+    }
 
     #[test]
     fn reads_a_completion() {

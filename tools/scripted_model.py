@@ -7,18 +7,32 @@ it remembers names told earlier ("my name is X", "I'm X") and answers "what is m
 running summary, it answers "People: A, B. Exchanges: N.", and it reads names back from such a
 summary when one is sent as context.
 
-    scripted_model.py [--port N] [--exit-with-stdin]
+    scripted_model.py [--port N] [--exit-with-stdin] [--first-token-delay S] [--word-delay S]
 
 Endpoints:
-    POST /v1/chat/completions   the chat-completions protocol (also /chat/completions)
+    POST /v1/chat/completions   the chat-completions protocol (also /chat/completions); with
+                                "stream": true, server-sent events: the first word after
+                                --first-token-delay (0.15 s), then one word every --word-delay
+                                (0.02 s), a finish chunk, a usage-only chunk if asked for
+                                (stream_options.include_usage), then [DONE]
     POST /_script               queue faults for the next calls, e.g.
                                 {"steps": [{"status": 500}, {"garbage": true}, {"hang": 5},
                                            {"empty": true}, {"length": true},
                                            {"status": 429, "retry_after": 0.1},
                                            {"reply": "exact text"},
                                            {"reply": "語", "repeat": 350000}]}
+                                and for streamed answers, after N words:
+                                {"cut_after": N} (the connection drops),
+                                {"error_after": N} (an error inside the stream),
+                                {"stall_after": N, "stall": S} (nothing for S seconds),
+                                {"no_finish": true} (the stream ends without a finish reason),
+                                {"first_token_delay": S, "word_delay": S}
     POST /model/{id}/converse   Amazon Bedrock's Converse API (a local stand-in for it)
-    GET  /_requests             every chat request received so far (bodies and auth header)
+    POST /model/{id}/converse-stream  Bedrock's ConverseStream, in AWS event-stream framing
+    GET  /_requests             every chat request received so far (bodies, auth header, and
+                                received_at; a streamed one also first_token_at and
+                                last_token_at: time.monotonic() when its request came and its
+                                first and last word were written)
 
 Prints `PORT <n>` once it accepts requests (port 0 picks a free one).
 """
@@ -26,10 +40,12 @@ import argparse
 import json
 import os
 import re
+import struct
 import sys
 import threading
 import time
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NAME = r"([A-Z][A-Za-z'-]*)"
@@ -125,9 +141,58 @@ class State:
         self.lock = threading.Lock()
         self.steps = []
         self.requests = []
+        self.first_token_delay = 0.15
+        self.word_delay = 0.02
 
 
 STATE = State()
+
+
+def pieces(text: str):
+    """The answer as it is streamed: word by word, each with the spaces after it."""
+    return [p for p in re.findall(r"\S*\s*", text) if p]
+
+
+class Streamer:
+    """Writes a streamed answer word by word, as the step says, in HTTP/1.1 chunks. Each
+    protocol gives the bytes of one word (`piece`), of a failure inside the stream (`failure`)
+    and of the end (`end`)."""
+
+    def __init__(self, handler, record, step):
+        self.handler, self.record, self.step = handler, record, step
+
+    def chunk(self, data: bytes):
+        self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.handler.wfile.flush()
+
+    def run(self, content_type, text, piece, failure, end):
+        h, step = self.handler, self.step
+        h.send_response(200)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        time.sleep(float(step.get("first_token_delay", STATE.first_token_delay)))
+        words = pieces(text)
+        for i, word in enumerate(words):
+            if i == step.get("cut_after"):
+                h.close_connection = True  # no last chunk: the body is cut off
+                return
+            if i == step.get("error_after"):
+                self.chunk(failure())
+                break
+            if i == step.get("stall_after"):
+                time.sleep(float(step.get("stall", 30)))
+            if i:
+                time.sleep(float(step.get("word_delay", STATE.word_delay)))
+            self.chunk(piece(word))
+            now = time.monotonic()
+            with STATE.lock:
+                self.record.setdefault("first_token_at", now)
+                self.record["last_token_at"] = now
+        else:
+            self.chunk(end())
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -169,14 +234,16 @@ class Handler(BaseHTTPRequestHandler):
             with STATE.lock:
                 STATE.steps.extend(body.get("steps", []))
             return self.send_json(200, {"queued": len(body.get("steps", []))})
-        converse = re.fullmatch(r"/model/([^/]+)/converse", self.path)
+        converse = re.fullmatch(r"/model/([^/]+)/converse(-stream)?", self.path)
         if converse:
-            return self.converse(body, converse.group(1))
+            return self.converse(body, converse.group(1), bool(converse.group(2)))
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             return self.send_json(404, {"error": {"message": "not found"}})
 
+        record = {"body": body, "authorization": self.headers.get("Authorization"),
+                  "received_at": time.monotonic()}
         with STATE.lock:
-            STATE.requests.append({"body": body, "authorization": self.headers.get("Authorization")})
+            STATE.requests.append(record)
             step = STATE.steps.pop(0) if STATE.steps else {}
         if "hang" in step:
             time.sleep(float(step["hang"]))
@@ -196,6 +263,8 @@ class Handler(BaseHTTPRequestHandler):
         if step.get("length"):
             text, finish = text[: max(1, len(text) // 2)], "length"
         prompt = sum(tokens(m.get("content") or "") + 4 for m in messages)
+        if body.get("stream"):
+            return self.stream_completion(record, step, body, text, finish, prompt)
         self.send_json(200, {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
@@ -208,20 +277,108 @@ class Handler(BaseHTTPRequestHandler):
         })
 
 
+def stream_completion(self, record, step, body, text, finish, prompt):
+    """The chat-completions stream: a role chunk, a chunk a word, the finish, the usage."""
+    ident, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+
+    def event(choices, usage=None):
+        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                 "model": body.get("model", "scripted"), "choices": choices}
+        if usage is not None or (body.get("stream_options") or {}).get("include_usage"):
+            chunk["usage"] = usage
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    started = []
+
+    def piece(word):
+        out = b""
+        if not started:
+            started.append(True)
+            out = event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        return out + event([{"index": 0, "delta": {"content": word}, "finish_reason": None}])
+
+    def failure():
+        return b"data: " + json.dumps({"error": {"message": "scripted failure mid-stream",
+                                                 "type": "server_error"}}).encode() + b"\n\n"
+
+    def end():
+        if step.get("no_finish"):
+            return b"data: [DONE]\n\n"
+        out = event([{"index": 0, "delta": {}, "finish_reason": finish}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            out += event([], {"prompt_tokens": prompt, "completion_tokens": tokens(text),
+                              "total_tokens": prompt + tokens(text)})
+        return out + b"data: [DONE]\n\n"
+
+    Streamer(self, record, step).run("text/event-stream", text, piece, failure, end)
+
+
+Handler.stream_completion = stream_completion
+
+
+def event_message(headers: dict, payload: dict) -> bytes:
+    """One message of AWS's event-stream framing: prelude (lengths, CRC), string headers,
+    JSON payload, message CRC."""
+    encoded = b""
+    for name, value in headers.items():
+        n, v = name.encode(), value.encode()
+        encoded += bytes([len(n)]) + n + bytes([7]) + struct.pack(">H", len(v)) + v
+    body = json.dumps(payload).encode()
+    prelude = struct.pack(">II", 12 + len(encoded) + len(body) + 4, len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def bedrock_event(kind: str, payload: dict) -> bytes:
+    return event_message({":event-type": kind, ":content-type": "application/json",
+                          ":message-type": "event"}, payload)
+
+
+def converse_stream(self, record, step, text, stop, usage):
+    """Bedrock ConverseStream: messageStart, a contentBlockDelta a word, contentBlockStop,
+    messageStop, metadata."""
+    started = []
+
+    def piece(word):
+        out = b""
+        if not started:
+            started.append(True)
+            out = bedrock_event("messageStart", {"role": "assistant"})
+        return out + bedrock_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": word}})
+
+    def failure():
+        return event_message({":exception-type": "modelStreamErrorException",
+                              ":content-type": "application/json", ":message-type": "exception"},
+                             {"message": "scripted failure mid-stream"})
+
+    def end():
+        out = bedrock_event("contentBlockStop", {"contentBlockIndex": 0})
+        if step.get("no_finish"):
+            return out
+        return out + bedrock_event("messageStop", {"stopReason": stop}) + bedrock_event(
+            "metadata", {"usage": usage, "metrics": {"latencyMs": 1}})
+
+    Streamer(self, record, step).run("application/vnd.amazon.eventstream", text, piece, failure, end)
+
+
+Handler.converse_stream = converse_stream
+
+
 BEDROCK_ERRORS = {400: "ValidationException", 403: "AccessDeniedException",
                   429: "ThrottlingException", 503: "ServiceUnavailableException"}
 
 
-def converse(self, body, model_id):
+def converse(self, body, model_id, stream=False):
     """Bedrock Converse: the same answers, in Bedrock's request and response shapes."""
     messages = [{"role": "system", "content": block.get("text", "")}
                 for block in body.get("system") or []]
     for m in body.get("messages") or []:
         text = "".join(block.get("text", "") for block in m.get("content") or [])
         messages.append({"role": m.get("role"), "content": text})
+    record = {"body": body, "model": model_id, "path": self.path,
+              "authorization": self.headers.get("Authorization"), "received_at": time.monotonic()}
     with STATE.lock:
-        STATE.requests.append({"body": body, "model": model_id, "path": self.path,
-                               "authorization": self.headers.get("Authorization")})
+        STATE.requests.append(record)
         step = STATE.steps.pop(0) if STATE.steps else {}
     if "hang" in step:
         time.sleep(float(step["hang"]))
@@ -236,12 +393,14 @@ def converse(self, body, model_id):
     if step.get("length"):
         text, stop = text[: max(1, len(text) // 2)], "max_tokens"
     prompt = sum(tokens(m["content"]) + 4 for m in messages)
+    usage = {"inputTokens": prompt, "outputTokens": tokens(text), "totalTokens": prompt + tokens(text)}
+    if stream:
+        return self.converse_stream(record, step, text, stop, usage)
     content = [{"text": text}] if text else []
     self.send_json(200, {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
-        "usage": {"inputTokens": prompt, "outputTokens": tokens(text),
-                  "totalTokens": prompt + tokens(text)},
+        "usage": usage,
         "metrics": {"latencyMs": 1},
     })
 
@@ -254,7 +413,12 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--exit-with-stdin", action="store_true")
+    parser.add_argument("--first-token-delay", type=float, default=STATE.first_token_delay,
+                        help="seconds before a streamed answer's first word")
+    parser.add_argument("--word-delay", type=float, default=STATE.word_delay,
+                        help="seconds between a streamed answer's words")
     args = parser.parse_args()
+    STATE.first_token_delay, STATE.word_delay = args.first_token_delay, args.word_delay
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)

@@ -22,7 +22,7 @@ use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{DecodeError, Memory, Run};
 
 /// A delete starts over when a turn is saved meanwhile, at most this often.
-const DELETE_ATTEMPTS: u32 = 5;
+const DELETE_ATTEMPTS: u32 = 8;
 /// Receipts answer retries for this long.
 const RECEIPT_TTL_SECS: u64 = 24 * 60 * 60;
 /// A delete's calls stop this long before the deadline, to answer in time.
@@ -882,7 +882,12 @@ impl SessionStore for DynamoStore {
                 };
                 match within(stop, put.send()).await.ok_or_else(out_of_time)? {
                     Ok(_) => next,
-                    Err(e) if is_condition_failure(&e) => continue,
+                    Err(e) if is_condition_failure(&e) => {
+                        // A turn saved meanwhile: let the writers' burst pass, then again.
+                        let jitter = rand::random_range(5..=40);
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                        continue;
+                    }
                     Err(e) => return Err(sdk_error(e)),
                 }
             };

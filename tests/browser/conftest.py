@@ -113,6 +113,8 @@ def stack():
     env.update({
         "PATH": f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}",
         "AUTH_MODE": "NONE",
+        # Answer in Lambda's streaming format, as behind the streaming API (and `make watch`).
+        "INVOKE_MODE": "RESPONSE_STREAM",
         "TABLE_NAME": table,
         "OWNER_INDEX": "by_owner",
         "OPENAI_BASE_URL": model.url + "/v1",
@@ -148,7 +150,6 @@ def stack():
     finally:
         stop_group(watch)
         log.close()
-        import shutil; shutil.copy(log_path, '/tmp/last-watch-%d.log' % os.getpid())
         model.stop()
         ddb.stop()
 

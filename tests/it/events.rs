@@ -44,7 +44,11 @@ fn header(answer: &Value, name: &str) -> Option<String> {
 }
 
 async fn invoke(app: &App, event: Value) -> Answer {
-    let raw = answer(app, event, context()).await;
+    let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(raw) =
+        answer(app, event, context()).await
+    else {
+        panic!("an API Gateway event without a streaming mark is answered buffered");
+    };
     let status = raw["statusCode"].as_u64().expect("an API Gateway response");
     let text = match raw["body"].as_str() {
         Some(b) if raw["isBase64Encoded"] == true => String::from_utf8(
@@ -284,7 +288,11 @@ async fn api_under_stage(
     );
     assert_eq!(answer.header("allow").as_deref(), Some("POST"), "{what}");
     // The chat page, at the API's root under any stage.
-    let page = session_chat::runtime::answer(app, event("GET", "/", None), context()).await;
+    let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(page) =
+        session_chat::runtime::answer(app, event("GET", "/", None), context()).await
+    else {
+        panic!("{what}: the page is answered buffered");
+    };
     assert_eq!(page["statusCode"], 200, "{what}: GET /");
     assert_eq!(
         header(&page, "content-type").as_deref(),

@@ -12,5 +12,6 @@ mod production;
 mod reliability;
 mod sessions;
 mod storage;
+mod streaming;
 mod walkthrough;
 mod watch;

@@ -2,31 +2,11 @@
 //! scoped by their JWT, and the template checked against the code.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use serde_json::json;
 use serde_yaml::Value as Yaml;
 
-use crate::support::{call, event, event_json, repo, request, sdk_config, TestEnv};
-
-/// An app whose model is Bedrock's Converse API, served by the scripted model's stand-in.
-async fn bedrock_app(env: &TestEnv, extra: &[(&str, &str)]) -> session_chat::http::App {
-    let mut vars = vec![
-        ("MODEL_PROVIDER", "bedrock"),
-        ("MODEL_ID", "amazon.nova-lite-v1:0"),
-    ];
-    vars.extend_from_slice(extra);
-    let config = env.config(&vars);
-    let sdk = sdk_config(&env.endpoint).await;
-    let bedrock = aws_sdk_bedrockruntime::config::Builder::from(&sdk)
-        .endpoint_url(env.model.0.url())
-        .build();
-    let model = session_chat::model::BedrockModel::new(
-        aws_sdk_bedrockruntime::Client::from_conf(bedrock),
-        config.model_id.clone(),
-    );
-    session_chat::app_with_model(&config, &sdk, Arc::new(model))
-}
+use crate::support::{bedrock_app, call, event, event_json, repo, request, sdk_config, TestEnv};
 
 #[tokio::test]
 async fn bedrock_plays_the_seed() {
@@ -298,7 +278,8 @@ fn the_template_matches_the_code() {
     })
     .unwrap();
     // OPENAI_API_KEY is for local use: deployed, the key comes from Secrets Manager.
-    let local_only = BTreeSet::from(["OPENAI_API_KEY".to_owned()]);
+    // INVOKE_MODE stays BUFFERED: the streaming API's stage variable marks its invocations.
+    let local_only = BTreeSet::from(["OPENAI_API_KEY".to_owned(), "INVOKE_MODE".to_owned()]);
     let read = read.into_inner().unwrap();
     let missing: Vec<_> = read
         .difference(&set)
@@ -373,4 +354,103 @@ fn the_template_matches_the_code() {
     }
     // Authenticated by default.
     assert_eq!(t["Parameters"]["AuthMode"]["Default"], "AWS_IAM");
+}
+
+/// The `!If [IsJwt, a, !If [IsIam, b, c]]` choice as (JWT, AWS_IAM, NONE).
+fn per_auth_mode(v: &Yaml) -> (String, String, String) {
+    let Yaml::Tagged(t) = v else {
+        panic!("not an !If: {v:?}")
+    };
+    assert_eq!(t.tag, "!If");
+    assert_eq!(t.value[0], "IsJwt");
+    let Yaml::Tagged(inner) = &t.value[2] else {
+        panic!("not an !If: {v:?}")
+    };
+    assert_eq!(inner.value[0], "IsIam");
+    let s = |v: &Yaml| v.as_str().unwrap().to_owned();
+    (s(&t.value[1]), s(&inner.value[1]), s(&inner.value[2]))
+}
+
+#[test]
+fn the_template_streams_post_chat_in_every_auth_mode() {
+    let t = template();
+    let resources = &t["Resources"];
+    let of_type = |kind: &str| -> Vec<&Yaml> {
+        resources
+            .as_mapping()
+            .unwrap()
+            .values()
+            .filter(|r| r["Type"] == kind)
+            .collect()
+    };
+
+    // One REST route, POST /chat, integrated by streaming invocation of the chat function.
+    let methods = of_type("AWS::ApiGateway::Method");
+    assert_eq!(methods.len(), 1, "the streaming API has one route");
+    let method = &methods[0]["Properties"];
+    assert_eq!(method["HttpMethod"], "POST");
+    let resource = &resources["StreamChatResource"]["Properties"];
+    assert_eq!(resource["PathPart"], "chat");
+    let integration = &method["Integration"];
+    assert_eq!(integration["Type"], "AWS_PROXY");
+    assert_eq!(integration["ResponseTransferMode"], "STREAM");
+    let uri = strings(&integration["Uri"]).concat();
+    assert!(
+        uri.contains(
+            ":lambda:path/2021-11-15/functions/${ChatFunction.Arn}/response-streaming-invocations"
+        ),
+        "{uri}"
+    );
+    // Streaming answers outlast the function's own timeout (30 s), so the function ends them.
+    let timeout = integration["TimeoutInMillis"].as_u64().unwrap();
+    assert!(timeout > 30_000, "{timeout}");
+    assert_eq!(resources["ChatFunction"]["Properties"]["Timeout"], 30);
+
+    // Every auth mode has its authorizer on both APIs.
+    let (jwt, iam, none) = per_auth_mode(&method["AuthorizationType"]);
+    assert_eq!(
+        (jwt.as_str(), iam.as_str(), none.as_str()),
+        ("COGNITO_USER_POOLS", "AWS_IAM", "NONE")
+    );
+    let (jwt, iam, none) =
+        per_auth_mode(&resources["ChatRoute"]["Properties"]["AuthorizationType"]);
+    assert_eq!(
+        (jwt.as_str(), iam.as_str(), none.as_str()),
+        ("JWT", "AWS_IAM", "NONE")
+    );
+    let authorizer = &resources["StreamCognitoAuthorizer"];
+    assert_eq!(authorizer["Properties"]["Type"], "COGNITO_USER_POOLS");
+    assert_eq!(authorizer["Condition"], "IsStreamingJwt");
+    assert!(strings(&method["AuthorizerId"]).contains(&"StreamCognitoAuthorizer".to_owned()));
+    // The function checks the audience a Cognito authorizer does not.
+    let env = &resources["ChatFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(strings(&env["JWT_AUDIENCE"]), ["JwtAudience"]);
+
+    // Its stage marks the events for the streaming format, and is throttled like the HTTP API.
+    let stage = &resources["StreamStage"]["Properties"];
+    assert_eq!(
+        stage["Variables"][session_chat::runtime::INVOKE_MODE_STAGE_VARIABLE],
+        session_chat::runtime::RESPONSE_STREAM
+    );
+    let settings = &stage["MethodSettings"][0];
+    assert_eq!(
+        (&settings["ResourcePath"], &settings["HttpMethod"]),
+        (&Yaml::from("/*"), &Yaml::from("*"))
+    );
+    assert_eq!(
+        strings(&settings["ThrottlingRateLimit"]),
+        ["ThrottlingRateLimit"]
+    );
+    assert_eq!(
+        strings(&settings["ThrottlingBurstLimit"]),
+        ["ThrottlingBurstLimit"]
+    );
+
+    // API Gateway may invoke the function from this API only.
+    let permission = &resources["StreamInvokePermission"]["Properties"];
+    assert_eq!(permission["Principal"], "apigateway.amazonaws.com");
+    assert!(strings(&permission["SourceArn"])
+        .concat()
+        .contains("${StreamApi}/*"));
+    assert!(t["Outputs"]["StreamChatUrl"]["Value"] != Yaml::Null);
 }

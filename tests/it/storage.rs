@@ -372,7 +372,12 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
         })
     };
     let (status, text) = status_and_text(app.handle(delete("race")).await);
-    assert!(status == 204 || status == 202, "{status} {text}");
+    // Writers that keep saving can outlast a delete's attempts: then it says so and changes
+    // nothing (the readers below see the session whole), and a later delete goes through.
+    assert!(
+        status == 204 || status == 202 || (status == 503 && text.contains("session_busy")),
+        "{status} {text}"
+    );
     let before_ids = ids(&before);
     let mut whole = 0;
     for task in tasks {
@@ -392,6 +397,10 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
     eprintln!("delete racing 6 readers and a writer: {whole} whole reads, the rest 404, no 5xx");
     let statuses = writer.await.unwrap();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    if status == 503 {
+        let (status, text) = status_and_text(app.handle(delete("race")).await);
+        assert_eq!(status, 204, "{text}");
+    }
     // After it: the old conversation is gone; what is there is new turns only.
     if let Some(runs) = all_runs(&app, "race", 50).await {
         assert_unique(&runs);

@@ -484,3 +484,76 @@ pub fn status_and_text(response: Response<Body>) -> (u16, String) {
     };
     (status, body)
 }
+
+/// An app whose model is Bedrock's Converse API, served by the scripted model's stand-in.
+pub async fn bedrock_app(env: &TestEnv, extra: &[(&str, &str)]) -> App {
+    let mut vars = vec![
+        ("MODEL_PROVIDER", "bedrock"),
+        ("MODEL_ID", "amazon.nova-lite-v1:0"),
+    ];
+    vars.extend_from_slice(extra);
+    let config = env.config(&vars);
+    let sdk = sdk_config(&env.endpoint).await;
+    let bedrock = aws_sdk_bedrockruntime::config::Builder::from(&sdk)
+        .endpoint_url(env.model.0.url())
+        .build();
+    let model = session_chat::model::BedrockModel::new(
+        aws_sdk_bedrockruntime::Client::from_conf(bedrock),
+        config.model_id.clone(),
+    );
+    session_chat::app_with_model(&config, &sdk, std::sync::Arc::new(model))
+}
+
+/// The server-sent events of a body: (event name, JSON data) in order.
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            let data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{data:?}: {e}"));
+            (name, data)
+        })
+        .collect()
+}
+
+/// The text of the `delta` events, concatenated.
+pub fn deltas(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .map(|(_, data)| data["text"].as_str().expect("delta text"))
+        .collect()
+}
+
+/// A `POST /chat` asking for server-sent events.
+pub fn sse_request(session_id: &str, message: &str, headers: &[(&str, &str)]) -> Request {
+    let mut all = vec![("accept", "text/event-stream")];
+    all.extend_from_slice(headers);
+    chat_request(session_id, message, &all)
+}
+
+/// Status, content type and events of a streamed turn answered in-process (events at once).
+pub async fn stream_call(app: &App, request: Request) -> (u16, String, Vec<(String, Value)>) {
+    let response = app.handle(request).await;
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let (status, text) = status_and_text(response);
+    let events = if content_type == "text/event-stream" {
+        sse_events(&text)
+    } else {
+        Vec::new()
+    };
+    (status, content_type, events)
+}

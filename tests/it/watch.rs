@@ -1,23 +1,28 @@
-//! End to end: the real Lambda runtime emulation (`cargo lambda watch`) over real HTTP.
+//! End to end: the real Lambda runtime emulation (`cargo lambda watch`) over real HTTP, answering
+//! buffered (as an HTTP API integration) and in Lambda's streaming format (as a streaming REST
+//! integration or a function URL in `RESPONSE_STREAM` mode).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{repo, TestEnv};
+use crate::support::{deltas, repo, sse_events, TestEnv};
 
-struct Watch(std::process::Child);
+struct Watch {
+    child: std::process::Child,
+    port: u16,
+}
 
 impl Drop for Watch {
     fn drop(&mut self) {
         // cargo lambda runs the function as its child; end the whole group.
         // `--` keeps the negative group id from being read as an option.
         let _ = Command::new("kill")
-            .args(["-s", "TERM", "--", &format!("-{}", self.0.id())])
+            .args(["-s", "TERM", "--", &format!("-{}", self.child.id())])
             .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -30,11 +35,10 @@ fn cargo_lambda_path() -> String {
     )
 }
 
-#[tokio::test]
-async fn seed_turns_through_cargo_lambda_watch() {
+/// `cargo lambda watch` on a free port with the test's environment plus `extra`.
+fn watch(env: &TestEnv, extra: &[(&str, &str)]) -> Watch {
     use std::os::unix::process::CommandExt;
 
-    let env = TestEnv::new().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -54,7 +58,7 @@ async fn seed_turns_through_cargo_lambda_watch() {
         .args(["--bin", "session-chat"])
         .current_dir(repo())
         .env("PATH", cargo_lambda_path())
-        .envs(env.env(&[]))
+        .envs(env.env(extra))
         .env("AWS_ENDPOINT_URL_DYNAMODB", &env.endpoint)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "local")
@@ -66,27 +70,48 @@ async fn seed_turns_through_cargo_lambda_watch() {
         .process_group(0)
         .spawn()
         .expect("cargo lambda watch (run `make setup` first)");
-    let _watch = Watch(child);
+    Watch { child, port }
+}
 
-    let http = reqwest::Client::builder()
+impl Watch {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The first request, retried until the emulator listens (it also waits for the build).
+    async fn first(&self, http: &reqwest::Client, body: &Value) -> reqwest::Response {
+        let started = Instant::now();
+        loop {
+            match http.post(self.url("/chat")).json(body).send().await {
+                Ok(response) => return response,
+                Err(e) if started.elapsed() < Duration::from_secs(120) && e.is_connect() => {
+                    tokio::time::sleep(Duration::from_millis(250)).await
+                }
+                Err(e) => panic!("cargo lambda watch did not answer: {e}"),
+            }
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/chat");
-    // Wait for the emulator to listen; the first request also waits for the build.
-    let started = Instant::now();
-    let post = |body: Value| http.post(&url).json(&body).send();
-    let first = loop {
-        match post(json!({"session_id": "user-id-123", "message": "Hello my name is Collin."}))
-            .await
-        {
-            Ok(response) => break response,
-            Err(e) if started.elapsed() < Duration::from_secs(120) && e.is_connect() => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Err(e) => panic!("cargo lambda watch did not answer: {e}"),
-        }
-    };
+        .unwrap()
+}
+
+#[tokio::test]
+async fn seed_turns_through_cargo_lambda_watch() {
+    let env = TestEnv::new().await;
+    let watch = watch(&env, &[]);
+    let http = client();
+    let post = |body: Value| http.post(watch.url("/chat")).json(&body).send();
+    let first = watch
+        .first(
+            &http,
+            &json!({"session_id": "user-id-123", "message": "Hello my name is Collin."}),
+        )
+        .await;
     assert_eq!(first.status(), 200);
     let body: Value = first.json().await.unwrap();
     assert_eq!(body["reply"], "Hello Collin! How can I assist you today?");
@@ -107,4 +132,175 @@ async fn seed_turns_through_cargo_lambda_watch() {
 
     let value = env.value("user-id-123").await.expect("stored");
     assert!(value.contains(r#""input": "What is my name?", "output": "Your name is Collin.""#));
+}
+
+/// A streamed turn read as it arrives: each event with the time it came, from sending.
+async fn stream_turn(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> (reqwest::StatusCode, Vec<(Duration, String, Value)>) {
+    let sent = Instant::now();
+    let mut response = http
+        .post(url)
+        .header("accept", "text/event-stream")
+        .json(body)
+        .send()
+        .await
+        .expect("streamed turn");
+    let status = response.status();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (mut text, mut events) = (String::new(), Vec::new());
+    while let Some(chunk) = response.chunk().await.expect("the stream reads to its end") {
+        text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        // Whole events only; a partial one waits for its next chunk.
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            for (name, data) in sse_events(&block) {
+                events.push((sent.elapsed(), name, data));
+            }
+        }
+    }
+    (status, events)
+}
+
+#[tokio::test]
+async fn streamed_turns_through_cargo_lambda_watch() {
+    let env = TestEnv::new().await;
+    let watch = watch(&env, &[("INVOKE_MODE", "RESPONSE_STREAM")]);
+    let http = client();
+
+    // The JSON API is unchanged under the streaming runtime (the first request waits for the
+    // build).
+    let first = watch
+        .first(
+            &http,
+            &json!({"session_id": "s", "message": "Hello my name is Collin."}),
+        )
+        .await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["reply"], "Hello Collin! How can I assist you today?");
+    let bad = http
+        .post(watch.url("/chat"))
+        .header("accept", "text/event-stream")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.headers()["content-type"], "application/json");
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request");
+    let read = http.get(watch.url("/sessions/s")).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    let body: Value = read.json().await.unwrap();
+    assert_eq!(body["runs"].as_array().map(Vec::len), Some(1));
+
+    // A streamed turn: words arrive over time, not at once, and add up to the stored reply.
+    env.model
+        .script(json!([{"first_token_delay": 0.3, "word_delay": 0.06}]))
+        .await;
+    let message = json!({"session_id": "s", "message": "And I'm Matt, who all is here?"});
+    let (status, events) = stream_turn(&http, &watch.url("/chat"), &message).await;
+    assert_eq!(status, 200);
+    let named: Vec<(String, Value)> = events
+        .iter()
+        .map(|(_, n, d)| (n.clone(), d.clone()))
+        .collect();
+    let text = deltas(&named);
+    assert_eq!(
+        text,
+        "Hello Matt! So far, we have Collin, and now you. How can I assist you all today?"
+    );
+    let (done_at, last, done) = events.last().unwrap();
+    assert_eq!(last, "done");
+    assert_eq!(done["reply"], text.as_str());
+    let delta_times: Vec<Duration> = events
+        .iter()
+        .filter(|(_, n, _)| n == "delta")
+        .map(|(t, _, _)| *t)
+        .collect();
+    assert!(delta_times.len() >= 10, "{} deltas", delta_times.len());
+    let spread = delta_times[delta_times.len() - 1] - delta_times[0];
+    assert!(
+        spread >= Duration::from_millis(300),
+        "deltas arrive spread over time, not at once: {delta_times:?}"
+    );
+    assert!(*done_at >= delta_times[delta_times.len() - 1]);
+    let value = env.value("s").await.expect("stored");
+    assert!(value.contains(&format!(
+        r#""id": "{}", "input": "And I'm Matt, who all is here?", "output": "{text}""#,
+        done["run_id"].as_str().unwrap()
+    )));
+
+    // The model failing mid-stream, and its stream cut mid-way: an error event, nothing stored.
+    for step in [json!({"error_after": 3}), json!({"cut_after": 3})] {
+        env.model.script(json!([step])).await;
+        let message = json!({"session_id": "s2", "message": "Hello my name is Ada."});
+        let (status, events) = stream_turn(&http, &watch.url("/chat"), &message).await;
+        assert_eq!(status, 200, "{step}");
+        let (_, last, data) = events.last().unwrap();
+        assert_eq!(
+            (last.as_str(), data["error"]["code"].as_str()),
+            ("error", Some("model_error")),
+            "{step}"
+        );
+        assert!(env.item("s2").await.is_none(), "{step}: nothing stored");
+    }
+
+    // A client that goes away after the first delta: the turn runs on, and its run is saved.
+    env.model
+        .script(json!([{"first_token_delay": 0.1, "word_delay": 0.1}]))
+        .await;
+    let mut response = http
+        .post(watch.url("/chat"))
+        .header("accept", "text/event-stream")
+        .header("idempotency-key", "gone-1")
+        .json(&json!({"session_id": "s4", "message": "Hello my name is Eve."}))
+        .send()
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap().expect("a first delta");
+    assert!(std::str::from_utf8(&first)
+        .unwrap()
+        .starts_with("event: delta"));
+    drop(response);
+    let started = Instant::now();
+    let stored = loop {
+        if let Some(value) = env.value("s4").await {
+            break value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the run was not saved"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(stored.contains(r#""output": "Hello Eve! How can I assist you today?""#));
+    let again = http
+        .post(watch.url("/chat"))
+        .header("idempotency-key", "gone-1")
+        .json(&json!({"session_id": "s4", "message": "Hello my name is Eve."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+
+    // A keyed retry of the streamed turn: the saved reply, as one delta and done.
+    let keyed = |key: &'static str| {
+        http.post(watch.url("/chat"))
+            .header("accept", "text/event-stream")
+            .header("idempotency-key", key)
+            .json(&json!({"session_id": "s3", "message": "Hello my name is Zach."}))
+            .send()
+    };
+    let first = sse_events(&keyed("k-1").await.unwrap().text().await.unwrap());
+    let again = keyed("k-1").await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again = sse_events(&again.text().await.unwrap());
+    let names: Vec<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["delta", "done"]);
+    assert_eq!(again.last(), first.last());
 }

@@ -497,6 +497,7 @@
       if (!response.ok) throw await errorOf(response);
       if ((response.headers.get("content-type") || "").startsWith("text/event-stream")) {
         outcome = await readStream(response, ex, words);
+        outcome.replayed = response.headers.get("idempotent-replayed") === "true";
       } else {
         const done = await response.json();
         const follow = ex.view === state.view && nearBottom();

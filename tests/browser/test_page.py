@@ -19,11 +19,6 @@ from conftest import REPO, http
 
 WAIT = 30
 USER = "collin"
-# Streamed replies need POST /chat with `Accept: text/event-stream` (issue 10). Until this tree
-# has it the streaming tests are skipped, saying so; once it has, they run and can fail.
-STREAMING = "text/event-stream" in (REPO / "src" / "http.rs").read_text()
-needs_streaming = pytest.mark.skipif(
-    not STREAMING, reason="waits for streaming (issue 10): POST /chat here answers JSON only")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # What the tests made, for the later ones.
 SEEN = {}
@@ -277,12 +272,12 @@ def test_stop_then_retry_stores_the_run_once(stack, browser):
     browser.find_element(By.CSS_SELECTOR, "#messages li.msg.bot:last-of-type .retry").click()
     wait(browser, lambda d: replies(d)[-1]["state"] == "saved")
     assert replies(browser)[-1]["text"] == "Hello Grace! Nice to meet you too. How can I help you today?"
+    assert replies(browser)[-1]["note"] == "Saved (an earlier try had saved it)"
     assert len(stack.model_calls()) == calls, "the retry was answered from the stored run"
     assert [r["input"] for r in stored_runs(stack, session)] == [
         "Hello my name is Ada.", "Hello my name is Grace."]
 
 
-@needs_streaming
 def test_a_streamed_reply_grows_while_it_arrives(stack, browser):
     browser.find_element(By.ID, "new").click()
     session = current_session(browser)
@@ -307,7 +302,18 @@ def test_a_streamed_reply_grows_while_it_arrives(stack, browser):
     assert [r["output"] for r in stored_runs(stack, session)] == [got["text"]]
 
 
-@needs_streaming
+def test_a_reply_failing_mid_stream_is_shown_as_not_saved(stack, browser):
+    session = current_session(browser)
+    before = [r["input"] for r in stored_runs(stack, session)]
+    stack.script({"error_after": 4, "word_delay": 0.05})  # the model fails after four words
+    got = say(browser, "Tell me about the moon and the tides, in many words.")
+    assert got["state"] == "error", got
+    assert got["note"].startswith("Not saved: "), got
+    assert got["text"].startswith("You said: Tell"), "the words that came stay, marked not saved"
+    assert [r["input"] for r in stored_runs(stack, session)] == before, "nothing stored"
+    assert browser.find_elements(By.CSS_SELECTOR, "#messages li.msg.bot:last-of-type .retry")
+
+
 def test_stop_ends_a_streamed_reply_where_it_is(stack, browser):
     session = current_session(browser)
     stack.script({"word_delay": 0.3})

@@ -147,3 +147,7 @@ for session in ("user-id-123", "group-id-123"):
     extra = {k: v for k, v in item.items() if k not in ("id", "value")}
     print("  bookkeeping beside value:", json.dumps(extra))
 PY
+
+echo
+echo "To chat in a browser: run 'make watch' and open http://127.0.0.1:${PORT:-9000}/ (the chat page;"
+echo "pick any user name; these demo sessions go when this demo stops, with its local table)."

@@ -6,6 +6,7 @@ headless Chromium driven by selenium through Debian's /usr/bin/chromedriver.
 Run by `make test` (after `cargo test`), or alone: `.venv/bin/python -m pytest tests/browser`.
 PAGE_SCREENSHOT=docs/page.png writes the README's screenshot.
 """
+import contextlib
 import json
 import os
 import signal
@@ -101,8 +102,9 @@ class Stack:
         return json.loads(http("GET", self.model.url + "/_requests")[2])
 
 
-@pytest.fixture(scope="session")
-def stack():
+@contextlib.contextmanager
+def running(auth_mode):
+    """The local table, the scripted model and `cargo lambda watch` with AUTH_MODE=auth_mode."""
     work = Path(tempfile.mkdtemp(prefix="browser-test-"))
     table = "sessions"
     ddb = Helper("dynamodb_local.py", "--table", table)
@@ -112,7 +114,7 @@ def stack():
     env.pop("AWS_ENDPOINT_URL", None)  # cargo lambda would follow it for its own runtime client
     env.update({
         "PATH": f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}",
-        "AUTH_MODE": "NONE",
+        "AUTH_MODE": auth_mode,
         # Answer in Lambda's streaming format, as behind the streaming API (and `make watch`).
         "INVOKE_MODE": "RESPONSE_STREAM",
         "TABLE_NAME": table,
@@ -155,6 +157,24 @@ def stack():
 
 
 @pytest.fixture(scope="session")
+def stack():
+    with running("NONE") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def jwt_stack():
+    with running("JWT") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def iam_stack():
+    with running("AWS_IAM") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -181,7 +201,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         driver = item.funcargs.get("browser")
-        stack = item.funcargs.get("stack")
+        stack = next((item.funcargs[k] for k in ("stack", "jwt_stack", "iam_stack") if k in item.funcargs), None)
         extra = []
         if driver is not None:
             try:

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed clean
+.PHONY: setup browser build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -27,16 +27,26 @@ build: setup
 	rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 	cargo lambda build --release --arm64 --bin session-chat
 
-## Unit and integration tests (local DynamoDB-compatible server, scripted model, cargo lambda watch).
-test: setup
+## Headless Chromium and its WebDriver from Debian's packages, for the browser test; installed
+## once (as root, else through sudo), skipped when /usr/bin/chromedriver is there.
+browser:
+	@test -x /usr/bin/chromedriver || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+## Unit and integration tests (local DynamoDB-compatible server, scripted model, cargo lambda
+## watch), then the chat page in headless Chromium (tests/browser).
+test: setup browser
 	cargo test --all-targets
+	$(PY) -m pytest -q tests/browser
 
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cfn-lint template.yaml
 	AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0 sam validate --lint
-	$(PY) -m py_compile tools/*.py tools/griptape/*.py events/*.py bench/*.py bench/original/*.py
+	$(PY) -m py_compile tools/*.py tools/griptape/*.py events/*.py bench/*.py bench/original/*.py tests/browser/*.py
 
 ## `sam build` as a deploy would run it (cargo-lambda cross-compiles to arm64 with zig), then
 ## checks the artifact is an aarch64 `bootstrap`.

@@ -22,6 +22,8 @@ export AWS_EC2_METADATA_DISABLED=true
 export TABLE_NAME=${TABLE_NAME:-sessions}
 export OWNER_INDEX=${OWNER_INDEX:-by_owner}
 export INVOKE_MODE=${INVOKE_MODE:-RESPONSE_STREAM}
+# No API Gateway in front locally: the chat page asks for a user name (see README, "The page").
+export AUTH_MODE=${AUTH_MODE:-NONE}
 
 work=$(mktemp -d)
 pids=()
@@ -66,6 +68,7 @@ fi
 if [[ $mode == watch ]]; then
   port=${PORT:-9000}
   echo "Function: cargo lambda watch on http://127.0.0.1:$port (first request compiles)"
+  echo "  Chat page: open http://127.0.0.1:$port/ in a browser"
   echo "  curl -s -X POST localhost:$port/chat -H 'content-type: application/json' \\"
   echo "       -d '{\"session_id\": \"user-id-123\", \"message\": \"Hello my name is Collin.\"}'"
   echo "  streamed: curl -N -H 'accept: text/event-stream' -d '{\"session_id\": \"s1\", \"message\": \"hi\"}' localhost:$port/chat"
@@ -144,3 +147,7 @@ for session in ("user-id-123", "group-id-123"):
     extra = {k: v for k, v in item.items() if k not in ("id", "value")}
     print("  bookkeeping beside value:", json.dumps(extra))
 PY
+
+echo
+echo "To chat in a browser: run 'make watch' and open http://127.0.0.1:${PORT:-9000}/ (the chat page;"
+echo "pick any user name; these demo sessions go when this demo stops, with its local table)."

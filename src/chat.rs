@@ -9,7 +9,7 @@ use crate::input::{IdempotencyKey, Message, SessionKey};
 use crate::memory::{Format, Memory, Run};
 use crate::model::{ChatMessage, ChatModel, Completion, ModelError, Role, Usage};
 use crate::store::{
-    Changes, Cursor, Deleted, HistoryPage, PageLimit, Receipt, SessionStore, StoreError, Summary,
+    Changes, Deleted, HistoryPage, PageLimit, Receipt, SessionStore, Span, StoreError, Summary,
 };
 
 /// Every store call ends this long before the invocation's deadline, so the answer goes out
@@ -193,11 +193,11 @@ impl ChatService {
     pub async fn history(
         &self,
         session: &SessionKey,
-        from: Option<&Cursor>,
+        span: Span<'_>,
         limit: PageLimit,
         deadline: Option<Instant>,
     ) -> Result<Option<HistoryPage>, ChatError> {
-        Ok(bounded(deadline, self.store.history(session, from, limit)).await??)
+        Ok(bounded(deadline, self.store.history(session, span, limit)).await??)
     }
 
     /// A page of an owner's sessions, most recently active first.

@@ -5,7 +5,7 @@
 //! instead.
 
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use crate::chat::{ChatError, ChatService, Progress, Reply};
 use crate::config::{AuthMode, Config, InvokeMode};
 use crate::input::{IdempotencyKey, InputError, Message, OwnerKey, SessionId, SessionKey, Title};
-use crate::store::{Cursor, Deleted, PageLimit};
+use crate::page::Page;
+use crate::store::{Cursor, Deleted, PageLimit, Span};
 
 /// Runs a history page holds unless `limit` asks for fewer (or more, up to the maximum).
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
@@ -218,9 +219,11 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// The API's routes, read from the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
+    /// `/`: the chat page.
+    Page,
     /// `/chat`
     Chat,
-    /// `/sessions`: reserved for listing sessions; no method is served yet (404).
+    /// `/sessions`: the caller's sessions (list, erase).
     Sessions,
     /// `/sessions/{session_id}`, the segment still percent-encoded.
     Session(&'a str),
@@ -230,6 +233,7 @@ enum Route<'a> {
 impl<'a> Route<'a> {
     fn of(path: &'a str) -> Route<'a> {
         match path {
+            "" => Route::Page,
             "/chat" => Route::Chat,
             "/sessions" => Route::Sessions,
             _ => match path.strip_prefix("/sessions/") {
@@ -310,6 +314,8 @@ pub struct App {
     auth_mode: AuthMode,
     jwt_audience: Option<String>,
     invoke_mode: InvokeMode,
+    /// The chat page, assembled on its first request (not at cold start).
+    page: OnceLock<Page>,
 }
 
 impl App {
@@ -320,6 +326,7 @@ impl App {
             auth_mode: config.auth_mode,
             jwt_audience: config.jwt_audience.clone(),
             invoke_mode: config.invoke_mode,
+            page: OnceLock::new(),
         }
     }
 
@@ -405,6 +412,21 @@ impl App {
     ) -> Result<Answer, ApiError> {
         let method = request.method();
         match Route::of(api_path(request)) {
+            Route::Page if method == Method::GET => {
+                let page = self.page.get_or_init(|| Page::new(self.auth_mode));
+                let response = page.response(request.headers());
+                tracing::info!(
+                    request_id,
+                    status = response.status().as_u16(),
+                    outcome = "page",
+                    "page served"
+                );
+                Ok(Answer::Whole(response))
+            }
+            Route::Page => Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                allowed: "GET",
+            }),
             Route::Chat if method == Method::POST => {
                 self.post_chat(request, request_id, deadline, session).await
             }
@@ -581,9 +603,22 @@ impl App {
         let query = request.query_string_parameters_ref();
         let param = |name: &str| query.and_then(|q| q.first(name));
         let limit = parse_limit(param("limit"), DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)?;
-        let cursor = match param("cursor") {
-            None => None,
-            Some(text) => Some(Cursor::parse(text).ok_or(ChatError::InvalidCursor)?),
+        let parse = |text: &str| Cursor::parse(text).ok_or(ChatError::InvalidCursor);
+        let (cursor, before) = match (param("cursor"), param("before")) {
+            (None, None) => (None, false),
+            (Some(text), None) => (Some(parse(text)?), false),
+            (None, Some("end")) => (None, true),
+            (None, Some(text)) => (Some(parse(text)?), true),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidRequest(
+                    "give cursor (newer runs) or before (older runs), not both".into(),
+                ))
+            }
+        };
+        let span = if before {
+            Span::Before(cursor.as_ref())
+        } else {
+            Span::From(cursor.as_ref())
         };
         let limit = PageLimit {
             runs: limit,
@@ -591,7 +626,7 @@ impl App {
         };
         let page = self
             .chat
-            .history(key, cursor.as_ref(), limit, deadline)
+            .history(key, span, limit, deadline)
             .await?
             .ok_or_else(|| ApiError::SessionNotFound(session_id.to_string()))?;
         let runs: Vec<Value> = page
@@ -606,6 +641,7 @@ impl App {
                 "session_id": session_id.as_str(),
                 "runs": runs,
                 "next_cursor": page.next.map(|c| c.encode()),
+                "prev_cursor": page.prev.map(|c| c.encode()),
             }),
         ))
     }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod input;
 pub mod memory;
 pub mod model;
+pub mod page;
 pub mod runtime;
 pub mod store;
 pub mod tls;

@@ -16,7 +16,7 @@ use super::layout::{Field, Layout};
 use super::policy::{plan_save, NewItem, Removed, PART_MAX_BYTES};
 use super::{
     Changes, Cursor, Deleted, HistoryPage, KeySchema, Listed, PageLimit, Receipt, SessionList,
-    SessionStore, Snapshot, StoreError, Version, ACTIVITY_ATTRIBUTE, OWNER_ATTRIBUTE,
+    SessionStore, Snapshot, Span, StoreError, Version, ACTIVITY_ATTRIBUTE, OWNER_ATTRIBUTE,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{DecodeError, Memory, Run};
@@ -629,7 +629,7 @@ impl SessionStore for DynamoStore {
     async fn history(
         &self,
         id: &SessionKey,
-        from: Option<&Cursor>,
+        span: Span<'_>,
         limit: PageLimit,
     ) -> Result<Option<HistoryPage>, StoreError> {
         let Some(snapshot) = self.snapshot(id).await? else {
@@ -639,7 +639,8 @@ impl SessionStore for DynamoStore {
             return Ok(None);
         }
         let layout = &snapshot.layout;
-        if from.is_some_and(|c| c.generation != layout.generation) {
+        let (Span::From(cursor) | Span::Before(cursor)) = span;
+        if cursor.is_some_and(|c| c.generation != layout.generation) {
             return Err(StoreError::InvalidCursor);
         }
         let end = layout.first_run + snapshot.memory.runs.len() as u64;
@@ -647,12 +648,22 @@ impl SessionStore for DynamoStore {
             .memory
             .max_runs
             .map_or(0, |max| end.saturating_sub(max));
-        let start = from.map_or(0, |c| c.run).max(keep_from);
-        let mut runs: Vec<Run> = Vec::new();
+        // The run numbers the page may hold, [start, stop): forward pages fill from `start`
+        // and stop when full; backward pages take the `limit.runs` runs before `stop`, then
+        // drop the oldest while over the byte budget.
+        let forward = matches!(span, Span::From(_));
+        let (start, stop) = if forward {
+            (cursor.map_or(0, |c| c.run).max(keep_from), end)
+        } else {
+            let stop = cursor.map_or(end, |c| c.run.min(end));
+            let start = stop.saturating_sub(limit.runs as u64).max(keep_from);
+            (start, stop)
+        };
+        let mut runs: Vec<(u64, Run)> = Vec::new();
         let mut bytes = 0;
         let mut next = None;
-        let full = |runs: &Vec<Run>, bytes: usize| {
-            runs.len() >= limit.runs || (bytes >= limit.bytes && !runs.is_empty())
+        let full = |runs: &Vec<(u64, Run)>, bytes: usize| {
+            forward && (runs.len() >= limit.runs || (bytes >= limit.bytes && !runs.is_empty()))
         };
         let size = |run: &Run| {
             let spill = layout.spilled.get(&run.id).map_or(0, |s| {
@@ -661,7 +672,7 @@ impl SessionStore for DynamoStore {
             run.input.len() + run.output.len() + spill + 96
         };
         'pages: for (i, (page, first)) in layout.pages.iter().enumerate() {
-            if layout.page_end(i) <= start {
+            if layout.page_end(i) <= start || *first >= stop {
                 continue;
             }
             let Some(page_runs) = self.page_runs(id, layout, *page).await? else {
@@ -675,7 +686,7 @@ impl SessionStore for DynamoStore {
             };
             for (j, run) in page_runs.into_iter().enumerate() {
                 let number = first + j as u64;
-                if number < start {
+                if number < start || number >= stop {
                     continue;
                 }
                 if full(&runs, bytes) {
@@ -683,13 +694,13 @@ impl SessionStore for DynamoStore {
                     break 'pages;
                 }
                 bytes += size(&run);
-                runs.push(run);
+                runs.push((number, run));
             }
         }
         if next.is_none() {
             for (j, run) in snapshot.memory.runs.iter().enumerate() {
                 let number = layout.first_run + j as u64;
-                if number < start {
+                if number < start || number >= stop {
                     continue;
                 }
                 if full(&runs, bytes) {
@@ -697,20 +708,33 @@ impl SessionStore for DynamoStore {
                     break;
                 }
                 bytes += size(run);
-                runs.push(run.clone());
+                runs.push((number, run.clone()));
             }
         }
+        if !forward {
+            let mut drop = 0;
+            while runs.len() - drop > 1 && bytes > limit.bytes {
+                bytes -= size(&runs[drop].1);
+                drop += 1;
+            }
+            runs.drain(..drop);
+            next = (stop < end).then_some(stop);
+        }
+        let first = runs.first().map_or(start, |(number, _)| *number);
+        let mut runs: Vec<Run> = runs.into_iter().map(|(_, run)| run).collect();
         for run in &mut runs {
             if self.unspill(id, layout, run).await?.is_none() {
                 return Ok(None);
             }
         }
+        let at = |run| Cursor {
+            generation: layout.generation.clone(),
+            run,
+        };
         Ok(Some(HistoryPage {
             runs,
-            next: next.map(|run| Cursor {
-                generation: layout.generation.clone(),
-                run,
-            }),
+            next: next.map(at),
+            prev: (first > keep_from).then(|| at(first)),
         }))
     }
 

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::policy::plan_save;
 use super::{
     Changes, Cursor, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot,
-    StoreError, Version,
+    Span, StoreError, Version,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
@@ -165,29 +165,32 @@ impl SessionStore for InMemoryStore {
     async fn history(
         &self,
         id: &SessionKey,
-        from: Option<&Cursor>,
+        span: Span<'_>,
         limit: PageLimit,
     ) -> Result<Option<HistoryPage>, StoreError> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = sessions.get(id.as_str()) else {
             return Ok(None);
         };
-        let start = from.map_or(0, |c| c.run as usize);
-        let runs: Vec<Run> = s
-            .memory
-            .runs
-            .iter()
-            .skip(start)
-            .take(limit.runs)
-            .cloned()
-            .collect();
-        let end = start + runs.len();
+        let len = s.memory.runs.len();
+        let (start, stop) = match span {
+            Span::From(c) => {
+                let start = c.map_or(0, |c| c.run as usize).min(len);
+                (start, (start + limit.runs).min(len))
+            }
+            Span::Before(c) => {
+                let stop = c.map_or(len, |c| (c.run as usize).min(len));
+                (stop.saturating_sub(limit.runs), stop)
+            }
+        };
+        let at = |run: usize| Cursor {
+            generation: s.layout.generation.clone(),
+            run: run as u64,
+        };
         Ok(Some(HistoryPage {
-            runs,
-            next: (end < s.memory.runs.len()).then(|| Cursor {
-                generation: s.layout.generation.clone(),
-                run: end as u64,
-            }),
+            runs: s.memory.runs[start..stop].to_vec(),
+            next: (stop < len).then(|| at(stop)),
+            prev: (start > 0).then(|| at(start)),
         }))
     }
 

@@ -226,12 +226,25 @@ impl Cursor {
     }
 }
 
+/// Which runs a history page holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span<'a> {
+    /// The oldest runs from this one on (from the session's first run when `None`).
+    From(Option<&'a Cursor>),
+    /// The newest runs before this one (before the session's end when `None`): what a chat
+    /// client shows first, then pages back from.
+    Before(Option<&'a Cursor>),
+}
+
 /// One page of a session's history, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryPage {
     pub runs: Vec<Run>,
-    /// Where the next page starts; `None` on the last page.
+    /// Where the next (newer) page starts; `None` when the page reaches the session's end.
     pub next: Option<Cursor>,
+    /// Where the page starts, to read the runs before it ([`Span::Before`]); `None` when it
+    /// starts at the session's first run.
+    pub prev: Option<Cursor>,
 }
 
 /// How much one history read returns at most.
@@ -308,12 +321,12 @@ pub trait SessionStore: Send + Sync {
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError>;
 
-    /// A page of a session's runs, archived ones included, oldest first, from `from` on;
+    /// A page of a session's runs, archived ones included, oldest first, as `span` says;
     /// `None` if the session is unknown.
     async fn history(
         &self,
         id: &SessionKey,
-        from: Option<&Cursor>,
+        span: Span<'_>,
         limit: PageLimit,
     ) -> Result<Option<HistoryPage>, StoreError>;
 

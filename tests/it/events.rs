@@ -287,11 +287,34 @@ async fn api_under_stage(
         "{what}"
     );
     assert_eq!(answer.header("allow").as_deref(), Some("POST"), "{what}");
+    // The chat page, at the API's root under any stage.
+    let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(page) =
+        session_chat::runtime::answer(app, event("GET", "/", None), context()).await
+    else {
+        panic!("{what}: the page is answered buffered");
+    };
+    assert_eq!(page["statusCode"], 200, "{what}: GET /");
+    assert_eq!(
+        header(&page, "content-type").as_deref(),
+        Some("text/html; charset=utf-8"),
+        "{what}"
+    );
+    assert!(
+        page["body"].as_str().unwrap_or_default().contains("<html"),
+        "{what}"
+    );
+    let answer = invoke(app, event("POST", "/", chat("unrouted"))).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (405, Some("method_not_allowed")),
+        "{what}: POST /"
+    );
+    assert_eq!(answer.header("allow").as_deref(), Some("GET"), "{what}");
     for (method, path) in [
         ("POST", "/nope"),
         ("POST", "/nope/chat"),
         ("GET", "/sessions/a/b"),
-        ("GET", "/"),
+        ("GET", "/index.html"),
     ] {
         let answer = invoke(app, event(method, path, chat("unrouted"))).await;
         assert_eq!(

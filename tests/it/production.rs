@@ -373,6 +373,7 @@ fn the_template_matches_the_code() {
         routes,
         BTreeSet::from(
             [
+                "GET /",
                 "POST /chat",
                 "GET /sessions",
                 "DELETE /sessions",
@@ -383,6 +384,19 @@ fn the_template_matches_the_code() {
             .map(String::from)
         )
     );
+    // Every route but the page is authorized as AuthMode says; the page is public (it holds no
+    // data, and a browser cannot sign a page load).
+    for route in resources.as_mapping().unwrap().values() {
+        if route["Type"] != "AWS::ApiGatewayV2::Route" {
+            continue;
+        }
+        let auth = &route["Properties"]["AuthorizationType"];
+        if route["Properties"]["RouteKey"] == "GET /" {
+            assert_eq!(auth.as_str(), Some("NONE"));
+        } else {
+            assert!(auth.as_str().is_none(), "{auth:?} follows AuthMode");
+        }
+    }
     // Authenticated by default.
     assert_eq!(t["Parameters"]["AuthMode"]["Default"], "AWS_IAM");
 }

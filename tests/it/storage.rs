@@ -41,6 +41,40 @@ fn get_history(session_id: &str, query: &[(&str, &str)]) -> lambda_http::Request
     request(&event)
 }
 
+/// Every run of a session through the API, from the newest page back (`before=end`, then each
+/// page's `prev_cursor`), oldest first; each response checked.
+pub async fn all_runs_backward(app: &App, session_id: &str, limit: usize) -> Vec<Value> {
+    let mut pages: Vec<Vec<Value>> = Vec::new();
+    let mut before = "end".to_owned();
+    loop {
+        let most = limit.to_string();
+        let query = [("limit", most.as_str()), ("before", before.as_str())];
+        let (status, text) = status_and_text(app.handle(get_history(session_id, &query)).await);
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.len() < 4 * 1024 * 1024,
+            "a response of {} bytes",
+            text.len()
+        );
+        let body: Value = serde_json::from_str(&text).unwrap();
+        let runs = body["runs"].as_array().unwrap().clone();
+        assert!(
+            !runs.is_empty() && runs.len() <= limit,
+            "{} runs",
+            runs.len()
+        );
+        // A page back ends where the page after it began.
+        let newer = Some(before.as_str()).filter(|b| *b != "end");
+        assert_eq!(body["next_cursor"].as_str(), newer, "{session_id}");
+        pages.push(runs);
+        match body["prev_cursor"].as_str() {
+            Some(c) => before = c.to_owned(),
+            None => break,
+        }
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
 fn delete(session_id: &str) -> lambda_http::Request {
     crate::support::http_request("DELETE", &format!("/sessions/{session_id}"), "")
 }
@@ -211,6 +245,23 @@ async fn replies_of_any_size_are_stored_and_read_back_in_full() {
     eprintln!(
         "replies of 450 KB, 1 MB and 210 KB CJK: stored, read back whole; session item {size} bytes, {} side items",
         items_with_prefix(&env, "big#").await.len()
+    );
+    // Paging back from the newest: a page holds the newest runs that fit in about 2 MB (one more
+    // 1 MB reply makes 2.75 MB in all), and the runs before them come on the page before.
+    env.model
+        .script(json!([{"reply": "d", "repeat": 1024 * 1024}]))
+        .await;
+    let (status, _) = call(&app, chat_request("big", "say 3", &[])).await;
+    assert_eq!(status, 200);
+    expected.push("d".repeat(1024 * 1024));
+    let (_, newest) = call(&app, get_history("big", &[("before", "end")])).await;
+    let shown = newest["runs"].as_array().unwrap().len();
+    assert!((1..4).contains(&shown), "cut by size: {shown} runs");
+    let runs = all_runs_backward(&app, "big", 50).await;
+    let outputs: Vec<&str> = runs.iter().map(|r| r["output"].as_str().unwrap()).collect();
+    assert_eq!(
+        outputs,
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
     );
 }
 
@@ -475,6 +526,11 @@ async fn settings_changed_on_live_data() {
     }
     let runs = all_runs(&bounded, "few", 50).await.unwrap();
     assert_eq!(runs.len(), 3);
+    assert_eq!(
+        all_runs_backward(&bounded, "few", 2).await,
+        runs,
+        "MAX_RUNS bounds both ways"
+    );
     assert!(
         items_with_prefix(&env, "few#").await.is_empty(),
         "pages pruned"
@@ -500,6 +556,7 @@ async fn settings_changed_on_live_data() {
     assert_eq!(status, 200, "{body}");
     let runs = all_runs(&low, "python", 200).await.unwrap();
     assert_eq!(runs.len(), n + 1);
+    assert_eq!(all_runs_backward(&low, "python", 64).await, runs);
     assert!(
         env.item("python").await.unwrap()["value"]
             .as_s()
@@ -579,10 +636,50 @@ async fn history_pages_follow_cursors() {
     assert_eq!(status, 200);
     assert_eq!(first["runs"].as_array().unwrap().len(), 50, "default limit");
     assert!(first["next_cursor"].is_string());
+    assert!(
+        first["prev_cursor"].is_null(),
+        "the first page starts at the first run"
+    );
     for limit in [1, 7, 50, 200] {
         let runs = all_runs(&app, "paged", limit).await.unwrap();
         assert_eq!(ids(&runs), answered, "limit {limit}");
+        let runs = all_runs_backward(&app, "paged", limit).await;
+        assert_eq!(ids(&runs), answered, "backward, limit {limit}");
     }
+    // The newest page, then the one before it: what a chat client shows first.
+    let (status, newest) = call(
+        &app,
+        get_history("paged", &[("before", "end"), ("limit", "30")]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(newest["runs"].as_array().unwrap()), answered[100..]);
+    assert!(newest["next_cursor"].is_null());
+    let prev = newest["prev_cursor"].as_str().unwrap();
+    let (_, older) = call(
+        &app,
+        get_history("paged", &[("before", prev), ("limit", "30")]),
+    )
+    .await;
+    assert_eq!(ids(older["runs"].as_array().unwrap()), answered[70..100]);
+    assert_eq!(older["next_cursor"].as_str(), Some(prev));
+    // A forward page from a backward page's cursor reads on from there.
+    let (_, on) = call(
+        &app,
+        get_history("paged", &[("cursor", prev), ("limit", "5")]),
+    )
+    .await;
+    assert_eq!(ids(on["runs"].as_array().unwrap()), answered[100..105]);
+    assert_eq!(on["prev_cursor"].as_str(), Some(prev));
+    let (status, body) = call(
+        &app,
+        get_history("paged", &[("before", "end"), ("cursor", prev)]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
     for bad in ["0", "201", "ten"] {
         let (status, body) = call(&app, get_history("paged", &[("limit", bad)])).await;
         assert_eq!(
@@ -591,12 +688,14 @@ async fn history_pages_follow_cursors() {
         );
     }
     for bad in ["x", "5.nothex!", "5.0123456789abcdef0123456789abcdef"] {
-        let (status, body) = call(&app, get_history("paged", &[("cursor", bad)])).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (400, Some("invalid_cursor")),
-            "{bad}"
-        );
+        for param in ["cursor", "before"] {
+            let (status, body) = call(&app, get_history("paged", &[(param, bad)])).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (400, Some("invalid_cursor")),
+                "{param}={bad}"
+            );
+        }
     }
 }
 

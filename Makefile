@@ -48,12 +48,12 @@ lint: setup
 	AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0 sam validate --lint
 	$(PY) -m py_compile tools/*.py tools/griptape/*.py events/*.py bench/*.py bench/original/*.py tests/browser/*.py
 
-## `sam build` as a deploy would run it (cargo-lambda cross-compiles to arm64 with zig), then
-## checks the artifact is an aarch64 `bootstrap`.
+## `sam build` as a deploy would run it (cargo-lambda cross-compiles to arm64 with zig; the two
+## compute types' functions share one build), then checks the artifact is an aarch64 `bootstrap`.
 package: setup
 	rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 sam build
-	$(PY) tools/check_elf.py .aws-sam/build/ChatFunction/bootstrap aarch64
+	$(PY) tools/check_elf.py .aws-sam/build/ChatFunction-Shared/bootstrap aarch64
 
 ## Local DynamoDB-compatible server with the table, the scripted model unless OPENAI_API_KEY or
 ## OPENAI_BASE_URL is set, and `cargo lambda watch` on port 9000.

@@ -1,7 +1,6 @@
 //! Conversations as users and operators need them: a user's sessions listed newest first and
 //! paged, erased completely in bounded batches, named; and griptape tables of any key schema.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
@@ -12,8 +11,8 @@ use serde_json::{json, Value};
 use session_chat::http::App;
 
 use crate::support::{
-    call, event_json, items_with_prefix, owner_index, repo, request, status_and_text,
-    with_deadline, FaultProxy, TestEnv,
+    call, event_json, items_with_prefix, owner_index, request, status_and_text, with_deadline,
+    FaultProxy, TestEnv,
 };
 
 /// Any API request as an HTTP API event; `sub` as a verified JWT's.
@@ -345,44 +344,6 @@ async fn custom_table(
     crate::support::table_created(create.send().await);
 }
 
-/// One turn by griptape 1.x with the given driver key names; its reply.
-fn griptape_turn(
-    env: &TestEnv,
-    table: &str,
-    session: &str,
-    message: &str,
-    keys: &[&str],
-) -> String {
-    let python = repo().join(".venv-griptape/bin/python");
-    assert!(
-        python.exists(),
-        "griptape's venv is missing: run `make setup`"
-    );
-    let output = Command::new(python)
-        .arg(repo().join("tools/griptape/continue_session.py"))
-        .args([
-            "--endpoint",
-            &env.endpoint,
-            "--table",
-            table,
-            "--session",
-            session,
-        ])
-        .args(["--model-url", &env.model.base_url(), "--message", message])
-        .args(keys)
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .expect("run griptape");
-    assert!(
-        output.status.success(),
-        "griptape failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// A table layout: its name, sort key (name, type, value), our settings, griptape's flags.
 type Case<'a> = (
     &'a str,
@@ -453,12 +414,19 @@ async fn griptape_tables_of_any_key_schema_are_shared_both_ways() {
         let app = env.app_with(&extra).await;
 
         // griptape first, then us, then griptape again: each sees the other's runs.
-        griptape_turn(&env, &table, "shared", "Hello my name is Collin.", &gt_keys);
+        crate::griptape::griptape_turn_in(
+            &env,
+            &table,
+            "shared",
+            "Hello my name is Collin.",
+            &gt_keys,
+        );
         let (status, body) = chat(&app, "shared", "What is my name?", Some("collin")).await;
         assert_eq!(status, 200, "{name}: {body}");
         assert_eq!(body["reply"], "Your name is Collin.", "{name}");
         chat(&app, "shared", "I'm Zach, hi", Some("collin")).await;
-        let reply = griptape_turn(&env, &table, "shared", "What is my name?", &gt_keys);
+        let reply =
+            crate::griptape::griptape_turn_in(&env, &table, "shared", "What is my name?", &gt_keys);
         assert_eq!(
             reply, "Your name is Zach.",
             "{name}: griptape read our runs"

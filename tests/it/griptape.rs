@@ -18,6 +18,17 @@ async fn put_fixture(env: &TestEnv, shape: &str, session: &str) -> String {
 
 /// One turn by griptape 1.x itself (tools/griptape/continue_session.py); its reply.
 fn griptape_turn(env: &TestEnv, session: &str, message: &str) -> String {
+    griptape_turn_in(env, &env.table, session, message, &[])
+}
+
+/// The same in `table`, with the driver's key names as `continue_session.py` flags.
+pub fn griptape_turn_in(
+    env: &TestEnv,
+    table: &str,
+    session: &str,
+    message: &str,
+    keys: &[&str],
+) -> String {
     let python = repo().join(".venv-griptape/bin/python");
     assert!(
         python.exists(),
@@ -29,11 +40,12 @@ fn griptape_turn(env: &TestEnv, session: &str, message: &str) -> String {
             "--endpoint",
             &env.endpoint,
             "--table",
-            &env.table,
+            table,
             "--session",
             session,
         ])
         .args(["--model-url", &env.model.base_url(), "--message", message])
+        .args(keys)
         .env("AWS_ACCESS_KEY_ID", "local")
         .env("AWS_SECRET_ACCESS_KEY", "local")
         .env("AWS_DEFAULT_REGION", "us-east-1")

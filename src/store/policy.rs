@@ -133,23 +133,27 @@ pub fn plan_save(
     let mut item_memory = memory.clone();
     item_memory.runs = runs;
 
-    // Past the budget, the oldest runs move to pages; about half the budget stays.
+    // Past the budget, the oldest runs move to pages; about half the budget stays. The value
+    // is encoded once on a turn that does not archive (the common case).
     let mut archived_runs = 0;
-    if item_memory.encode().len() > max_item_bytes {
+    let mut value = item_memory.encode();
+    if value.len() > max_item_bytes {
         let (recent, pages) = split_for_size(&item_memory, max_item_bytes);
         for page_memory in pages {
             let page = layout.pages_next;
+            let first = layout.first_run;
             layout.pages_next += 1;
-            layout.pages.push((page, layout.first_run));
+            layout.pages.push((page, first));
             layout.first_run += page_memory.runs.len() as u64;
             archived_runs += page_memory.runs.len();
             new_items.push(NewItem::Page {
                 page,
-                first: layout.pages.last().map_or(0, |p| p.1),
+                first,
                 value: page_memory.encode(),
             });
         }
         item_memory = recent;
+        value = item_memory.encode();
     }
 
     // MAX_RUNS bounds everything kept: pages wholly before the newest runs go, with the
@@ -191,7 +195,7 @@ pub fn plan_save(
     let live_from = layout.pages.first().map_or(layout.first_run, |p| p.1);
     let keep_from = memory.max_runs.map_or(0, |max| end.saturating_sub(max));
     Ok(Plan {
-        value: item_memory.encode(),
+        value,
         layout,
         new_items,
         removed,

@@ -88,14 +88,16 @@ pub fn encode_component(raw: &str) -> String {
     if encoded.len() <= MAX_ENCODED_COMPONENT {
         return encoded;
     }
+    format!("~{}", sha256_hex(raw))
+}
+
+/// The SHA-256 of a text, in lowercase hex.
+pub fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(raw.as_bytes());
-    let mut out = String::with_capacity(65);
-    out.push('~');
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl SessionKey {

@@ -236,31 +236,6 @@ pub fn put_layout(item: &mut Item, layout: &Layout) {
     }
 }
 
-/// Bytes an item takes as DynamoDB counts them (names and values, UTF-8), near enough to
-/// keep well under 400 KB.
-pub fn item_size(item: &Item) -> usize {
-    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
-}
-
-fn value_size(v: &AttributeValue) -> usize {
-    match v {
-        AttributeValue::S(t) => t.len(),
-        AttributeValue::N(t) => t.len().div_ceil(2) + 1,
-        AttributeValue::B(b) => b.as_ref().len(),
-        AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
-        AttributeValue::M(m) => {
-            3 + m
-                .iter()
-                .map(|(k, v)| 1 + k.len() + value_size(v))
-                .sum::<usize>()
-        }
-        AttributeValue::Ss(l) => l.iter().map(|t| t.len()).sum(),
-        AttributeValue::Ns(l) => l.iter().map(|t| t.len()).sum(),
-        AttributeValue::Bs(l) => l.iter().map(|b| b.as_ref().len()).sum(),
-        _ => 1,
-    }
-}
-
 impl KeySchema {
     /// Whether `name` is one of the key attributes.
     pub fn is_key(&self, name: &str) -> bool {

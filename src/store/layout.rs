@@ -149,7 +149,6 @@ impl Layout {
     /// One line, for a tombstone's or a new session's `cleanup` list:
     /// `<generation> <page>:<first>,... <run>=<spill>,...`.
     pub fn encode_for_cleanup(&self) -> String {
-        let pages: Vec<String> = self.pages.iter().map(|(p, f)| format!("{p}:{f}")).collect();
         let spilled: Vec<String> = self
             .spilled
             .iter()
@@ -158,7 +157,7 @@ impl Layout {
         format!(
             "{} {} {}",
             self.generation,
-            pages.join(","),
+            encode_pages(&self.pages),
             spilled.join(",")
         )
     }

@@ -193,9 +193,7 @@ pub struct Receipt {
 
 /// The SHA-256 of a message, in hex: what a receipt keeps to tell a retry from a reuse.
 pub fn message_digest(message: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(message.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::input::sha256_hex(message)
 }
 
 /// Where a history page starts: a generation of the session and a run number in it.

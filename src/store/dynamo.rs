@@ -1,6 +1,7 @@
 //! The DynamoDB I/O of the session store. What is written where, and why it is safe, is
 //! `docs/storage.md`; the pure parts are in [`super::policy`] and [`super::item`].
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -662,15 +663,29 @@ impl SessionStore for DynamoStore {
         let mut runs: Vec<(u64, Run)> = Vec::new();
         let mut bytes = 0;
         let mut next = None;
-        let full = |runs: &Vec<(u64, Run)>, bytes: usize| {
-            forward && (runs.len() >= limit.runs || (bytes >= limit.bytes && !runs.is_empty()))
-        };
         let size = |run: &Run| {
             let spill = layout.spilled.get(&run.id).map_or(0, |s| {
                 (s.input_parts + s.output_parts) as usize * PART_MAX_BYTES
             });
             run.input.len() + run.output.len() + spill + 96
         };
+        // Takes run `number` into the page if it is in range; `true` once the page is full
+        // (forward reads stop at the limit, backward ones are cut from the front below).
+        let mut offer = |number: u64, run: Cow<'_, Run>| {
+            if number < start || number >= stop {
+                return false;
+            }
+            let full =
+                forward && (runs.len() >= limit.runs || (bytes >= limit.bytes && !runs.is_empty()));
+            if full {
+                next = Some(number);
+                return true;
+            }
+            bytes += size(&run);
+            runs.push((number, run.into_owned()));
+            false
+        };
+        let mut page_full = false;
         'pages: for (i, (page, first)) in layout.pages.iter().enumerate() {
             if layout.page_end(i) <= start || *first >= stop {
                 continue;
@@ -685,30 +700,17 @@ impl SessionStore for DynamoStore {
                 };
             };
             for (j, run) in page_runs.into_iter().enumerate() {
-                let number = first + j as u64;
-                if number < start || number >= stop {
-                    continue;
-                }
-                if full(&runs, bytes) {
-                    next = Some(number);
+                if offer(first + j as u64, Cow::Owned(run)) {
+                    page_full = true;
                     break 'pages;
                 }
-                bytes += size(&run);
-                runs.push((number, run));
             }
         }
-        if next.is_none() {
+        if !page_full {
             for (j, run) in snapshot.memory.runs.iter().enumerate() {
-                let number = layout.first_run + j as u64;
-                if number < start || number >= stop {
-                    continue;
-                }
-                if full(&runs, bytes) {
-                    next = Some(number);
+                if offer(layout.first_run + j as u64, Cow::Borrowed(run)) {
                     break;
                 }
-                bytes += size(run);
-                runs.push((number, run.clone()));
             }
         }
         if !forward {

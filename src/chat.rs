@@ -225,19 +225,20 @@ impl ChatService {
     /// deadline draws near; call again while `remaining`.
     pub async fn erase(&self, owner: &str, deadline: Option<Instant>) -> Result<Erased, ChatError> {
         let stop = deadline.map(|d| d.checked_sub(ERASE_MARGIN).unwrap_or(d));
+        let out_of_time = || stop.is_some_and(|t| Instant::now() >= t);
+        let unfinished = |deleted| {
+            Ok(Erased {
+                deleted,
+                remaining: true,
+            })
+        };
         let mut deleted = 0;
         loop {
-            if stop.is_some_and(|t| Instant::now() >= t) {
-                return Ok(Erased {
-                    deleted,
-                    remaining: true,
-                });
+            if out_of_time() {
+                return unfinished(deleted);
             }
             let Ok(page) = bounded(stop, self.store.list(owner, 25, None, true)).await else {
-                return Ok(Erased {
-                    deleted,
-                    remaining: true,
-                });
+                return unfinished(deleted);
             };
             let page = page?;
             if page.sessions.is_empty() {
@@ -247,34 +248,21 @@ impl ChatService {
                 });
             }
             for listed in page.sessions {
-                if stop.is_some_and(|t| Instant::now() >= t) {
-                    return Ok(Erased {
-                        deleted,
-                        remaining: true,
-                    });
+                if out_of_time() {
+                    return unfinished(deleted);
                 }
                 let key = SessionKey::from_stored(listed.key);
                 let outcome = match self.store.delete(&key, deadline).await {
                     Ok(outcome) => outcome,
                     // Out of time before this one's tombstone: it is whole, and next.
-                    Err(StoreError::Unavailable(_))
-                        if stop.is_some_and(|t| Instant::now() >= t) =>
-                    {
-                        return Ok(Erased {
-                            deleted,
-                            remaining: true,
-                        })
-                    }
+                    Err(StoreError::Unavailable(_)) if out_of_time() => return unfinished(deleted),
                     Err(e) => return Err(e.into()),
                 };
+                // A tombstone left by an earlier erase was counted then.
+                let counted = u64::from(!listed.deleted);
                 match outcome {
-                    Deleted::Gone { complete: false } => {
-                        return Ok(Erased {
-                            deleted: deleted + u64::from(!listed.deleted),
-                            remaining: true,
-                        })
-                    }
-                    Deleted::Gone { complete: true } => deleted += u64::from(!listed.deleted),
+                    Deleted::Gone { complete: false } => return unfinished(deleted + counted),
+                    Deleted::Gone { complete: true } => deleted += counted,
                     Deleted::NotFound => {}
                 }
             }

@@ -5,16 +5,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::deadline::{Deadline, ERASE_MARGIN, SAVE_RESERVE, STORE_MARGIN};
 use crate::input::{IdempotencyKey, Message, SessionKey};
 use crate::memory::{Format, Memory, Run};
 use crate::model::{ChatMessage, ChatModel, Completion, ModelError, Role, Usage};
 use crate::store::{
     Changes, Deleted, HistoryPage, PageLimit, Receipt, SessionStore, Span, StoreError, Summary,
 };
-
-/// Every store call ends this long before the invocation's deadline, so the answer goes out
-/// in time.
-pub const STORE_MARGIN: Duration = Duration::from_millis(250);
 
 /// Tunables of the cycle.
 #[derive(Debug, Clone)]
@@ -41,9 +38,7 @@ impl Default for ChatSettings {
             system_prompt: None,
             max_runs: None,
             model_timeout: crate::config::DEFAULT_MODEL_TIMEOUT,
-            // A save (one or two calls of a few ms, a conflict retry) fits easily; the SDK's
-            // attempt timeout does not need to.
-            save_reserve: Duration::from_millis(2500),
+            save_reserve: SAVE_RESERVE,
             max_save_attempts: 16,
             history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
             summarize: false,
@@ -126,9 +121,6 @@ pub struct Erased {
     pub remaining: bool,
 }
 
-/// An erase stops starting deletes this long before the deadline.
-const ERASE_MARGIN: Duration = Duration::from_millis(1500);
-
 impl From<ModelError> for ChatError {
     fn from(e: ModelError) -> Self {
         match e {
@@ -142,6 +134,7 @@ impl From<StoreError> for ChatError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => ChatError::StoreUnavailable(e),
+            StoreError::OutOfTime => ChatError::StoreTimeout,
             StoreError::Corrupt(_) => ChatError::Corrupt(e),
             StoreError::InvalidCursor => ChatError::InvalidCursor,
             StoreError::TooLarge(_) => ChatError::ReplyTooLarge(e),
@@ -156,18 +149,14 @@ impl From<StoreError> for ChatError {
 
 /// Runs a store call, cut off at the deadline (less [`STORE_MARGIN`]).
 async fn bounded<T>(
-    deadline: Option<Instant>,
+    deadline: Deadline,
     call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<Result<T, StoreError>, ChatError> {
-    match deadline {
-        None => Ok(call.await),
-        Some(deadline) => {
-            let stop = deadline.checked_sub(STORE_MARGIN).unwrap_or(deadline);
-            tokio::time::timeout_at(stop, call)
-                .await
-                .map_err(|_| ChatError::StoreTimeout)
-        }
-    }
+    deadline
+        .less(STORE_MARGIN)
+        .bound(call)
+        .await
+        .map_err(|_| ChatError::StoreTimeout)
 }
 
 pub struct ChatService {
@@ -195,7 +184,7 @@ impl ChatService {
         session: &SessionKey,
         span: Span<'_>,
         limit: PageLimit,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Option<HistoryPage>, ChatError> {
         Ok(bounded(deadline, self.store.history(session, span, limit)).await??)
     }
@@ -206,7 +195,7 @@ impl ChatService {
         owner: &str,
         limit: usize,
         cursor: Option<&str>,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<crate::store::SessionList, ChatError> {
         Ok(bounded(deadline, self.store.list(owner, limit, cursor, false)).await??)
     }
@@ -216,16 +205,16 @@ impl ChatService {
         &self,
         session: &SessionKey,
         title: &str,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<bool, ChatError> {
         Ok(bounded(deadline, self.store.set_title(session, title)).await??)
     }
 
     /// Erases an owner's sessions, with everything stored beside them, in batches until the
     /// deadline draws near; call again while `remaining`.
-    pub async fn erase(&self, owner: &str, deadline: Option<Instant>) -> Result<Erased, ChatError> {
-        let stop = deadline.map(|d| d.checked_sub(ERASE_MARGIN).unwrap_or(d));
-        let out_of_time = || stop.is_some_and(|t| Instant::now() >= t);
+    pub async fn erase(&self, owner: &str, deadline: Deadline) -> Result<Erased, ChatError> {
+        let stop = deadline.less(ERASE_MARGIN);
+        let out_of_time = || stop.passed();
         let unfinished = |deleted| {
             Ok(Erased {
                 deleted,
@@ -255,6 +244,7 @@ impl ChatService {
                 let outcome = match self.store.delete(&key, deadline).await {
                     Ok(outcome) => outcome,
                     // Out of time before this one's tombstone: it is whole, and next.
+                    Err(StoreError::OutOfTime) => return unfinished(deleted),
                     Err(StoreError::Unavailable(_)) if out_of_time() => return unfinished(deleted),
                     Err(e) => return Err(e.into()),
                 };
@@ -273,7 +263,7 @@ impl ChatService {
     pub async fn forget(
         &self,
         session: &SessionKey,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Deleted, ChatError> {
         // The store keeps the deadline itself: once the session is gone, running out of
         // time is not an error but an unfinished cleanup.
@@ -287,7 +277,7 @@ impl ChatService {
         &self,
         session: &SessionKey,
         message: &Message,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         key: Option<&IdempotencyKey>,
     ) -> Result<Reply, ChatError> {
         self.send_for(None, session, message, deadline, key).await
@@ -300,7 +290,7 @@ impl ChatService {
         owner: Option<&str>,
         session: &SessionKey,
         message: &Message,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         key: Option<&IdempotencyKey>,
     ) -> Result<Reply, ChatError> {
         let turn = match self.prepare(owner, session, message, deadline, key).await? {
@@ -326,7 +316,7 @@ impl ChatService {
         owner: Option<&str>,
         session: &SessionKey,
         message: &Message,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         key: Option<&IdempotencyKey>,
         progress: &mut (dyn FnMut(Progress<'_>) + Send),
     ) -> Result<Reply, ChatError> {
@@ -364,7 +354,7 @@ impl ChatService {
         owner: Option<&str>,
         session: &SessionKey,
         message: &Message,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         key: Option<&IdempotencyKey>,
     ) -> Result<Prepared, ChatError> {
         let mut timings = Timings::default();
@@ -384,14 +374,11 @@ impl ChatService {
         timings.load_ms = ms_since(started);
 
         let model_started = Instant::now();
-        let mut model_deadline = model_started + self.settings.model_timeout;
-        if let Some(deadline) = deadline {
-            model_deadline = model_deadline.min(
-                deadline
-                    .checked_sub(self.settings.save_reserve)
-                    .unwrap_or(model_started),
-            );
-        }
+        let model_deadline = deadline.cap(
+            model_started + self.settings.model_timeout,
+            self.settings.save_reserve,
+            model_started,
+        );
         let budget = self.settings.history_token_budget;
         let window = window_start(&snapshot.memory, budget);
         let new_summary = if self.settings.summarize {
@@ -427,7 +414,7 @@ impl ChatService {
         owner: Option<&str>,
         session: &SessionKey,
         message: &Message,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         key: Option<&IdempotencyKey>,
         turn: Box<Turn>,
         completion: Completion,
@@ -758,7 +745,14 @@ mod tests {
             })
         };
         let result = chat
-            .send_streaming(None, &session(), &message(text), None, key, &mut progress)
+            .send_streaming(
+                None,
+                &session(),
+                &message(text),
+                Deadline::NONE,
+                key,
+                &mut progress,
+            )
             .await;
         (result, seen)
     }
@@ -846,12 +840,12 @@ mod tests {
         let store = Arc::new(InMemoryStore::new());
         let model = Arc::new(Scripted::default());
         let chat = service(&store, &model);
-        chat.send(&session(), &message("one"), None, None)
+        chat.send(&session(), &message("one"), Deadline::NONE, None)
             .await
             .unwrap();
         store.faults.lock().unwrap().lost_answers = 1;
         let reply = chat
-            .send(&session(), &message("two"), None, None)
+            .send(&session(), &message("two"), Deadline::NONE, None)
             .await
             .unwrap();
         let runs = store.runs(&session());
@@ -867,7 +861,7 @@ mod tests {
         let chat = service(&store, &model);
         store.faults.lock().unwrap().interleaved_writers = 1;
         let reply = chat
-            .send(&session(), &message("mine"), None, None)
+            .send(&session(), &message("mine"), Deadline::NONE, None)
             .await
             .unwrap();
         let runs = store.runs(&session());
@@ -885,11 +879,11 @@ mod tests {
         let chat = service(&store, &model);
         let key = IdempotencyKey::parse("k/1#x").unwrap();
         let first = chat
-            .send(&session(), &message("hi"), None, Some(&key))
+            .send(&session(), &message("hi"), Deadline::NONE, Some(&key))
             .await
             .unwrap();
         let again = chat
-            .send(&session(), &message("hi"), None, Some(&key))
+            .send(&session(), &message("hi"), Deadline::NONE, Some(&key))
             .await
             .unwrap();
         assert!(again.replayed);
@@ -897,7 +891,7 @@ mod tests {
         assert_eq!(model.calls.load(Ordering::SeqCst), 1);
         assert_eq!(store.runs(&session()).len(), 1);
         let other = chat
-            .send(&session(), &message("other"), None, Some(&key))
+            .send(&session(), &message("other"), Deadline::NONE, Some(&key))
             .await;
         assert!(matches!(other, Err(ChatError::KeyReused)));
     }
@@ -911,7 +905,7 @@ mod tests {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(3);
         let result = chat
-            .send(&session(), &message("hi"), Some(deadline), None)
+            .send(&session(), &message("hi"), Deadline::at(deadline), None)
             .await;
         assert!(
             matches!(result, Err(ChatError::SaveUnconfirmed)),
@@ -930,7 +924,7 @@ mod tests {
         let chat = service(&store, &model);
         let deadline = Instant::now() + Duration::from_secs(4);
         let result = chat
-            .send(&session(), &message("hi"), Some(deadline), None)
+            .send(&session(), &message("hi"), Deadline::at(deadline), None)
             .await;
         assert!(matches!(result, Err(ChatError::ModelTimeout)), "{result:?}");
         let left = deadline - Instant::now();
@@ -947,19 +941,23 @@ mod tests {
         let model = Arc::new(Scripted::default());
         model.answers.lock().unwrap().push(Err(ModelError::Empty));
         let chat = service(&store, &model);
-        let failed = chat.send(&session(), &message("hi"), None, None).await;
+        let failed = chat
+            .send(&session(), &message("hi"), Deadline::NONE, None)
+            .await;
         assert!(matches!(failed, Err(ChatError::ModelFailed(_))));
         model
             .answers
             .lock()
             .unwrap()
             .push(Ok("x".repeat(crate::store::policy::MAX_SPILL_BYTES + 10)));
-        let huge = chat.send(&session(), &message("hi"), None, None).await;
+        let huge = chat
+            .send(&session(), &message("hi"), Deadline::NONE, None)
+            .await;
         assert!(matches!(huge, Err(ChatError::ReplyTooLarge(_))), "{huge:?}");
         assert!(store.runs(&session()).is_empty());
         model.answers.lock().unwrap().push(Ok("y".repeat(1 << 20)));
         let big = chat
-            .send(&session(), &message("hi"), None, None)
+            .send(&session(), &message("hi"), Deadline::NONE, None)
             .await
             .unwrap();
         assert_eq!(big.text.len(), 1 << 20);

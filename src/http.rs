@@ -4,20 +4,18 @@
 //! internal detail (SDK messages, keys, stack traces) reaches a response body: causes are logged
 //! instead.
 
-use std::error::Error as StdError;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::chat::{ChatError, ChatService, Progress, Reply};
 use crate::config::{AuthMode, Config, InvokeMode};
+use crate::deadline::Deadline;
 use crate::input::{IdempotencyKey, InputError, Message, OwnerKey, SessionId, SessionKey, Title};
 use crate::page::Page;
 use crate::store::{Cursor, Deleted, PageLimit, Span};
@@ -269,33 +267,7 @@ fn api_path(request: &Request) -> &str {
     path.trim_end_matches('/')
 }
 
-/// Lambda's deadline is wall-clock epoch milliseconds; this turns it into a monotonic instant.
-/// A value that is not a plausible epoch time (local emulators send a duration such as 600000)
-/// is ignored: the model timeout still bounds the call.
-fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
-    const DAY_MS: u64 = 24 * 60 * 60 * 1000;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_millis() as u64;
-    if deadline_ms < now_ms.saturating_sub(DAY_MS) {
-        tracing::debug!(deadline_ms, "ignoring an implausible invocation deadline");
-        return None;
-    }
-    Some(Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
-}
-
-/// "outer: inner: innermost", for logs.
-pub fn chain(e: &dyn StdError) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use crate::error::chain;
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     let mut response = Response::new(Body::Text(body.to_string()));
@@ -389,7 +361,7 @@ impl App {
     pub async fn serve(&self, request: Request) -> Answer {
         let context = request.lambda_context_ref();
         let request_id = context.map(|c| c.request_id.clone()).unwrap_or_default();
-        let deadline = context.and_then(|c| deadline_instant(c.deadline));
+        let deadline = context.map_or(Deadline::NONE, |c| Deadline::from_epoch_ms(c.deadline));
         // The session id, once known, for the request's log line.
         let mut session = None;
         match self
@@ -407,7 +379,7 @@ impl App {
         &self,
         request: &Request,
         request_id: &str,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         session: &mut Option<SessionId>,
     ) -> Result<Answer, ApiError> {
         let method = request.method();
@@ -512,7 +484,7 @@ impl App {
         &self,
         request: &Request,
         request_id: &str,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Response<Body>, ApiError> {
         let owner = self.owner_of_query(request)?;
         let query = request.query_string_parameters_ref();
@@ -552,7 +524,7 @@ impl App {
         &self,
         request: &Request,
         request_id: &str,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Response<Body>, ApiError> {
         let owner = self.owner_of_query(request)?;
         let erased = self.chat.erase(owner.as_str(), deadline).await?;
@@ -579,7 +551,7 @@ impl App {
         request: &Request,
         session_id: &SessionId,
         key: &SessionKey,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Response<Body>, ApiError> {
         let fields = json_object(body_bytes(request.body()))?;
         let title = Title::parse(string_field(&fields, "title")?)?;
@@ -598,7 +570,7 @@ impl App {
         session_id: &SessionId,
         key: &SessionKey,
         request_id: &str,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Response<Body>, ApiError> {
         let query = request.query_string_parameters_ref();
         let param = |name: &str| query.and_then(|q| q.first(name));
@@ -651,7 +623,7 @@ impl App {
         session_id: &SessionId,
         key: &SessionKey,
         request_id: &str,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Response<Body>, ApiError> {
         match self.chat.forget(key, deadline).await? {
             Deleted::NotFound => Err(ApiError::SessionNotFound(session_id.to_string())),
@@ -675,7 +647,7 @@ impl App {
         &self,
         request: &Request,
         request_id: &str,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         session: &mut Option<SessionId>,
     ) -> Result<Answer, ApiError> {
         let ChatRequest {
@@ -814,7 +786,7 @@ struct StreamedTurn {
     session_key: SessionKey,
     message: Message,
     key: Option<IdempotencyKey>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 }
 
 impl StreamedTurn {
@@ -1027,24 +999,6 @@ fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a st
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadlines() {
-        assert_eq!(deadline_instant(0), None);
-        assert_eq!(
-            deadline_instant(600_000),
-            None,
-            "a duration is not a deadline"
-        );
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let left = deadline_instant(now_ms + 5_000).unwrap() - Instant::now();
-        assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5));
-        let past = deadline_instant(now_ms - 1_000).unwrap();
-        assert!(past <= Instant::now(), "an expired deadline leaves no time");
-    }
 
     #[test]
     fn path_segments() {

@@ -9,6 +9,8 @@
 
 pub mod chat;
 pub mod config;
+pub mod deadline;
+pub mod error;
 pub mod http;
 pub mod input;
 pub mod memory;

@@ -212,7 +212,7 @@ impl OpenAiModel {
                 Err(e) => {
                     return Err(Attempt::Final(ModelError::Interrupted(format!(
                         "the connection failed: {}",
-                        crate::http::chain(&e)
+                        crate::error::chain(&e)
                     ))))
                 }
             };

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use session_chat::config::Config;
-use session_chat::http::chain;
+use session_chat::error::chain;
 use session_chat::input::{Message, SessionId, SessionKey};
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,7 +40,12 @@ async fn main() -> ExitCode {
     };
     match app
         .chat()
-        .send(&SessionKey::new(&session_id, None), &message, None, None)
+        .send(
+            &SessionKey::new(&session_id, None),
+            &message,
+            session_chat::deadline::Deadline::NONE,
+            None,
+        )
         .await
     {
         Ok(reply) => {

@@ -10,7 +10,6 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, DeleteRequest, Put, TransactWriteItem, WriteRequest};
 use aws_sdk_dynamodb::Client;
-use tokio::time::Instant;
 
 use super::item::{count, decode_session, n, put_layout, s, text, Item, Kept};
 use super::layout::{Field, Layout};
@@ -19,6 +18,7 @@ use super::{
     Changes, Cursor, Deleted, HistoryPage, KeySchema, Listed, PageLimit, Receipt, SessionList,
     SessionStore, Snapshot, Span, StoreError, Version, ACTIVITY_ATTRIBUTE, OWNER_ATTRIBUTE,
 };
+use crate::deadline::{Deadline, CLEANUP_MARGIN};
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{DecodeError, Memory, Run};
 
@@ -26,19 +26,13 @@ use crate::memory::{DecodeError, Memory, Run};
 const DELETE_ATTEMPTS: u32 = 8;
 /// Receipts answer retries for this long.
 const RECEIPT_TTL_SECS: u64 = 24 * 60 * 60;
-/// A delete's calls stop this long before the deadline, to answer in time.
-const CLEANUP_MARGIN: Duration = Duration::from_millis(500);
-
 /// A call cut off at `stop`; `None` when time ran out.
-async fn within<T>(stop: Option<Instant>, call: impl std::future::Future<Output = T>) -> Option<T> {
-    match stop {
-        None => Some(call.await),
-        Some(stop) => tokio::time::timeout_at(stop, call).await.ok(),
-    }
+async fn within<T>(stop: Deadline, call: impl std::future::Future<Output = T>) -> Option<T> {
+    stop.bound(call).await.ok()
 }
 
 fn out_of_time() -> StoreError {
-    StoreError::Unavailable("the delete ran out of time before the session was removed".into())
+    StoreError::OutOfTime
 }
 
 pub struct DynamoStore {
@@ -244,12 +238,8 @@ impl DynamoStore {
     }
 
     /// Deletes items in batches of 25 until done or the deadline; `true` when all are gone.
-    async fn delete_keys(
-        &self,
-        keys: Vec<String>,
-        deadline: Option<Instant>,
-    ) -> Result<bool, StoreError> {
-        let stop = deadline.map(|d| d.checked_sub(CLEANUP_MARGIN).unwrap_or(d));
+    async fn delete_keys(&self, keys: Vec<String>, deadline: Deadline) -> Result<bool, StoreError> {
+        let stop = deadline.less(CLEANUP_MARGIN);
         let mut pending: Vec<WriteRequest> = Vec::with_capacity(keys.len());
         for key in keys {
             let delete = built(
@@ -261,7 +251,7 @@ impl DynamoStore {
         }
         let mut backoff = Duration::from_millis(20);
         while !pending.is_empty() {
-            if stop.is_some_and(|t| Instant::now() >= t) {
+            if stop.passed() {
                 return Ok(false);
             }
             let batch: Vec<WriteRequest> = pending.drain(..pending.len().min(25)).collect();
@@ -292,7 +282,7 @@ impl DynamoStore {
         &self,
         id: &SessionKey,
         layouts: &[Layout],
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<bool, StoreError> {
         let keys: Vec<String> = layouts.iter().flat_map(|l| l.side_keys(id)).collect();
         self.delete_keys(keys, deadline).await
@@ -806,14 +796,10 @@ impl SessionStore for DynamoStore {
         }
     }
 
-    async fn delete(
-        &self,
-        id: &SessionKey,
-        deadline: Option<Instant>,
-    ) -> Result<Deleted, StoreError> {
+    async fn delete(&self, id: &SessionKey, deadline: Deadline) -> Result<Deleted, StoreError> {
         // Until the tombstone is written an error leaves the session whole; after it, the
         // session is gone and what is left of the cleanup is for a repeated delete.
-        let stop = deadline.map(|d| d.checked_sub(CLEANUP_MARGIN).unwrap_or(d));
+        let stop = deadline.less(CLEANUP_MARGIN);
         for _ in 0..DELETE_ATTEMPTS {
             let read = within(stop, self.get(id.as_str().to_owned())).await;
             let Some(item) = read.ok_or_else(out_of_time)?? else {
@@ -897,7 +883,7 @@ impl SessionStore for DynamoStore {
                 Ok(true) => {}
                 Ok(false) => return Ok(Deleted::Gone { complete: false }),
                 Err(e) => {
-                    tracing::warn!(session_id = %id, error = %crate::http::chain(&e), "the session is deleted; its cleanup stopped and goes on at the next delete");
+                    tracing::warn!(session_id = %id, error = %crate::error::chain(&e), "the session is deleted; its cleanup stopped and goes on at the next delete");
                     return Ok(Deleted::Gone { complete: false });
                 }
             }

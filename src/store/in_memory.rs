@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use async_trait::async_trait;
-use tokio::time::Instant;
 
 use super::policy::plan_save;
 use super::{
@@ -208,11 +208,7 @@ impl SessionStore for InMemoryStore {
         Ok(false)
     }
 
-    async fn delete(
-        &self,
-        id: &SessionKey,
-        _deadline: Option<Instant>,
-    ) -> Result<Deleted, StoreError> {
+    async fn delete(&self, id: &SessionKey, _deadline: Deadline) -> Result<Deleted, StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         Ok(match sessions.remove(id.as_str()) {
             None => Deleted::NotFound,

@@ -15,8 +15,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::deadline::Deadline;
 use async_trait::async_trait;
-use tokio::time::Instant;
 
 pub use dynamo::DynamoStore;
 pub use layout::{Layout, Spill};
@@ -292,6 +292,9 @@ pub enum StoreError {
     /// The table could not be reached, does not exist, or kept throttling (HTTP 503).
     #[error("the session table is unavailable")]
     Unavailable(#[source] BoxError),
+    /// The deadline came before the work was done; nothing was changed.
+    #[error("the session table did not answer in time")]
+    OutOfTime,
     /// Anything else the store refused (HTTP 500).
     #[error("the session store failed")]
     Failed(#[source] BoxError),
@@ -330,11 +333,7 @@ pub trait SessionStore: Send + Sync {
 
     /// Removes a session with everything stored beside it, working on leftovers until
     /// `deadline`.
-    async fn delete(
-        &self,
-        id: &SessionKey,
-        deadline: Option<Instant>,
-    ) -> Result<Deleted, StoreError>;
+    async fn delete(&self, id: &SessionKey, deadline: Deadline) -> Result<Deleted, StoreError>;
 
     /// A page of an owner's sessions, most recently active first; with `include_deleted`,
     /// also the tombstones of deletes not finished (for an erase).

@@ -1,5 +1,5 @@
-//! The Lambda entry point: configure once per cold start, then serve API Gateway events through
-//! the entry adapter (`session_chat::runtime`).
+//! The Lambda entry point: logs, configuration and clients once per cold start, then API
+//! Gateway events served through the entry adapter (`session_chat::lambda`).
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use session_chat::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    session_chat::init_tracing();
+    session_chat::telemetry::init_tracing();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -15,14 +15,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let app = match session_chat::build_app(&config).await {
+    let app = match session_chat::startup::build_app(&config).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("session-chat: cannot start: {e}");
             return ExitCode::from(2);
         }
     };
-    match session_chat::runtime::run(app).await {
+    match session_chat::lambda::run(app, config.invoke_mode).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("session-chat: runtime error: {e}");

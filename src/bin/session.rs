@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use session_chat::chat::TurnRequest;
 use session_chat::config::Config;
 use session_chat::error::chain;
 use session_chat::input::{Message, SessionId, SessionKey};
@@ -31,23 +32,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let app = match session_chat::build_app(&config).await {
-        Ok(app) => app,
+    let chat = match session_chat::startup::build_chat(&config).await {
+        Ok(chat) => chat,
         Err(e) => {
             eprintln!("session: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match app
-        .chat()
-        .send(
-            &SessionKey::new(&session_id, None),
-            &message,
-            session_chat::deadline::Deadline::NONE,
-            None,
-        )
-        .await
-    {
+    let turn = TurnRequest::new(SessionKey::new(&session_id, None), message);
+    match chat.send(&turn).await {
         Ok(reply) => {
             println!("{}", reply.text);
             ExitCode::SUCCESS

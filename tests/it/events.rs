@@ -1,12 +1,13 @@
-//! The function's entry adapter (`session_chat::runtime::answer`) driven with raw JSON events, as
+//! The function's entry adapter (`session_chat::lambda::answer`) driven with raw JSON events, as
 //! the Lambda Runtime API hands them over: events lambda_http would panic on, events that are not
 //! from API Gateway, routing under any stage name, and session ids that URLs cannot address.
 
 use base64::Engine as _;
 use lambda_http::lambda_runtime::Context;
 use serde_json::{json, Value};
+use session_chat::config::InvokeMode;
 use session_chat::http::App;
-use session_chat::runtime::answer;
+use session_chat::lambda::answer;
 
 use crate::support::{event_json, TestEnv};
 
@@ -45,7 +46,7 @@ fn header(answer: &Value, name: &str) -> Option<String> {
 
 async fn invoke(app: &App, event: Value) -> Answer {
     let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(raw) =
-        answer(app, event, context()).await
+        answer(app, InvokeMode::Buffered, event, context()).await
     else {
         panic!("an API Gateway event without a streaming mark is answered buffered");
     };
@@ -289,7 +290,13 @@ async fn api_under_stage(
     assert_eq!(answer.header("allow").as_deref(), Some("POST"), "{what}");
     // The chat page, at the API's root under any stage.
     let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(page) =
-        session_chat::runtime::answer(app, event("GET", "/", None), context()).await
+        session_chat::lambda::answer(
+            app,
+            InvokeMode::Buffered,
+            event("GET", "/", None),
+            context(),
+        )
+        .await
     else {
         panic!("{what}: the page is answered buffered");
     };

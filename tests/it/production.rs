@@ -474,8 +474,8 @@ fn the_template_streams_post_chat_in_every_auth_mode() {
     // Its stage marks the events for the streaming format, and is throttled like the HTTP API.
     let stage = &resources["StreamStage"]["Properties"];
     assert_eq!(
-        stage["Variables"][session_chat::runtime::INVOKE_MODE_STAGE_VARIABLE],
-        session_chat::runtime::RESPONSE_STREAM
+        stage["Variables"][session_chat::lambda::INVOKE_MODE_STAGE_VARIABLE],
+        session_chat::lambda::RESPONSE_STREAM
     );
     let settings = &stage["MethodSettings"][0];
     assert_eq!(

@@ -179,14 +179,20 @@ async fn bedrock_converse_stream() {
 }
 
 /// Runs one invocation through the entry adapter, as the runtime would.
-async fn invoke(app: &session_chat::http::App, event: Value) -> session_chat::runtime::Outcome {
+async fn invoke(app: &session_chat::http::App, event: Value) -> session_chat::lambda::Outcome {
     let mut context = Context::default();
     context.request_id = "streaming-test".into();
-    session_chat::runtime::answer(app, event, context).await
+    session_chat::lambda::answer(
+        app,
+        session_chat::config::InvokeMode::Buffered,
+        event,
+        context,
+    )
+    .await
 }
 
 /// The body of a streamed answer, read to its end.
-async fn read_stream(stream: &mut session_chat::runtime::StreamBody) -> String {
+async fn read_stream(stream: &mut session_chat::lambda::StreamBody) -> String {
     use futures_core::Stream;
     let mut body = Vec::new();
     while let Some(chunk) =

@@ -1,54 +1,11 @@
-//! The function's entry adapter: takes each invocation's event as raw JSON, checks it before
-//! lambda_http converts it, and answers in the API Gateway response format of its origin.
-//!
-//! lambda_http's own adapter (`lambda_http::run`) deserializes the event and converts it with
-//! `unwrap`s and `expect`s that some inputs reach; with `panic = "abort"` (the release profile) a
-//! panic kills the process, the invocation gets no answer and the next one a cold start. What
-//! panics in lambda_http 1.3.2 (`request.rs`, `into_api_gateway_v2_request` /
-//! `into_proxy_request`), each refused here with `400 invalid_request` instead:
-//!
-//! - a body marked `isBase64Encoded` that is not base64 (`Body::from_maybe_encoded`);
-//! - a URL it cannot build (`build_request_uri` unwraps `Url::parse`, then the request builder
-//!   is `expect`ed): a `Host` header or `X-Forwarded-Proto` that makes no URL, a path that does
-//!   not start with `/` under the `$default` stage (`:x` becomes a port), an HTTP API raw query
-//!   string with characters a URI cannot hold, a URI longer than 65534 bytes;
-//! - more distinct header names than `http::HeaderMap` holds (32768; `insert`/`append` panic).
-//!
-//! An event that is not an API Gateway HTTP API (v2) or REST API (v1) proxy event at all gets the
-//! same 400 (lambda_http would fail the invocation). Methods, header names and values are checked
-//! by deserialization (a bad one is not an API Gateway event), and query strings and the rest
-//! cannot panic. The unit tests below hold these checks to lambda_http's actual behaviour.
-//!
-//! **Buffered or streamed.** Each answer goes back the way the invocation expects it
-//! ([`transfer_of`]). Invoked with `Invoke` (an HTTP API, a buffered REST integration), the
-//! answer is one API Gateway response, events included all at once. Invoked with
-//! `InvokeWithResponseStream` (a REST API with `ResponseTransferMode: STREAM`, a function URL in
-//! `RESPONSE_STREAM` mode), *every* answer, JSON ones too, goes in Lambda's streaming format:
-//! the status and headers as a metadata prelude, then the body as it is written. That is what
-//! `lambda_http::run_with_streaming_response` does (this adapter keeps its own event checks in
-//! front); a buffered answer to a streaming invocation would not reach the client as sent
-//! (aws-lambda-rust-runtime issues 805 and 967), and a streamed one to a buffered invocation is
-//! no API Gateway response at all.
-
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+//! Admission: an event is checked before lambda_http converts it, so nothing it holds can make
+//! lambda_http panic (see the module above for what would).
 
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
-use lambda_http::http::{header, HeaderMap, HeaderValue, Uri};
+use lambda_http::http::{header, HeaderMap, Uri};
 use lambda_http::request::{LambdaRequest, RequestOrigin};
-use lambda_http::{Body, Context, IntoResponse, LambdaEvent, Request, RequestExt, Response};
-use lambda_runtime::{FunctionResponse, MetadataPrelude, StreamResponse};
+use lambda_http::Request;
 use serde_json::Value;
-
-use crate::config::InvokeMode;
-use crate::http::{Answer, ApiError, App, EventStream};
-
-/// The stage variable that marks a streaming integration's events, and its value: the
-/// template sets it on the streaming REST API's stage.
-pub const INVOKE_MODE_STAGE_VARIABLE: &str = "invokeMode";
-pub const RESPONSE_STREAM: &str = "RESPONSE_STREAM";
 
 /// The most names one header object may have. API Gateway limits a request's headers to about
 /// 10 KB, so no real request comes near; twice this (REST events have two header maps, merged by
@@ -215,158 +172,18 @@ fn uri_problem(
     Some((BAD_URL, e.to_string()))
 }
 
-/// The response in the format of the event's origin, as lambda_http writes it (body converted
-/// by `IntoResponse`, then `LambdaResponse::from_response`, which lambda_http reaches through
-/// its `TransformResponse`), as JSON.
-pub async fn respond(origin: RequestOrigin, response: Response<Body>) -> Value {
-    let converted = lambda_http::TransformResponse::<'_, Response<Body>, Infallible>::Response(
-        origin,
-        response.into_response(),
-    )
-    .await;
-    let Ok(converted) = converted;
-    serde_json::to_value(converted).unwrap_or_else(|e| {
-        // Only a header value that is not UTF-8 could do this; ours are all ASCII.
-        tracing::error!(error = %e, "cannot serialize the response");
-        serde_json::json!({"statusCode": 500, "body": ""})
-    })
-}
-
-/// How an invocation's answer must go back: streamed when the function is set to
-/// (`INVOKE_MODE=RESPONSE_STREAM`) or the event came through a streaming integration (its stage
-/// variable `invokeMode` is `RESPONSE_STREAM`), else buffered.
-pub fn transfer_of(app: &App, event: &Value) -> InvokeMode {
-    let marked = event
-        .pointer(&format!("/stageVariables/{INVOKE_MODE_STAGE_VARIABLE}"))
-        .and_then(Value::as_str)
-        == Some(RESPONSE_STREAM);
-    if marked {
-        InvokeMode::ResponseStream
-    } else {
-        app.invoke_mode()
-    }
-}
-
-/// A streamed answer's body: a whole response's bytes at once, or events as they are written.
-pub enum StreamBody {
-    Once(Option<Vec<u8>>),
-    Events(EventStream),
-}
-
-impl futures_core::Stream for StreamBody {
-    type Item = Result<Vec<u8>, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        match self.get_mut() {
-            StreamBody::Once(bytes) => Poll::Ready(bytes.take().map(Ok)),
-            StreamBody::Events(events) => events
-                .poll_event(cx)
-                .map(|event| event.map(|text| Ok(text.into_bytes()))),
-        }
-    }
-}
-
-/// What the runtime sends back for one invocation.
-pub type Outcome = FunctionResponse<Value, StreamBody>;
-
-/// An answer in Lambda's streaming format (as `lambda_http` converts one): status, headers and
-/// cookies as the metadata prelude, the body after it.
-pub fn streamed(answer: Answer) -> StreamResponse<StreamBody> {
-    let (head, body) = match answer {
-        Answer::Whole(response) => {
-            let (head, body) = response.into_parts();
-            let bytes = match body {
-                Body::Empty => None,
-                Body::Text(text) => Some(text.into_bytes()),
-                Body::Binary(bytes) => Some(bytes),
-                _ => None,
-            };
-            (head, StreamBody::Once(bytes.filter(|b| !b.is_empty())))
-        }
-        Answer::Events { head, events } => (head.into_parts().0, StreamBody::Events(events)),
-    };
-    let mut headers = head.headers;
-    let cookies = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned())
-        .collect();
-    headers.remove(header::SET_COOKIE);
-    StreamResponse {
-        metadata_prelude: MetadataPrelude {
-            status_code: head.status,
-            headers,
-            cookies,
-        },
-        stream: body,
-    }
-}
-
-/// Answers one invocation: never fails, never panics on what the event holds.
-pub async fn answer(app: &App, event: Value, context: Context) -> Outcome {
-    let transfer = transfer_of(app, &event);
-    let (origin, answer) = match admit(&event) {
-        Ok((origin, request)) => {
-            let request = with_trace_header(request, &context).with_lambda_context(context);
-            (origin, app.serve(request).await)
-        }
-        Err(refusal) => {
-            // What is wrong is the event's own content, so the client may see it (as with a body
-            // that is not JSON); the response logs the request's one line.
-            let message = match refusal.detail.as_str() {
-                "" => refusal.message.to_owned(),
-                detail => format!("{} ({detail})", refusal.message),
-            };
-            let response =
-                ApiError::InvalidRequest(message).into_response(&context.request_id, None);
-            (refusal.origin, Answer::Whole(response))
-        }
-    };
-    match transfer {
-        InvokeMode::Buffered => {
-            FunctionResponse::BufferedResponse(respond(origin, answer.into_response().await).await)
-        }
-        InvokeMode::ResponseStream => FunctionResponse::StreamingResponse(streamed(answer)),
-    }
-}
-
-/// As lambda_http's adapter does: the invocation's X-Ray trace id as `x-amzn-trace-id`.
-fn with_trace_header(mut request: Request, context: &Context) -> Request {
-    if let Some(value) = context
-        .xray_trace_id
-        .as_deref()
-        .and_then(|id| HeaderValue::from_str(id).ok())
-    {
-        request.headers_mut().insert("x-amzn-trace-id", value);
-    }
-    request
-}
-
-/// Serves invocations from the Lambda Runtime API until the runtime stops: one at a time, or
-/// as many at once as `AWS_LAMBDA_MAX_CONCURRENCY` says (Lambda Managed Instances), every
-/// worker sharing the one app (its clients and configuration, built once).
-pub async fn run(app: App) -> Result<(), lambda_runtime::Error> {
-    let app = Arc::new(app);
-    lambda_runtime::run_concurrent(lambda_runtime::service_fn(
-        move |event: LambdaEvent<Value>| {
-            let app = Arc::clone(&app);
-            async move { Ok::<Outcome, Infallible>(answer(&app, event.payload, event.context).await) }
-        },
-    ))
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lambda_http::RequestExt;
     use serde_json::json;
 
     fn http_api() -> Value {
-        serde_json::from_str(include_str!("../events/http-api/1-collin-hello.json")).unwrap()
+        serde_json::from_str(include_str!("../../events/http-api/1-collin-hello.json")).unwrap()
     }
 
     fn rest_api() -> Value {
-        serde_json::from_str(include_str!("../events/rest-api/1-collin-hello.json")).unwrap()
+        serde_json::from_str(include_str!("../../events/rest-api/1-collin-hello.json")).unwrap()
     }
 
     /// Sets `value` at a JSON pointer made of object keys, creating objects on the way.
@@ -697,62 +514,5 @@ mod tests {
             admitted > 500 && refused > 500,
             "{admitted} admitted, {refused} refused"
         );
-    }
-
-    #[tokio::test]
-    async fn streamed_answers_carry_status_headers_and_body() {
-        use futures_core::Stream;
-        let response = ApiError::Chat(crate::chat::ChatError::Busy(1)).into_response("r", None);
-        let StreamResponse {
-            metadata_prelude,
-            mut stream,
-        } = streamed(Answer::Whole(response));
-        assert_eq!(metadata_prelude.status_code, 503);
-        assert_eq!(metadata_prelude.headers["content-type"], "application/json");
-        assert_eq!(metadata_prelude.headers["retry-after"], "1");
-        let prelude = serde_json::to_value(&metadata_prelude).unwrap();
-        assert_eq!(prelude["statusCode"], 503);
-        let mut body = Vec::new();
-        while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await
-        {
-            let Ok(chunk) = chunk;
-            body.extend(chunk);
-        }
-        let body: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(body["error"]["code"], "session_busy");
-
-        let mut empty = Response::new(Body::Empty);
-        *empty.status_mut() = lambda_http::http::StatusCode::NO_CONTENT;
-        let StreamResponse {
-            metadata_prelude,
-            stream,
-        } = streamed(Answer::Whole(empty));
-        assert_eq!(metadata_prelude.status_code, 204);
-        assert!(matches!(stream, StreamBody::Once(None)));
-    }
-
-    #[tokio::test]
-    async fn responses_take_the_origin_s_format() {
-        let response = ApiError::InvalidRequest("no".into()).into_response("r", None);
-        let v1 = respond(RequestOrigin::ApiGatewayV1, response).await;
-        assert_eq!(v1["statusCode"], 400);
-        assert_eq!(
-            v1["multiValueHeaders"]["content-type"],
-            json!(["application/json"])
-        );
-        assert_eq!(v1["isBase64Encoded"], false);
-        let body: Value = serde_json::from_str(v1["body"].as_str().unwrap()).unwrap();
-        assert_eq!(
-            body,
-            json!({"error": {"code": "invalid_request", "message": "no"}})
-        );
-
-        let response = ApiError::Chat(crate::chat::ChatError::Busy(1)).into_response("r", None);
-        let v2 = respond(RequestOrigin::ApiGatewayV2, response).await;
-        assert_eq!(v2["statusCode"], 503);
-        assert_eq!(v2["headers"]["content-type"], "application/json");
-        assert_eq!(v2["headers"]["retry-after"], "1");
-        let body: Value = serde_json::from_str(v2["body"].as_str().unwrap()).unwrap();
-        assert_eq!(body["error"]["code"], "session_busy");
     }
 }

@@ -1,5 +1,5 @@
 //! The chat page served at `GET /`: one self-contained HTML document (its CSS and JavaScript
-//! are compiled in from `src/page/`, nothing is fetched from elsewhere) that talks to the same
+//! are compiled in from `src/http/page/`, nothing is fetched from elsewhere) that talks to the same
 //! API as any client. It is assembled on the first request, not at cold start, and only once
 //! per instance: the function's auth mode written into it (the page adapts its sign-in to it;
 //! nothing secret), a Content-Security-Policy that allows exactly its own script and style

@@ -1,0 +1,271 @@
+//! The chat cycle: load the session, prompt the model with it, append the run, save, reply.
+//!
+//! [`ChatService`] is what the adapters call: [`ChatService::send`] and [`ChatService::stream`]
+//! run one [`TurnRequest`]; the read, title, delete and erase calls serve the session routes.
+//! The cycle depends on the [`SessionStore`] and [`ChatModel`] traits only.
+
+mod erase;
+mod prompt;
+mod turn;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::deadline::{Deadline, SAVE_RESERVE, STORE_MARGIN};
+use crate::input::{IdempotencyKey, Message, OwnerKey, SessionKey};
+use crate::memory::Format;
+use crate::model::{ChatModel, ModelError, Usage};
+use crate::store::{SessionStore, StoreError};
+// What the session routes read, re-exported so the adapters need only this module.
+pub use crate::store::{Cursor, Deleted, HistoryPage, Listed, PageLimit, SessionList, Span};
+
+pub use erase::Erased;
+pub use prompt::{
+    build_prompt, estimate_tokens, window_start, SUMMARY_INSTRUCTION, SUMMARY_PREFIX,
+};
+
+/// Tunables of the cycle.
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    pub system_prompt: Option<String>,
+    pub max_runs: Option<u64>,
+    /// The longest one model call may take, whatever the deadline.
+    pub model_timeout: Duration,
+    /// Time kept back from the model for saving and answering before the invocation's deadline.
+    pub save_reserve: Duration,
+    /// Save attempts when other writers keep saving the same session in between.
+    pub max_save_attempts: u32,
+    /// The most history, in estimated tokens, sent with a prompt: the newest runs that fit.
+    pub history_token_budget: u64,
+    /// Fold runs that fall out of the prompt window into a running summary sent as context.
+    pub summarize: bool,
+    /// The shape new sessions are stored in; existing sessions keep theirs.
+    pub new_session_format: Format,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            system_prompt: None,
+            max_runs: None,
+            model_timeout: crate::config::DEFAULT_MODEL_TIMEOUT,
+            save_reserve: SAVE_RESERVE,
+            max_save_attempts: 16,
+            history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
+            summarize: false,
+            new_session_format: Format::Seed,
+        }
+    }
+}
+
+/// The answer to one message, after it is saved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub run_id: String,
+    pub text: String,
+    pub usage: Option<Usage>,
+    /// The answer was saved by an earlier request with the same idempotency key.
+    pub replayed: bool,
+    /// Wall time of each phase, for the request's log line.
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    pub load_ms: u64,
+    pub model_ms: u64,
+    pub save_ms: u64,
+    pub save_attempts: u32,
+    /// A streamed turn: from asking the model to its first piece of text.
+    pub first_piece_ms: Option<u64>,
+}
+
+/// Why a request to the cycle failed, classified for the client. In every case but
+/// [`ChatError::SaveUnconfirmed`] the session is as it was before the request.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The model failed, answered nothing usable, or kept failing after retries.
+    #[error("the model failed")]
+    ModelFailed(#[source] ModelError),
+    #[error("the model did not answer in time")]
+    ModelTimeout,
+    /// The table is unreachable, missing or throttled.
+    #[error("the session table is unavailable")]
+    StoreUnavailable(#[source] StoreError),
+    /// A store call did not answer before the deadline; nothing was saved.
+    #[error("the session table did not answer in time")]
+    StoreTimeout,
+    /// The save did not answer before the deadline: it may or may not have landed.
+    #[error("the save did not answer in time")]
+    SaveUnconfirmed,
+    /// Other writers kept saving the session; every attempt met a newer version.
+    #[error("the session was too busy to save after {0} attempts")]
+    Busy(u32),
+    /// The stored item is not valid memory; it is left as it is.
+    #[error("the stored session is corrupt")]
+    Corrupt(#[source] StoreError),
+    /// The reply is larger than one turn can store.
+    #[error("the reply is too large to store")]
+    ReplyTooLarge(#[source] StoreError),
+    /// The idempotency key was used before with another message.
+    #[error("this Idempotency-Key was already used with a different message")]
+    KeyReused,
+    /// A history cursor from another session or an earlier incarnation of this one.
+    #[error("the cursor does not belong to this session")]
+    InvalidCursor,
+    /// The session belongs to another owner.
+    #[error("this session belongs to another owner")]
+    Forbidden,
+    /// Listing sessions needs the owner index, which this deployment does not have.
+    #[error("listing sessions is not enabled here (no OWNER_INDEX)")]
+    ListingDisabled,
+    /// Anything else the store refused.
+    #[error("the session store failed")]
+    Internal(#[source] StoreError),
+}
+
+impl From<ModelError> for ChatError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Timeout => ChatError::ModelTimeout,
+            other => ChatError::ModelFailed(other),
+        }
+    }
+}
+
+impl From<StoreError> for ChatError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ChatError::StoreUnavailable(e),
+            StoreError::OutOfTime => ChatError::StoreTimeout,
+            StoreError::Corrupt(_) => ChatError::Corrupt(e),
+            StoreError::InvalidCursor => ChatError::InvalidCursor,
+            StoreError::TooLarge(_) => ChatError::ReplyTooLarge(e),
+            // Reaching the client, these mean the session stayed busy.
+            StoreError::Conflict | StoreError::ReceiptExists => ChatError::Busy(1),
+            StoreError::OwnerMismatch => ChatError::Forbidden,
+            StoreError::NoIndex => ChatError::ListingDisabled,
+            StoreError::Failed(_) => ChatError::Internal(e),
+        }
+    }
+}
+
+/// One message to answer: whose session, what was said, on whose behalf, with which
+/// idempotency key, and when the caller stops waiting.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub session: SessionKey,
+    pub message: Message,
+    /// The owner a new session becomes theirs; a session of another owner is refused.
+    pub owner: Option<OwnerKey>,
+    /// A retry with the same key gets the saved reply, without asking the model again.
+    pub idempotency_key: Option<IdempotencyKey>,
+    /// When the caller stops waiting (the Lambda invocation's end).
+    pub deadline: Deadline,
+}
+
+impl TurnRequest {
+    /// A turn with no owner, no idempotency key and no deadline.
+    pub fn new(session: SessionKey, message: Message) -> TurnRequest {
+        TurnRequest {
+            session,
+            message,
+            owner: None,
+            idempotency_key: None,
+            deadline: Deadline::NONE,
+        }
+    }
+}
+
+/// What a streamed turn reports, in order: [`TurnEvent::Asking`] once the turn was not refused
+/// and the model is asked, each [`TurnEvent::Delta`] as the model writes it, then
+/// [`TurnEvent::Finished`]. A replayed or refused turn sends only `Finished`.
+#[derive(Debug)]
+pub enum TurnEvent {
+    Asking,
+    Delta(String),
+    Finished(Result<Reply, ChatError>),
+}
+
+/// Runs a store call, cut off at the deadline (less [`STORE_MARGIN`]).
+async fn bounded<T>(
+    deadline: Deadline,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<Result<T, StoreError>, ChatError> {
+    deadline
+        .less(STORE_MARGIN)
+        .bound(call)
+        .await
+        .map_err(|_| ChatError::StoreTimeout)
+}
+
+pub struct ChatService {
+    store: Arc<dyn SessionStore>,
+    model: Arc<dyn ChatModel>,
+    settings: ChatSettings,
+}
+
+impl ChatService {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        model: Arc<dyn ChatModel>,
+        settings: ChatSettings,
+    ) -> Self {
+        ChatService {
+            store,
+            model,
+            settings,
+        }
+    }
+
+    /// A page of a session's runs, oldest first; `None` if the session is unknown.
+    pub async fn history(
+        &self,
+        session: &SessionKey,
+        span: Span<'_>,
+        limit: PageLimit,
+        deadline: Deadline,
+    ) -> Result<Option<HistoryPage>, ChatError> {
+        Ok(bounded(deadline, self.store.history(session, span, limit)).await??)
+    }
+
+    /// A page of an owner's sessions, most recently active first.
+    pub async fn list(
+        &self,
+        owner: &OwnerKey,
+        limit: usize,
+        cursor: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<SessionList, ChatError> {
+        let call = self.store.list(owner.as_str(), limit, cursor, false);
+        Ok(bounded(deadline, call).await??)
+    }
+
+    /// Names a session; `false` if it does not exist.
+    pub async fn set_title(
+        &self,
+        session: &SessionKey,
+        title: &str,
+        deadline: Deadline,
+    ) -> Result<bool, ChatError> {
+        Ok(bounded(deadline, self.store.set_title(session, title)).await??)
+    }
+
+    /// Forgets a session with everything stored beside it.
+    pub async fn forget(
+        &self,
+        session: &SessionKey,
+        deadline: Deadline,
+    ) -> Result<Deleted, ChatError> {
+        // The store keeps the deadline itself: once the session is gone, running out of
+        // time is not an error but an unfinished cleanup.
+        Ok(self.store.delete(session, deadline).await?)
+    }
+}
+
+fn ms_since(t: tokio::time::Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests;

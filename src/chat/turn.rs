@@ -1,0 +1,309 @@
+//! One turn: read the session (or replay a receipt), ask the model, save the run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{bounded, ms_since, ChatError, ChatService, Reply, Timings, TurnEvent, TurnRequest};
+use crate::input::{Message, OwnerKey};
+use crate::memory::{Memory, Run};
+use crate::model::{ChatMessage, Completion};
+use crate::store::{message_digest, Changes, Receipt, Snapshot, StoreError, Summary};
+
+/// A turn after its read: replayed from a receipt, or ready for the model.
+enum Prepared {
+    Replayed(Reply),
+    Ask(Box<Asking>),
+}
+
+/// What a turn carries from its read to its save.
+struct Asking {
+    snapshot: Snapshot,
+    prompt: Vec<ChatMessage>,
+    new_summary: Option<Summary>,
+    model_started: Instant,
+    model_deadline: Instant,
+    timings: Timings,
+}
+
+/// What a save attempt's outcome leaves to do.
+enum Saved {
+    Done,
+    /// Another writer saved first (or our answer was lost): this is the session now.
+    Reread(Box<Snapshot>),
+}
+
+impl ChatService {
+    /// Runs one turn. With an idempotency key, a retry of a saved turn gets the saved reply,
+    /// and the model is not asked again.
+    pub async fn send(&self, turn: &TurnRequest) -> Result<Reply, ChatError> {
+        let asking = match self.prepare(turn).await? {
+            Prepared::Replayed(reply) => return Ok(reply),
+            Prepared::Ask(asking) => asking,
+        };
+        let completion = self
+            .model
+            .complete(&asking.prompt, asking.model_deadline)
+            .await?;
+        self.save_turn(turn, *asking, completion).await
+    }
+
+    /// Runs one turn as [`ChatService::send`] does, in a task of its own, so it goes on (and
+    /// saves) whoever reads its events; see [`TurnEvent`] for what it reports. What is saved is
+    /// exactly the pieces sent, and only once the model has finished; a model that fails,
+    /// times out or stops mid-answer leaves the session as it was.
+    pub fn stream(self: &Arc<Self>, turn: TurnRequest) -> mpsc::UnboundedReceiver<TurnEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let chat = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = chat.send_streaming(&turn, &tx).await;
+            // A client gone away does not stop the turn: the run is saved all the same.
+            let _ = tx.send(TurnEvent::Finished(result));
+        });
+        rx
+    }
+
+    async fn send_streaming(
+        &self,
+        turn: &TurnRequest,
+        events: &mpsc::UnboundedSender<TurnEvent>,
+    ) -> Result<Reply, ChatError> {
+        let asking = match self.prepare(turn).await? {
+            Prepared::Replayed(reply) => return Ok(reply),
+            Prepared::Ask(asking) => asking,
+        };
+        let _ = events.send(TurnEvent::Asking);
+        let mut streamed = String::new();
+        let mut first_piece = None;
+        let model_started = Instant::now();
+        let mut forward = |piece: &str| {
+            first_piece.get_or_insert_with(|| ms_since(model_started));
+            streamed.push_str(piece);
+            let _ = events.send(TurnEvent::Delta(piece.to_owned()));
+        };
+        let completion = self
+            .model
+            .stream(&asking.prompt, asking.model_deadline, &mut forward)
+            .await;
+        let mut completion = completion?;
+        // Stored is what the client was sent, piece for piece.
+        completion.text = streamed;
+        let mut reply = self.save_turn(turn, *asking, completion).await?;
+        reply.timings.first_piece_ms = first_piece;
+        Ok(reply)
+    }
+
+    /// Reads the session (and the key's receipt), folds the summary when asked to, and builds
+    /// the prompt: everything a turn does before the model answers.
+    async fn prepare(&self, turn: &TurnRequest) -> Result<Prepared, ChatError> {
+        let mut timings = Timings::default();
+        let started = Instant::now();
+        let snapshot = bounded(turn.deadline, self.store.load(&turn.session)).await??;
+        if let (Some(have), Some(want)) = (snapshot.owner.as_deref(), &turn.owner) {
+            if have != want.as_str() {
+                return Err(ChatError::Forbidden);
+            }
+        }
+        if let Some(key) = &turn.idempotency_key {
+            let receipt = self.store.receipt(&turn.session, &snapshot, key);
+            if let Some(receipt) = bounded(turn.deadline, receipt).await?? {
+                return replay(receipt, &turn.message, timings).map(Prepared::Replayed);
+            }
+        }
+        timings.load_ms = ms_since(started);
+
+        let model_started = Instant::now();
+        let model_deadline = turn.deadline.cap(
+            model_started + self.settings.model_timeout,
+            self.settings.save_reserve,
+            model_started,
+        );
+        let budget = self.settings.history_token_budget;
+        let window = super::window_start(&snapshot.memory, budget);
+        let new_summary = if self.settings.summarize {
+            self.fold(&turn.session, &snapshot, window, model_deadline)
+                .await
+        } else {
+            None
+        };
+        let summary = new_summary.as_ref().or(snapshot.summary.as_ref());
+        let prompt = super::build_prompt(
+            self.settings.system_prompt.as_deref(),
+            summary
+                .filter(|_| self.settings.summarize)
+                .map(|s| s.text.as_str()),
+            &snapshot.memory.runs[window..],
+            &turn.message,
+        );
+        Ok(Prepared::Ask(Box::new(Asking {
+            snapshot,
+            prompt,
+            new_summary,
+            model_started,
+            model_deadline,
+            timings,
+        })))
+    }
+
+    /// Appends the model's answer to the session and saves it: conditional on the version
+    /// read, re-reading and appending again after another writer's save, recognising a save
+    /// of ours whose answer was lost, and replaying a racing request's receipt.
+    async fn save_turn(
+        &self,
+        turn: &TurnRequest,
+        asking: Asking,
+        completion: Completion,
+    ) -> Result<Reply, ChatError> {
+        let Asking {
+            mut snapshot,
+            new_summary,
+            model_started,
+            mut timings,
+            ..
+        } = asking;
+        timings.model_ms = ms_since(model_started);
+        if completion.truncated {
+            tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
+        }
+        let run = Run::new(turn.message.as_str(), completion.text);
+        let receipt = turn.idempotency_key.as_ref().map(|key| Receipt {
+            key: key.clone(),
+            message_digest: message_digest(turn.message.as_str()),
+            run_id: run.id.clone(),
+            reply: run.output.clone(),
+        });
+        let save_started = Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        for attempt in 1..=self.settings.max_save_attempts {
+            timings.save_attempts = attempt;
+            let changes = SaveInput {
+                run: &run,
+                receipt: receipt.as_ref(),
+                summary: new_summary.as_ref(),
+            };
+            let saved = match self.save_once(turn, &snapshot, changes).await? {
+                Ok(()) => Saved::Done,
+                Err(StoreError::Conflict) => {
+                    // Someone saved in between, or our own save landed and its answer was lost
+                    // (the SDK then retried it into a conflict). Read again: if our run is
+                    // there, the turn is done; else add it after theirs. The model is not asked
+                    // again; its answer stands.
+                    let jitter = rand::random_range(0..=backoff.as_millis() as u64);
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                    Saved::Reread(Box::new(self.reread(turn).await?))
+                }
+                Err(StoreError::ReceiptExists) => {
+                    // A retry of this request saved first: its run stands, ours is dropped.
+                    return self.replay_racing(turn, attempt, timings).await;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match saved {
+                Saved::Reread(now) if !now.holds_run(&run.id) => snapshot = *now,
+                Saved::Done | Saved::Reread(_) => {
+                    timings.save_ms = ms_since(save_started);
+                    return Ok(Reply {
+                        run_id: run.id,
+                        text: run.output,
+                        usage: completion.usage,
+                        replayed: false,
+                        timings,
+                    });
+                }
+            }
+        }
+        Err(ChatError::Busy(self.settings.max_save_attempts))
+    }
+
+    /// One conditional save of the session read as `snapshot` with the run appended. Cut off
+    /// mid-save, it may have landed: a retry with the same key finds out.
+    async fn save_once(
+        &self,
+        turn: &TurnRequest,
+        snapshot: &Snapshot,
+        input: SaveInput<'_>,
+    ) -> Result<Result<(), StoreError>, ChatError> {
+        let memory = self.appended(snapshot, input.run);
+        let changes = Changes {
+            memory: &memory,
+            receipt: input.receipt,
+            summary: input.summary,
+            owner: turn.owner.as_ref().map(OwnerKey::as_str),
+        };
+        bounded(
+            turn.deadline,
+            self.store.save(&turn.session, changes, snapshot),
+        )
+        .await
+        .map_err(|_| ChatError::SaveUnconfirmed)
+    }
+
+    /// The session's memory with `run` appended, in the shape and bounds the settings ask for.
+    fn appended(&self, snapshot: &Snapshot, run: &Run) -> Memory {
+        let mut memory = snapshot.memory.clone();
+        if snapshot.fresh {
+            memory.format = self.settings.new_session_format;
+        }
+        if self.settings.max_runs.is_some() {
+            memory.max_runs = self.settings.max_runs;
+        }
+        memory.push(run.clone());
+        memory
+    }
+
+    /// The session after a conflicting save; out of time, the save may have landed.
+    async fn reread(&self, turn: &TurnRequest) -> Result<Snapshot, ChatError> {
+        bounded(turn.deadline, self.store.load(&turn.session))
+            .await
+            .map_err(|_| ChatError::SaveUnconfirmed)?
+            .map_err(ChatError::from)
+    }
+
+    /// The reply a racing request with the same key saved.
+    async fn replay_racing(
+        &self,
+        turn: &TurnRequest,
+        attempt: u32,
+        timings: Timings,
+    ) -> Result<Reply, ChatError> {
+        let key = turn
+            .idempotency_key
+            .as_ref()
+            .ok_or(ChatError::Busy(attempt))?;
+        let snapshot = bounded(turn.deadline, self.store.load(&turn.session)).await??;
+        let found = bounded(
+            turn.deadline,
+            self.store.receipt(&turn.session, &snapshot, key),
+        )
+        .await??;
+        replay(
+            found.ok_or(ChatError::Busy(attempt))?,
+            &turn.message,
+            timings,
+        )
+    }
+}
+
+/// What one save adds to the session read.
+#[derive(Clone, Copy)]
+struct SaveInput<'a> {
+    run: &'a Run,
+    receipt: Option<&'a Receipt>,
+    summary: Option<&'a Summary>,
+}
+
+fn replay(receipt: Receipt, message: &Message, timings: Timings) -> Result<Reply, ChatError> {
+    if receipt.message_digest != message_digest(message.as_str()) {
+        return Err(ChatError::KeyReused);
+    }
+    Ok(Reply {
+        run_id: receipt.run_id,
+        text: receipt.reply,
+        usage: None,
+        replayed: true,
+        timings,
+    })
+}

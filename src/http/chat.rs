@@ -1,0 +1,84 @@
+//! `POST /chat`: one turn, answered as one JSON response (or handed to `stream` for clients
+//! that take server-sent events).
+
+use lambda_http::http::{header, StatusCode};
+use serde::Serialize;
+
+use super::extract::{body_bytes, idempotency_key, parse_chat_body, wants_events};
+use super::{json_ok, stream, Answer, ApiError, App, Call};
+use crate::chat::{Reply, TurnRequest};
+use crate::input::SessionId;
+
+/// A turn's answer: the JSON response, and the data of a streamed turn's `done` event.
+#[derive(Serialize)]
+pub(super) struct ReplyBody<'a> {
+    session_id: &'a str,
+    run_id: &'a str,
+    reply: &'a str,
+}
+
+impl<'a> ReplyBody<'a> {
+    pub fn new(session_id: &'a SessionId, reply: &'a Reply) -> Self {
+        ReplyBody {
+            session_id: session_id.as_str(),
+            run_id: &reply.run_id,
+            reply: &reply.text,
+        }
+    }
+}
+
+impl App {
+    pub(super) async fn post_chat(&self, call: &Call<'_>) -> Result<Answer, ApiError> {
+        let body = parse_chat_body(
+            body_bytes(call.request.body()),
+            self.settings.max_message_bytes,
+        )?;
+        let session_id = call.about(body.session_id);
+        let turn = TurnRequest {
+            session: self.session_key(call.request, session_id)?,
+            owner: self.owner(call.request, body.owner.as_deref())?,
+            idempotency_key: idempotency_key(call.request)?,
+            message: body.message,
+            deadline: call.deadline,
+        };
+        if wants_events(call.request) {
+            let request_id = call.request_id().to_owned();
+            return stream::start(&self.chat, turn, request_id, session_id.clone()).await;
+        }
+        let reply = self.chat.send(&turn).await?;
+        log_turn(call.request_id(), session_id, &reply, false);
+        let mut response = json_ok(StatusCode::OK, &ReplyBody::new(session_id, &reply));
+        if reply.replayed {
+            mark_replayed(response.headers_mut());
+        }
+        Ok(Answer::Whole(response))
+    }
+}
+
+/// The request's one line for a turn that was answered.
+pub(super) fn log_turn(request_id: &str, session_id: &SessionId, reply: &Reply, streamed: bool) {
+    let t = reply.timings;
+    tracing::info!(
+        request_id,
+        session_id = %session_id,
+        run_id = %reply.run_id,
+        streamed,
+        load_ms = t.load_ms,
+        model_ms = t.model_ms,
+        first_piece_ms = t.first_piece_ms,
+        save_ms = t.save_ms,
+        save_attempts = t.save_attempts,
+        prompt_tokens = reply.usage.map(|u| u.prompt_tokens),
+        completion_tokens = reply.usage.map(|u| u.completion_tokens),
+        outcome = if reply.replayed { "replayed" } else { "ok" },
+        "chat turn"
+    );
+}
+
+/// `Idempotent-Replayed: true`: the reply was saved by an earlier request with the same key.
+pub(super) fn mark_replayed(headers: &mut header::HeaderMap) {
+    headers.insert(
+        "idempotent-replayed",
+        header::HeaderValue::from_static("true"),
+    );
+}

@@ -1,0 +1,362 @@
+//! Every way a request can fail, as the client sees it: one table from each failure to its
+//! status, code and message ([`describe`]), with no wildcard arm, so a new failure cannot be
+//! added without saying how it is answered.
+
+use std::borrow::Cow;
+
+use lambda_http::http::{header, StatusCode};
+use lambda_http::{Body, Response};
+use serde::Serialize;
+
+use super::json_response;
+use crate::chat::ChatError;
+use crate::error::chain;
+use crate::input::InputError;
+
+/// Seconds a client is asked to wait before retrying a 503.
+const RETRY_AFTER_SECS: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not a JSON object, or a field is missing or mistyped.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// No such route.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// No session with this id.
+    #[error("no session {0}")]
+    SessionNotFound(String),
+    /// JWT mode, and the request carries no verified `sub` claim.
+    #[error("this API needs a verified identity (a JWT with a sub claim)")]
+    Unauthorized,
+    /// The path's session id is not validly percent-encoded.
+    #[error("the session id in the path is not validly percent-encoded")]
+    BadPath,
+    /// Answered with an `Allow` header.
+    #[error("{method} is not allowed here; use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        allowed: &'static str,
+    },
+    /// Whatever the chat cycle or the store said.
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    /// A streamed turn's task ended without an outcome.
+    #[error("the turn ended without an outcome")]
+    TurnLost,
+}
+
+/// How a failure is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub status: StatusCode,
+    pub code: &'static str,
+    /// Our own words, never a cause's.
+    pub message: Cow<'static, str>,
+}
+
+fn said(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<Cow<'static, str>>,
+) -> Described {
+    Described {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+/// The one table from every failure to (status, code, message).
+pub fn describe(e: &ApiError) -> Described {
+    let own = || e.to_string();
+    match e {
+        ApiError::InvalidRequest(_) | ApiError::BadPath => {
+            said(StatusCode::BAD_REQUEST, "invalid_request", own())
+        }
+        ApiError::Input(input) => describe_input(input, own()),
+        ApiError::NotFound(_) => said(StatusCode::NOT_FOUND, "not_found", own()),
+        ApiError::SessionNotFound(_) => said(StatusCode::NOT_FOUND, "session_not_found", own()),
+        ApiError::Unauthorized => said(StatusCode::UNAUTHORIZED, "unauthorized", own()),
+        ApiError::MethodNotAllowed { .. } => {
+            said(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", own())
+        }
+        ApiError::TurnLost => said(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; nothing was stored",
+        ),
+        ApiError::Chat(chat) => describe_chat(chat),
+    }
+}
+
+fn describe_input(e: &InputError, message: String) -> Described {
+    let (status, code) = match e {
+        InputError::MessageTooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_long"),
+        InputError::BlankMessage => (StatusCode::BAD_REQUEST, "invalid_message"),
+        InputError::IdempotencyKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+        InputError::Owner => (StatusCode::BAD_REQUEST, "invalid_owner"),
+        InputError::Title => (StatusCode::BAD_REQUEST, "invalid_title"),
+        InputError::SessionIdLength(_)
+        | InputError::SessionIdCharacter(_)
+        | InputError::SessionIdDots => (StatusCode::BAD_REQUEST, "invalid_session_id"),
+    };
+    said(status, code, message)
+}
+
+fn describe_chat(e: &ChatError) -> Described {
+    const UNAVAILABLE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+    match e {
+        ChatError::ModelFailed(_) => said(
+            StatusCode::BAD_GATEWAY,
+            "model_error",
+            "the model failed to give a usable answer; nothing was stored",
+        ),
+        ChatError::ReplyTooLarge(_) => said(
+            StatusCode::BAD_GATEWAY,
+            "model_error",
+            "the model's reply is larger than a turn can store (2.5 MiB); nothing was stored",
+        ),
+        ChatError::ModelTimeout => said(
+            StatusCode::GATEWAY_TIMEOUT,
+            "model_timeout",
+            "the model did not answer in time; nothing was stored",
+        ),
+        ChatError::StoreUnavailable(_) | ChatError::StoreTimeout => said(
+            UNAVAILABLE,
+            "store_unavailable",
+            "the session table is unavailable; nothing was changed, retry later",
+        ),
+        ChatError::SaveUnconfirmed => said(
+            UNAVAILABLE,
+            "save_unconfirmed",
+            "the reply's save did not confirm in time; it may have been stored. Retry with the \
+             same Idempotency-Key to get it without a second run",
+        ),
+        ChatError::Busy(_) => said(
+            UNAVAILABLE,
+            "session_busy",
+            "the session is busy; nothing was changed, retry shortly",
+        ),
+        ChatError::Corrupt(_) => said(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt_session",
+            "the stored session cannot be read; it was left unchanged",
+        ),
+        ChatError::Internal(_) => said(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; nothing was changed",
+        ),
+        ChatError::KeyReused => said(
+            StatusCode::CONFLICT,
+            "idempotency_key_reused",
+            e.to_string(),
+        ),
+        ChatError::InvalidCursor => said(StatusCode::BAD_REQUEST, "invalid_cursor", e.to_string()),
+        ChatError::Forbidden => said(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+        ChatError::ListingDisabled => {
+            said(StatusCode::NOT_FOUND, "listing_disabled", e.to_string())
+        }
+    }
+}
+
+/// `{"error": {"code", "message"}}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorFields<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorFields<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        describe(self).status
+    }
+
+    pub fn code(&self) -> &'static str {
+        describe(self).code
+    }
+
+    /// Logs the request's one line: the cause chain for server errors (never sent to the
+    /// client), the refusal for client errors.
+    pub(crate) fn log(&self, request_id: &str, session_id: Option<&str>) {
+        let Described { status, code, .. } = describe(self);
+        if status.is_server_error() {
+            tracing::error!(request_id, session_id, outcome = code, status = status.as_u16(), cause = %chain(self), "request failed");
+        } else {
+            tracing::info!(request_id, session_id, outcome = code, status = status.as_u16(), error = %self, "request refused");
+        }
+    }
+
+    /// What the client is told, as JSON text.
+    pub(crate) fn body(&self) -> String {
+        let Described { code, message, .. } = describe(self);
+        let body = ErrorBody {
+            error: ErrorFields {
+                code,
+                message: &message,
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+
+    /// The response, after logging the request's one line.
+    pub(crate) fn into_response(
+        self,
+        request_id: &str,
+        session_id: Option<&str>,
+    ) -> Response<Body> {
+        self.log(request_id, session_id);
+        let status = self.status();
+        let mut response = json_response(status, self.body());
+        if let ApiError::MethodNotAllowed { allowed, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::DecodeError;
+    use crate::model::ModelError;
+    use crate::store::StoreError;
+    use serde_json::Value;
+
+    /// One of every failure, with how it must be answered.
+    fn every_failure() -> Vec<(ApiError, u16, &'static str)> {
+        let store = || StoreError::Failed("x".into());
+        let chat = |e: ChatError| ApiError::Chat(e);
+        let input = |e: InputError| ApiError::Input(e);
+        vec![
+            (ApiError::InvalidRequest("x".into()), 400, "invalid_request"),
+            (ApiError::BadPath, 400, "invalid_request"),
+            (ApiError::NotFound("GET /x".into()), 404, "not_found"),
+            (
+                ApiError::SessionNotFound("s".into()),
+                404,
+                "session_not_found",
+            ),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "PUT".into(),
+                    allowed: "GET",
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (ApiError::TurnLost, 500, "internal"),
+            (
+                input(InputError::SessionIdLength(0)),
+                400,
+                "invalid_session_id",
+            ),
+            (
+                input(InputError::SessionIdCharacter(' ')),
+                400,
+                "invalid_session_id",
+            ),
+            (input(InputError::SessionIdDots), 400, "invalid_session_id"),
+            (
+                input(InputError::IdempotencyKey),
+                400,
+                "invalid_idempotency_key",
+            ),
+            (input(InputError::BlankMessage), 400, "invalid_message"),
+            (input(InputError::Owner), 400, "invalid_owner"),
+            (input(InputError::Title), 400, "invalid_title"),
+            (
+                input(InputError::MessageTooLong {
+                    actual: 9,
+                    limit: 1,
+                }),
+                413,
+                "message_too_long",
+            ),
+            (
+                chat(ChatError::ModelFailed(ModelError::Empty)),
+                502,
+                "model_error",
+            ),
+            (
+                chat(ChatError::ReplyTooLarge(StoreError::TooLarge(1))),
+                502,
+                "model_error",
+            ),
+            (chat(ChatError::ModelTimeout), 504, "model_timeout"),
+            (
+                chat(ChatError::StoreUnavailable(store())),
+                503,
+                "store_unavailable",
+            ),
+            (chat(ChatError::StoreTimeout), 503, "store_unavailable"),
+            (chat(ChatError::SaveUnconfirmed), 503, "save_unconfirmed"),
+            (chat(ChatError::Busy(3)), 503, "session_busy"),
+            (
+                chat(ChatError::Corrupt(StoreError::Corrupt(DecodeError::new(
+                    "x",
+                )))),
+                500,
+                "corrupt_session",
+            ),
+            (chat(ChatError::KeyReused), 409, "idempotency_key_reused"),
+            (chat(ChatError::InvalidCursor), 400, "invalid_cursor"),
+            (chat(ChatError::Forbidden), 403, "forbidden"),
+            (chat(ChatError::ListingDisabled), 404, "listing_disabled"),
+            (chat(ChatError::Internal(store())), 500, "internal"),
+        ]
+    }
+
+    #[test]
+    fn every_failure_has_its_status_code_and_message() {
+        for (e, status, code) in every_failure() {
+            let d = describe(&e);
+            assert_eq!((d.status.as_u16(), d.code), (status, code), "{e:?}");
+            assert!(!d.message.is_empty(), "{e:?}");
+            // A server error's cause stays in the log.
+            if d.status.is_server_error() {
+                assert!(!d.message.contains(": x"), "{e:?}: {}", d.message);
+            }
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_documented() {
+        let api = include_str!("../../docs/api.md");
+        for (_, _, code) in every_failure() {
+            assert!(
+                api.contains(&format!("`{code}`")),
+                "docs/api.md lacks {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_error_is_json_with_its_status() {
+        let response = ApiError::Chat(ChatError::Busy(3)).into_response("r1", Some("s"));
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let Body::Text(text) = response.body() else {
+            panic!("text body")
+        };
+        let json: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(json["error"]["code"], "session_busy");
+    }
+}

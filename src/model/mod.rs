@@ -1,0 +1,112 @@
+//! Model clients: the chat cycle talks to a [`ChatModel`]; [`OpenAiModel`] speaks the OpenAI
+//! chat-completions protocol that OpenAI, Ollama, vLLM, LM Studio and others serve, and
+//! [`BedrockModel`] Amazon Bedrock's Converse API. Both answer whole ([`ChatModel::complete`])
+//! or piece by piece as the model writes ([`ChatModel::stream`]: server-sent events with
+//! `stream: true`, and `ConverseStream`).
+
+mod bedrock;
+mod openai;
+mod sse;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+pub use bedrock::BedrockModel;
+pub use openai::{parse_completion, OpenAiModel, StreamedAnswer};
+pub use sse::SseParser;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// Token counts as the model reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+/// A usable answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    /// The model stopped at its length limit: the answer is kept, and the fact logged.
+    pub truncated: bool,
+    pub usage: Option<Usage>,
+}
+
+/// Why the model gave no usable answer. None of these is ever stored as a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// No answer before the deadline (HTTP 504).
+    #[error("the model did not answer in time")]
+    Timeout,
+    /// The server could not be reached (HTTP 502).
+    #[error("could not reach the model server")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The server answered with an error status (HTTP 502).
+    #[error("the model server answered HTTP {status}: {detail}")]
+    Status { status: u16, detail: String },
+    /// The answer was not a chat completion (HTTP 502).
+    #[error("the model's answer could not be read: {0}")]
+    Invalid(String),
+    /// The answer held no text (HTTP 502).
+    #[error("the model answered with no text")]
+    Empty,
+    /// A streamed answer stopped before the model finished: the connection dropped, the server
+    /// reported an error inside the stream, or the stream ended without a finish reason (HTTP 502).
+    #[error("the model's stream stopped before it finished: {0}")]
+    Interrupted(String),
+}
+
+/// Where a streamed answer's pieces go, in order, as they arrive.
+pub type Deltas<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// Asks the model to continue `messages`, giving up at `deadline`.
+    async fn complete(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+    ) -> Result<Completion, ModelError>;
+
+    /// Asks the same, handing each piece of the answer to `deltas` as the model writes it. The
+    /// completion's text is exactly the pieces handed over, concatenated. A model that cannot
+    /// stream answers in one piece.
+    async fn stream(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+        deltas: Deltas<'_>,
+    ) -> Result<Completion, ModelError> {
+        let completion = self.complete(messages, deadline).await?;
+        deltas(&completion.text);
+        Ok(completion)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,7 @@ export AWS_EC2_METADATA_DISABLED=true
 export TABLE_NAME=${TABLE_NAME:-sessions}
 export OWNER_INDEX=${OWNER_INDEX:-by_owner}
 export INVOKE_MODE=${INVOKE_MODE:-RESPONSE_STREAM}
-# No API Gateway in front locally: the chat page asks for a user name (see README, "The page").
+# No API Gateway in front locally: the chat page asks for a user name (see docs/page.md).
 export AUTH_MODE=${AUTH_MODE:-NONE}
 
 work=$(mktemp -d)

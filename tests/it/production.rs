@@ -263,7 +263,7 @@ fn the_template_matches_the_code() {
     let resources = &t["Resources"];
 
     // The table key is the store's: PartitionKeyName (default `id`, a string), and the owner
-    // index the tests' tables have (tests/it/support.rs).
+    // index the tests' tables have (tests/it/support/table.rs).
     let table = &resources["SessionsTable"]["Properties"];
     let reference = |v: &Yaml| match v {
         Yaml::Tagged(tagged) => tagged.value.as_str().map(str::to_owned),

@@ -3,17 +3,14 @@
 //! from API Gateway, routing under any stage name, and session ids that URLs cannot address.
 
 use base64::Engine as _;
-use lambda_http::lambda_runtime::Context;
 use serde_json::{json, Value};
 use session_chat::http::App;
-use session_chat::runtime::answer;
 
-use crate::support::{event_json, TestEnv};
+use crate::support::{Req, TestEnv};
 
-fn context() -> Context {
-    let mut context = Context::default();
-    context.request_id = "events-test".into();
-    context
+/// An event file under `events/`, as it is.
+fn event_json(name: &str) -> Value {
+    Req::file(name).event()
 }
 
 /// What the function answered: status, JSON body (`null` when empty), the answer itself.
@@ -45,7 +42,7 @@ fn header(answer: &Value, name: &str) -> Option<String> {
 
 async fn invoke(app: &App, event: Value) -> Answer {
     let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(raw) =
-        answer(app, event, context()).await
+        crate::support::invoke(app, event).await
     else {
         panic!("an API Gateway event without a streaming mark is answered buffered");
     };
@@ -76,14 +73,7 @@ async fn invoke(app: &App, event: Value) -> Answer {
 /// A REST API (v1) event for `method path` under `stage`, as API Gateway sends it: `path`
 /// without the stage, `requestContext.path` with it.
 fn rest(stage: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let mut event = event_json("rest-api/1-collin-hello.json");
-    event["httpMethod"] = method.into();
-    event["path"] = path.into();
-    event["requestContext"]["httpMethod"] = method.into();
-    event["requestContext"]["stage"] = stage.into();
-    event["requestContext"]["path"] = format!("/{stage}{path}").into();
-    event["body"] = body.map_or(Value::Null, |b| b.to_string().into());
-    event
+    Req::rest(method, path).stage(stage).body(body).event()
 }
 
 /// An HTTP API (v2) event for `method path` under `stage`: `rawPath` starts with a named stage.
@@ -98,15 +88,7 @@ fn http(stage: &str, method: &str, path: &str, body: Option<Value>) -> Value {
 
 /// An HTTP API (v2) event with this exact `rawPath`.
 fn http_raw(stage: &str, method: &str, raw_path: &str, body: Option<Value>) -> Value {
-    let mut event = event_json("http-api/1-collin-hello.json");
-    event["rawPath"] = raw_path.into();
-    event["routeKey"] = "$default".into();
-    event["requestContext"]["routeKey"] = "$default".into();
-    event["requestContext"]["http"]["method"] = method.into();
-    event["requestContext"]["http"]["path"] = raw_path.into();
-    event["requestContext"]["stage"] = stage.into();
-    event["body"] = body.map_or(Value::Null, |b| b.to_string().into());
-    event
+    Req::http(method, raw_path).stage(stage).body(body).event()
 }
 
 fn chat(session_id: &str) -> Option<Value> {
@@ -289,7 +271,7 @@ async fn api_under_stage(
     assert_eq!(answer.header("allow").as_deref(), Some("POST"), "{what}");
     // The chat page, at the API's root under any stage.
     let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(page) =
-        session_chat::runtime::answer(app, event("GET", "/", None), context()).await
+        crate::support::invoke(app, event("GET", "/", None)).await
     else {
         panic!("{what}: the page is answered buffered");
     };

@@ -2,8 +2,8 @@
 //! app from it, and drives the handler with requests; the pieces live by concern:
 //! - `procs`: helper processes on free ports (DynamoDB-compatible server, model, fault proxy);
 //! - `table`: the test's table, created as the template declares it, and read directly;
-//! - `requests`: requests built from the real API Gateway events in `events/`;
-//! - `responses`: reading answers (status, JSON, server-sent events).
+//! - `requests`: [`Req`], the one request builder (real API Gateway events from `events/`);
+//! - `responses`: [`Reply`], what the handler answered (status, headers, JSON, events).
 
 mod procs;
 mod requests;
@@ -12,17 +12,28 @@ mod table;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use session_chat::config::Config;
 use session_chat::http::App;
 
 pub use procs::{dynamodb_endpoint, python, repo, FaultProxy, ScriptedModel};
-pub use requests::{
-    chat_request, event, event_json, http_request, request, sse_request, with_body, with_deadline,
-};
-pub use responses::{call, deltas, parts, sse_events, status_and_text, stream_call};
-pub use table::{create_table, items_with_prefix, owner_index, table_created};
+pub use requests::{invoke, Req};
+pub use responses::{deltas, sse_events, Reply};
+pub use table::{create_table, create_table_keyed, items_with_prefix, owner_index};
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    now_ms() / 1000
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
 
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     session_chat::aws_defaults()

@@ -1,43 +1,68 @@
-//! Reading the handler's answers: status, JSON bodies, server-sent events.
+//! Reading the handler's answers: [`Reply`] (status, headers, body), server-sent events.
 
-use lambda_http::{Body, Request, Response};
+use lambda_http::http::HeaderMap;
+use lambda_http::{Body, Response};
 use serde_json::Value;
-use session_chat::http::App;
 
-/// Status and JSON body of a response.
-pub fn parts(response: Response<Body>) -> (u16, Value) {
-    let status = response.status().as_u16();
-    assert_eq!(
-        response
-            .headers()
+/// What the handler answered.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn of(response: Response<Body>) -> Reply {
+        let (parts, body) = response.into_parts();
+        let body = match body {
+            Body::Text(t) => t.into_bytes(),
+            Body::Binary(b) => b,
+            _ => Vec::new(),
+        };
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// The body as text, whatever it is (JSON, events, empty).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON, checked to be served as JSON.
+    pub fn json(&self) -> Value {
+        assert_eq!(
+            self.content_type(),
+            "application/json",
+            "every response is JSON"
+        );
+        let body = std::str::from_utf8(&self.body).expect("UTF-8 body");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("body {body:?}: {e}"))
+    }
+
+    /// Status and JSON body (checked to be served as JSON).
+    pub fn parts(&self) -> (u16, Value) {
+        (self.status, self.json())
+    }
+
+    /// The content type, or "" without one.
+    pub fn content_type(&self) -> &str {
+        self.headers
             .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/json"),
-        "every response is JSON"
-    );
-    let body = match response.body() {
-        Body::Text(t) => t.clone(),
-        Body::Binary(b) => String::from_utf8(b.clone()).expect("UTF-8 body"),
-        _ => String::new(),
-    };
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("body {body:?}: {e}"));
-    (status, json)
-}
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
 
-/// Sends a request and returns status and JSON body.
-pub async fn call(app: &App, request: Request) -> (u16, Value) {
-    parts(app.handle(request).await)
-}
-
-/// Status and body text of any response (JSON or empty).
-pub fn status_and_text(response: Response<Body>) -> (u16, String) {
-    let status = response.status().as_u16();
-    let body = match response.body() {
-        Body::Text(t) => t.clone(),
-        Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
-    };
-    (status, body)
+    /// The server-sent events of an event stream (none if the answer is not one).
+    pub fn events(&self) -> Vec<(String, Value)> {
+        if self.content_type() == "text/event-stream" {
+            sse_events(&self.text())
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// The server-sent events of a body: (event name, JSON data) in order.
@@ -67,22 +92,4 @@ pub fn deltas(events: &[(String, Value)]) -> String {
         .filter(|(name, _)| name == "delta")
         .map(|(_, data)| data["text"].as_str().expect("delta text"))
         .collect()
-}
-
-/// Status, content type and events of a streamed turn answered in-process (events at once).
-pub async fn stream_call(app: &App, request: Request) -> (u16, String, Vec<(String, Value)>) {
-    let response = app.handle(request).await;
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let (status, text) = status_and_text(response);
-    let events = if content_type == "text/event-stream" {
-        sse_events(&text)
-    } else {
-        Vec::new()
-    };
-    (status, content_type, events)
 }

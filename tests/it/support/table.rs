@@ -10,48 +10,54 @@ use aws_sdk_dynamodb::types::{
 
 use super::TestEnv;
 
+/// The test's table as template.yaml declares it: key `id`, the owner index.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
-    let created = client
+    create_table_keyed(client, table, "id", None).await;
+}
+
+/// A table with the owner index and this key schema: `partition_key` (a string) and an optional
+/// sort key (name, type), as a griptape table may have.
+pub async fn create_table_keyed(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    partition_key: &str,
+    sort_key: Option<(&str, ScalarAttributeType)>,
+) {
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .expect("attribute definition")
+    };
+    let mut create = client
         .create_table()
         .table_name(table)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key schema"),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute definition"),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("owner_key")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute definition"),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("active_ms")
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .expect("attribute definition"),
-        )
+        .key_schema(key(partition_key, KeyType::Hash))
+        .attribute_definitions(attribute(partition_key, ScalarAttributeType::S))
+        .attribute_definitions(attribute("owner_key", ScalarAttributeType::S))
+        .attribute_definitions(attribute("active_ms", ScalarAttributeType::N))
         .global_secondary_indexes(owner_index())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await;
-    table_created(created);
+        .billing_mode(BillingMode::PayPerRequest);
+    if let Some((name, kind)) = sort_key {
+        create = create
+            .key_schema(key(name, KeyType::Range))
+            .attribute_definitions(attribute(name, kind));
+    }
+    table_created(create.send().await);
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .expect("key schema")
 }
 
 /// A CreateTable the SDK retried (the first attempt answered late on a busy machine) meets its
 /// own table: that is success.
-pub fn table_created<T, R: std::fmt::Debug>(
+fn table_created<T, R: std::fmt::Debug>(
     result: Result<
         T,
         aws_sdk_dynamodb::error::SdkError<
@@ -72,13 +78,6 @@ pub fn table_created<T, R: std::fmt::Debug>(
 /// The owner index, as template.yaml declares it.
 pub fn owner_index() -> aws_sdk_dynamodb::types::GlobalSecondaryIndex {
     use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .expect("key schema")
-    };
     GlobalSecondaryIndex::builder()
         .index_name("by_owner")
         .key_schema(key("owner_key", KeyType::Hash))

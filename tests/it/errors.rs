@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{sdk_config, Req, TestEnv};
+use crate::support::{sdk_config, wall_clock_lock, Req, TestEnv};
 
 const LEAKS: [&str; 6] = [
     "Exception",
@@ -206,6 +206,7 @@ async fn a_model_that_fails_then_recovers_is_retried() {
 
 #[tokio::test]
 async fn a_slow_model_is_a_504_and_stores_nothing() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let started = Instant::now();
     let (status, body) =
@@ -222,6 +223,7 @@ async fn a_slow_model_is_a_504_and_stores_nothing() {
 
 #[tokio::test]
 async fn the_model_deadline_comes_from_the_invocation() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let app = env.app().await; // default model timeout: 25 s
     env.model.script(json!([{"hang": 10}])).await;

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use session_chat::http::App;
 
-use crate::support::{items_with_prefix, now, FaultProxy, Req, TestEnv};
+use crate::support::{items_with_prefix, now, wall_clock_lock, FaultProxy, Req, TestEnv};
 
 /// `GET /sessions/{id}` with query parameters, as an HTTP API event.
 fn get_history(session_id: &str, query: &[(&str, &str)]) -> Req {
@@ -148,6 +148,7 @@ async fn a_late_or_lost_write_answer_stores_the_run_once() {
 
 #[tokio::test]
 async fn a_hanging_save_answers_before_the_deadline() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let proxy = FaultProxy::start();
     let app = env.app_via(&proxy, &[]).await;
@@ -750,6 +751,7 @@ async fn cost_per_turn_of_a_2_kb_conversation() {
 
 #[tokio::test]
 async fn a_delete_out_of_time_is_finished_by_the_next() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let extra = [("MAX_ITEM_BYTES", "4096")];
     let app = env.app_with(&extra).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lambda_http::lambda_runtime::FunctionResponse;
 use serde_json::{json, Value};
 
-use crate::support::{bedrock_app, deltas, invoke, sse_events, Req, TestEnv};
+use crate::support::{bedrock_app, deltas, invoke, sse_events, wall_clock_lock, Req, TestEnv};
 
 #[tokio::test]
 async fn a_streamed_turn_stores_exactly_what_was_streamed() {
@@ -53,6 +53,7 @@ async fn a_streamed_turn_stores_exactly_what_was_streamed() {
 
 #[tokio::test]
 async fn failures_mid_stream_end_in_an_error_event_and_store_nothing() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let app = env.app_with(&[("MODEL_TIMEOUT_SECS", "2")]).await;
     for (step, code) in [

@@ -4,6 +4,8 @@
 //! - `table`: the test's table, created as the template declares it, and read directly;
 //! - `requests`: [`Req`], the one request builder (real API Gateway events from `events/`);
 //! - `responses`: [`Reply`], what the handler answered (status, headers, JSON, events).
+//!
+//! Tests that assert how fast something answers hold [`wall_clock_lock`].
 
 mod procs;
 mod requests;
@@ -17,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use session_chat::config::Config;
 use session_chat::http::App;
+use tokio::sync::{Mutex, MutexGuard};
 
 pub use procs::{dynamodb_endpoint, python, repo, FaultProxy, ScriptedModel};
 pub use requests::{invoke, Req};
@@ -33,6 +36,13 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_millis() as u64
+}
+
+/// Held for the whole of a test that asserts a wall-clock upper bound, so that such tests run
+/// one at a time and never beside each other's load: `let _alone = wall_clock_lock().await;`.
+pub async fn wall_clock_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
 }
 
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {

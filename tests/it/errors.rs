@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{sdk_config, wall_clock_lock, Req, TestEnv};
+use crate::support::{free_port, sdk_config, wall_clock_lock, Req, TestEnv};
 
 const LEAKS: [&str; 6] = [
     "Exception",
@@ -247,11 +247,7 @@ async fn the_model_deadline_comes_from_the_invocation() {
 async fn an_unreachable_table_is_a_503_with_retry_after() {
     let env = TestEnv::new().await;
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let app = session_chat::build_app_with(
         &env.config(&[]),
         &sdk_config(&format!("http://127.0.0.1:{closed}")).await,

@@ -25,6 +25,14 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// A port that was free a moment ago (another process may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A helper process that prints `PORT <n>` when ready and exits when our end of its stdin closes,
 /// so it never outlives the test process.
 pub struct Helper {

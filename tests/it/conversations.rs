@@ -14,11 +14,7 @@ async fn chat(app: &App, session: &str, message: &str, owner: Option<&str>) -> (
     if let Some(owner) = owner {
         body["owner"] = owner.into();
     }
-    Req::http("POST", "/chat")
-        .body(body)
-        .call(app)
-        .await
-        .parts()
+    Req::http("POST", "/chat").body(body).call_json(app).await
 }
 
 /// `GET /sessions` with `query`, as `sub` if given (a verified JWT's).
@@ -43,7 +39,7 @@ async fn listing(app: &App, owner: Option<&str>, sub: Option<&str>, limit: usize
         if let Some(c) = &cursor {
             query.push(("cursor", c.as_str()));
         }
-        let (status, body) = list_sessions(&query, sub).call(app).await.parts();
+        let (status, body) = list_sessions(&query, sub).call_json(app).await;
         assert_eq!(status, 200, "{body}");
         let page = body["sessions"].as_array().unwrap();
         assert!(page.len() <= limit.parse().unwrap());
@@ -126,13 +122,12 @@ async fn sessions_are_listed_newest_first_per_owner_across_pages() {
         vec![("owner", "a b")],
         vec![("owner", "alice"), ("limit", "0")],
     ] {
-        let (status, _) = list_sessions(&query, None).call(&app).await.parts();
+        let (status, _) = list_sessions(&query, None).call_json(&app).await;
         assert_eq!(status, 400, "{query:?}");
     }
     let (status, body) = list_sessions(&[("owner", "alice"), ("cursor", "zz")], None)
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_cursor"))
@@ -145,7 +140,7 @@ async fn titles_name_conversations() {
     let app = env.app().await;
     chat(&app, "trip", "Where should I go in May?", Some("ada")).await;
     let patch = |title: Value| Req::http("PATCH", "/sessions/trip").body(json!({"title": title}));
-    let (status, body) = patch("Lisbon in May ✈".into()).call(&app).await.parts();
+    let (status, body) = patch("Lisbon in May ✈".into()).call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     // A turn after the title keeps it.
     chat(&app, "trip", "And in June?", Some("ada")).await;
@@ -159,14 +154,13 @@ async fn titles_name_conversations() {
         json!("t".repeat(201)),
         json!(5),
     ] {
-        let (status, _) = patch(bad.clone()).call(&app).await.parts();
+        let (status, _) = patch(bad.clone()).call_json(&app).await;
         assert_eq!(status, 400, "{bad}");
     }
     let (status, _) = Req::http("PATCH", "/sessions/nope")
         .body(json!({"title": "x"}))
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -180,9 +174,8 @@ async fn jwt_callers_list_and_erase_only_their_own() {
             let (status, reply) = Req::http("POST", "/chat")
                 .body(body)
                 .sub(sub)
-                .call(&app)
-                .await
-                .parts();
+                .call_json(&app)
+                .await;
             assert_eq!(status, 200, "{reply}");
         }
     }
@@ -190,9 +183,8 @@ async fn jwt_callers_list_and_erase_only_their_own() {
     assert_eq!(listing(&app, None, Some("bob"), 10).await.len(), 3);
     // A JWT caller cannot name another owner.
     let (status, _) = list_sessions(&[("owner", "bob")], Some("alice"))
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 400);
     let status = Req::http("DELETE", "/sessions")
         .sub("alice")
@@ -205,16 +197,14 @@ async fn jwt_callers_list_and_erase_only_their_own() {
     assert_eq!(bob.len(), 3);
     let (status, body) = Req::http("GET", "/sessions/s0")
         .sub("bob")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["runs"][0]["input"], "bob 0");
     let (status, _) = Req::http("GET", "/sessions/s0")
         .sub("alice")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -370,10 +360,7 @@ async fn griptape_tables_of_any_key_schema_are_shared_both_ways() {
             reply, "Your name is Zach.",
             "{name}: griptape read our runs"
         );
-        let (status, body) = Req::http("GET", "/sessions/shared")
-            .call(&app)
-            .await
-            .parts();
+        let (status, body) = Req::http("GET", "/sessions/shared").call_json(&app).await;
         assert_eq!(status, 200);
         assert_eq!(body["runs"].as_array().unwrap().len(), 4, "{name}");
 

@@ -89,9 +89,8 @@ async fn bad_requests_get_4xx_json_and_store_nothing() {
     for (body, status, code, says) in cases {
         let (got, json) = Req::http("POST", "/chat")
             .raw_body(&body)
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(got, status, "{body:?} -> {json}");
         assert_eq!(json["error"]["code"], code, "{body:?}");
         let message = json["error"]["message"].as_str().expect("message");
@@ -113,14 +112,13 @@ async fn unknown_routes_and_wrong_methods() {
     let app = env.app().await;
     let (status, body) = Req::http("POST", "/nope")
         .raw_body("{}")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
-    let (status, body) = Req::http("GET", "/chat").call(&app).await.parts();
+    let (status, body) = Req::http("GET", "/chat").call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (405, Some("method_not_allowed"))
@@ -137,16 +135,14 @@ async fn second_turn_with(
 ) -> (u16, serde_json::Value) {
     let app = env.app_with(extra).await;
     let (status, _) = Req::file("http-api/1-collin-hello.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     let before = env.item("user-id-123").await;
     env.model.script(steps).await;
     let result = Req::file("http-api/2-collin-what-is-my-name.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(env.item("user-id-123").await, before, "the session changed");
     assert_no_internals(&result.1);
     result
@@ -197,9 +193,8 @@ async fn a_model_that_fails_then_recovers_is_retried() {
         .script(json!([{"status": 503}, {"status": 429, "retry_after": 0.1}]))
         .await;
     let (status, body) = Req::file("http-api/1-collin-hello.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(env.model.requests().await.len(), 3);
 }
@@ -229,7 +224,7 @@ async fn the_model_deadline_comes_from_the_invocation() {
     env.model.script(json!([{"hang": 10}])).await;
     let started = Instant::now();
     let request = Req::file("http-api/1-collin-hello.json").deadline(Duration::from_secs(3));
-    let (status, body) = request.call(&app).await.parts();
+    let (status, body) = request.call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (504, Some("model_timeout"))
@@ -270,9 +265,8 @@ async fn a_missing_table_is_a_503() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("TABLE_NAME", "no-such-table")]).await;
     let (status, body) = Req::file("http-api/1-collin-hello.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("store_unavailable"))
@@ -287,9 +281,8 @@ async fn a_corrupt_item_is_a_500_and_left_as_it_is() {
     let before = env.item("user-id-123").await;
     let app = env.app().await;
     let (status, body) = Req::file("http-api/2-collin-what-is-my-name.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (500, Some("corrupt_session"))

@@ -73,9 +73,8 @@ async fn items_of_every_griptape_shape_are_continued_in_their_shape() {
         let before = put_fixture(&env, shape, "group-id-123").await;
         let app = env.app().await;
         let (status, body) = Req::chat("group-id-123", "And I'm Ada, who all is here?")
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{shape}: {body}");
         assert_eq!(
             body["reply"],
@@ -110,9 +109,8 @@ async fn griptape_and_session_chat_take_turns_on_one_session() {
     let app = env.app().await;
     // griptape wrote two runs; session-chat continues...
     let (status, body) = Req::chat("user-id-123", "What is my name?")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["reply"].as_str()),
         (200, Some("Your name is Collin."))
@@ -123,10 +121,7 @@ async fn griptape_and_session_chat_take_turns_on_one_session() {
         "Your name is Collin."
     );
     // ...and session-chat reads all of it again.
-    let (status, body) = Req::chat("user-id-123", "Who am I?")
-        .call(&app)
-        .await
-        .parts();
+    let (status, body) = Req::chat("user-id-123", "Who am I?").call_json(&app).await;
     assert_eq!(
         (status, body["reply"].as_str()),
         (200, Some("Your name is Collin."))
@@ -140,9 +135,8 @@ async fn sessions_written_in_griptape_shape_are_read_by_griptape() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("MEMORY_FORMAT", "griptape")]).await;
     let (status, _) = Req::chat("user-id-123", "Hello my name is Collin.")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     let value = env.value("user-id-123").await.unwrap();
     assert!(

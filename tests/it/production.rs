@@ -20,9 +20,8 @@ async fn bedrock_plays_the_seed() {
         ("2-collin-what-is-my-name", "Your name is Collin."),
     ] {
         let (status, body) = Req::file(&format!("http-api/{name}.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(
             (status, body["reply"].as_str()),
             (200, Some(reply)),
@@ -60,9 +59,8 @@ async fn bedrock_failures_map_like_openai_ones() {
     ] {
         env.model.script(steps.clone()).await;
         let (got, body) = Req::file("http-api/1-collin-hello.json")
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(
             (got, body["error"]["code"].as_str()),
             (status, Some(code)),
@@ -72,9 +70,8 @@ async fn bedrock_failures_map_like_openai_ones() {
     // Throttling is retried by the SDK and then succeeds.
     env.model.script(json!([{"status": 429}])).await;
     let (status, _) = Req::file("http-api/1-collin-hello.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         env.item_count().await,
@@ -100,9 +97,8 @@ async fn the_openai_key_comes_from_secrets_manager() {
     let config = env.config(&[("OPENAI_API_KEY_SECRET_ID", arn.as_str())]);
     let app = session_chat::build_app_with(&config, &sdk).await.unwrap();
     let (status, _) = Req::file("http-api/1-collin-hello.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         env.model.requests().await[0]["authorization"],
@@ -132,20 +128,17 @@ async fn jwt_callers_only_see_their_own_sessions() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("AUTH_MODE", "JWT")]).await;
     let (status, _) = as_user("http-api/1-collin-hello.json", Some("alice"))
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     // Bob uses the same session id and cannot read Alice's memory.
     let (_, bob) = as_user("http-api/2-collin-what-is-my-name.json", Some("bob"))
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(bob["reply"], "I don't know your name yet.");
     let (_, alice) = as_user("http-api/2-collin-what-is-my-name.json", Some("alice"))
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(alice["reply"], "Your name is Collin.");
     assert!(env.item("alice/user-id-123").await.is_some());
     assert!(env.item("bob/user-id-123").await.is_some());
@@ -153,9 +146,8 @@ async fn jwt_callers_only_see_their_own_sessions() {
 
     // Reads and deletes are scoped too.
     let (status, body) = as_user("http-api/get-session.json", Some("bob"))
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["runs"].as_array().map(Vec::len)),
         (200, Some(1))
@@ -171,9 +163,8 @@ async fn jwt_callers_only_see_their_own_sessions() {
 
     // No verified identity, no access.
     let (status, body) = as_user("http-api/1-collin-hello.json", None)
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))

@@ -28,9 +28,8 @@ async fn concurrent_messages_to_one_session_are_all_kept() {
         tasks.push(tokio::spawn(async move {
             let message = format!("I'm Person{i}");
             let (status, body) = Req::chat("group-concurrent", &message)
-                .call(&app)
-                .await
-                .parts();
+                .call_json(&app)
+                .await;
             (status, body, message)
         }));
     }
@@ -87,9 +86,8 @@ async fn idempotent_retries_across_instances_store_one_run() {
 
     let (status, first) = Req::chat("user-1", "Hello my name is Ada.")
         .headers(&key)
-        .call(&first_instance)
-        .await
-        .parts();
+        .call_json(&first_instance)
+        .await;
     assert_eq!(status, 200);
     let reply = Req::chat("user-1", "Hello my name is Ada.")
         .headers(&key)
@@ -105,18 +103,16 @@ async fn idempotent_retries_across_instances_store_one_run() {
 
     let (status, reused) = Req::chat("user-1", "Something else")
         .headers(&key)
-        .call(&second_instance)
-        .await
-        .parts();
+        .call_json(&second_instance)
+        .await;
     assert_eq!(status, 409);
     assert_eq!(reused["error"]["code"], "idempotency_key_reused");
 
     // A key is per session: the same key on another session is a new request.
     let (status, _) = Req::chat("user-2", "Hello my name is Ada.")
         .headers(&key)
-        .call(&first_instance)
-        .await
-        .parts();
+        .call_json(&first_instance)
+        .await;
     assert_eq!(status, 200);
 
     assert_eq!(
@@ -128,9 +124,8 @@ async fn idempotent_retries_across_instances_store_one_run() {
 
     let (status, bad) = Req::chat("user-1", "hi")
         .header("Idempotency-Key", "has space")
-        .call(&first_instance)
-        .await
-        .parts();
+        .call_json(&first_instance)
+        .await;
     assert_eq!(
         (status, bad["error"]["code"].as_str()),
         (400, Some("invalid_idempotency_key"))
@@ -147,9 +142,8 @@ async fn simultaneous_retries_with_one_key_store_one_run() {
         tasks.push(tokio::spawn(async move {
             Req::chat("user-1", "Hello my name is Ada.")
                 .header("Idempotency-Key", "same")
-                .call(&app)
+                .call_json(&app)
                 .await
-                .parts()
         }));
     }
     let mut run_ids = HashSet::new();
@@ -170,9 +164,8 @@ async fn a_cut_off_answer_is_kept() {
     let app = env.app().await;
     env.model.script(json!([{"length": true}])).await;
     let (status, body) = Req::chat("s", "Hello my name is Collin.")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     let stored = runs(&env.value("s").await.unwrap());
     assert_eq!(stored[0]["output"], body["reply"]);
@@ -187,7 +180,7 @@ async fn a_multi_megabyte_conversation_never_hits_the_item_limit() {
     for turn in 0..TURNS {
         // ~30 KB each way: the scripted model echoes the message.
         let message = format!("turn {turn}: {}", "lorem ipsum ".repeat(2500));
-        let (status, body) = Req::chat("long-talk", &message).call(&app).await.parts();
+        let (status, body) = Req::chat("long-talk", &message).call_json(&app).await;
         assert_eq!(status, 200, "turn {turn}: {body}");
         sent.push((body["run_id"].as_str().unwrap().to_owned(), message));
     }

@@ -10,26 +10,22 @@ async fn a_session_can_be_read_and_deleted() {
         let env = TestEnv::new().await;
         let app = env.app().await;
         let (status, body) = Req::file(&format!("{kind}/get-session.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (404, Some("session_not_found"))
         );
 
         let (_, first) = Req::file(&format!("{kind}/1-collin-hello.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         let (_, second) = Req::file(&format!("{kind}/2-collin-what-is-my-name.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         let (status, body) = Req::file(&format!("{kind}/get-session.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["session_id"], "user-id-123");
         let runs = body["runs"].as_array().unwrap();
@@ -44,14 +40,12 @@ async fn a_session_can_be_read_and_deleted() {
             .await;
         assert_eq!(reply.status, 204);
         let (status, _) = Req::file(&format!("{kind}/get-session.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 404);
         let (status, _) = Req::file(&format!("{kind}/delete-session.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 404, "deleting twice");
         assert_eq!(env.item_count().await, 0);
     }
@@ -67,9 +61,8 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
         let key = format!("key-{turn}");
         let (status, body) = Req::chat("talk", &message)
             .header("Idempotency-Key", &key)
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
         sent.push(body["run_id"].as_str().unwrap().to_owned());
     }
@@ -85,7 +78,7 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
     assert!(!side("0").await.is_empty(), "pages");
     assert_eq!(side("idem#").await.len(), 12);
 
-    let (status, body) = Req::http("GET", "/sessions/talk").call(&app).await.parts();
+    let (status, body) = Req::http("GET", "/sessions/talk").call_json(&app).await;
     assert_eq!(status, 200);
     let ids: Vec<&str> = body["runs"]
         .as_array()
@@ -95,7 +88,7 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
         .collect();
     assert_eq!(ids, sent, "every run, oldest first");
 
-    let other = Req::chat("talk2", "hello").call(&app).await.parts();
+    let other = Req::chat("talk2", "hello").call_json(&app).await;
     assert_eq!(other.0, 200);
     let reply = Req::http("DELETE", "/sessions/talk").call(&app).await;
     assert_eq!(reply.status, 204);
@@ -111,9 +104,8 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
     assert!(env.item("talk").await.is_none());
     let (status, body) = Req::chat("talk", "turn 0 again")
         .header("Idempotency-Key", "key-0")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         status, 200,
         "a new session does not see the old receipts: {body}"
@@ -129,12 +121,12 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
 async fn session_paths_are_checked() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let (status, body) = Req::http("GET", "/sessions/a%20b").call(&app).await.parts();
+    let (status, body) = Req::http("GET", "/sessions/a%20b").call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_session_id"))
     );
-    let (status, body) = Req::http("GET", "/sessions/a%zz").call(&app).await.parts();
+    let (status, body) = Req::http("GET", "/sessions/a%zz").call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_request"))
@@ -143,11 +135,10 @@ async fn session_paths_are_checked() {
     assert_eq!(reply.headers["allow"], "GET, DELETE, PATCH");
     assert_eq!(reply.status, 405);
     // Percent-encoded characters that session ids allow.
-    Req::chat("user@example.com", "hi").call(&app).await.parts();
+    Req::chat("user@example.com", "hi").call_json(&app).await;
     let (status, _) = Req::http("GET", "/sessions/user%40example.com")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -159,9 +150,8 @@ async fn sessions_expire_after_their_last_message() {
         .await;
     for turn in 0..8 {
         let (status, _) = Req::chat("ttl", &format!("{turn} {}", "y".repeat(1500)))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let week = 7 * 24 * 60 * 60;
@@ -181,7 +171,7 @@ async fn sessions_expire_after_their_last_message() {
     }
     // Without SESSION_TTL_DAYS, nothing expires.
     let app = env.app().await;
-    Req::chat("forever", "hi").call(&app).await.parts();
+    Req::chat("forever", "hi").call_json(&app).await;
     assert!(!env
         .item("forever")
         .await
@@ -196,7 +186,7 @@ async fn prompt_tokens_stop_growing_at_the_budget() {
     let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "600")]).await;
     for turn in 0..TURNS {
         let message = format!("turn {turn}: {}", "words ".repeat(20));
-        let (status, _) = Req::chat("budget", &message).call(&app).await.parts();
+        let (status, _) = Req::chat("budget", &message).call_json(&app).await;
         assert_eq!(status, 200);
     }
     // What the model was sent, turn by turn (its own token count, from the requests).
@@ -235,18 +225,15 @@ async fn summaries_carry_what_left_the_window() {
         .await;
     for name in ["3-zach-hello", "4-matt-joins"] {
         Req::file(&format!("http-api/{name}.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
     }
     Req::chat("group-id-123", "Nice weather today.")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     let (status, body) = Req::file("http-api/5-collin-who-is-here.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         body["reply"],
@@ -265,18 +252,15 @@ async fn summaries_carry_what_left_the_window() {
     let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "40")]).await;
     for name in ["3-zach-hello", "4-matt-joins"] {
         Req::file(&format!("http-api/{name}.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
     }
     Req::chat("group-id-123", "Nice weather today.")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     let (_, body) = Req::file("http-api/5-collin-who-is-here.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_ne!(
         body["reply"],
         "Hello Collin! So far, we have Zach, Matt, and now you. How can I assist you all today?"

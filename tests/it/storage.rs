@@ -115,7 +115,7 @@ async fn a_late_or_lost_write_answer_stores_the_run_once() {
         json!({"op": "TransactWriteItems", "action": "drop_after"}),
     ];
     let mut answered = Vec::new();
-    let (status, body) = Req::chat("lost", "first").call(&app).await.parts();
+    let (status, body) = Req::chat("lost", "first").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     answered.push(body["run_id"].as_str().unwrap().to_owned());
     for (i, fault) in faults.iter().enumerate() {
@@ -128,9 +128,8 @@ async fn a_late_or_lost_write_answer_stores_the_run_once() {
         };
         let (status, body) = Req::chat("lost", &format!("turn {i}"))
             .headers(headers)
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{fault}: {body}");
         answered.push(body["run_id"].as_str().unwrap().to_owned());
     }
@@ -158,7 +157,7 @@ async fn a_hanging_save_answers_before_the_deadline() {
     let started = std::time::Instant::now();
     let deadline = Duration::from_secs(6);
     let request = Req::chat("hang", "hello").deadline(deadline);
-    let (status, body) = request.call(&app).await.parts();
+    let (status, body) = request.call_json(&app).await;
     let took = started.elapsed();
     assert!(took < deadline, "answered after {took:?}");
     assert_eq!(status, 503, "{body}");
@@ -183,9 +182,8 @@ async fn replies_of_any_size_are_stored_and_read_back_in_full() {
         let key = format!("big-{i}");
         let (status, body) = Req::chat("big", &format!("say {i}"))
             .header("Idempotency-Key", &key)
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{}", body["error"]);
         let reply = unit.repeat(*repeat);
         assert_eq!(body["reply"].as_str().unwrap().len(), reply.len());
@@ -194,9 +192,8 @@ async fn replies_of_any_size_are_stored_and_read_back_in_full() {
         let calls = env.model.requests().await.len();
         let (status, again) = Req::chat("big", &format!("say {i}"))
             .header("Idempotency-Key", &key)
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
         assert_eq!(again["reply"], body["reply"]);
         assert_eq!(env.model.requests().await.len(), calls);
@@ -234,13 +231,12 @@ async fn replies_of_any_size_are_stored_and_read_back_in_full() {
     env.model
         .script(json!([{"reply": "d", "repeat": 1024 * 1024}]))
         .await;
-    let (status, _) = Req::chat("big", "say 3").call(&app).await.parts();
+    let (status, _) = Req::chat("big", "say 3").call_json(&app).await;
     assert_eq!(status, 200);
     expected.push("d".repeat(1024 * 1024));
     let (_, newest) = get_history("big", &[("before", "end")])
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     let shown = newest["runs"].as_array().unwrap().len();
     assert!((1..4).contains(&shown), "cut by size: {shown} runs");
     let runs = all_runs_backward(&app, "big", 50).await;
@@ -263,9 +259,8 @@ async fn keyed_turns_never_grow_the_session_item() {
         let send = || async {
             Req::chat("keyed", &format!("m{i}"))
                 .header("idempotency-key", &key)
-                .call(&app)
+                .call_json(&app)
                 .await
-                .parts()
         };
         let (mut status, mut body) = send().await;
         // As a client does on a 503 (a local server slow on a busy machine): retry with the
@@ -309,9 +304,8 @@ async fn keyed_turns_never_grow_the_session_item() {
     for _ in 0..2 {
         let (status, body) = Req::chat("keyed", "new use")
             .header("Idempotency-Key", "old-key")
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_ne!(body["reply"], "old");
     }
@@ -324,9 +318,8 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
     let app = Arc::new(env.app_with(&extra).await);
     for i in 0..60 {
         let (status, _) = Req::chat("race", &format!("{i} {}", "w".repeat(600)))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let before = all_runs(&app, "race", 200).await.unwrap();
@@ -362,9 +355,8 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
             let mut statuses = Vec::new();
             for i in 0..8 {
                 let (status, _) = Req::chat("race", &format!("late {i} {}", "z".repeat(600)))
-                    .call(&app)
-                    .await
-                    .parts();
+                    .call_json(&app)
+                    .await;
                 statuses.push(status);
             }
             statuses
@@ -422,9 +414,8 @@ async fn leftovers_of_a_deleted_or_expired_session_never_reach_a_new_one() {
     let app = env.app_with(&extra).await;
     for i in 0..30 {
         let (status, _) = Req::chat("reuse", &format!("old {i} {}", "o".repeat(500)))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let root = env.item("reuse").await.unwrap();
@@ -445,9 +436,8 @@ async fn leftovers_of_a_deleted_or_expired_session_never_reach_a_new_one() {
         .unwrap();
     for i in 0..30 {
         let (status, body) = Req::chat("reuse", &format!("new {i} {}", "n".repeat(500)))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "turn {i} of the new session: {body}");
     }
     let runs = all_runs(&app, "reuse", 200).await.unwrap();
@@ -478,16 +468,12 @@ async fn settings_changed_on_live_data() {
         .await;
     for i in 0..12 {
         Req::chat("ttl", &format!("{i} {}", "t".repeat(600)))
-            .call(&with_ttl)
-            .await
-            .parts();
+            .call_json(&with_ttl)
+            .await;
     }
     assert!(env.item("ttl").await.unwrap().contains_key("expires_at"));
     let without = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
-    let (status, _) = Req::chat("ttl", "no more expiry")
-        .call(&without)
-        .await
-        .parts();
+    let (status, _) = Req::chat("ttl", "no more expiry").call_json(&without).await;
     assert_eq!(status, 200);
     assert!(!env.item("ttl").await.unwrap().contains_key("expires_at"));
     for item in items_with_prefix(&env, "ttl#").await {
@@ -498,9 +484,8 @@ async fn settings_changed_on_live_data() {
     let archiving = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
     for i in 0..20 {
         Req::chat("few", &format!("{i} {}", "f".repeat(600)))
-            .call(&archiving)
-            .await
-            .parts();
+            .call_json(&archiving)
+            .await;
     }
     assert!(items_with_prefix(&env, "few#").await.len() >= 3);
     let bounded = env
@@ -508,9 +493,8 @@ async fn settings_changed_on_live_data() {
         .await;
     for i in 0..3 {
         let (status, _) = Req::chat("few", &format!("bounded {i}"))
-            .call(&bounded)
-            .await
-            .parts();
+            .call_json(&bounded)
+            .await;
         assert_eq!(status, 200);
     }
     let runs = all_runs(&bounded, "few", 50).await.unwrap();
@@ -541,7 +525,7 @@ async fn settings_changed_on_live_data() {
     value.push_str(r#"], "max_runs": null}"#);
     env.put_value("python", &value).await;
     let low = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
-    let (status, body) = Req::chat("python", "still there?").call(&low).await.parts();
+    let (status, body) = Req::chat("python", "still there?").call_json(&low).await;
     assert_eq!(status, 200, "{body}");
     let runs = all_runs(&low, "python", 200).await.unwrap();
     assert_eq!(runs.len(), n + 1);
@@ -581,15 +565,14 @@ async fn any_sub_is_its_own_namespace() {
     // The same session id and the same key for every caller.
     for sub in subs {
         let body = json!({"session_id": "s", "message": format!("I am {sub:?}")});
-        let (status, reply) = as_sub(&body, sub, "x/../#idem#k").call(&app).await.parts();
+        let (status, reply) = as_sub(&body, sub, "x/../#idem#k").call_json(&app).await;
         assert_eq!(status, 200, "{sub:?}: {reply}");
     }
     for sub in subs {
         let (status, body) = Req::http("GET", "/sessions/s")
             .sub(sub)
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{sub:?}");
         let runs = body["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 1, "{sub:?} sees only its own run");
@@ -610,12 +593,11 @@ async fn history_pages_follow_cursors() {
     let mut answered = Vec::new();
     for i in 0..130 {
         let (_, body) = Req::chat("paged", &format!("{i} {}", "h".repeat(300)))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         answered.push(body["run_id"].as_str().unwrap().to_owned());
     }
-    let (status, first) = get_history("paged", &[]).call(&app).await.parts();
+    let (status, first) = get_history("paged", &[]).call_json(&app).await;
     assert_eq!(status, 200);
     assert_eq!(first["runs"].as_array().unwrap().len(), 50, "default limit");
     assert!(first["next_cursor"].is_string());
@@ -631,39 +613,34 @@ async fn history_pages_follow_cursors() {
     }
     // The newest page, then the one before it: what a chat client shows first.
     let (status, newest) = get_history("paged", &[("before", "end"), ("limit", "30")])
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(ids(newest["runs"].as_array().unwrap()), answered[100..]);
     assert!(newest["next_cursor"].is_null());
     let prev = newest["prev_cursor"].as_str().unwrap();
     let (_, older) = get_history("paged", &[("before", prev), ("limit", "30")])
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(ids(older["runs"].as_array().unwrap()), answered[70..100]);
     assert_eq!(older["next_cursor"].as_str(), Some(prev));
     // A forward page from a backward page's cursor reads on from there.
     let (_, on) = get_history("paged", &[("cursor", prev), ("limit", "5")])
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(ids(on["runs"].as_array().unwrap()), answered[100..105]);
     assert_eq!(on["prev_cursor"].as_str(), Some(prev));
     let (status, body) = get_history("paged", &[("before", "end"), ("cursor", prev)])
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
     for bad in ["0", "201", "ten"] {
         let (status, body) = get_history("paged", &[("limit", bad)])
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (400, Some("invalid_request"))
@@ -671,10 +648,7 @@ async fn history_pages_follow_cursors() {
     }
     for bad in ["x", "5.nothex!", "5.0123456789abcdef0123456789abcdef"] {
         for param in ["cursor", "before"] {
-            let (status, body) = get_history("paged", &[(param, bad)])
-                .call(&app)
-                .await
-                .parts();
+            let (status, body) = get_history("paged", &[(param, bad)]).call_json(&app).await;
             assert_eq!(
                 (status, body["error"]["code"].as_str()),
                 (400, Some("invalid_cursor")),
@@ -714,7 +688,7 @@ async fn cost_per_turn_of_a_2_kb_conversation() {
         for turn in 1..=200u64 {
             // ~1 KB each way: the scripted model echoes the message.
             let message = format!("turn {turn}: {}", "ipsum ".repeat(165));
-            let (status, _) = Req::chat(&session, &message).call(&app).await.parts();
+            let (status, _) = Req::chat(&session, &message).call_json(&app).await;
             assert_eq!(status, 200);
             let item = env.item(&session).await.unwrap();
             let new = billed_size(&item);
@@ -757,9 +731,8 @@ async fn a_delete_out_of_time_is_finished_by_the_next() {
     let app = env.app_with(&extra).await;
     for i in 0..30 {
         Req::chat("slow", &format!("{i} {}", "d".repeat(600)))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
     }
     let pages = items_with_prefix(&env, "slow#").await.len();
     assert!(pages >= 5);
@@ -780,9 +753,9 @@ async fn a_delete_out_of_time_is_finished_by_the_next() {
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body, json!({"deleted": true, "complete": false}));
     // Gone for readers at once; a new turn begins a new session; the next delete finishes.
-    let (status, _) = get_history("slow", &[]).call(&app).await.parts();
+    let (status, _) = get_history("slow", &[]).call_json(&app).await;
     assert_eq!(status, 404);
-    let (status, _) = Req::chat("slow", "a new start").call(&app).await.parts();
+    let (status, _) = Req::chat("slow", "a new start").call_json(&app).await;
     assert_eq!(status, 200);
     let reply = delete("slow").call(&app).await;
     let (status, text) = (reply.status, reply.text());

@@ -105,9 +105,8 @@ async fn refusals_before_the_model_stay_json() {
     let (status, body) = Req::file("http-api/1-collin-hello.json")
         .sse()
         .raw_body(r#"{"session_id": "no spaces", "message": "hi"}"#)
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_session_id"))
@@ -124,9 +123,8 @@ async fn refusals_before_the_model_stay_json() {
     let (status, body) = Req::chat("s", "another")
         .sse()
         .headers(&key)
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("idempotency_key_reused"))
@@ -163,9 +161,8 @@ async fn a_streamed_turn_is_replayed_from_its_receipt() {
     // A JSON retry of a streamed turn gets it too, and the model was asked once.
     let (status, body) = Req::chat("s", "Hello my name is Zach.")
         .headers(&key)
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!((status, &body["run_id"]), (200, &first_done["run_id"]));
     assert_eq!(env.model.requests().await.len(), 1);
     assert_eq!(
@@ -338,8 +335,7 @@ async fn rest_cognito_callers_are_scoped_and_must_name_the_audience() {
     // Without the authorizer's claims, nothing.
     let (status, _) = Req::http("POST", "/chat")
         .raw_body(body)
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 401);
 }

@@ -46,9 +46,8 @@ async fn play_seed(kind: &str) {
     let mut run_ids: Vec<(String, String)> = Vec::new();
     for (name, session, expected) in SEED {
         let (status, body) = Req::file(&format!("{kind}/{name}.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{name}: {body}");
         assert_eq!(body["reply"], expected, "{name}");
         assert_eq!(body["session_id"], session);
@@ -98,13 +97,11 @@ async fn the_second_prompt_carries_the_first_run() {
         ])
         .await;
     Req::file("http-api/1-collin-hello.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     Req::file("http-api/2-collin-what-is-my-name.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
 
     let requests = env.model.requests().await;
     assert_eq!(requests.len(), 2);
@@ -137,10 +134,7 @@ async fn the_second_prompt_carries_the_first_run() {
 async fn base64_encoded_bodies_are_decoded() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let (status, body) = Req::file("http-api/base64-body.json")
-        .call(&app)
-        .await
-        .parts();
+    let (status, body) = Req::file("http-api/base64-body.json").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["reply"], "Hello Ada! How can I assist you today?");
     assert!(env.value("b64-session").await.is_some());
@@ -152,9 +146,8 @@ async fn max_runs_keeps_the_newest_runs() {
     let app = env.app_with(&[("MAX_RUNS", "2")]).await;
     for name in ["3-zach-hello", "4-matt-joins", "5-collin-who-is-here"] {
         let (status, _) = Req::file(&format!("http-api/{name}.json"))
-            .call(&app)
-            .await
-            .parts();
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let value: Value = serde_json::from_str(&env.value("group-id-123").await.unwrap()).unwrap();
@@ -179,9 +172,8 @@ async fn items_written_by_the_python_original_are_continued() {
     .await;
     let app = env.app().await;
     let (status, body) = Req::file("http-api/2-collin-what-is-my-name.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["reply"], "Your name is Collin.");
     let value = env.value("user-id-123").await.unwrap();
@@ -199,9 +191,8 @@ async fn attributes_other_tools_keep_on_the_item_survive_saves() {
     let env = TestEnv::new().await;
     let app = env.app().await;
     let (status, _) = Req::file("http-api/1-collin-hello.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     // Another tool tags the item (bumping the version, as a careful writer does).
     env.dynamodb
@@ -216,9 +207,8 @@ async fn attributes_other_tools_keep_on_the_item_survive_saves() {
         .await
         .expect("tag the item");
     let (status, body) = Req::file("http-api/2-collin-what-is-my-name.json")
-        .call(&app)
-        .await
-        .parts();
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200, "{body}");
     let item = env.item("user-id-123").await.unwrap();
     assert_eq!(item["team"].as_s().unwrap(), "support");

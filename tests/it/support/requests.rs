@@ -3,7 +3,7 @@
 //!
 //! ```ignore
 //! let reply = Req::chat("s1", "hi").sub("alice").header("idempotency-key", "k").call(&app).await;
-//! let (status, body) = Req::http("GET", "/sessions").query(&[("owner", "ada")]).call(&app).await.parts();
+//! let (status, body) = Req::http("GET", "/sessions").query(&[("owner", "ada")]).call_json(&app).await;
 //! ```
 
 use std::time::Duration;
@@ -198,6 +198,11 @@ impl Req {
     /// Sends the request to `app`; its answer.
     pub async fn call(self, app: &App) -> Reply {
         Reply::of(app.handle(self.request()).await)
+    }
+
+    /// Sends the request to `app`; the status and JSON body (checked to be served as JSON).
+    pub async fn call_json(self, app: &App) -> (u16, Value) {
+        self.call(app).await.parts()
     }
 }
 

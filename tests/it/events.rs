@@ -40,7 +40,8 @@ fn header(answer: &Value, name: &str) -> Option<String> {
     answer["headers"][name].as_str().map(str::to_owned)
 }
 
-async fn invoke(app: &App, event: Value) -> Answer {
+/// One invocation through the entry adapter, answered buffered and decoded.
+async fn answer_to(app: &App, event: Value) -> Answer {
     let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(raw) =
         crate::support::invoke(app, event).await
     else {
@@ -97,7 +98,7 @@ fn chat(session_id: &str) -> Option<Value> {
 
 /// The seed's base64 event: a good request, answered with a reply and stored.
 async fn good_event_still_works(env: &TestEnv, app: &App) {
-    let answer = invoke(app, event_json("http-api/base64-body.json")).await;
+    let answer = answer_to(app, event_json("http-api/base64-body.json")).await;
     assert_eq!(answer.status, 200, "{}", answer.raw);
     assert_eq!(answer.body["session_id"], "b64-session");
     assert!(answer.body["reply"].as_str().is_some_and(|r| !r.is_empty()));
@@ -114,7 +115,7 @@ async fn a_body_that_is_not_base64_gets_a_400_not_a_crash() {
     ] {
         event["isBase64Encoded"] = true.into();
         event["body"] = "this is not base64!".into();
-        let answer = invoke(&app, event).await;
+        let answer = answer_to(&app, event).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_request")),
@@ -175,7 +176,7 @@ async fn events_lambda_http_cannot_convert_get_a_400() {
         .into();
     cases.push(("more header names than a HeaderMap holds", e));
     for (what, event) in cases {
-        let answer = invoke(&app, event).await;
+        let answer = answer_to(&app, event).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_request")),
@@ -208,7 +209,7 @@ async fn events_that_are_not_from_api_gateway_get_a_400() {
         bad_method,
         bad_header,
     ] {
-        let answer = invoke(&app, event.clone()).await;
+        let answer = answer_to(&app, event.clone()).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_request")),
@@ -230,7 +231,7 @@ async fn api_under_stage(
 ) {
     // A session named like a route or a stage: reached by its id, whatever the stage is called.
     for id in ["stage-test", "chat", "sessions", "prod"] {
-        let answer = invoke(app, event("POST", "/chat", chat(id))).await;
+        let answer = answer_to(app, event("POST", "/chat", chat(id))).await;
         assert_eq!(
             answer.status, 200,
             "{what}: POST /chat for {id}: {}",
@@ -238,11 +239,11 @@ async fn api_under_stage(
         );
         assert_eq!(answer.body["session_id"], id);
         let path = format!("/sessions/{id}");
-        let answer = invoke(app, event("GET", &path, None)).await;
+        let answer = answer_to(app, event("GET", &path, None)).await;
         assert_eq!(answer.status, 200, "{what}: GET {path}: {}", answer.body);
         assert_eq!(answer.body["session_id"], id);
         assert_eq!(answer.body["runs"].as_array().unwrap().len(), 1, "{what}");
-        let answer = invoke(app, event("PUT", &path, None)).await;
+        let answer = answer_to(app, event("PUT", &path, None)).await;
         assert_eq!(
             (answer.status, answer.code()),
             (405, Some("method_not_allowed")),
@@ -253,16 +254,16 @@ async fn api_under_stage(
             Some("GET, DELETE, PATCH"),
             "{what}"
         );
-        let answer = invoke(app, event("DELETE", &path, None)).await;
+        let answer = answer_to(app, event("DELETE", &path, None)).await;
         assert_eq!(answer.status, 204, "{what}: DELETE {path}: {}", answer.raw);
-        let answer = invoke(app, event("GET", &path, None)).await;
+        let answer = answer_to(app, event("GET", &path, None)).await;
         assert_eq!(
             (answer.status, answer.code()),
             (404, Some("session_not_found")),
             "{what}"
         );
     }
-    let answer = invoke(app, event("GET", "/chat", None)).await;
+    let answer = answer_to(app, event("GET", "/chat", None)).await;
     assert_eq!(
         (answer.status, answer.code()),
         (405, Some("method_not_allowed")),
@@ -285,7 +286,7 @@ async fn api_under_stage(
         page["body"].as_str().unwrap_or_default().contains("<html"),
         "{what}"
     );
-    let answer = invoke(app, event("POST", "/", chat("unrouted"))).await;
+    let answer = answer_to(app, event("POST", "/", chat("unrouted"))).await;
     assert_eq!(
         (answer.status, answer.code()),
         (405, Some("method_not_allowed")),
@@ -298,7 +299,7 @@ async fn api_under_stage(
         ("GET", "/sessions/a/b"),
         ("GET", "/index.html"),
     ] {
-        let answer = invoke(app, event(method, path, chat("unrouted"))).await;
+        let answer = answer_to(app, event(method, path, chat("unrouted"))).await;
         assert_eq!(
             (answer.status, answer.code()),
             (404, Some("not_found")),
@@ -334,7 +335,7 @@ async fn routes_do_not_depend_on_the_stage_name() {
     })
     .await;
     // Trailing slashes are not a different route.
-    let answer = invoke(&app, rest("sessions", "POST", "/chat/", chat("slash"))).await;
+    let answer = answer_to(&app, rest("sessions", "POST", "/chat/", chat("slash"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(env.item_count().await, 1, "only the last session is left");
 }
@@ -348,7 +349,7 @@ async fn session_ids_of_only_dots_are_refused() {
             http("$default", "POST", "/chat", chat(id)),
             rest("prod", "POST", "/chat", chat(id)),
         ] {
-            let answer = invoke(&app, event).await;
+            let answer = answer_to(&app, event).await;
             assert_eq!(
                 (answer.status, answer.code()),
                 (400, Some("invalid_session_id")),
@@ -364,7 +365,7 @@ async fn session_ids_of_only_dots_are_refused() {
     assert_eq!(env.item_count().await, 0, "nothing stored");
     // Paths whose session id is only dots (as sent, or percent-encoded) are refused alike.
     for path in ["/sessions/.", "/sessions/..", "/sessions/%2e%2E"] {
-        let answer = invoke(&app, http("$default", "GET", path, None)).await;
+        let answer = answer_to(&app, http("$default", "GET", path, None)).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_session_id")),
@@ -373,17 +374,17 @@ async fn session_ids_of_only_dots_are_refused() {
     }
     // Dots among other characters are fine: stored, read and deleted.
     for id in ["a.b", "...x", ".a."] {
-        let answer = invoke(&app, http("$default", "POST", "/chat", chat(id))).await;
+        let answer = answer_to(&app, http("$default", "POST", "/chat", chat(id))).await;
         assert_eq!(answer.status, 200, "{id}: {}", answer.body);
         for event in [
             http("$default", "GET", &format!("/sessions/{id}"), None),
             rest("prod", "GET", &format!("/sessions/{id}"), None),
         ] {
-            let answer = invoke(&app, event).await;
+            let answer = answer_to(&app, event).await;
             assert_eq!(answer.status, 200, "{id}: {}", answer.body);
             assert_eq!(answer.body["session_id"], id);
         }
-        let answer = invoke(
+        let answer = answer_to(
             &app,
             rest("prod", "DELETE", &format!("/sessions/{id}"), None),
         )

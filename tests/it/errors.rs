@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{call, event, http_request, sdk_config, with_body, with_deadline, TestEnv};
+use crate::support::{free_port, sdk_config, wall_clock_lock, Req, TestEnv};
 
 const LEAKS: [&str; 6] = [
     "Exception",
@@ -87,7 +87,10 @@ async fn bad_requests_get_4xx_json_and_store_nothing() {
         ),
     ];
     for (body, status, code, says) in cases {
-        let (got, json) = call(&app, with_body(&body)).await;
+        let (got, json) = Req::http("POST", "/chat")
+            .raw_body(&body)
+            .call_json(&app)
+            .await;
         assert_eq!(got, status, "{body:?} -> {json}");
         assert_eq!(json["error"]["code"], code, "{body:?}");
         let message = json["error"]["message"].as_str().expect("message");
@@ -107,12 +110,15 @@ async fn bad_requests_get_4xx_json_and_store_nothing() {
 async fn unknown_routes_and_wrong_methods() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let (status, body) = call(&app, http_request("POST", "/nope", "{}")).await;
+    let (status, body) = Req::http("POST", "/nope")
+        .raw_body("{}")
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
-    let (status, body) = call(&app, http_request("GET", "/chat", "")).await;
+    let (status, body) = Req::http("GET", "/chat").call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (405, Some("method_not_allowed"))
@@ -128,11 +134,15 @@ async fn second_turn_with(
     steps: serde_json::Value,
 ) -> (u16, serde_json::Value) {
     let app = env.app_with(extra).await;
-    let (status, _) = call(&app, event("http-api/1-collin-hello.json")).await;
+    let (status, _) = Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     let before = env.item("user-id-123").await;
     env.model.script(steps).await;
-    let result = call(&app, event("http-api/2-collin-what-is-my-name.json")).await;
+    let result = Req::file("http-api/2-collin-what-is-my-name.json")
+        .call_json(&app)
+        .await;
     assert_eq!(env.item("user-id-123").await, before, "the session changed");
     assert_no_internals(&result.1);
     result
@@ -182,13 +192,16 @@ async fn a_model_that_fails_then_recovers_is_retried() {
     env.model
         .script(json!([{"status": 503}, {"status": 429, "retry_after": 0.1}]))
         .await;
-    let (status, body) = call(&app, event("http-api/1-collin-hello.json")).await;
+    let (status, body) = Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(env.model.requests().await.len(), 3);
 }
 
 #[tokio::test]
 async fn a_slow_model_is_a_504_and_stores_nothing() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let started = Instant::now();
     let (status, body) =
@@ -205,15 +218,13 @@ async fn a_slow_model_is_a_504_and_stores_nothing() {
 
 #[tokio::test]
 async fn the_model_deadline_comes_from_the_invocation() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let app = env.app().await; // default model timeout: 25 s
     env.model.script(json!([{"hang": 10}])).await;
     let started = Instant::now();
-    let request = with_deadline(
-        event("http-api/1-collin-hello.json"),
-        Duration::from_secs(3),
-    );
-    let (status, body) = call(&app, request).await;
+    let request = Req::file("http-api/1-collin-hello.json").deadline(Duration::from_secs(3));
+    let (status, body) = request.call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (504, Some("model_timeout"))
@@ -231,20 +242,16 @@ async fn the_model_deadline_comes_from_the_invocation() {
 async fn an_unreachable_table_is_a_503_with_retry_after() {
     let env = TestEnv::new().await;
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let app = session_chat::build_app_with(
         &env.config(&[]),
         &sdk_config(&format!("http://127.0.0.1:{closed}")).await,
     )
     .await
     .unwrap();
-    let response = app.handle(event("http-api/1-collin-hello.json")).await;
-    assert_eq!(response.headers()["retry-after"], "1");
-    let (status, body) = crate::support::parts(response);
+    let reply = Req::file("http-api/1-collin-hello.json").call(&app).await;
+    assert_eq!(reply.headers["retry-after"], "1");
+    let (status, body) = reply.parts();
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("store_unavailable"))
@@ -257,7 +264,9 @@ async fn an_unreachable_table_is_a_503_with_retry_after() {
 async fn a_missing_table_is_a_503() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("TABLE_NAME", "no-such-table")]).await;
-    let (status, body) = call(&app, event("http-api/1-collin-hello.json")).await;
+    let (status, body) = Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (503, Some("store_unavailable"))
@@ -271,7 +280,9 @@ async fn a_corrupt_item_is_a_500_and_left_as_it_is() {
     env.put_value("user-id-123", "{not memory").await;
     let before = env.item("user-id-123").await;
     let app = env.app().await;
-    let (status, body) = call(&app, event("http-api/2-collin-what-is-my-name.json")).await;
+    let (status, body) = Req::file("http-api/2-collin-what-is-my-name.json")
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (500, Some("corrupt_session"))

@@ -3,18 +3,14 @@
 //! from API Gateway, routing under any stage name, and session ids that URLs cannot address.
 
 use base64::Engine as _;
-use lambda_http::lambda_runtime::Context;
 use serde_json::{json, Value};
-use session_chat::config::InvokeMode;
 use session_chat::http::App;
-use session_chat::lambda::answer;
 
-use crate::support::{event_json, TestEnv};
+use crate::support::{Req, TestEnv};
 
-fn context() -> Context {
-    let mut context = Context::default();
-    context.request_id = "events-test".into();
-    context
+/// An event file under `events/`, as it is.
+fn event_json(name: &str) -> Value {
+    Req::file(name).event()
 }
 
 /// What the function answered: status, JSON body (`null` when empty), the answer itself.
@@ -44,9 +40,10 @@ fn header(answer: &Value, name: &str) -> Option<String> {
     answer["headers"][name].as_str().map(str::to_owned)
 }
 
-async fn invoke(app: &App, event: Value) -> Answer {
+/// One invocation through the entry adapter, answered buffered and decoded.
+async fn answer_to(app: &App, event: Value) -> Answer {
     let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(raw) =
-        answer(app, InvokeMode::Buffered, event, context()).await
+        crate::support::invoke(app, event).await
     else {
         panic!("an API Gateway event without a streaming mark is answered buffered");
     };
@@ -77,14 +74,7 @@ async fn invoke(app: &App, event: Value) -> Answer {
 /// A REST API (v1) event for `method path` under `stage`, as API Gateway sends it: `path`
 /// without the stage, `requestContext.path` with it.
 fn rest(stage: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let mut event = event_json("rest-api/1-collin-hello.json");
-    event["httpMethod"] = method.into();
-    event["path"] = path.into();
-    event["requestContext"]["httpMethod"] = method.into();
-    event["requestContext"]["stage"] = stage.into();
-    event["requestContext"]["path"] = format!("/{stage}{path}").into();
-    event["body"] = body.map_or(Value::Null, |b| b.to_string().into());
-    event
+    Req::rest(method, path).stage(stage).body(body).event()
 }
 
 /// An HTTP API (v2) event for `method path` under `stage`: `rawPath` starts with a named stage.
@@ -99,15 +89,7 @@ fn http(stage: &str, method: &str, path: &str, body: Option<Value>) -> Value {
 
 /// An HTTP API (v2) event with this exact `rawPath`.
 fn http_raw(stage: &str, method: &str, raw_path: &str, body: Option<Value>) -> Value {
-    let mut event = event_json("http-api/1-collin-hello.json");
-    event["rawPath"] = raw_path.into();
-    event["routeKey"] = "$default".into();
-    event["requestContext"]["routeKey"] = "$default".into();
-    event["requestContext"]["http"]["method"] = method.into();
-    event["requestContext"]["http"]["path"] = raw_path.into();
-    event["requestContext"]["stage"] = stage.into();
-    event["body"] = body.map_or(Value::Null, |b| b.to_string().into());
-    event
+    Req::http(method, raw_path).stage(stage).body(body).event()
 }
 
 fn chat(session_id: &str) -> Option<Value> {
@@ -116,7 +98,7 @@ fn chat(session_id: &str) -> Option<Value> {
 
 /// The seed's base64 event: a good request, answered with a reply and stored.
 async fn good_event_still_works(env: &TestEnv, app: &App) {
-    let answer = invoke(app, event_json("http-api/base64-body.json")).await;
+    let answer = answer_to(app, event_json("http-api/base64-body.json")).await;
     assert_eq!(answer.status, 200, "{}", answer.raw);
     assert_eq!(answer.body["session_id"], "b64-session");
     assert!(answer.body["reply"].as_str().is_some_and(|r| !r.is_empty()));
@@ -133,7 +115,7 @@ async fn a_body_that_is_not_base64_gets_a_400_not_a_crash() {
     ] {
         event["isBase64Encoded"] = true.into();
         event["body"] = "this is not base64!".into();
-        let answer = invoke(&app, event).await;
+        let answer = answer_to(&app, event).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_request")),
@@ -194,7 +176,7 @@ async fn events_lambda_http_cannot_convert_get_a_400() {
         .into();
     cases.push(("more header names than a HeaderMap holds", e));
     for (what, event) in cases {
-        let answer = invoke(&app, event).await;
+        let answer = answer_to(&app, event).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_request")),
@@ -227,7 +209,7 @@ async fn events_that_are_not_from_api_gateway_get_a_400() {
         bad_method,
         bad_header,
     ] {
-        let answer = invoke(&app, event.clone()).await;
+        let answer = answer_to(&app, event.clone()).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_request")),
@@ -249,7 +231,7 @@ async fn api_under_stage(
 ) {
     // A session named like a route or a stage: reached by its id, whatever the stage is called.
     for id in ["stage-test", "chat", "sessions", "prod"] {
-        let answer = invoke(app, event("POST", "/chat", chat(id))).await;
+        let answer = answer_to(app, event("POST", "/chat", chat(id))).await;
         assert_eq!(
             answer.status, 200,
             "{what}: POST /chat for {id}: {}",
@@ -257,11 +239,11 @@ async fn api_under_stage(
         );
         assert_eq!(answer.body["session_id"], id);
         let path = format!("/sessions/{id}");
-        let answer = invoke(app, event("GET", &path, None)).await;
+        let answer = answer_to(app, event("GET", &path, None)).await;
         assert_eq!(answer.status, 200, "{what}: GET {path}: {}", answer.body);
         assert_eq!(answer.body["session_id"], id);
         assert_eq!(answer.body["runs"].as_array().unwrap().len(), 1, "{what}");
-        let answer = invoke(app, event("PUT", &path, None)).await;
+        let answer = answer_to(app, event("PUT", &path, None)).await;
         assert_eq!(
             (answer.status, answer.code()),
             (405, Some("method_not_allowed")),
@@ -272,16 +254,16 @@ async fn api_under_stage(
             Some("GET, DELETE, PATCH"),
             "{what}"
         );
-        let answer = invoke(app, event("DELETE", &path, None)).await;
+        let answer = answer_to(app, event("DELETE", &path, None)).await;
         assert_eq!(answer.status, 204, "{what}: DELETE {path}: {}", answer.raw);
-        let answer = invoke(app, event("GET", &path, None)).await;
+        let answer = answer_to(app, event("GET", &path, None)).await;
         assert_eq!(
             (answer.status, answer.code()),
             (404, Some("session_not_found")),
             "{what}"
         );
     }
-    let answer = invoke(app, event("GET", "/chat", None)).await;
+    let answer = answer_to(app, event("GET", "/chat", None)).await;
     assert_eq!(
         (answer.status, answer.code()),
         (405, Some("method_not_allowed")),
@@ -290,13 +272,7 @@ async fn api_under_stage(
     assert_eq!(answer.header("allow").as_deref(), Some("POST"), "{what}");
     // The chat page, at the API's root under any stage.
     let lambda_http::lambda_runtime::FunctionResponse::BufferedResponse(page) =
-        session_chat::lambda::answer(
-            app,
-            InvokeMode::Buffered,
-            event("GET", "/", None),
-            context(),
-        )
-        .await
+        crate::support::invoke(app, event("GET", "/", None)).await
     else {
         panic!("{what}: the page is answered buffered");
     };
@@ -310,7 +286,7 @@ async fn api_under_stage(
         page["body"].as_str().unwrap_or_default().contains("<html"),
         "{what}"
     );
-    let answer = invoke(app, event("POST", "/", chat("unrouted"))).await;
+    let answer = answer_to(app, event("POST", "/", chat("unrouted"))).await;
     assert_eq!(
         (answer.status, answer.code()),
         (405, Some("method_not_allowed")),
@@ -323,7 +299,7 @@ async fn api_under_stage(
         ("GET", "/sessions/a/b"),
         ("GET", "/index.html"),
     ] {
-        let answer = invoke(app, event(method, path, chat("unrouted"))).await;
+        let answer = answer_to(app, event(method, path, chat("unrouted"))).await;
         assert_eq!(
             (answer.status, answer.code()),
             (404, Some("not_found")),
@@ -359,7 +335,7 @@ async fn routes_do_not_depend_on_the_stage_name() {
     })
     .await;
     // Trailing slashes are not a different route.
-    let answer = invoke(&app, rest("sessions", "POST", "/chat/", chat("slash"))).await;
+    let answer = answer_to(&app, rest("sessions", "POST", "/chat/", chat("slash"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(env.item_count().await, 1, "only the last session is left");
 }
@@ -373,7 +349,7 @@ async fn session_ids_of_only_dots_are_refused() {
             http("$default", "POST", "/chat", chat(id)),
             rest("prod", "POST", "/chat", chat(id)),
         ] {
-            let answer = invoke(&app, event).await;
+            let answer = answer_to(&app, event).await;
             assert_eq!(
                 (answer.status, answer.code()),
                 (400, Some("invalid_session_id")),
@@ -389,7 +365,7 @@ async fn session_ids_of_only_dots_are_refused() {
     assert_eq!(env.item_count().await, 0, "nothing stored");
     // Paths whose session id is only dots (as sent, or percent-encoded) are refused alike.
     for path in ["/sessions/.", "/sessions/..", "/sessions/%2e%2E"] {
-        let answer = invoke(&app, http("$default", "GET", path, None)).await;
+        let answer = answer_to(&app, http("$default", "GET", path, None)).await;
         assert_eq!(
             (answer.status, answer.code()),
             (400, Some("invalid_session_id")),
@@ -398,17 +374,17 @@ async fn session_ids_of_only_dots_are_refused() {
     }
     // Dots among other characters are fine: stored, read and deleted.
     for id in ["a.b", "...x", ".a."] {
-        let answer = invoke(&app, http("$default", "POST", "/chat", chat(id))).await;
+        let answer = answer_to(&app, http("$default", "POST", "/chat", chat(id))).await;
         assert_eq!(answer.status, 200, "{id}: {}", answer.body);
         for event in [
             http("$default", "GET", &format!("/sessions/{id}"), None),
             rest("prod", "GET", &format!("/sessions/{id}"), None),
         ] {
-            let answer = invoke(&app, event).await;
+            let answer = answer_to(&app, event).await;
             assert_eq!(answer.status, 200, "{id}: {}", answer.body);
             assert_eq!(answer.body["session_id"], id);
         }
-        let answer = invoke(
+        let answer = answer_to(
             &app,
             rest("prod", "DELETE", &format!("/sessions/{id}"), None),
         )

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{call, chat_request, repo, TestEnv};
+use crate::support::{repo, Req, TestEnv};
 
 /// Puts a fixture item (written by real griptape, see tests/fixtures/griptape/) into the table.
 async fn put_fixture(env: &TestEnv, shape: &str, session: &str) -> String {
@@ -72,11 +72,9 @@ async fn items_of_every_griptape_shape_are_continued_in_their_shape() {
         let env = TestEnv::new().await;
         let before = put_fixture(&env, shape, "group-id-123").await;
         let app = env.app().await;
-        let (status, body) = call(
-            &app,
-            chat_request("group-id-123", "And I'm Ada, who all is here?", &[]),
-        )
-        .await;
+        let (status, body) = Req::chat("group-id-123", "And I'm Ada, who all is here?")
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{shape}: {body}");
         assert_eq!(
             body["reply"],
@@ -110,7 +108,9 @@ async fn griptape_and_session_chat_take_turns_on_one_session() {
     put_fixture(&env, "v1", "user-id-123").await;
     let app = env.app().await;
     // griptape wrote two runs; session-chat continues...
-    let (status, body) = call(&app, chat_request("user-id-123", "What is my name?", &[])).await;
+    let (status, body) = Req::chat("user-id-123", "What is my name?")
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["reply"].as_str()),
         (200, Some("Your name is Collin."))
@@ -121,7 +121,7 @@ async fn griptape_and_session_chat_take_turns_on_one_session() {
         "Your name is Collin."
     );
     // ...and session-chat reads all of it again.
-    let (status, body) = call(&app, chat_request("user-id-123", "Who am I?", &[])).await;
+    let (status, body) = Req::chat("user-id-123", "Who am I?").call_json(&app).await;
     assert_eq!(
         (status, body["reply"].as_str()),
         (200, Some("Your name is Collin."))
@@ -134,11 +134,9 @@ async fn griptape_and_session_chat_take_turns_on_one_session() {
 async fn sessions_written_in_griptape_shape_are_read_by_griptape() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("MEMORY_FORMAT", "griptape")]).await;
-    let (status, _) = call(
-        &app,
-        chat_request("user-id-123", "Hello my name is Collin.", &[]),
-    )
-    .await;
+    let (status, _) = Req::chat("user-id-123", "Hello my name is Collin.")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     let value = env.value("user-id-123").await.unwrap();
     assert!(

@@ -5,17 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::support::{event_json, python, repo, ScriptedModel, TestEnv};
-
-fn chat_event(session: &str, message: &str) -> Value {
-    let mut event = event_json("http-api/1-collin-hello.json");
-    event["body"] = json!({"session_id": session, "message": message})
-        .to_string()
-        .into();
-    event
-}
+use crate::support::{python, repo, Req, ScriptedModel, TestEnv};
 
 /// Runs tools/concurrent_runtime.py: the debug build of the function, 32 workers, `events`.
 fn drive(
@@ -66,9 +58,8 @@ async fn streamed_turns_are_served_at_once_too() {
     let model = ScriptedModel::start_with(&["--first-token-delay", "1"]);
     let mut events = Vec::new();
     for i in 0..32 {
-        let mut event = chat_event(&format!("stream-{i:02}"), &format!("I'm Streamer{i}"));
-        event["headers"]["accept"] = "text/event-stream".into();
-        events.push(event);
+        let event = Req::chat(&format!("stream-{i:02}"), &format!("I'm Streamer{i}")).sse();
+        events.push(event.event());
     }
     let report = drive(&env, &model, events, &[("INVOKE_MODE", "RESPONSE_STREAM")]);
     for (i, inv) in report["invocations"].as_array().unwrap().iter().enumerate() {
@@ -96,11 +87,11 @@ async fn one_process_serves_32_conversations_at_once_and_loses_nothing() {
     let mut sessions = Vec::new();
     for i in 0..64 {
         let session = format!("own-{i:02}");
-        events.push(chat_event(&session, &format!("I'm Person{i}")));
+        events.push(Req::chat(&session, &format!("I'm Person{i}")).event());
         sessions.push(session);
     }
     for i in 0..32 {
-        events.push(chat_event("together", &format!("I'm Member{i}")));
+        events.push(Req::chat("together", &format!("I'm Member{i}")).event());
         sessions.push("together".into());
     }
     let report = drive(&env, &model, events, &[]);

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::json;
 use serde_yaml::Value as Yaml;
 
-use crate::support::{bedrock_app, call, event, event_json, repo, request, sdk_config, TestEnv};
+use crate::support::{bedrock_app, repo, sdk_config, Req, TestEnv};
 
 #[tokio::test]
 async fn bedrock_plays_the_seed() {
@@ -19,7 +19,9 @@ async fn bedrock_plays_the_seed() {
         ),
         ("2-collin-what-is-my-name", "Your name is Collin."),
     ] {
-        let (status, body) = call(&app, event(&format!("http-api/{name}.json"))).await;
+        let (status, body) = Req::file(&format!("http-api/{name}.json"))
+            .call_json(&app)
+            .await;
         assert_eq!(
             (status, body["reply"].as_str()),
             (200, Some(reply)),
@@ -56,7 +58,9 @@ async fn bedrock_failures_map_like_openai_ones() {
         (json!([{"hang": 3}]), 504, "model_timeout"),
     ] {
         env.model.script(steps.clone()).await;
-        let (got, body) = call(&app, event("http-api/1-collin-hello.json")).await;
+        let (got, body) = Req::file("http-api/1-collin-hello.json")
+            .call_json(&app)
+            .await;
         assert_eq!(
             (got, body["error"]["code"].as_str()),
             (status, Some(code)),
@@ -65,7 +69,9 @@ async fn bedrock_failures_map_like_openai_ones() {
     }
     // Throttling is retried by the SDK and then succeeds.
     env.model.script(json!([{"status": 429}])).await;
-    let (status, _) = call(&app, event("http-api/1-collin-hello.json")).await;
+    let (status, _) = Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         env.item_count().await,
@@ -90,7 +96,9 @@ async fn the_openai_key_comes_from_secrets_manager() {
         .unwrap();
     let config = env.config(&[("OPENAI_API_KEY_SECRET_ID", arn.as_str())]);
     let app = session_chat::build_app_with(&config, &sdk).await.unwrap();
-    let (status, _) = call(&app, event("http-api/1-collin-hello.json")).await;
+    let (status, _) = Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         env.model.requests().await[0]["authorization"],
@@ -107,56 +115,56 @@ async fn the_openai_key_comes_from_secrets_manager() {
 }
 
 /// A chat event as API Gateway sends it after its JWT authorizer accepted a token for `sub`.
-fn as_user(name: &str, sub: Option<&str>) -> lambda_http::Request {
-    let mut event = event_json(name);
-    if let Some(sub) = sub {
-        event["requestContext"]["authorizer"] = json!({
-            "jwt": {"claims": {"sub": sub, "iss": "https://issuer.example.com"}, "scopes": null}
-        });
+fn as_user(name: &str, sub: Option<&str>) -> Req {
+    let req = Req::file(name);
+    match sub {
+        Some(sub) => req.claims(json!({"sub": sub, "iss": "https://issuer.example.com"})),
+        None => req,
     }
-    request(&event)
 }
 
 #[tokio::test]
 async fn jwt_callers_only_see_their_own_sessions() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("AUTH_MODE", "JWT")]).await;
-    let (status, _) = call(&app, as_user("http-api/1-collin-hello.json", Some("alice"))).await;
+    let (status, _) = as_user("http-api/1-collin-hello.json", Some("alice"))
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     // Bob uses the same session id and cannot read Alice's memory.
-    let (_, bob) = call(
-        &app,
-        as_user("http-api/2-collin-what-is-my-name.json", Some("bob")),
-    )
-    .await;
+    let (_, bob) = as_user("http-api/2-collin-what-is-my-name.json", Some("bob"))
+        .call_json(&app)
+        .await;
     assert_eq!(bob["reply"], "I don't know your name yet.");
-    let (_, alice) = call(
-        &app,
-        as_user("http-api/2-collin-what-is-my-name.json", Some("alice")),
-    )
-    .await;
+    let (_, alice) = as_user("http-api/2-collin-what-is-my-name.json", Some("alice"))
+        .call_json(&app)
+        .await;
     assert_eq!(alice["reply"], "Your name is Collin.");
     assert!(env.item("alice/user-id-123").await.is_some());
     assert!(env.item("bob/user-id-123").await.is_some());
     assert!(env.item("user-id-123").await.is_none());
 
     // Reads and deletes are scoped too.
-    let (status, body) = call(&app, as_user("http-api/get-session.json", Some("bob"))).await;
+    let (status, body) = as_user("http-api/get-session.json", Some("bob"))
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["runs"].as_array().map(Vec::len)),
         (200, Some(1))
     );
-    let response = app
-        .handle(as_user("http-api/delete-session.json", Some("bob")))
+    let reply = as_user("http-api/delete-session.json", Some("bob"))
+        .call(&app)
         .await;
-    assert_eq!(response.status(), 204);
+    assert_eq!(reply.status, 204);
     assert!(
         env.item("alice/user-id-123").await.is_some(),
         "Alice's session survives Bob's delete"
     );
 
     // No verified identity, no access.
-    let (status, body) = call(&app, as_user("http-api/1-collin-hello.json", None)).await;
+    let (status, body) = as_user("http-api/1-collin-hello.json", None)
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("unauthorized"))
@@ -263,7 +271,7 @@ fn the_template_matches_the_code() {
     let resources = &t["Resources"];
 
     // The table key is the store's: PartitionKeyName (default `id`, a string), and the owner
-    // index the tests' tables have (tests/it/support.rs).
+    // index the tests' tables have (tests/it/support/table.rs).
     let table = &resources["SessionsTable"]["Properties"];
     let reference = |v: &Yaml| match v {
         Yaml::Tagged(tagged) => tagged.value.as_str().map(str::to_owned),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::support::{call, chat_request, items_with_prefix, TestEnv};
+use crate::support::{items_with_prefix, Req, TestEnv};
 
 fn runs(value: &str) -> Vec<Value> {
     let memory: Value = serde_json::from_str(value).expect("stored JSON");
@@ -27,7 +27,9 @@ async fn concurrent_messages_to_one_session_are_all_kept() {
         let app = Arc::clone(&apps[i % INSTANCES]);
         tasks.push(tokio::spawn(async move {
             let message = format!("I'm Person{i}");
-            let (status, body) = call(&app, chat_request("group-concurrent", &message, &[])).await;
+            let (status, body) = Req::chat("group-concurrent", &message)
+                .call_json(&app)
+                .await;
             (status, body, message)
         }));
     }
@@ -82,37 +84,35 @@ async fn idempotent_retries_across_instances_store_one_run() {
     let second_instance = env.app().await;
     let key = [("Idempotency-Key", "3f1c2a9e-7a1b-4e0f-9d55-0c9b6c1e2f3a")];
 
-    let (status, first) = call(
-        &first_instance,
-        chat_request("user-1", "Hello my name is Ada.", &key),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let response = second_instance
-        .handle(chat_request("user-1", "Hello my name is Ada.", &key))
+    let (status, first) = Req::chat("user-1", "Hello my name is Ada.")
+        .headers(&key)
+        .call_json(&first_instance)
         .await;
-    assert_eq!(response.headers()["idempotent-replayed"], "true");
-    let (status, retry) = crate::support::parts(response);
+    assert_eq!(status, 200);
+    let reply = Req::chat("user-1", "Hello my name is Ada.")
+        .headers(&key)
+        .call(&second_instance)
+        .await;
+    assert_eq!(reply.headers["idempotent-replayed"], "true");
+    let (status, retry) = reply.parts();
     assert_eq!(status, 200);
     assert_eq!(
         retry, first,
         "the retry gets the first reply, run id included"
     );
 
-    let (status, reused) = call(
-        &second_instance,
-        chat_request("user-1", "Something else", &key),
-    )
-    .await;
+    let (status, reused) = Req::chat("user-1", "Something else")
+        .headers(&key)
+        .call_json(&second_instance)
+        .await;
     assert_eq!(status, 409);
     assert_eq!(reused["error"]["code"], "idempotency_key_reused");
 
     // A key is per session: the same key on another session is a new request.
-    let (status, _) = call(
-        &first_instance,
-        chat_request("user-2", "Hello my name is Ada.", &key),
-    )
-    .await;
+    let (status, _) = Req::chat("user-2", "Hello my name is Ada.")
+        .headers(&key)
+        .call_json(&first_instance)
+        .await;
     assert_eq!(status, 200);
 
     assert_eq!(
@@ -122,11 +122,10 @@ async fn idempotent_retries_across_instances_store_one_run() {
     );
     assert_eq!(runs(&env.value("user-1").await.unwrap()).len(), 1);
 
-    let (status, bad) = call(
-        &first_instance,
-        chat_request("user-1", "hi", &[("Idempotency-Key", "has space")]),
-    )
-    .await;
+    let (status, bad) = Req::chat("user-1", "hi")
+        .header("Idempotency-Key", "has space")
+        .call_json(&first_instance)
+        .await;
     assert_eq!(
         (status, bad["error"]["code"].as_str()),
         (400, Some("invalid_idempotency_key"))
@@ -141,15 +140,10 @@ async fn simultaneous_retries_with_one_key_store_one_run() {
     for i in 0..6 {
         let app = Arc::clone(&apps[i % 2]);
         tasks.push(tokio::spawn(async move {
-            call(
-                &app,
-                chat_request(
-                    "user-1",
-                    "Hello my name is Ada.",
-                    &[("Idempotency-Key", "same")],
-                ),
-            )
-            .await
+            Req::chat("user-1", "Hello my name is Ada.")
+                .header("Idempotency-Key", "same")
+                .call_json(&app)
+                .await
         }));
     }
     let mut run_ids = HashSet::new();
@@ -169,7 +163,9 @@ async fn a_cut_off_answer_is_kept() {
     let env = TestEnv::new().await;
     let app = env.app().await;
     env.model.script(json!([{"length": true}])).await;
-    let (status, body) = call(&app, chat_request("s", "Hello my name is Collin.", &[])).await;
+    let (status, body) = Req::chat("s", "Hello my name is Collin.")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     let stored = runs(&env.value("s").await.unwrap());
     assert_eq!(stored[0]["output"], body["reply"]);
@@ -184,7 +180,7 @@ async fn a_multi_megabyte_conversation_never_hits_the_item_limit() {
     for turn in 0..TURNS {
         // ~30 KB each way: the scripted model echoes the message.
         let message = format!("turn {turn}: {}", "lorem ipsum ".repeat(2500));
-        let (status, body) = call(&app, chat_request("long-talk", &message, &[])).await;
+        let (status, body) = Req::chat("long-talk", &message).call_json(&app).await;
         assert_eq!(status, 200, "turn {turn}: {body}");
         sent.push((body["run_id"].as_str().unwrap().to_owned(), message));
     }

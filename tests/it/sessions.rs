@@ -1,36 +1,31 @@
 //! The session API (read, delete), expiry, and bounded prompts.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::Value;
 
-use crate::support::{call, chat_request, event, items_with_prefix, TestEnv};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+use crate::support::{items_with_prefix, now, Req, TestEnv};
 
 #[tokio::test]
 async fn a_session_can_be_read_and_deleted() {
     for kind in ["http-api", "rest-api"] {
         let env = TestEnv::new().await;
         let app = env.app().await;
-        let (status, body) = call(&app, event(&format!("{kind}/get-session.json"))).await;
+        let (status, body) = Req::file(&format!("{kind}/get-session.json"))
+            .call_json(&app)
+            .await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (404, Some("session_not_found"))
         );
 
-        let (_, first) = call(&app, event(&format!("{kind}/1-collin-hello.json"))).await;
-        let (_, second) = call(
-            &app,
-            event(&format!("{kind}/2-collin-what-is-my-name.json")),
-        )
-        .await;
-        let (status, body) = call(&app, event(&format!("{kind}/get-session.json"))).await;
+        let (_, first) = Req::file(&format!("{kind}/1-collin-hello.json"))
+            .call_json(&app)
+            .await;
+        let (_, second) = Req::file(&format!("{kind}/2-collin-what-is-my-name.json"))
+            .call_json(&app)
+            .await;
+        let (status, body) = Req::file(&format!("{kind}/get-session.json"))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["session_id"], "user-id-123");
         let runs = body["runs"].as_array().unwrap();
@@ -40,13 +35,17 @@ async fn a_session_can_be_read_and_deleted() {
         assert_eq!(runs[1]["id"], second["run_id"]);
         assert_eq!(runs[1]["output"], "Your name is Collin.");
 
-        let response = app
-            .handle(event(&format!("{kind}/delete-session.json")))
+        let reply = Req::file(&format!("{kind}/delete-session.json"))
+            .call(&app)
             .await;
-        assert_eq!(response.status(), 204);
-        let (status, _) = call(&app, event(&format!("{kind}/get-session.json"))).await;
+        assert_eq!(reply.status, 204);
+        let (status, _) = Req::file(&format!("{kind}/get-session.json"))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 404);
-        let (status, _) = call(&app, event(&format!("{kind}/delete-session.json"))).await;
+        let (status, _) = Req::file(&format!("{kind}/delete-session.json"))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 404, "deleting twice");
         assert_eq!(env.item_count().await, 0);
     }
@@ -60,11 +59,10 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
     for turn in 0..12 {
         let message = format!("turn {turn} {}", "x".repeat(1500));
         let key = format!("key-{turn}");
-        let (status, body) = call(
-            &app,
-            chat_request("talk", &message, &[("Idempotency-Key", &key)]),
-        )
-        .await;
+        let (status, body) = Req::chat("talk", &message)
+            .header("Idempotency-Key", &key)
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
         sent.push(body["run_id"].as_str().unwrap().to_owned());
     }
@@ -80,11 +78,7 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
     assert!(!side("0").await.is_empty(), "pages");
     assert_eq!(side("idem#").await.len(), 12);
 
-    let (status, body) = call(
-        &app,
-        crate::support::http_request("GET", "/sessions/talk", ""),
-    )
-    .await;
+    let (status, body) = Req::http("GET", "/sessions/talk").call_json(&app).await;
     assert_eq!(status, 200);
     let ids: Vec<&str> = body["runs"]
         .as_array()
@@ -94,12 +88,10 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
         .collect();
     assert_eq!(ids, sent, "every run, oldest first");
 
-    let other = call(&app, chat_request("talk2", "hello", &[])).await;
+    let other = Req::chat("talk2", "hello").call_json(&app).await;
     assert_eq!(other.0, 200);
-    let response = app
-        .handle(crate::support::http_request("DELETE", "/sessions/talk", ""))
-        .await;
-    assert_eq!(response.status(), 204);
+    let reply = Req::http("DELETE", "/sessions/talk").call(&app).await;
+    assert_eq!(reply.status, 204);
     // Pages and parts are gone; receipts are unreachable (a new session has a new
     // generation) and expire within a day.
     let left = items_with_prefix(&env, "talk#").await;
@@ -110,11 +102,10 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
         assert!(expires <= now() + 24 * 60 * 60);
     }
     assert!(env.item("talk").await.is_none());
-    let (status, body) = call(
-        &app,
-        chat_request("talk", "turn 0 again", &[("Idempotency-Key", "key-0")]),
-    )
-    .await;
+    let (status, body) = Req::chat("talk", "turn 0 again")
+        .header("Idempotency-Key", "key-0")
+        .call_json(&app)
+        .await;
     assert_eq!(
         status, 200,
         "a new session does not see the old receipts: {body}"
@@ -130,23 +121,24 @@ async fn reading_includes_the_archive_and_deleting_removes_it_and_receipts() {
 async fn session_paths_are_checked() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let request = |method: &str, path: &str| crate::support::http_request(method, path, "");
-    let (status, body) = call(&app, request("GET", "/sessions/a%20b")).await;
+    let (status, body) = Req::http("GET", "/sessions/a%20b").call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_session_id"))
     );
-    let (status, body) = call(&app, request("GET", "/sessions/a%zz")).await;
+    let (status, body) = Req::http("GET", "/sessions/a%zz").call_json(&app).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
-    let response = app.handle(request("PUT", "/sessions/abc")).await;
-    assert_eq!(response.headers()["allow"], "GET, DELETE, PATCH");
-    assert_eq!(response.status(), 405);
+    let reply = Req::http("PUT", "/sessions/abc").call(&app).await;
+    assert_eq!(reply.headers["allow"], "GET, DELETE, PATCH");
+    assert_eq!(reply.status, 405);
     // Percent-encoded characters that session ids allow.
-    call(&app, chat_request("user@example.com", "hi", &[])).await;
-    let (status, _) = call(&app, request("GET", "/sessions/user%40example.com")).await;
+    Req::chat("user@example.com", "hi").call_json(&app).await;
+    let (status, _) = Req::http("GET", "/sessions/user%40example.com")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -157,11 +149,9 @@ async fn sessions_expire_after_their_last_message() {
         .app_with(&[("SESSION_TTL_DAYS", "7"), ("MAX_ITEM_BYTES", "8192")])
         .await;
     for turn in 0..8 {
-        let (status, _) = call(
-            &app,
-            chat_request("ttl", &format!("{turn} {}", "y".repeat(1500)), &[]),
-        )
-        .await;
+        let (status, _) = Req::chat("ttl", &format!("{turn} {}", "y".repeat(1500)))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let week = 7 * 24 * 60 * 60;
@@ -181,7 +171,7 @@ async fn sessions_expire_after_their_last_message() {
     }
     // Without SESSION_TTL_DAYS, nothing expires.
     let app = env.app().await;
-    call(&app, chat_request("forever", "hi", &[])).await;
+    Req::chat("forever", "hi").call_json(&app).await;
     assert!(!env
         .item("forever")
         .await
@@ -196,7 +186,7 @@ async fn prompt_tokens_stop_growing_at_the_budget() {
     let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "600")]).await;
     for turn in 0..TURNS {
         let message = format!("turn {turn}: {}", "words ".repeat(20));
-        let (status, _) = call(&app, chat_request("budget", &message, &[])).await;
+        let (status, _) = Req::chat("budget", &message).call_json(&app).await;
         assert_eq!(status, 200);
     }
     // What the model was sent, turn by turn (its own token count, from the requests).
@@ -234,14 +224,16 @@ async fn summaries_carry_what_left_the_window() {
         .app_with(&[("HISTORY_TOKEN_BUDGET", "40"), ("SUMMARIZE", "true")])
         .await;
     for name in ["3-zach-hello", "4-matt-joins"] {
-        call(&app, event(&format!("http-api/{name}.json"))).await;
+        Req::file(&format!("http-api/{name}.json"))
+            .call_json(&app)
+            .await;
     }
-    call(
-        &app,
-        chat_request("group-id-123", "Nice weather today.", &[]),
-    )
-    .await;
-    let (status, body) = call(&app, event("http-api/5-collin-who-is-here.json")).await;
+    Req::chat("group-id-123", "Nice weather today.")
+        .call_json(&app)
+        .await;
+    let (status, body) = Req::file("http-api/5-collin-who-is-here.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         body["reply"],
@@ -259,14 +251,16 @@ async fn summaries_carry_what_left_the_window() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "40")]).await;
     for name in ["3-zach-hello", "4-matt-joins"] {
-        call(&app, event(&format!("http-api/{name}.json"))).await;
+        Req::file(&format!("http-api/{name}.json"))
+            .call_json(&app)
+            .await;
     }
-    call(
-        &app,
-        chat_request("group-id-123", "Nice weather today.", &[]),
-    )
-    .await;
-    let (_, body) = call(&app, event("http-api/5-collin-who-is-here.json")).await;
+    Req::chat("group-id-123", "Nice weather today.")
+        .call_json(&app)
+        .await;
+    let (_, body) = Req::file("http-api/5-collin-who-is-here.json")
+        .call_json(&app)
+        .await;
     assert_ne!(
         body["reply"],
         "Hello Collin! So far, we have Zach, Matt, and now you. How can I assist you all today?"

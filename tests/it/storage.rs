@@ -4,41 +4,17 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 use session_chat::http::App;
 
-use crate::support::{
-    call, chat_request, event_json, items_with_prefix, request, status_and_text, with_deadline,
-    FaultProxy, TestEnv,
-};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+use crate::support::{items_with_prefix, now, wall_clock_lock, FaultProxy, Req, TestEnv};
 
 /// `GET /sessions/{id}` with query parameters, as an HTTP API event.
-fn get_history(session_id: &str, query: &[(&str, &str)]) -> lambda_http::Request {
-    let mut event = event_json("http-api/1-collin-hello.json");
-    let path = format!("/sessions/{session_id}");
-    event["rawPath"] = path.clone().into();
-    event["routeKey"] = "GET /sessions/{session_id}".into();
-    event["requestContext"]["http"]["method"] = "GET".into();
-    event["requestContext"]["http"]["path"] = path.into();
-    event["body"] = Value::Null;
-    let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    event["rawQueryString"] = raw.join("&").into();
-    let params: serde_json::Map<String, Value> = query
-        .iter()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-        .collect();
-    event["queryStringParameters"] = Value::Object(params);
-    request(&event)
+fn get_history(session_id: &str, query: &[(&str, &str)]) -> Req {
+    Req::http("GET", &format!("/sessions/{session_id}")).query(query)
 }
 
 /// Every run of a session through the API, from the newest page back (`before=end`, then each
@@ -49,7 +25,8 @@ pub async fn all_runs_backward(app: &App, session_id: &str, limit: usize) -> Vec
     loop {
         let most = limit.to_string();
         let query = [("limit", most.as_str()), ("before", before.as_str())];
-        let (status, text) = status_and_text(app.handle(get_history(session_id, &query)).await);
+        let reply = get_history(session_id, &query).call(app).await;
+        let (status, text) = (reply.status, reply.text());
         assert_eq!(status, 200, "{text}");
         assert!(
             text.len() < 4 * 1024 * 1024,
@@ -75,8 +52,8 @@ pub async fn all_runs_backward(app: &App, session_id: &str, limit: usize) -> Vec
     pages.into_iter().rev().flatten().collect()
 }
 
-fn delete(session_id: &str) -> lambda_http::Request {
-    crate::support::http_request("DELETE", &format!("/sessions/{session_id}"), "")
+fn delete(session_id: &str) -> Req {
+    Req::http("DELETE", &format!("/sessions/{session_id}"))
 }
 
 /// Every run of a session through the API, following cursors; each response checked.
@@ -89,7 +66,8 @@ pub async fn all_runs(app: &App, session_id: &str, limit: usize) -> Option<Vec<V
         if let Some(c) = &cursor {
             query.push(("cursor", c.as_str()));
         }
-        let (status, text) = status_and_text(app.handle(get_history(session_id, &query)).await);
+        let reply = get_history(session_id, &query).call(app).await;
+        let (status, text) = (reply.status, reply.text());
         if status == 404 {
             return None;
         }
@@ -137,7 +115,7 @@ async fn a_late_or_lost_write_answer_stores_the_run_once() {
         json!({"op": "TransactWriteItems", "action": "drop_after"}),
     ];
     let mut answered = Vec::new();
-    let (status, body) = call(&app, chat_request("lost", "first", &[])).await;
+    let (status, body) = Req::chat("lost", "first").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     answered.push(body["run_id"].as_str().unwrap().to_owned());
     for (i, fault) in faults.iter().enumerate() {
@@ -148,7 +126,10 @@ async fn a_late_or_lost_write_answer_stores_the_run_once() {
         } else {
             &[]
         };
-        let (status, body) = call(&app, chat_request("lost", &format!("turn {i}"), headers)).await;
+        let (status, body) = Req::chat("lost", &format!("turn {i}"))
+            .headers(headers)
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{fault}: {body}");
         answered.push(body["run_id"].as_str().unwrap().to_owned());
     }
@@ -166,6 +147,7 @@ async fn a_late_or_lost_write_answer_stores_the_run_once() {
 
 #[tokio::test]
 async fn a_hanging_save_answers_before_the_deadline() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let proxy = FaultProxy::start();
     let app = env.app_via(&proxy, &[]).await;
@@ -174,8 +156,8 @@ async fn a_hanging_save_answers_before_the_deadline() {
         .await;
     let started = std::time::Instant::now();
     let deadline = Duration::from_secs(6);
-    let request = with_deadline(chat_request("hang", "hello", &[]), deadline);
-    let (status, body) = call(&app, request).await;
+    let request = Req::chat("hang", "hello").deadline(deadline);
+    let (status, body) = request.call_json(&app).await;
     let took = started.elapsed();
     assert!(took < deadline, "answered after {took:?}");
     assert_eq!(status, 503, "{body}");
@@ -198,22 +180,20 @@ async fn replies_of_any_size_are_stored_and_read_back_in_full() {
             .script(json!([{"reply": unit, "repeat": repeat}]))
             .await;
         let key = format!("big-{i}");
-        let (status, body) = call(
-            &app,
-            chat_request("big", &format!("say {i}"), &[("Idempotency-Key", &key)]),
-        )
-        .await;
+        let (status, body) = Req::chat("big", &format!("say {i}"))
+            .header("Idempotency-Key", &key)
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{}", body["error"]);
         let reply = unit.repeat(*repeat);
         assert_eq!(body["reply"].as_str().unwrap().len(), reply.len());
         expected.push(reply);
         // A retry with the key gets the whole reply without paying again.
         let calls = env.model.requests().await.len();
-        let (status, again) = call(
-            &app,
-            chat_request("big", &format!("say {i}"), &[("Idempotency-Key", &key)]),
-        )
-        .await;
+        let (status, again) = Req::chat("big", &format!("say {i}"))
+            .header("Idempotency-Key", &key)
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
         assert_eq!(again["reply"], body["reply"]);
         assert_eq!(env.model.requests().await.len(), calls);
@@ -251,10 +231,12 @@ async fn replies_of_any_size_are_stored_and_read_back_in_full() {
     env.model
         .script(json!([{"reply": "d", "repeat": 1024 * 1024}]))
         .await;
-    let (status, _) = call(&app, chat_request("big", "say 3", &[])).await;
+    let (status, _) = Req::chat("big", "say 3").call_json(&app).await;
     assert_eq!(status, 200);
     expected.push("d".repeat(1024 * 1024));
-    let (_, newest) = call(&app, get_history("big", &[("before", "end")])).await;
+    let (_, newest) = get_history("big", &[("before", "end")])
+        .call_json(&app)
+        .await;
     let shown = newest["runs"].as_array().unwrap().len();
     assert!((1..4).contains(&shown), "cut by size: {shown} runs");
     let runs = all_runs_backward(&app, "big", 50).await;
@@ -274,11 +256,11 @@ async fn keyed_turns_never_grow_the_session_item() {
     let mut retried = 0;
     for i in 0..TURNS {
         let key = format!("{i:05}{}", "k".repeat(250));
-        let send = || {
-            call(
-                &app,
-                chat_request("keyed", &format!("m{i}"), &[("Idempotency-Key", &key)]),
-            )
+        let send = || async {
+            Req::chat("keyed", &format!("m{i}"))
+                .header("idempotency-key", &key)
+                .call_json(&app)
+                .await
         };
         let (mut status, mut body) = send().await;
         // As a client does on a 503 (a local server slow on a busy machine): retry with the
@@ -320,11 +302,10 @@ async fn keyed_turns_never_grow_the_session_item() {
         .await
         .unwrap();
     for _ in 0..2 {
-        let (status, body) = call(
-            &app,
-            chat_request("keyed", "new use", &[("Idempotency-Key", "old-key")]),
-        )
-        .await;
+        let (status, body) = Req::chat("keyed", "new use")
+            .header("Idempotency-Key", "old-key")
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_ne!(body["reply"], "old");
     }
@@ -336,11 +317,9 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
     let extra = [("MAX_ITEM_BYTES", "4096")];
     let app = Arc::new(env.app_with(&extra).await);
     for i in 0..60 {
-        let (status, _) = call(
-            &app,
-            chat_request("race", &format!("{i} {}", "w".repeat(600)), &[]),
-        )
-        .await;
+        let (status, _) = Req::chat("race", &format!("{i} {}", "w".repeat(600)))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let before = all_runs(&app, "race", 200).await.unwrap();
@@ -354,7 +333,7 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
     proxy
         .arm(json!([{"op": "PutItem", "action": "error", "times": 0}]))
         .await;
-    let (status, _) = status_and_text(failing.handle(delete("race")).await);
+    let status = delete("race").call(&failing).await.status;
     assert!(status >= 500, "{status}");
     assert_eq!(all_runs(&app, "race", 200).await.unwrap(), before);
 
@@ -375,17 +354,16 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
         tokio::spawn(async move {
             let mut statuses = Vec::new();
             for i in 0..8 {
-                let (status, _) = call(
-                    &app,
-                    chat_request("race", &format!("late {i} {}", "z".repeat(600)), &[]),
-                )
-                .await;
+                let (status, _) = Req::chat("race", &format!("late {i} {}", "z".repeat(600)))
+                    .call_json(&app)
+                    .await;
                 statuses.push(status);
             }
             statuses
         })
     };
-    let (status, text) = status_and_text(app.handle(delete("race")).await);
+    let reply = delete("race").call(&app).await;
+    let (status, text) = (reply.status, reply.text());
     // Writers that keep saving can outlast a delete's attempts: then it says so and changes
     // nothing (the readers below see the session whole), and a later delete goes through.
     assert!(
@@ -412,7 +390,8 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
     let statuses = writer.await.unwrap();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     if status == 503 {
-        let (status, text) = status_and_text(app.handle(delete("race")).await);
+        let reply = delete("race").call(&app).await;
+        let (status, text) = (reply.status, reply.text());
         assert_eq!(status, 204, "{text}");
     }
     // After it: the old conversation is gone; what is there is new turns only.
@@ -422,7 +401,7 @@ async fn reads_racing_a_delete_see_a_whole_session_or_404() {
             .iter()
             .all(|r| r["input"].as_str().unwrap().starts_with("late ")));
     }
-    let (status, _) = status_and_text(app.handle(delete("race")).await);
+    let status = delete("race").call(&app).await.status;
     assert!(status == 204 || status == 404);
     let left = items_with_prefix(&env, "race").await;
     assert!(left.is_empty(), "{} items left", left.len());
@@ -434,11 +413,9 @@ async fn leftovers_of_a_deleted_or_expired_session_never_reach_a_new_one() {
     let extra = [("MAX_ITEM_BYTES", "4096"), ("SESSION_TTL_DAYS", "1")];
     let app = env.app_with(&extra).await;
     for i in 0..30 {
-        let (status, _) = call(
-            &app,
-            chat_request("reuse", &format!("old {i} {}", "o".repeat(500)), &[]),
-        )
-        .await;
+        let (status, _) = Req::chat("reuse", &format!("old {i} {}", "o".repeat(500)))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let root = env.item("reuse").await.unwrap();
@@ -458,11 +435,9 @@ async fn leftovers_of_a_deleted_or_expired_session_never_reach_a_new_one() {
         .await
         .unwrap();
     for i in 0..30 {
-        let (status, body) = call(
-            &app,
-            chat_request("reuse", &format!("new {i} {}", "n".repeat(500)), &[]),
-        )
-        .await;
+        let (status, body) = Req::chat("reuse", &format!("new {i} {}", "n".repeat(500)))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "turn {i} of the new session: {body}");
     }
     let runs = all_runs(&app, "reuse", 200).await.unwrap();
@@ -492,15 +467,13 @@ async fn settings_changed_on_live_data() {
         .app_with(&[("MAX_ITEM_BYTES", "4096"), ("SESSION_TTL_DAYS", "3")])
         .await;
     for i in 0..12 {
-        call(
-            &with_ttl,
-            chat_request("ttl", &format!("{i} {}", "t".repeat(600)), &[]),
-        )
-        .await;
+        Req::chat("ttl", &format!("{i} {}", "t".repeat(600)))
+            .call_json(&with_ttl)
+            .await;
     }
     assert!(env.item("ttl").await.unwrap().contains_key("expires_at"));
     let without = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
-    let (status, _) = call(&without, chat_request("ttl", "no more expiry", &[])).await;
+    let (status, _) = Req::chat("ttl", "no more expiry").call_json(&without).await;
     assert_eq!(status, 200);
     assert!(!env.item("ttl").await.unwrap().contains_key("expires_at"));
     for item in items_with_prefix(&env, "ttl#").await {
@@ -510,18 +483,18 @@ async fn settings_changed_on_live_data() {
     // MAX_RUNS bounds everything kept, archive included.
     let archiving = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
     for i in 0..20 {
-        call(
-            &archiving,
-            chat_request("few", &format!("{i} {}", "f".repeat(600)), &[]),
-        )
-        .await;
+        Req::chat("few", &format!("{i} {}", "f".repeat(600)))
+            .call_json(&archiving)
+            .await;
     }
     assert!(items_with_prefix(&env, "few#").await.len() >= 3);
     let bounded = env
         .app_with(&[("MAX_ITEM_BYTES", "4096"), ("MAX_RUNS", "3")])
         .await;
     for i in 0..3 {
-        let (status, _) = call(&bounded, chat_request("few", &format!("bounded {i}"), &[])).await;
+        let (status, _) = Req::chat("few", &format!("bounded {i}"))
+            .call_json(&bounded)
+            .await;
         assert_eq!(status, 200);
     }
     let runs = all_runs(&bounded, "few", 50).await.unwrap();
@@ -552,7 +525,7 @@ async fn settings_changed_on_live_data() {
     value.push_str(r#"], "max_runs": null}"#);
     env.put_value("python", &value).await;
     let low = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
-    let (status, body) = call(&low, chat_request("python", "still there?", &[])).await;
+    let (status, body) = Req::chat("python", "still there?").call_json(&low).await;
     assert_eq!(status, 200, "{body}");
     let runs = all_runs(&low, "python", 200).await.unwrap();
     assert_eq!(runs.len(), n + 1);
@@ -567,13 +540,11 @@ async fn settings_changed_on_live_data() {
 }
 
 /// A JWT caller's request, as API Gateway passes it after verifying the token.
-fn as_sub(body: &Value, sub: &str, key: &str) -> lambda_http::Request {
-    let mut event = event_json("http-api/1-collin-hello.json");
-    event["body"] = body.to_string().into();
-    event["headers"]["idempotency-key"] = key.into();
-    event["requestContext"]["authorizer"] =
-        json!({"jwt": {"claims": {"sub": sub}, "scopes": null}});
-    request(&event)
+fn as_sub(body: &Value, sub: &str, key: &str) -> Req {
+    Req::http("POST", "/chat")
+        .body(body.clone())
+        .header("idempotency-key", key)
+        .sub(sub)
 }
 
 #[tokio::test]
@@ -594,18 +565,14 @@ async fn any_sub_is_its_own_namespace() {
     // The same session id and the same key for every caller.
     for sub in subs {
         let body = json!({"session_id": "s", "message": format!("I am {sub:?}")});
-        let (status, reply) = call(&app, as_sub(&body, sub, "x/../#idem#k")).await;
+        let (status, reply) = as_sub(&body, sub, "x/../#idem#k").call_json(&app).await;
         assert_eq!(status, 200, "{sub:?}: {reply}");
     }
     for sub in subs {
-        let mut event = event_json("http-api/1-collin-hello.json");
-        event["rawPath"] = "/sessions/s".into();
-        event["requestContext"]["http"]["method"] = "GET".into();
-        event["requestContext"]["http"]["path"] = "/sessions/s".into();
-        event["body"] = Value::Null;
-        event["requestContext"]["authorizer"] =
-            json!({"jwt": {"claims": {"sub": sub}, "scopes": null}});
-        let (status, body) = call(&app, request(&event)).await;
+        let (status, body) = Req::http("GET", "/sessions/s")
+            .sub(sub)
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{sub:?}");
         let runs = body["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 1, "{sub:?} sees only its own run");
@@ -625,14 +592,12 @@ async fn history_pages_follow_cursors() {
     let app = env.app_with(&[("MAX_ITEM_BYTES", "8192")]).await;
     let mut answered = Vec::new();
     for i in 0..130 {
-        let (_, body) = call(
-            &app,
-            chat_request("paged", &format!("{i} {}", "h".repeat(300)), &[]),
-        )
-        .await;
+        let (_, body) = Req::chat("paged", &format!("{i} {}", "h".repeat(300)))
+            .call_json(&app)
+            .await;
         answered.push(body["run_id"].as_str().unwrap().to_owned());
     }
-    let (status, first) = call(&app, get_history("paged", &[])).await;
+    let (status, first) = get_history("paged", &[]).call_json(&app).await;
     assert_eq!(status, 200);
     assert_eq!(first["runs"].as_array().unwrap().len(), 50, "default limit");
     assert!(first["next_cursor"].is_string());
@@ -647,41 +612,35 @@ async fn history_pages_follow_cursors() {
         assert_eq!(ids(&runs), answered, "backward, limit {limit}");
     }
     // The newest page, then the one before it: what a chat client shows first.
-    let (status, newest) = call(
-        &app,
-        get_history("paged", &[("before", "end"), ("limit", "30")]),
-    )
-    .await;
+    let (status, newest) = get_history("paged", &[("before", "end"), ("limit", "30")])
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(ids(newest["runs"].as_array().unwrap()), answered[100..]);
     assert!(newest["next_cursor"].is_null());
     let prev = newest["prev_cursor"].as_str().unwrap();
-    let (_, older) = call(
-        &app,
-        get_history("paged", &[("before", prev), ("limit", "30")]),
-    )
-    .await;
+    let (_, older) = get_history("paged", &[("before", prev), ("limit", "30")])
+        .call_json(&app)
+        .await;
     assert_eq!(ids(older["runs"].as_array().unwrap()), answered[70..100]);
     assert_eq!(older["next_cursor"].as_str(), Some(prev));
     // A forward page from a backward page's cursor reads on from there.
-    let (_, on) = call(
-        &app,
-        get_history("paged", &[("cursor", prev), ("limit", "5")]),
-    )
-    .await;
+    let (_, on) = get_history("paged", &[("cursor", prev), ("limit", "5")])
+        .call_json(&app)
+        .await;
     assert_eq!(ids(on["runs"].as_array().unwrap()), answered[100..105]);
     assert_eq!(on["prev_cursor"].as_str(), Some(prev));
-    let (status, body) = call(
-        &app,
-        get_history("paged", &[("before", "end"), ("cursor", prev)]),
-    )
-    .await;
+    let (status, body) = get_history("paged", &[("before", "end"), ("cursor", prev)])
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
     for bad in ["0", "201", "ten"] {
-        let (status, body) = call(&app, get_history("paged", &[("limit", bad)])).await;
+        let (status, body) = get_history("paged", &[("limit", bad)])
+            .call_json(&app)
+            .await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (400, Some("invalid_request"))
@@ -689,7 +648,7 @@ async fn history_pages_follow_cursors() {
     }
     for bad in ["x", "5.nothex!", "5.0123456789abcdef0123456789abcdef"] {
         for param in ["cursor", "before"] {
-            let (status, body) = call(&app, get_history("paged", &[(param, bad)])).await;
+            let (status, body) = get_history("paged", &[(param, bad)]).call_json(&app).await;
             assert_eq!(
                 (status, body["error"]["code"].as_str()),
                 (400, Some("invalid_cursor")),
@@ -729,7 +688,7 @@ async fn cost_per_turn_of_a_2_kb_conversation() {
         for turn in 1..=200u64 {
             // ~1 KB each way: the scripted model echoes the message.
             let message = format!("turn {turn}: {}", "ipsum ".repeat(165));
-            let (status, _) = call(&app, chat_request(&session, &message, &[])).await;
+            let (status, _) = Req::chat(&session, &message).call_json(&app).await;
             assert_eq!(status, 200);
             let item = env.item(&session).await.unwrap();
             let new = billed_size(&item);
@@ -766,15 +725,14 @@ async fn cost_per_turn_of_a_2_kb_conversation() {
 
 #[tokio::test]
 async fn a_delete_out_of_time_is_finished_by_the_next() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let extra = [("MAX_ITEM_BYTES", "4096")];
     let app = env.app_with(&extra).await;
     for i in 0..30 {
-        call(
-            &app,
-            chat_request("slow", &format!("{i} {}", "d".repeat(600)), &[]),
-        )
-        .await;
+        Req::chat("slow", &format!("{i} {}", "d".repeat(600)))
+            .call_json(&app)
+            .await;
     }
     let pages = items_with_prefix(&env, "slow#").await.len();
     assert!(pages >= 5);
@@ -785,20 +743,22 @@ async fn a_delete_out_of_time_is_finished_by_the_next() {
         .arm(json!([{"op": "BatchWriteItem", "action": "delay", "seconds": 3}]))
         .await;
     let started = std::time::Instant::now();
-    let response = slow
-        .handle(with_deadline(delete("slow"), Duration::from_secs(2)))
+    let reply = delete("slow")
+        .deadline(Duration::from_secs(2))
+        .call(&slow)
         .await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let (status, text) = status_and_text(response);
+    let (status, text) = (reply.status, reply.text());
     assert_eq!(status, 202, "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body, json!({"deleted": true, "complete": false}));
     // Gone for readers at once; a new turn begins a new session; the next delete finishes.
-    let (status, _) = call(&app, get_history("slow", &[])).await;
+    let (status, _) = get_history("slow", &[]).call_json(&app).await;
     assert_eq!(status, 404);
-    let (status, _) = call(&app, chat_request("slow", "a new start", &[])).await;
+    let (status, _) = Req::chat("slow", "a new start").call_json(&app).await;
     assert_eq!(status, 200);
-    let (status, text) = status_and_text(app.handle(delete("slow")).await);
+    let reply = delete("slow").call(&app).await;
+    let (status, text) = (reply.status, reply.text());
     assert_eq!(status, 204, "{text}");
     assert!(items_with_prefix(&env, "slow").await.is_empty());
 }

@@ -4,21 +4,24 @@
 
 use std::time::{Duration, Instant};
 
-use lambda_http::lambda_runtime::{Context, FunctionResponse};
+use lambda_http::lambda_runtime::FunctionResponse;
 use serde_json::{json, Value};
 
-use crate::support::{
-    bedrock_app, call, chat_request, deltas, event_json, sse_request, stream_call, with_body,
-    with_deadline, TestEnv,
-};
+use crate::support::{bedrock_app, deltas, invoke, sse_events, wall_clock_lock, Req, TestEnv};
 
 #[tokio::test]
 async fn a_streamed_turn_stores_exactly_what_was_streamed() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let (status, content_type, events) =
-        stream_call(&app, sse_request("s1", "Hello my name is Collin.", &[])).await;
-    assert_eq!((status, content_type.as_str()), (200, "text/event-stream"));
+    let reply = Req::chat("s1", "Hello my name is Collin.")
+        .sse()
+        .call(&app)
+        .await;
+    assert_eq!(
+        (reply.status, reply.content_type()),
+        (200, "text/event-stream")
+    );
+    let events = reply.events();
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.len() > 3, "word by word: {names:?}");
     assert!(names[..names.len() - 1].iter().all(|n| *n == "delta"));
@@ -40,12 +43,17 @@ async fn a_streamed_turn_stores_exactly_what_was_streamed() {
         (&json!(true), &json!({"include_usage": true}))
     );
     // The memory reached the model as before: the next turn knows the name.
-    let (_, _, events) = stream_call(&app, sse_request("s1", "What is my name?", &[])).await;
+    let events = Req::chat("s1", "What is my name?")
+        .sse()
+        .call(&app)
+        .await
+        .events();
     assert_eq!(deltas(&events), "Your name is Collin.");
 }
 
 #[tokio::test]
 async fn failures_mid_stream_end_in_an_error_event_and_store_nothing() {
+    let _alone = wall_clock_lock().await;
     let env = TestEnv::new().await;
     let app = env.app_with(&[("MODEL_TIMEOUT_SECS", "2")]).await;
     for (step, code) in [
@@ -56,12 +64,13 @@ async fn failures_mid_stream_end_in_an_error_event_and_store_nothing() {
     ] {
         env.model.script(json!([step])).await;
         let started = Instant::now();
-        let request = with_deadline(
-            sse_request("s", "Hello my name is Ada.", &[]),
-            Duration::from_secs(6),
-        );
-        let (status, _, events) = stream_call(&app, request).await;
-        assert_eq!(status, 200, "{step}: the events had begun");
+        let reply = Req::chat("s", "Hello my name is Ada.")
+            .sse()
+            .deadline(Duration::from_secs(6))
+            .call(&app)
+            .await;
+        let events = reply.events();
+        assert_eq!(reply.status, 200, "{step}: the events had begun");
         let (last, data) = events.last().unwrap();
         assert_eq!(
             (last.as_str(), data["error"]["code"].as_str()),
@@ -84,7 +93,7 @@ async fn failures_mid_stream_end_in_an_error_event_and_store_nothing() {
     }
     // A model failing before its first word: still an error event, nothing stored.
     env.model.script(json!([{"status": 400}])).await;
-    let (_, _, events) = stream_call(&app, sse_request("s", "hi", &[])).await;
+    let events = Req::chat("s", "hi").sse().call(&app).await.events();
     assert_eq!(events.last().unwrap().1["error"]["code"], "model_error");
     assert_eq!(env.item_count().await, 0);
 }
@@ -93,19 +102,29 @@ async fn failures_mid_stream_end_in_an_error_event_and_store_nothing() {
 async fn refusals_before_the_model_stay_json() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let mut bad = event_json("http-api/1-collin-hello.json");
-    bad["headers"]["accept"] = "text/event-stream".into();
-    bad["body"] = r#"{"session_id": "no spaces", "message": "hi"}"#.into();
-    let (status, body) = call(&app, crate::support::request(&bad)).await;
+    let (status, body) = Req::file("http-api/1-collin-hello.json")
+        .sse()
+        .raw_body(r#"{"session_id": "no spaces", "message": "hi"}"#)
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_session_id"))
     );
 
     let key = [("Idempotency-Key", "k-1")];
-    let (status, _, _) = stream_call(&app, sse_request("s", "one", &key)).await;
+    let status = Req::chat("s", "one")
+        .sse()
+        .headers(&key)
+        .call(&app)
+        .await
+        .status;
     assert_eq!(status, 200);
-    let (status, body) = call(&app, sse_request("s", "another", &key)).await;
+    let (status, body) = Req::chat("s", "another")
+        .sse()
+        .headers(&key)
+        .call_json(&app)
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (409, Some("idempotency_key_reused"))
@@ -118,22 +137,32 @@ async fn a_streamed_turn_is_replayed_from_its_receipt() {
     let env = TestEnv::new().await;
     let app = env.app().await;
     let key = [("Idempotency-Key", "retry-me")];
-    let (_, _, first) = stream_call(&app, sse_request("s", "Hello my name is Zach.", &key)).await;
+    let first = Req::chat("s", "Hello my name is Zach.")
+        .sse()
+        .headers(&key)
+        .call(&app)
+        .await
+        .events();
     let first_done = &first.last().unwrap().1;
 
-    let response = app
-        .handle(sse_request("s", "Hello my name is Zach.", &key))
+    let reply = Req::chat("s", "Hello my name is Zach.")
+        .sse()
+        .headers(&key)
+        .call(&app)
         .await;
-    assert_eq!(response.headers()["idempotent-replayed"], "true");
-    let (status, text) = crate::support::status_and_text(response);
-    let again = crate::support::sse_events(&text);
+    assert_eq!(reply.headers["idempotent-replayed"], "true");
+    let (status, text) = (reply.status, reply.text());
+    let again = sse_events(&text);
     assert_eq!(status, 200);
     let names: Vec<&str> = again.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["delta", "done"], "the saved reply as one delta");
     assert_eq!(deltas(&again), deltas(&first));
     assert_eq!(&again[1].1, first_done, "same run id and reply");
     // A JSON retry of a streamed turn gets it too, and the model was asked once.
-    let (status, body) = call(&app, chat_request("s", "Hello my name is Zach.", &key)).await;
+    let (status, body) = Req::chat("s", "Hello my name is Zach.")
+        .headers(&key)
+        .call_json(&app)
+        .await;
     assert_eq!((status, &body["run_id"]), (200, &first_done["run_id"]));
     assert_eq!(env.model.requests().await.len(), 1);
     assert_eq!(
@@ -146,8 +175,11 @@ async fn a_streamed_turn_is_replayed_from_its_receipt() {
 async fn bedrock_converse_stream() {
     let env = TestEnv::new().await;
     let app = bedrock_app(&env, &[]).await;
-    let (status, _, events) =
-        stream_call(&app, sse_request("b", "Hello my name is Collin.", &[])).await;
+    let reply = Req::chat("b", "Hello my name is Collin.")
+        .sse()
+        .call(&app)
+        .await;
+    let (status, events) = (reply.status, reply.events());
     assert_eq!(status, 200);
     assert!(events.len() > 3, "word by word: {events:?}");
     let streamed = deltas(&events);
@@ -167,8 +199,11 @@ async fn bedrock_converse_stream() {
     // An exception inside the event stream, and a stream without a stop reason: nothing stored.
     for step in [json!({"error_after": 2}), json!({"no_finish": true})] {
         env.model.script(json!([step])).await;
-        let (_, _, events) =
-            stream_call(&app, sse_request("b2", "Hello my name is Ada.", &[])).await;
+        let events = Req::chat("b2", "Hello my name is Ada.")
+            .sse()
+            .call(&app)
+            .await
+            .events();
         assert_eq!(
             events.last().unwrap().1["error"]["code"],
             "model_error",
@@ -176,19 +211,6 @@ async fn bedrock_converse_stream() {
         );
         assert!(env.item("b2").await.is_none(), "{step}");
     }
-}
-
-/// Runs one invocation through the entry adapter, as the runtime would.
-async fn invoke(app: &session_chat::http::App, event: Value) -> session_chat::lambda::Outcome {
-    let mut context = Context::default();
-    context.request_id = "streaming-test".into();
-    session_chat::lambda::answer(
-        app,
-        session_chat::config::InvokeMode::Buffered,
-        event,
-        context,
-    )
-    .await
 }
 
 /// The body of a streamed answer, read to its end.
@@ -205,13 +227,11 @@ async fn read_stream(stream: &mut session_chat::lambda::StreamBody) -> String {
 }
 
 /// The REST API event of the template's streaming entry: its stage marks it.
-fn streaming_rest_event(body: &str, accept: &str) -> Value {
-    let mut event = event_json("rest-api/1-collin-hello.json");
-    event["stageVariables"] = json!({"invokeMode": "RESPONSE_STREAM"});
-    event["headers"]["Accept"] = accept.into();
-    event["multiValueHeaders"]["Accept"] = json!([accept]);
-    event["body"] = body.into();
-    event
+fn streaming_rest_event(body: &str, accept: &str) -> Req {
+    Req::file("rest-api/1-collin-hello.json")
+        .stage_variables(json!({"invokeMode": "RESPONSE_STREAM"}))
+        .header("Accept", accept)
+        .raw_body(body)
 }
 
 #[tokio::test]
@@ -221,8 +241,11 @@ async fn each_invocation_is_answered_the_way_it_was_invoked() {
     let body = r#"{"session_id": "r", "message": "Hello my name is Collin."}"#;
 
     // Through the streaming entry: events, and JSON answers too, in the streaming format.
-    let FunctionResponse::StreamingResponse(mut events) =
-        invoke(&app, streaming_rest_event(body, "text/event-stream")).await
+    let FunctionResponse::StreamingResponse(mut events) = invoke(
+        &app,
+        streaming_rest_event(body, "text/event-stream").event(),
+    )
+    .await
     else {
         panic!("a streaming invocation got a buffered answer");
     };
@@ -233,7 +256,7 @@ async fn each_invocation_is_answered_the_way_it_was_invoked() {
     );
     let text = read_stream(&mut events.stream).await;
     assert_eq!(
-        deltas(&crate::support::sse_events(&text)),
+        deltas(&sse_events(&text)),
         "Hello Collin! How can I assist you today?"
     );
 
@@ -242,7 +265,7 @@ async fn each_invocation_is_answered_the_way_it_was_invoked() {
         ("not json", 400),
     ] {
         let FunctionResponse::StreamingResponse(mut json) =
-            invoke(&app, streaming_rest_event(body, "application/json")).await
+            invoke(&app, streaming_rest_event(body, "application/json").event()).await
         else {
             panic!("a streaming invocation got a buffered answer");
         };
@@ -259,7 +282,7 @@ async fn each_invocation_is_answered_the_way_it_was_invoked() {
         }
     }
     // An event refused before conversion, in the streaming format too.
-    let mut malformed = streaming_rest_event(body, "application/json");
+    let mut malformed = streaming_rest_event(body, "application/json").event();
     malformed["isBase64Encoded"] = true.into();
     let FunctionResponse::StreamingResponse(refused) = invoke(&app, malformed).await else {
         panic!("a streaming invocation got a buffered answer");
@@ -268,14 +291,13 @@ async fn each_invocation_is_answered_the_way_it_was_invoked() {
 
     // Without the mark (the HTTP API, a buffered REST integration): one API Gateway response,
     // events all at once.
-    let mut plain = event_json("http-api/1-collin-hello.json");
-    plain["headers"]["accept"] = "text/event-stream".into();
+    let plain = Req::file("http-api/1-collin-hello.json").sse().event();
     let FunctionResponse::BufferedResponse(buffered) = invoke(&app, plain).await else {
         panic!("a buffered invocation got a streamed answer");
     };
     assert_eq!(buffered["statusCode"], 200);
     assert_eq!(buffered["headers"]["content-type"], "text/event-stream");
-    let events = crate::support::sse_events(buffered["body"].as_str().unwrap());
+    let events = sse_events(buffered["body"].as_str().unwrap());
     assert_eq!(events.last().unwrap().0, "done");
 }
 
@@ -287,9 +309,9 @@ async fn rest_cognito_callers_are_scoped_and_must_name_the_audience() {
         .await;
     let body = r#"{"session_id": "mine", "message": "Hello my name is Ada."}"#;
     let as_user = |claims: Value| {
-        let mut event = streaming_rest_event(body, "application/json");
-        event["requestContext"]["authorizer"] = json!({ "claims": claims });
-        event
+        streaming_rest_event(body, "application/json")
+            .claims(claims)
+            .event()
     };
     for (claims, status) in [
         (json!({"sub": "alice", "aud": "app-client-1"}), 200),
@@ -311,6 +333,9 @@ async fn rest_cognito_callers_are_scoped_and_must_name_the_audience() {
     assert!(env.item("bob/mine").await.is_some());
     assert!(env.item("eve/mine").await.is_none() && env.item("mine").await.is_none());
     // Without the authorizer's claims, nothing.
-    let (status, _) = call(&app, with_body(body)).await;
+    let (status, _) = Req::http("POST", "/chat")
+        .raw_body(body)
+        .call_json(&app)
+        .await;
     assert_eq!(status, 401);
 }

@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
-use crate::support::{call, event, TestEnv};
+use crate::support::{Req, TestEnv};
 
 /// The seed's five messages: (event name, session, expected reply).
 const SEED: [(&str, &str, &str); 5] = [
@@ -45,7 +45,9 @@ async fn play_seed(kind: &str) {
     let app = env.app().await;
     let mut run_ids: Vec<(String, String)> = Vec::new();
     for (name, session, expected) in SEED {
-        let (status, body) = call(&app, event(&format!("{kind}/{name}.json"))).await;
+        let (status, body) = Req::file(&format!("{kind}/{name}.json"))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200, "{name}: {body}");
         assert_eq!(body["reply"], expected, "{name}");
         assert_eq!(body["session_id"], session);
@@ -94,8 +96,12 @@ async fn the_second_prompt_carries_the_first_run() {
             ("OPENAI_API_KEY", "sk-test-key"),
         ])
         .await;
-    call(&app, event("http-api/1-collin-hello.json")).await;
-    call(&app, event("http-api/2-collin-what-is-my-name.json")).await;
+    Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
+    Req::file("http-api/2-collin-what-is-my-name.json")
+        .call_json(&app)
+        .await;
 
     let requests = env.model.requests().await;
     assert_eq!(requests.len(), 2);
@@ -128,7 +134,7 @@ async fn the_second_prompt_carries_the_first_run() {
 async fn base64_encoded_bodies_are_decoded() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let (status, body) = call(&app, event("http-api/base64-body.json")).await;
+    let (status, body) = Req::file("http-api/base64-body.json").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["reply"], "Hello Ada! How can I assist you today?");
     assert!(env.value("b64-session").await.is_some());
@@ -139,7 +145,9 @@ async fn max_runs_keeps_the_newest_runs() {
     let env = TestEnv::new().await;
     let app = env.app_with(&[("MAX_RUNS", "2")]).await;
     for name in ["3-zach-hello", "4-matt-joins", "5-collin-who-is-here"] {
-        let (status, _) = call(&app, event(&format!("http-api/{name}.json"))).await;
+        let (status, _) = Req::file(&format!("http-api/{name}.json"))
+            .call_json(&app)
+            .await;
         assert_eq!(status, 200);
     }
     let value: Value = serde_json::from_str(&env.value("group-id-123").await.unwrap()).unwrap();
@@ -163,7 +171,9 @@ async fn items_written_by_the_python_original_are_continued() {
     )
     .await;
     let app = env.app().await;
-    let (status, body) = call(&app, event("http-api/2-collin-what-is-my-name.json")).await;
+    let (status, body) = Req::file("http-api/2-collin-what-is-my-name.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["reply"], "Your name is Collin.");
     let value = env.value("user-id-123").await.unwrap();
@@ -180,7 +190,9 @@ async fn items_written_by_the_python_original_are_continued() {
 async fn attributes_other_tools_keep_on_the_item_survive_saves() {
     let env = TestEnv::new().await;
     let app = env.app().await;
-    let (status, _) = call(&app, event("http-api/1-collin-hello.json")).await;
+    let (status, _) = Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200);
     // Another tool tags the item (bumping the version, as a careful writer does).
     env.dynamodb
@@ -194,7 +206,9 @@ async fn attributes_other_tools_keep_on_the_item_survive_saves() {
         .send()
         .await
         .expect("tag the item");
-    let (status, body) = call(&app, event("http-api/2-collin-what-is-my-name.json")).await;
+    let (status, body) = Req::file("http-api/2-collin-what-is-my-name.json")
+        .call_json(&app)
+        .await;
     assert_eq!(status, 200, "{body}");
     let item = env.item("user-id-123").await.unwrap();
     assert_eq!(item["team"].as_s().unwrap(), "support");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{deltas, repo, sse_events, TestEnv};
+use crate::support::{deltas, free_port, repo, sse_events, TestEnv};
 
 struct Watch {
     child: std::process::Child,
@@ -35,15 +35,23 @@ fn cargo_lambda_path() -> String {
     )
 }
 
-/// `cargo lambda watch` on a free port with the test's environment plus `extra`.
+/// `cargo lambda watch` on a free port with the test's environment plus `extra`. The port can be
+/// taken between our finding it free and cargo lambda binding it; cargo lambda then exits at once
+/// (status 0, no message), and it starts again on another port.
 fn watch(env: &TestEnv, extra: &[(&str, &str)]) -> Watch {
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let mut watch = spawn_watch(env, extra, free_port());
+        if watch.listening() {
+            return watch;
+        }
+    }
+    panic!("cargo lambda watch did not start on any of {ATTEMPTS} free ports");
+}
+
+fn spawn_watch(env: &TestEnv, extra: &[(&str, &str)], port: u16) -> Watch {
     use std::os::unix::process::CommandExt;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let log =
         std::fs::File::create(std::env::temp_dir().join(format!("cargo-lambda-watch-{port}.log")))
             .expect("log file");
@@ -74,6 +82,30 @@ fn watch(env: &TestEnv, extra: &[(&str, &str)]) -> Watch {
 }
 
 impl Watch {
+    /// Whether it came up: its port accepts connections and it still runs well after cargo
+    /// lambda would have exited over a taken port (~50 ms), so the listener is its own.
+    fn listening(&mut self) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if self.exited() {
+                return false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(500));
+                return !self.exited();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("cargo lambda's status")
+            .is_some()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

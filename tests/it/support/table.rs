@@ -1,0 +1,177 @@
+//! A test's table: created as template.yaml declares it, and read or written directly (not
+//! through the function) to check what the function stored.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+
+use super::TestEnv;
+
+/// The test's table as template.yaml declares it: key `id`, the owner index.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) {
+    create_table_keyed(client, table, "id", None).await;
+}
+
+/// A table with the owner index and this key schema: `partition_key` (a string) and an optional
+/// sort key (name, type), as a griptape table may have.
+pub async fn create_table_keyed(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    partition_key: &str,
+    sort_key: Option<(&str, ScalarAttributeType)>,
+) {
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .expect("attribute definition")
+    };
+    let mut create = client
+        .create_table()
+        .table_name(table)
+        .key_schema(key(partition_key, KeyType::Hash))
+        .attribute_definitions(attribute(partition_key, ScalarAttributeType::S))
+        .attribute_definitions(attribute("owner_key", ScalarAttributeType::S))
+        .attribute_definitions(attribute("active_ms", ScalarAttributeType::N))
+        .global_secondary_indexes(owner_index())
+        .billing_mode(BillingMode::PayPerRequest);
+    if let Some((name, kind)) = sort_key {
+        create = create
+            .key_schema(key(name, KeyType::Range))
+            .attribute_definitions(attribute(name, kind));
+    }
+    table_created(create.send().await);
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .expect("key schema")
+}
+
+/// A CreateTable the SDK retried (the first attempt answered late on a busy machine) meets its
+/// own table: that is success.
+fn table_created<T, R: std::fmt::Debug>(
+    result: Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::create_table::CreateTableError,
+            R,
+        >,
+    >,
+) {
+    match result {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_resource_in_use_exception()) => {}
+        Err(e) => panic!("create table: {e:?}"),
+    }
+}
+
+/// The owner index, as template.yaml declares it.
+pub fn owner_index() -> aws_sdk_dynamodb::types::GlobalSecondaryIndex {
+    use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    GlobalSecondaryIndex::builder()
+        .index_name("by_owner")
+        .key_schema(key("owner_key", KeyType::Hash))
+        .key_schema(key("active_ms", KeyType::Range))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(
+                    [
+                        "session_id",
+                        "created_at",
+                        "updated_at",
+                        "run_count",
+                        "preview",
+                        "title",
+                        "tombstone",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ))
+                .build(),
+        )
+        .build()
+        .expect("owner index")
+}
+
+impl TestEnv {
+    pub async fn item(&self, session_id: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(session_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get item")
+            .item
+    }
+
+    /// The stored `value` JSON of a session.
+    pub async fn value(&self, session_id: &str) -> Option<String> {
+        self.item(session_id)
+            .await
+            .map(|item| item["value"].as_s().expect("value is a string").clone())
+    }
+
+    pub async fn item_count(&self) -> usize {
+        self.dynamodb
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default()
+            .len()
+    }
+
+    pub async fn put_value(&self, session_id: &str, value: &str) {
+        self.dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(session_id.to_owned()))
+            .item("value", AttributeValue::S(value.to_owned()))
+            .send()
+            .await
+            .expect("put item");
+    }
+}
+
+/// Every item whose key starts with `prefix`, by key.
+pub async fn items_with_prefix(
+    env: &TestEnv,
+    prefix: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = env
+            .dynamodb
+            .scan()
+            .table_name(&env.table)
+            .filter_expression("begins_with(id, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    items.sort_by(|a, b| a["id"].as_s().unwrap().cmp(b["id"].as_s().unwrap()));
+    items
+}

@@ -271,19 +271,7 @@ impl Config {
         let name = |var: &'static str, default: &str| -> Result<String, ConfigError> {
             let value = get(var).unwrap_or_else(|| default.to_owned());
             // DynamoDB attribute names are 1-255 bytes; ours must stay ours.
-            let ours = crate::store::item::OWNED.contains(&value.as_str())
-                || [
-                    "created_at",
-                    "kind",
-                    "first",
-                    "text",
-                    "run",
-                    "field",
-                    "message_digest",
-                    "run_id",
-                ]
-                .contains(&value.as_str());
-            if value.is_empty() || value.len() > 255 || ours {
+            if value.is_empty() || value.len() > 255 || crate::store::attr::is_reserved(&value) {
                 return Err(ConfigError::Invalid {
                     var,
                     value,

@@ -11,16 +11,17 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, DeleteRequest, Put, TransactWriteItem, WriteRequest};
 use aws_sdk_dynamodb::Client;
 
+use super::attr;
 use super::item::{count, decode_session, n, put_layout, s, text, Item, Kept};
 use super::layout::{Field, Layout};
 use super::policy::{plan_save, NewItem, Removed, PART_MAX_BYTES};
 use super::{
     Changes, Cursor, Deleted, HistoryPage, KeySchema, Listed, PageLimit, Receipt, SessionList,
-    SessionStore, Snapshot, Span, StoreError, Version, ACTIVITY_ATTRIBUTE, OWNER_ATTRIBUTE,
+    SessionStore, Snapshot, Span, StoreError, Version,
 };
 use crate::deadline::{Deadline, CLEANUP_MARGIN};
 use crate::input::{IdempotencyKey, SessionKey};
-use crate::memory::{DecodeError, Memory, Run};
+use crate::memory::{Memory, Run};
 
 /// A delete starts over when a turn is saved meanwhile, at most this often.
 const DELETE_ATTEMPTS: u32 = 8;
@@ -61,10 +62,6 @@ fn epoch_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn corrupt(reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt(DecodeError::new(reason))
 }
 
 fn built<T, E: StdError + Send + Sync + 'static>(r: Result<T, E>) -> Result<T, StoreError> {
@@ -136,7 +133,7 @@ impl DynamoStore {
             let runs = self
                 .page_runs(id, layout, page)
                 .await?
-                .ok_or_else(|| corrupt(format!("archive page {page} is missing")))?;
+                .ok_or_else(|| StoreError::corrupt(format!("archive page {page} is missing")))?;
             layout.pages[i].1 = next;
             next += runs.len() as u64;
         }
@@ -153,8 +150,8 @@ impl DynamoStore {
         let Some(item) = self.get(layout.page_key(id, page)).await? else {
             return Ok(None);
         };
-        let value =
-            text(&item, "value")?.ok_or_else(|| corrupt(format!("page {page} has no value")))?;
+        let value = text(&item, attr::PAGE_VALUE)?
+            .ok_or_else(|| StoreError::corrupt(format!("page {page} has no value")))?;
         Ok(Some(
             Memory::decode(value).map_err(StoreError::Corrupt)?.runs,
         ))
@@ -174,7 +171,7 @@ impl DynamoStore {
             let Some(item) = self.get(layout.part_key(id, run_id, field, part)).await? else {
                 return Ok(None);
             };
-            whole.push_str(text(&item, "text")?.unwrap_or(""));
+            whole.push_str(text(&item, attr::TEXT)?.unwrap_or(""));
         }
         Ok(Some(whole))
     }
@@ -221,12 +218,13 @@ impl DynamoStore {
                 .table_name(&self.table)
                 .set_key(Some(self.schema.key(key.as_str())))
                 .condition_expression("attribute_exists(#pk)")
-                .expression_attribute_names("#pk", &self.schema.partition_key);
+                .expression_attribute_names("#pk", &self.schema.partition_key)
+                .expression_attribute_names("#e", attr::EXPIRES_AT);
             let update = match expires_at {
                 Some(t) => update
-                    .update_expression("SET expires_at = :e")
+                    .update_expression("SET #e = :e")
                     .expression_attribute_values(":e", n(t)),
-                None => update.update_expression("REMOVE expires_at"),
+                None => update.update_expression("REMOVE #e"),
             };
             match update.send().await {
                 Ok(_) => {}
@@ -296,17 +294,18 @@ impl DynamoStore {
         now: u64,
     ) -> Result<Put, StoreError> {
         let mut item = self.schema.key(layout.receipt_key(id, &r.key));
-        item.insert("message_digest".into(), s(r.message_digest.as_str()));
-        item.insert("run_id".into(), s(r.run_id.as_str()));
-        item.insert("created_at".into(), n(now));
-        item.insert("expires_at".into(), n(now + RECEIPT_TTL_SECS));
+        item.insert(attr::MESSAGE_DIGEST.into(), s(r.message_digest.as_str()));
+        item.insert(attr::RUN_ID.into(), s(r.run_id.as_str()));
+        item.insert(attr::CREATED_AT.into(), n(now));
+        item.insert(attr::EXPIRES_AT.into(), n(now + RECEIPT_TTL_SECS));
         built(
             Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item))
                 // An expired receipt (TTL deletes lazily) is as good as none.
-                .condition_expression("attribute_not_exists(#pk) OR expires_at < :now")
+                .condition_expression("attribute_not_exists(#pk) OR #e < :now")
                 .expression_attribute_names("#pk", &self.schema.partition_key)
+                .expression_attribute_names("#e", attr::EXPIRES_AT)
                 .expression_attribute_values(":now", n(now))
                 .build(),
         )
@@ -402,35 +401,36 @@ impl SessionStore for DynamoStore {
             self.schema.value_attribute.clone(),
             s(std::mem::take(&mut plan.value)),
         );
-        item.insert("version".into(), n(next));
+        item.insert(attr::VERSION.into(), n(next));
         // What a listing shows: whose session, which, how long, how it began, its title.
         if let Some(owner) = read.owner.as_deref().or(changes.owner) {
-            item.insert(OWNER_ATTRIBUTE.into(), s(owner));
+            item.insert(attr::OWNER_KEY.into(), s(owner));
         }
-        item.insert("session_id".into(), s(id.session_id()));
-        item.insert("run_count".into(), n(plan.runs_kept));
+        item.insert(attr::SESSION_ID.into(), s(id.session_id()));
+        item.insert(attr::RUN_COUNT.into(), n(plan.runs_kept));
         let preview = read.preview.clone().or_else(|| {
             let first = changes.memory.runs.first()?;
             Some(first.input.chars().take(PREVIEW_CHARS).collect())
         });
         if let Some(preview) = preview {
-            item.insert("preview".into(), s(preview));
+            item.insert(attr::PREVIEW.into(), s(preview));
         }
         if let Some(title) = &read.title {
-            item.insert("title".into(), s(title.as_str()));
+            item.insert(attr::TITLE.into(), s(title.as_str()));
         }
         put_layout(&mut item, &plan.layout);
-        item.insert("updated_at".into(), n(now));
-        item.insert(ACTIVITY_ATTRIBUTE.into(), n(epoch_millis()));
-        item.entry("created_at".into()).or_insert_with(|| n(now));
+        item.insert(attr::UPDATED_AT.into(), n(now));
+        item.insert(attr::ACTIVE_MS.into(), n(epoch_millis()));
+        item.entry(attr::CREATED_AT.into())
+            .or_insert_with(|| n(now));
         match expires_at {
-            Some(e) => item.insert("expires_at".into(), n(e)),
-            None => item.remove("expires_at"),
+            Some(e) => item.insert(attr::EXPIRES_AT.into(), n(e)),
+            None => item.remove(attr::EXPIRES_AT),
         };
         let summary = changes.summary.or(read.summary.as_ref());
         if let Some(summary) = summary {
-            item.insert("summary".into(), s(summary.text.as_str()));
-            item.insert("summary_through".into(), s(summary.through.as_str()));
+            item.insert(attr::SUMMARY.into(), s(summary.text.as_str()));
+            item.insert(attr::SUMMARY_THROUGH.into(), s(summary.through.as_str()));
         }
         let mut put = Put::builder()
             .table_name(&self.table)
@@ -440,8 +440,8 @@ impl SessionStore for DynamoStore {
             Version::New => put.expression_attribute_names("#pk", &self.schema.partition_key),
             Version::Unversioned => put
                 .expression_attribute_names("#pk", &self.schema.partition_key)
-                .expression_attribute_names("#version", "version"),
-            Version::At(_) => put.expression_attribute_names("#version", "version"),
+                .expression_attribute_names("#version", attr::VERSION),
+            Version::At(_) => put.expression_attribute_names("#version", attr::VERSION),
         };
         if let Version::At(v) = read.version {
             put = put.expression_attribute_values(":read", n(v));
@@ -482,25 +482,25 @@ impl SessionStore for DynamoStore {
             let mut side = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(self.schema.key(key)))
-                .item("created_at", n(now));
+                .item(attr::CREATED_AT, n(now));
             side = match new {
                 NewItem::Page { first, value, .. } => side
-                    .item("kind", s("runs"))
-                    .item("first", n(*first))
-                    .item("value", s(value.as_str())),
+                    .item(attr::KIND, s(attr::KIND_RUNS))
+                    .item(attr::FIRST, n(*first))
+                    .item(attr::PAGE_VALUE, s(value.as_str())),
                 NewItem::Part {
                     run_id,
                     field,
                     text,
                     ..
                 } => side
-                    .item("kind", s("part"))
-                    .item("run", s(run_id.as_str()))
-                    .item("field", s(field.name()))
-                    .item("text", s(text.as_str())),
+                    .item(attr::KIND, s(attr::KIND_PART))
+                    .item(attr::RUN, s(run_id.as_str()))
+                    .item(attr::FIELD, s(field.name()))
+                    .item(attr::TEXT, s(text.as_str())),
             };
             if let Some(e) = side_expires_at {
-                side = side.item("expires_at", n(e));
+                side = side.item(attr::EXPIRES_AT, n(e));
             }
             items.push(
                 TransactWriteItem::builder()
@@ -594,16 +594,16 @@ impl SessionStore for DynamoStore {
             return Ok(None);
         };
         // DynamoDB's TTL deletes within days, not on the second: expired is gone.
-        if count(&item, "expires_at")?.is_some_and(|t| t < epoch_seconds()) {
+        if count(&item, attr::EXPIRES_AT)?.is_some_and(|t| t < epoch_seconds()) {
             return Ok(None);
         }
         let field = |name: &str| {
-            text(&item, name)?
-                .map(str::to_owned)
-                .ok_or_else(|| corrupt(format!("the idempotency receipt has no {name}")))
+            text(&item, name)?.map(str::to_owned).ok_or_else(|| {
+                StoreError::corrupt(format!("the idempotency receipt has no {name}"))
+            })
         };
-        let run_id = field("run_id")?;
-        let message_digest = field("message_digest")?;
+        let run_id = field(attr::RUN_ID)?;
+        let message_digest = field(attr::MESSAGE_DIGEST)?;
         // The reply is the run's: a run since dropped (MAX_RUNS) leaves nothing to replay, and
         // the key counts as new.
         let Some(run) = self.find_run(id, read, &run_id).await? else {
@@ -684,7 +684,7 @@ impl SessionStore for DynamoStore {
                 // Gone: a delete got here first, unless the session is corrupt.
                 return match self.snapshot(id).await? {
                     Some(now) if !now.fresh && now.layout.generation == layout.generation => {
-                        Err(corrupt(format!("page {page} is missing")))
+                        Err(StoreError::corrupt(format!("page {page} is missing")))
                     }
                     _ => Ok(None),
                 };
@@ -752,13 +752,15 @@ impl SessionStore for DynamoStore {
                 .table_name(&self.table)
                 .index_name(index)
                 .key_condition_expression("#o = :o")
-                .expression_attribute_names("#o", OWNER_ATTRIBUTE)
+                .expression_attribute_names("#o", attr::OWNER_KEY)
                 .expression_attribute_values(":o", s(owner))
                 .scan_index_forward(false)
                 .limit(want as i32)
                 .set_exclusive_start_key(start.take());
             if !include_deleted {
-                query = query.filter_expression("attribute_not_exists(tombstone)");
+                query = query
+                    .filter_expression("attribute_not_exists(#t)")
+                    .expression_attribute_names("#t", attr::TOMBSTONE);
             }
             let out = query.send().await.map_err(sdk_error)?;
             for item in out.items() {
@@ -780,10 +782,12 @@ impl SessionStore for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.schema.key(id.as_str())))
-            .update_expression("SET title = :t, #version = if_not_exists(#version, :zero) + :one")
-            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(tombstone)")
+            .update_expression("SET #title = :t, #version = if_not_exists(#version, :zero) + :one")
+            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#t)")
+            .expression_attribute_names("#title", attr::TITLE)
+            .expression_attribute_names("#t", attr::TOMBSTONE)
             .expression_attribute_names("#pk", &self.schema.partition_key)
-            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#version", attr::VERSION)
             .expression_attribute_values(":t", s(title))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
@@ -805,16 +809,16 @@ impl SessionStore for DynamoStore {
             let Some(item) = read.ok_or_else(out_of_time)?? else {
                 return Ok(Deleted::NotFound);
             };
-            let version = count(&item, "version")?;
+            let version = count(&item, attr::VERSION)?;
             let format = match text(&item, &self.schema.value_attribute)?.map(Memory::decode) {
                 Some(Ok(m)) => m.format,
                 _ => Default::default(),
             };
-            let tombstone = item.contains_key("tombstone");
+            let tombstone = item.contains_key(attr::TOMBSTONE);
             // The layout, even of an item whose value is corrupt: a corrupt session can be
             // deleted.
             let mut readable = item;
-            let owner = text(&readable, OWNER_ATTRIBUTE)?.map(str::to_owned);
+            let owner = text(&readable, attr::OWNER_KEY)?.map(str::to_owned);
             readable.insert(
                 self.schema.value_attribute.clone(),
                 s(Memory::new(format).encode()),
@@ -841,13 +845,13 @@ impl SessionStore for DynamoStore {
                     self.schema.value_attribute.clone(),
                     s(Memory::new(format).encode()),
                 );
-                tomb.insert("version".into(), n(next));
-                tomb.insert("tombstone".into(), n(epoch_seconds()));
+                tomb.insert(attr::VERSION.into(), n(next));
+                tomb.insert(attr::TOMBSTONE.into(), n(epoch_seconds()));
                 // Still found by its owner's erase, which finishes an unfinished cleanup.
                 if let Some(owner) = owner {
-                    tomb.insert(OWNER_ATTRIBUTE.into(), s(owner));
-                    tomb.insert(ACTIVITY_ATTRIBUTE.into(), n(epoch_millis()));
-                    tomb.insert("session_id".into(), s(id.session_id()));
+                    tomb.insert(attr::OWNER_KEY.into(), s(owner));
+                    tomb.insert(attr::ACTIVE_MS.into(), n(epoch_millis()));
+                    tomb.insert(attr::SESSION_ID.into(), s(id.session_id()));
                 }
                 let mut layout = Layout::empty(snapshot.layout.generation.clone());
                 layout.cleanup = owed.clone();
@@ -857,7 +861,7 @@ impl SessionStore for DynamoStore {
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(tomb))
-                    .expression_attribute_names("#version", "version");
+                    .expression_attribute_names("#version", attr::VERSION);
                 put = match version {
                     Some(v) => put
                         .condition_expression("#version = :read")
@@ -892,8 +896,9 @@ impl SessionStore for DynamoStore {
                 .delete_item()
                 .table_name(&self.table)
                 .set_key(Some(self.schema.key(id.as_str())))
-                .condition_expression("#version = :v AND attribute_exists(tombstone)")
-                .expression_attribute_names("#version", "version")
+                .condition_expression("#version = :v AND attribute_exists(#t)")
+                .expression_attribute_names("#t", attr::TOMBSTONE)
+                .expression_attribute_names("#version", attr::VERSION)
                 .expression_attribute_values(":v", n(tomb_version))
                 .send();
             return match within(stop, call).await {
@@ -951,7 +956,7 @@ impl DynamoStore {
     /// `<updated_at>.<percent-encoded key>`: where a listing page ended.
     fn list_cursor(&self, last: &Item) -> Option<String> {
         let key = self.schema.key_of(last)?;
-        let updated = last.get(ACTIVITY_ATTRIBUTE)?.as_n().ok()?;
+        let updated = last.get(attr::ACTIVE_MS)?.as_n().ok()?;
         Some(format!("{updated}.{}", crate::input::encode_component(key)))
     }
 
@@ -963,8 +968,8 @@ impl DynamoStore {
             .decode_utf8()
             .map_err(|_| bad())?;
         let mut start = self.schema.key(key.into_owned());
-        start.insert(OWNER_ATTRIBUTE.into(), s(owner));
-        start.insert(ACTIVITY_ATTRIBUTE.into(), n(updated));
+        start.insert(attr::OWNER_KEY.into(), s(owner));
+        start.insert(attr::ACTIVE_MS.into(), n(updated));
         Ok(start)
     }
 }
@@ -979,14 +984,14 @@ fn listed(schema: &KeySchema, item: &Item) -> Option<Listed> {
     };
     let string = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     Some(Listed {
-        session_id: string("session_id")
+        session_id: string(attr::SESSION_ID)
             .unwrap_or_else(|| key.rsplit('/').next().unwrap_or(&key).to_owned()),
         key,
-        created_at: number("created_at").unwrap_or(0),
-        updated_at: number("updated_at").unwrap_or(0),
-        runs: number("run_count").unwrap_or(0),
-        preview: string("preview"),
-        title: string("title"),
-        deleted: item.contains_key("tombstone"),
+        created_at: number(attr::CREATED_AT).unwrap_or(0),
+        updated_at: number(attr::UPDATED_AT).unwrap_or(0),
+        runs: number(attr::RUN_COUNT).unwrap_or(0),
+        preview: string(attr::PREVIEW),
+        title: string(attr::TITLE),
+        deleted: item.contains_key(attr::TOMBSTONE),
     })
 }

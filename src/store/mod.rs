@@ -3,6 +3,7 @@
 //! ([`item`]) and the DynamoDB I/O ([`dynamo`]). `docs/storage.md` is the design: every item,
 //! key and invariant, and how each write path keeps them.
 
+pub mod attr;
 pub mod dynamo;
 #[cfg(test)]
 pub mod in_memory;
@@ -55,11 +56,6 @@ impl Default for KeySchema {
         }
     }
 }
-
-/// The attributes the owner index is keyed by: whose session, and when it was last active
-/// (epoch milliseconds, so sessions of one second keep their order).
-pub const OWNER_ATTRIBUTE: &str = "owner_key";
-pub const ACTIVITY_ATTRIBUTE: &str = "active_ms";
 
 /// A listed session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +296,13 @@ pub enum StoreError {
     Failed(#[source] BoxError),
 }
 
+impl StoreError {
+    /// A stored item that cannot be read as what it should be.
+    pub fn corrupt(reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt(DecodeError::new(reason))
+    }
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Reads a session; an unknown (or deleted) session is [`Snapshot::new_session`]-like.
@@ -309,7 +312,7 @@ pub trait SessionStore: Send + Sync {
     /// All of it lands, or none.
     async fn save(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         changes: Changes<'_>,
         read: &Snapshot,
     ) -> Result<(), StoreError>;
@@ -317,7 +320,7 @@ pub trait SessionStore: Send + Sync {
     /// The live receipt a request with this key left on this session, if any.
     async fn receipt(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         read: &Snapshot,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError>;
@@ -326,7 +329,7 @@ pub trait SessionStore: Send + Sync {
     /// `None` if the session is unknown.
     async fn history(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         span: Span<'_>,
         limit: PageLimit,
     ) -> Result<Option<HistoryPage>, StoreError>;

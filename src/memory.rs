@@ -45,8 +45,20 @@ pub struct Run {
     pub id: String,
     pub input: String,
     pub output: String,
-    /// The run's JSON text as it was stored, written back unchanged; `None` for a new run.
-    stored: Option<Box<RawValue>>,
+    source: Source,
+}
+
+/// Where a run's JSON comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Its text as it was stored, written back unchanged.
+    Stored(Box<RawValue>),
+    /// A new run. The ids of its `TextArtifact`s (in the shapes that have them) are minted
+    /// once, with the run, so every encode of it writes the same bytes.
+    New {
+        input_artifact: String,
+        output_artifact: String,
+    },
 }
 
 impl Run {
@@ -56,48 +68,80 @@ impl Run {
             id: new_run_id(),
             input: input.into(),
             output: output.into(),
-            stored: None,
+            source: Source::New {
+                input_artifact: new_run_id(),
+                output_artifact: new_run_id(),
+            },
+        }
+    }
+
+    /// This run (same id, same artifact ids) with other texts, as a new run: what the item
+    /// keeps of a spilled run.
+    pub fn with_texts(&self, input: String, output: String) -> Run {
+        let source = match &self.source {
+            Source::New { .. } => self.source.clone(),
+            Source::Stored(_) => Run::new("", "").source,
+        };
+        Run {
+            id: self.id.clone(),
+            input,
+            output,
+            source,
         }
     }
 
     /// Bytes this run takes in the stored JSON of a memory in `format`.
     pub fn encoded_len(&self, format: Format) -> usize {
-        match &self.stored {
-            Some(raw) => raw.get().len(),
-            None => python_json(&self.to_value(format), 128).len(),
+        match &self.source {
+            Source::Stored(raw) => raw.get().len(),
+            Source::New { .. } => python_json(&self.to_value(format), 128).len(),
         }
     }
 
     /// Appends this run's JSON: as stored, or a new run in the shape of `format`.
     fn write(&self, format: Format, out: &mut String) {
-        match &self.stored {
-            Some(raw) => out.push_str(raw.get()),
-            None => out.push_str(&python_json(&self.to_value(format), 512)),
+        match &self.source {
+            Source::Stored(raw) => out.push_str(raw.get()),
+            Source::New { .. } => out.push_str(&python_json(&self.to_value(format), 512)),
+        }
+    }
+
+    /// The text this run was stored as, if it was read from storage.
+    fn stored_len(&self) -> Option<usize> {
+        match &self.source {
+            Source::Stored(raw) => Some(raw.get().len()),
+            Source::New { .. } => None,
         }
     }
 
     /// A new run as griptape writes one in `format`.
     fn to_value(&self, format: Format) -> Value {
+        let (input_id, output_id) = match &self.source {
+            Source::New {
+                input_artifact,
+                output_artifact,
+            } => (input_artifact.as_str(), output_artifact.as_str()),
+            Source::Stored(_) => ("", ""),
+        };
+        let input = || text_artifact(input_id, &self.input);
+        let output = || text_artifact(output_id, &self.output);
         match format {
             Format::Seed => json!({
                 "type": "Run", "id": self.id, "input": self.input, "output": self.output,
             }),
             Format::Artifacts => json!({
-                "type": "Run", "id": self.id,
-                "input": text_artifact(&self.input), "output": text_artifact(&self.output),
+                "type": "Run", "id": self.id, "input": input(), "output": output(),
             }),
             Format::Griptape => json!({
-                "type": "Run", "id": self.id, "meta": null,
-                "input": text_artifact(&self.input), "output": text_artifact(&self.output),
+                "type": "Run", "id": self.id, "meta": null, "input": input(), "output": output(),
             }),
         }
     }
 }
 
-/// A `TextArtifact` as griptape writes it, with a fresh id that doubles as its name (what
-/// griptape does when none is given), so griptape keeps both stable when it rewrites the item.
-fn text_artifact(value: &str) -> Value {
-    let id = new_run_id();
+/// A `TextArtifact` as griptape writes it, its id doubling as its name (what griptape does
+/// when none is given), so griptape keeps both stable when it rewrites the item.
+fn text_artifact(id: &str, value: &str) -> Value {
     json!({"type": "TextArtifact", "id": id, "reference": null, "meta": {}, "name": id, "value": value})
 }
 
@@ -121,12 +165,12 @@ pub struct Memory {
     pub max_runs: Option<u64>,
     pub format: Format,
     /// The top-level keys as stored, in their order, written back in it.
-    stored: Option<Vec<(String, Kept)>>,
+    stored: Option<Vec<(String, TopValue)>>,
 }
 
 /// The value of a stored top-level key.
 #[derive(Debug, Clone)]
-enum Kept {
+enum TopValue {
     /// Its JSON text as read.
     Raw(Box<RawValue>),
     /// The `runs`, rebuilt from [`Memory::runs`] (which keep their own stored text).
@@ -255,9 +299,9 @@ impl Memory {
             .into_iter()
             .map(|(key, raw)| {
                 let kept = if key == "runs" {
-                    Kept::Runs
+                    TopValue::Runs
                 } else {
-                    Kept::Raw(raw.to_owned())
+                    TopValue::Raw(raw.to_owned())
                 };
                 (key, kept)
             })
@@ -280,9 +324,9 @@ impl Memory {
                     .iter()
                     .map(|(key, kept)| {
                         let part = match kept {
-                            Kept::Runs => Part::Runs,
-                            Kept::Raw(_) if envelope && key == "max_runs" => Part::MaxRuns,
-                            Kept::Raw(raw) => Part::Raw(raw.get()),
+                            TopValue::Runs => Part::Runs,
+                            TopValue::Raw(_) if envelope && key == "max_runs" => Part::MaxRuns,
+                            TopValue::Raw(raw) => Part::Raw(raw.get()),
                         };
                         (key.as_str(), part)
                     })
@@ -310,7 +354,7 @@ impl Memory {
             + self
                 .runs
                 .iter()
-                .map(|run| run.stored.as_ref().map_or(512, |raw| raw.get().len()) + 2)
+                .map(|run| run.stored_len().unwrap_or(512) + 2)
                 .sum::<usize>();
         let mut out = String::with_capacity(capacity);
         out.push('{');
@@ -489,7 +533,7 @@ fn decode_run(run: &RawValue) -> Result<(Run, bool), String> {
             id,
             input,
             output,
-            stored: Some(run.to_owned()),
+            source: Source::Stored(run.to_owned()),
         },
         input_artifact,
     ))
@@ -721,10 +765,10 @@ mod tests {
         );
         // The top level keeps no copy of the runs' text: only the runs do.
         let stored = memory.stored.as_ref().unwrap();
-        assert!(matches!(stored[0], (ref k, Kept::Runs) if k == "runs"));
+        assert!(matches!(stored[0], (ref k, TopValue::Runs) if k == "runs"));
         assert!(stored[1..]
             .iter()
-            .all(|(_, kept)| matches!(kept, Kept::Raw(_))));
+            .all(|(_, kept)| matches!(kept, TopValue::Raw(_))));
     }
 
     /// The item the seed shows for `user-id-123`, as stored.
@@ -893,6 +937,26 @@ mod tests {
             let again = Memory::decode(&encoded).unwrap();
             assert_eq!(again, memory);
             assert_eq!(again.encode(), encoded);
+        }
+    }
+
+    #[test]
+    fn artifact_ids_are_minted_once_per_run() {
+        // Two encodes of one memory give the same bytes: a size check and the write that
+        // follows it agree, and a retried save writes what the first one did.
+        for format in [Format::Artifacts, Format::Griptape] {
+            let mut m = Memory::new(format);
+            m.push(Run::new("hi", "hello"));
+            assert_eq!(m.encode(), m.encode(), "{format:?}");
+            let v: Value = serde_json::from_str(&m.encode()).unwrap();
+            let (input, output) = (&v["runs"][0]["input"], &v["runs"][0]["output"]);
+            assert_eq!(input["id"], input["name"]);
+            assert_ne!(input["id"], output["id"]);
+            assert_eq!(input["id"].as_str().map(str::len), Some(32));
+            let short = m.runs[0].with_texts("h".into(), "he".into());
+            let v2: Value = serde_json::from_str(&m.with_runs(vec![short]).encode()).unwrap();
+            assert_eq!(v2["runs"][0]["input"]["id"], input["id"]);
+            assert_eq!(v2["runs"][0]["output"]["value"], "he");
         }
     }
 

@@ -88,12 +88,7 @@ impl InMemoryStore {
         if current != expected {
             return Err(StoreError::Conflict);
         }
-        let read_ids: Vec<&str> = read
-            .memory
-            .runs
-            .iter()
-            .map(|r| r.id.as_str())
-            .collect();
+        let read_ids: Vec<&str> = read.memory.runs.iter().map(|r| r.id.as_str()).collect();
         let plan = plan_save(&read.layout, &read_ids, changes.memory, self.max_item_bytes)?;
         if let Some(r) = changes.receipt {
             let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());

@@ -252,15 +252,7 @@ impl Memory {
             _ => DecodeError(format!("not JSON: {e}")),
         })?;
         let get = |key: &str| top.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
-        let envelope = match get("type") {
-            Some(t) if string(t).as_deref() == Some("ConversationMemory") => true,
-            Some(other) => {
-                return Err(DecodeError(format!(
-                    "type is {other}, expected \"ConversationMemory\""
-                )))
-            }
-            None => false,
-        };
+        let envelope = is_envelope(get("type"))?;
         let runs: Vec<&RawValue> = match get("runs") {
             Some(runs) if runs.get().starts_with('[') => serde_json::from_str(runs.get())
                 .map_err(|e| DecodeError(format!("\"runs\": {e}")))?,
@@ -298,12 +290,11 @@ impl Memory {
         let stored = top
             .into_iter()
             .map(|(key, raw)| {
-                let kept = if key == "runs" {
-                    TopValue::Runs
-                } else {
-                    TopValue::Raw(raw.to_owned())
+                let value = match key.as_str() {
+                    "runs" => TopValue::Runs,
+                    _ => TopValue::Raw(raw.to_owned()),
                 };
-                (key, kept)
+                (key, value)
             })
             .collect();
         Ok(Memory {
@@ -317,32 +308,7 @@ impl Memory {
     /// The stored JSON, in the memory's shape: the stored runs and keys as read, in their order,
     /// what is new formatted as Python's `json.dumps` formats it.
     pub fn encode(&self) -> String {
-        let envelope = self.format != Format::Griptape;
-        let parts: Vec<(&str, Part)> = match &self.stored {
-            Some(top) => {
-                let mut parts: Vec<_> = top
-                    .iter()
-                    .map(|(key, kept)| {
-                        let part = match kept {
-                            TopValue::Runs => Part::Runs,
-                            TopValue::Raw(_) if envelope && key == "max_runs" => Part::MaxRuns,
-                            TopValue::Raw(raw) => Part::Raw(raw.get()),
-                        };
-                        (key.as_str(), part)
-                    })
-                    .collect();
-                if envelope && !top.iter().any(|(key, _)| key == "max_runs") {
-                    parts.push(("max_runs", Part::MaxRuns));
-                }
-                parts
-            }
-            None if envelope => vec![
-                ("type", Part::Raw("\"ConversationMemory\"")),
-                ("runs", Part::Runs),
-                ("max_runs", Part::MaxRuns),
-            ],
-            None => vec![("runs", Part::Runs), ("metadata", Part::Raw("{}"))],
-        };
+        let parts = self.parts();
         let capacity = 64
             + parts
                 .iter()
@@ -381,6 +347,49 @@ impl Memory {
         }
         out.push('}');
         out
+    }
+
+    /// The top-level keys `encode` writes, in order, and what each holds: as stored, or (for a
+    /// memory not read from storage) the shape's own.
+    fn parts(&self) -> Vec<(&str, Part<'_>)> {
+        let envelope = self.format != Format::Griptape;
+        match &self.stored {
+            Some(top) => {
+                let mut parts: Vec<_> = top
+                    .iter()
+                    .map(|(key, kept)| {
+                        let part = match kept {
+                            TopValue::Runs => Part::Runs,
+                            TopValue::Raw(_) if envelope && key == "max_runs" => Part::MaxRuns,
+                            TopValue::Raw(raw) => Part::Raw(raw.get()),
+                        };
+                        (key.as_str(), part)
+                    })
+                    .collect();
+                if envelope && !top.iter().any(|(key, _)| key == "max_runs") {
+                    parts.push(("max_runs", Part::MaxRuns));
+                }
+                parts
+            }
+            None if envelope => vec![
+                ("type", Part::Raw("\"ConversationMemory\"")),
+                ("runs", Part::Runs),
+                ("max_runs", Part::MaxRuns),
+            ],
+            None => vec![("runs", Part::Runs), ("metadata", Part::Raw("{}"))],
+        }
+    }
+}
+
+/// Whether a top-level `type` says this is the recipe's envelope (`ConversationMemory`);
+/// griptape 0.31 and later write none.
+fn is_envelope(kind: Option<&RawValue>) -> Result<bool, DecodeError> {
+    match kind {
+        Some(t) if string(t).as_deref() == Some("ConversationMemory") => Ok(true),
+        Some(other) => Err(DecodeError(format!(
+            "type is {other}, expected \"ConversationMemory\""
+        ))),
+        None => Ok(false),
     }
 }
 

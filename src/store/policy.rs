@@ -522,6 +522,31 @@ mod tests {
     }
 
     #[test]
+    fn side_items_never_expire_before_their_session() {
+        let mut read = Layout::empty("g".into());
+        read.pages = vec![(1, 0)];
+        read.archive_expires_at = Some(1_000);
+        let m = memory(1, 10);
+        let mut plan = plan_save(&read, &[], &m, 96 * 1024).unwrap();
+        // Their expiry would pass the session's: pushed out first, half a TTL past it.
+        assert_eq!(
+            plan_expiry(&mut plan, &read, Some(100), 950),
+            Some(Some(1_100))
+        );
+        assert_eq!(plan.expires_at, Some(1_050));
+        assert_eq!(plan.layout.archive_expires_at, Some(1_100));
+        // Still later than the new session expiry: left alone.
+        let mut plan = plan_save(&read, &[], &m, 96 * 1024).unwrap();
+        assert_eq!(plan_expiry(&mut plan, &read, Some(100), 800), None);
+        assert_eq!(plan.layout.archive_expires_at, Some(1_000));
+        // TTL off: they stop expiring.
+        let mut plan = plan_save(&read, &[], &m, 96 * 1024).unwrap();
+        assert_eq!(plan_expiry(&mut plan, &read, None, 800), Some(None));
+        assert_eq!((plan.expires_at, plan.side_expires_at), (None, None));
+        assert_eq!(plan.layout.archive_expires_at, None);
+    }
+
+    #[test]
     fn text_splits_at_character_boundaries() {
         let text = "aé語😀".repeat(1000);
         let pieces = split_text(&text, 7);

@@ -388,6 +388,9 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     /// `SORT_KEY` with `SORT_KEY_VALUE` (both or neither), typed by `SORT_KEY_TYPE`.
     fn sort_key(&self) -> Result<Option<(String, SortValue)>, ConfigError> {
+        // Read whether or not there is a sort key: the template check sees every variable
+        // read, and without SORT_KEY a type alone means nothing.
+        let sort_key_type = self.get("SORT_KEY_TYPE");
         let value = match (self.get("SORT_KEY"), self.get("SORT_KEY_VALUE")) {
             (None, None) => return Ok(None),
             (Some(_), Some(value)) => value,
@@ -401,7 +404,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             }
         };
         let key = self.attribute_name("SORT_KEY", "")?;
-        let typed = match self.get("SORT_KEY_TYPE").as_deref().map(str::trim) {
+        let typed = match sort_key_type.as_deref().map(str::trim) {
             None | Some("S") | Some("s") => SortValue::S(value),
             Some("N") | Some("n") if value.trim().parse::<f64>().is_ok() => {
                 SortValue::N(value.trim().to_owned())

@@ -3,6 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::memory::Format;
+use crate::store::{attr, KeySchema, SortValue};
+
 /// OpenAI's API; any OpenAI-compatible server can stand in via `OPENAI_BASE_URL`.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_MODEL_ID: &str = "gpt-4.1-mini";
@@ -94,10 +97,10 @@ pub struct Config {
     /// `SUMMARIZE`: fold runs that leave the prompt window into a running summary.
     pub summarize: bool,
     /// `MEMORY_FORMAT`: `seed` (default) or `griptape`, for new sessions.
-    pub memory_format: crate::memory::Format,
+    pub memory_format: Format,
     /// `PARTITION_KEY`, `VALUE_ATTRIBUTE`, `SORT_KEY` / `SORT_KEY_VALUE` / `SORT_KEY_TYPE`: the
     /// table's key schema, as griptape's driver names it.
-    pub key_schema: crate::store::KeySchema,
+    pub key_schema: KeySchema,
     /// `OWNER_INDEX`: the global secondary index that lists a user's sessions; unset, listing
     /// is off.
     pub owner_index: Option<String>,
@@ -129,53 +132,16 @@ impl Config {
 
     /// Reads configuration through `get`; empty values count as unset.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |key: &str| get(key).filter(|v| !v.trim().is_empty());
-
-        let table_name = get("TABLE_NAME").ok_or(ConfigError::Missing("TABLE_NAME"))?;
-        let openai_base_url = match get("OPENAI_BASE_URL") {
-            Some(url) => {
-                let url = url.trim().trim_end_matches('/').to_owned();
-                let rest = url
-                    .strip_prefix("https://")
-                    .or_else(|| url.strip_prefix("http://"));
-                if rest.is_none_or(|host| host.is_empty()) {
-                    return Err(ConfigError::Invalid {
-                        var: "OPENAI_BASE_URL",
-                        value: url,
-                        expected: "an http:// or https:// URL",
-                    });
-                }
-                url
-            }
-            None => DEFAULT_OPENAI_BASE_URL.to_owned(),
-        };
-        let provider = match get("MODEL_PROVIDER") {
-            None => Provider::OpenAi,
-            Some(v) if v.trim().eq_ignore_ascii_case("openai") => Provider::OpenAi,
-            Some(v) if v.trim().eq_ignore_ascii_case("bedrock") => Provider::Bedrock,
-            Some(value) => {
-                return Err(ConfigError::Invalid {
-                    var: "MODEL_PROVIDER",
-                    value,
-                    expected: "openai or bedrock",
-                })
-            }
-        };
-        let auth_mode = match get("AUTH_MODE") {
-            None => AuthMode::AwsIam,
-            Some(v) if v.trim().eq_ignore_ascii_case("AWS_IAM") => AuthMode::AwsIam,
-            Some(v) if v.trim().eq_ignore_ascii_case("JWT") => AuthMode::Jwt,
-            Some(v) if v.trim().eq_ignore_ascii_case("NONE") => AuthMode::None,
-            Some(value) => {
-                return Err(ConfigError::Invalid {
-                    var: "AUTH_MODE",
-                    value,
-                    expected: "AWS_IAM, JWT or NONE",
-                })
-            }
-        };
-        let openai_api_key = get("OPENAI_API_KEY").map(Secret::new);
-        let openai_api_key_secret_id = get("OPENAI_API_KEY_SECRET_ID");
+        let env = Env(get);
+        let table_name = env
+            .get("TABLE_NAME")
+            .ok_or(ConfigError::Missing("TABLE_NAME"))?;
+        let openai_base_url = env.base_url()?;
+        let provider = env.provider()?;
+        let auth_mode = env.auth_mode()?;
+        let openai_api_key = env.get("OPENAI_API_KEY").map(Secret::new);
+        let openai_api_key_secret_id = env.get("OPENAI_API_KEY_SECRET_ID");
+        // A local OpenAI-compatible server needs no key; OpenAI itself does.
         if provider == Provider::OpenAi
             && openai_api_key.is_none()
             && openai_api_key_secret_id.is_none()
@@ -185,190 +151,18 @@ impl Config {
                 "OPENAI_API_KEY_SECRET_ID (or OPENAI_API_KEY)",
             ));
         }
-        let positive = |var: &'static str| -> Result<Option<u64>, ConfigError> {
-            get(var)
-                .map(|value| match value.trim().parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => Err(ConfigError::Invalid {
-                        var,
-                        value,
-                        expected: "a positive whole number",
-                    }),
-                })
-                .transpose()
-        };
-        let max_message_bytes = match positive("MAX_MESSAGE_BYTES")? {
-            Some(n) => usize::try_from(n).map_err(|_| ConfigError::Invalid {
-                var: "MAX_MESSAGE_BYTES",
-                value: n.to_string(),
-                expected: "a byte count this machine can hold",
-            })?,
-            None => DEFAULT_MAX_MESSAGE_BYTES,
-        };
-        let model_timeout = match get("MODEL_TIMEOUT_SECS") {
-            Some(value) => match value.trim().parse::<f64>() {
-                Ok(secs) if secs > 0.0 && secs <= 900.0 => Duration::from_secs_f64(secs),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        var: "MODEL_TIMEOUT_SECS",
-                        value,
-                        expected: "a number of seconds above 0 and at most 900",
-                    })
-                }
-            },
-            None => DEFAULT_MODEL_TIMEOUT,
-        };
-
-        let max_item_bytes = match positive("MAX_ITEM_BYTES")? {
-            Some(n) if (4096..=350_000).contains(&n) => n as usize,
-            Some(n) => {
-                return Err(ConfigError::Invalid {
-                    var: "MAX_ITEM_BYTES",
-                    value: n.to_string(),
-                    expected: "between 4096 and 350000 (DynamoDB items stop at 400 KB)",
-                })
-            }
-            None => crate::store::DEFAULT_MAX_ITEM_BYTES,
-        };
-
-        let session_ttl_days = match positive("SESSION_TTL_DAYS")? {
-            Some(days) if days > 36_500 => {
-                return Err(ConfigError::Invalid {
-                    var: "SESSION_TTL_DAYS",
-                    value: days.to_string(),
-                    expected: "a number of days up to 36500",
-                })
-            }
-            days => days,
-        };
-
-        let is = |v: &str, words: &[&str]| words.iter().any(|w| v.trim().eq_ignore_ascii_case(w));
-        let summarize = match get("SUMMARIZE") {
-            None => false,
-            Some(v) if is(&v, &["true", "1", "yes"]) => true,
-            Some(v) if is(&v, &["false", "0", "no"]) => false,
-            Some(value) => {
-                return Err(ConfigError::Invalid {
-                    var: "SUMMARIZE",
-                    value,
-                    expected: "true or false",
-                })
-            }
-        };
-
-        let memory_format = match get("MEMORY_FORMAT") {
-            None => crate::memory::Format::Seed,
-            Some(v) if v.trim().eq_ignore_ascii_case("seed") => crate::memory::Format::Seed,
-            Some(v) if v.trim().eq_ignore_ascii_case("griptape") => crate::memory::Format::Griptape,
-            Some(value) => {
-                return Err(ConfigError::Invalid {
-                    var: "MEMORY_FORMAT",
-                    value,
-                    expected: "seed or griptape",
-                })
-            }
-        };
-        let name = |var: &'static str, default: &str| -> Result<String, ConfigError> {
-            let value = get(var).unwrap_or_else(|| default.to_owned());
-            // DynamoDB attribute names are 1-255 bytes; ours must stay ours.
-            let ours = crate::store::item::OWNED.contains(&value.as_str())
-                || [
-                    "created_at",
-                    "kind",
-                    "first",
-                    "text",
-                    "run",
-                    "field",
-                    "message_digest",
-                    "run_id",
-                ]
-                .contains(&value.as_str());
-            if value.is_empty() || value.len() > 255 || ours {
-                return Err(ConfigError::Invalid {
-                    var,
-                    value,
-                    expected:
-                        "an attribute name of 1-255 bytes that session-chat does not use itself",
-                });
-            }
-            Ok(value)
-        };
-        let partition_key = name("PARTITION_KEY", "id")?;
-        let value_attribute = name("VALUE_ATTRIBUTE", "value")?;
-        let sort_key_type = get("SORT_KEY_TYPE");
-        let sort_key = match (get("SORT_KEY"), get("SORT_KEY_VALUE")) {
-            (None, None) => None,
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    var: "SORT_KEY_VALUE",
-                    value: get("SORT_KEY_VALUE").unwrap_or_default(),
-                    expected: "set together with SORT_KEY",
-                })
-            }
-            (Some(_), Some(value)) => {
-                let key = name("SORT_KEY", "")?;
-                let typed = match sort_key_type.as_deref().map(str::trim) {
-                    None | Some("S") | Some("s") => crate::store::SortValue::S(value),
-                    Some("N") | Some("n") => {
-                        if value.trim().parse::<f64>().is_err() {
-                            return Err(ConfigError::Invalid {
-                                var: "SORT_KEY_VALUE",
-                                value,
-                                expected: "a number, with SORT_KEY_TYPE=N",
-                            });
-                        }
-                        crate::store::SortValue::N(value.trim().to_owned())
-                    }
-                    Some(other) => {
-                        return Err(ConfigError::Invalid {
-                            var: "SORT_KEY_TYPE",
-                            value: other.to_owned(),
-                            expected: "S or N",
-                        })
-                    }
-                };
-                Some((key, typed))
-            }
-        };
-        let key_names: Vec<&str> = std::iter::once(partition_key.as_str())
-            .chain(std::iter::once(value_attribute.as_str()))
-            .chain(sort_key.as_ref().map(|(k, _)| k.as_str()))
-            .collect();
-        if key_names
-            .iter()
-            .enumerate()
-            .any(|(i, a)| key_names[..i].contains(a))
-        {
-            return Err(ConfigError::Invalid {
-                var: "VALUE_ATTRIBUTE",
-                value: value_attribute,
-                expected: "names different from PARTITION_KEY and SORT_KEY",
-            });
-        }
-        let key_schema = crate::store::KeySchema {
-            partition_key,
-            value_attribute,
-            sort_key,
-        };
-        let invoke_mode = match get("INVOKE_MODE") {
-            None => InvokeMode::Buffered,
-            Some(v) if v.trim().eq_ignore_ascii_case("BUFFERED") => InvokeMode::Buffered,
-            Some(v) if v.trim().eq_ignore_ascii_case("RESPONSE_STREAM") => {
-                InvokeMode::ResponseStream
-            }
-            Some(value) => {
-                return Err(ConfigError::Invalid {
-                    var: "INVOKE_MODE",
-                    value,
-                    expected: "BUFFERED or RESPONSE_STREAM",
-                })
-            }
-        };
+        let max_message_bytes = env.max_message_bytes()?;
+        let model_timeout = env.model_timeout()?;
+        let max_item_bytes = env.max_item_bytes()?;
+        let session_ttl_days = env.session_ttl_days()?;
+        let summarize = env.flag("SUMMARIZE")?;
+        let memory_format = env.memory_format()?;
+        let key_schema = env.key_schema()?;
+        let invoke_mode = env.invoke_mode()?;
         let default_model = match provider {
             Provider::OpenAi => DEFAULT_MODEL_ID,
             Provider::Bedrock => DEFAULT_BEDROCK_MODEL_ID,
         };
-
         Ok(Config {
             provider,
             openai_api_key_secret_id,
@@ -378,20 +172,253 @@ impl Config {
             memory_format,
             max_item_bytes,
             session_ttl_days,
-            history_token_budget: positive("HISTORY_TOKEN_BUDGET")?
+            history_token_budget: env
+                .positive("HISTORY_TOKEN_BUDGET")?
                 .unwrap_or(DEFAULT_HISTORY_TOKEN_BUDGET),
             openai_base_url,
             openai_api_key,
-            model_id: get("MODEL_ID").unwrap_or_else(|| default_model.to_owned()),
-            system_prompt: get("SYSTEM_PROMPT"),
-            max_runs: positive("MAX_RUNS")?,
+            model_id: env
+                .get("MODEL_ID")
+                .unwrap_or_else(|| default_model.to_owned()),
+            system_prompt: env.get("SYSTEM_PROMPT"),
+            max_runs: env.positive("MAX_RUNS")?,
             max_message_bytes,
             model_timeout,
             key_schema,
-            owner_index: get("OWNER_INDEX"),
-            jwt_audience: get("JWT_AUDIENCE").map(|a| a.trim().to_owned()),
+            owner_index: env.get("OWNER_INDEX"),
+            jwt_audience: env.get("JWT_AUDIENCE").map(|a| a.trim().to_owned()),
             invoke_mode,
         })
+    }
+}
+
+fn invalid(var: &'static str, value: impl Into<String>, expected: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.into(),
+        expected,
+    }
+}
+
+/// The variables as configuration reads them, and how each kind of value is checked.
+struct Env<F>(F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// A variable's value; empty (or blank) counts as unset.
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    /// One of `choices` (matched ignoring case and surrounding space), `default` when unset.
+    fn one_of<T: Copy>(
+        &self,
+        var: &'static str,
+        default: T,
+        choices: &[(&str, T)],
+        expected: &'static str,
+    ) -> Result<T, ConfigError> {
+        let Some(value) = self.get(var) else {
+            return Ok(default);
+        };
+        let word = value.trim();
+        let found = choices.iter().find(|(w, _)| word.eq_ignore_ascii_case(w));
+        found
+            .map(|(_, t)| *t)
+            .ok_or_else(|| invalid(var, value, expected))
+    }
+
+    /// `true`/`1`/`yes` or `false`/`0`/`no`; unset is false.
+    fn flag(&self, var: &'static str) -> Result<bool, ConfigError> {
+        let words = [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+        ];
+        self.one_of(var, false, &words, "true or false")
+    }
+
+    /// A whole number above 0, if set.
+    fn positive(&self, var: &'static str) -> Result<Option<u64>, ConfigError> {
+        let Some(value) = self.get(var) else {
+            return Ok(None);
+        };
+        match value.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(invalid(var, value, "a positive whole number")),
+        }
+    }
+
+    fn provider(&self) -> Result<Provider, ConfigError> {
+        let choices = [("openai", Provider::OpenAi), ("bedrock", Provider::Bedrock)];
+        let expected = "openai or bedrock";
+        self.one_of("MODEL_PROVIDER", Provider::OpenAi, &choices, expected)
+    }
+
+    fn auth_mode(&self) -> Result<AuthMode, ConfigError> {
+        let choices = [
+            ("AWS_IAM", AuthMode::AwsIam),
+            ("JWT", AuthMode::Jwt),
+            ("NONE", AuthMode::None),
+        ];
+        let expected = "AWS_IAM, JWT or NONE";
+        self.one_of("AUTH_MODE", AuthMode::AwsIam, &choices, expected)
+    }
+
+    fn memory_format(&self) -> Result<Format, ConfigError> {
+        let choices = [("seed", Format::Seed), ("griptape", Format::Griptape)];
+        self.one_of("MEMORY_FORMAT", Format::Seed, &choices, "seed or griptape")
+    }
+
+    fn invoke_mode(&self) -> Result<InvokeMode, ConfigError> {
+        let choices = [
+            ("BUFFERED", InvokeMode::Buffered),
+            ("RESPONSE_STREAM", InvokeMode::ResponseStream),
+        ];
+        let expected = "BUFFERED or RESPONSE_STREAM";
+        self.one_of("INVOKE_MODE", InvokeMode::Buffered, &choices, expected)
+    }
+
+    /// `OPENAI_BASE_URL`, without a trailing slash.
+    fn base_url(&self) -> Result<String, ConfigError> {
+        let Some(url) = self.get("OPENAI_BASE_URL") else {
+            return Ok(DEFAULT_OPENAI_BASE_URL.to_owned());
+        };
+        let url = url.trim().trim_end_matches('/').to_owned();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if rest.is_none_or(|host| host.is_empty()) {
+            return Err(invalid(
+                "OPENAI_BASE_URL",
+                url,
+                "an http:// or https:// URL",
+            ));
+        }
+        Ok(url)
+    }
+
+    fn max_message_bytes(&self) -> Result<usize, ConfigError> {
+        let var = "MAX_MESSAGE_BYTES";
+        match self.positive(var)? {
+            Some(n) => usize::try_from(n)
+                .map_err(|_| invalid(var, n.to_string(), "a byte count this machine can hold")),
+            None => Ok(DEFAULT_MAX_MESSAGE_BYTES),
+        }
+    }
+
+    fn model_timeout(&self) -> Result<Duration, ConfigError> {
+        let Some(value) = self.get("MODEL_TIMEOUT_SECS") else {
+            return Ok(DEFAULT_MODEL_TIMEOUT);
+        };
+        match value.trim().parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs <= 900.0 => Ok(Duration::from_secs_f64(secs)),
+            _ => Err(invalid(
+                "MODEL_TIMEOUT_SECS",
+                value,
+                "a number of seconds above 0 and at most 900",
+            )),
+        }
+    }
+
+    fn max_item_bytes(&self) -> Result<usize, ConfigError> {
+        match self.positive("MAX_ITEM_BYTES")? {
+            Some(n) if (4096..=350_000).contains(&n) => Ok(n as usize),
+            Some(n) => Err(invalid(
+                "MAX_ITEM_BYTES",
+                n.to_string(),
+                "between 4096 and 350000 (DynamoDB items stop at 400 KB)",
+            )),
+            None => Ok(crate::store::DEFAULT_MAX_ITEM_BYTES),
+        }
+    }
+
+    fn session_ttl_days(&self) -> Result<Option<u64>, ConfigError> {
+        match self.positive("SESSION_TTL_DAYS")? {
+            Some(days) if days > 36_500 => Err(invalid(
+                "SESSION_TTL_DAYS",
+                days.to_string(),
+                "a number of days up to 36500",
+            )),
+            days => Ok(days),
+        }
+    }
+
+    /// An attribute name of the key schema: DynamoDB's are 1-255 bytes, and ours must stay ours.
+    fn attribute_name(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
+        let value = self.get(var).unwrap_or_else(|| default.to_owned());
+        if value.is_empty() || value.len() > 255 || attr::is_reserved(&value) {
+            return Err(invalid(
+                var,
+                value,
+                "an attribute name of 1-255 bytes that session-chat does not use itself",
+            ));
+        }
+        Ok(value)
+    }
+
+    /// `PARTITION_KEY`, `VALUE_ATTRIBUTE` and the sort key, as griptape's driver names them.
+    fn key_schema(&self) -> Result<KeySchema, ConfigError> {
+        let partition_key = self.attribute_name("PARTITION_KEY", "id")?;
+        let value_attribute = self.attribute_name("VALUE_ATTRIBUTE", "value")?;
+        let sort_key = self.sort_key()?;
+        let names: Vec<&str> = [partition_key.as_str(), value_attribute.as_str()]
+            .into_iter()
+            .chain(sort_key.as_ref().map(|(k, _)| k.as_str()))
+            .collect();
+        if names
+            .iter()
+            .enumerate()
+            .any(|(i, a)| names[..i].contains(a))
+        {
+            return Err(invalid(
+                "VALUE_ATTRIBUTE",
+                value_attribute,
+                "names different from PARTITION_KEY and SORT_KEY",
+            ));
+        }
+        Ok(KeySchema {
+            partition_key,
+            value_attribute,
+            sort_key,
+        })
+    }
+
+    /// `SORT_KEY` with `SORT_KEY_VALUE` (both or neither), typed by `SORT_KEY_TYPE`.
+    fn sort_key(&self) -> Result<Option<(String, SortValue)>, ConfigError> {
+        // Read whether or not there is a sort key: the template check sees every variable
+        // read, and without SORT_KEY a type alone means nothing.
+        let sort_key_type = self.get("SORT_KEY_TYPE");
+        let value = match (self.get("SORT_KEY"), self.get("SORT_KEY_VALUE")) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(value)) => value,
+            (_, value) => {
+                let value = value.unwrap_or_default();
+                return Err(invalid(
+                    "SORT_KEY_VALUE",
+                    value,
+                    "set together with SORT_KEY",
+                ));
+            }
+        };
+        let key = self.attribute_name("SORT_KEY", "")?;
+        let typed = match sort_key_type.as_deref().map(str::trim) {
+            None | Some("S") | Some("s") => SortValue::S(value),
+            Some("N") | Some("n") if value.trim().parse::<f64>().is_ok() => {
+                SortValue::N(value.trim().to_owned())
+            }
+            Some("N") | Some("n") => {
+                return Err(invalid(
+                    "SORT_KEY_VALUE",
+                    value,
+                    "a number, with SORT_KEY_TYPE=N",
+                ))
+            }
+            Some(other) => return Err(invalid("SORT_KEY_TYPE", other, "S or N")),
+        };
+        Ok(Some((key, typed)))
     }
 }
 

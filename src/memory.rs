@@ -45,8 +45,20 @@ pub struct Run {
     pub id: String,
     pub input: String,
     pub output: String,
-    /// The run's JSON text as it was stored, written back unchanged; `None` for a new run.
-    stored: Option<Box<RawValue>>,
+    source: Source,
+}
+
+/// Where a run's JSON comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Its text as it was stored, written back unchanged.
+    Stored(Box<RawValue>),
+    /// A new run. The ids of its `TextArtifact`s (in the shapes that have them) are minted
+    /// once, with the run, so every encode of it writes the same bytes.
+    New {
+        input_artifact: String,
+        output_artifact: String,
+    },
 }
 
 impl Run {
@@ -56,48 +68,80 @@ impl Run {
             id: new_run_id(),
             input: input.into(),
             output: output.into(),
-            stored: None,
+            source: Source::New {
+                input_artifact: new_run_id(),
+                output_artifact: new_run_id(),
+            },
+        }
+    }
+
+    /// This run (same id, same artifact ids) with other texts, as a new run: what the item
+    /// keeps of a spilled run.
+    pub fn with_texts(&self, input: String, output: String) -> Run {
+        let source = match &self.source {
+            Source::New { .. } => self.source.clone(),
+            Source::Stored(_) => Run::new("", "").source,
+        };
+        Run {
+            id: self.id.clone(),
+            input,
+            output,
+            source,
         }
     }
 
     /// Bytes this run takes in the stored JSON of a memory in `format`.
     pub fn encoded_len(&self, format: Format) -> usize {
-        match &self.stored {
-            Some(raw) => raw.get().len(),
-            None => python_json(&self.to_value(format), 128).len(),
+        match &self.source {
+            Source::Stored(raw) => raw.get().len(),
+            Source::New { .. } => python_json(&self.to_value(format), 128).len(),
         }
     }
 
     /// Appends this run's JSON: as stored, or a new run in the shape of `format`.
     fn write(&self, format: Format, out: &mut String) {
-        match &self.stored {
-            Some(raw) => out.push_str(raw.get()),
-            None => out.push_str(&python_json(&self.to_value(format), 512)),
+        match &self.source {
+            Source::Stored(raw) => out.push_str(raw.get()),
+            Source::New { .. } => out.push_str(&python_json(&self.to_value(format), 512)),
+        }
+    }
+
+    /// The text this run was stored as, if it was read from storage.
+    fn stored_len(&self) -> Option<usize> {
+        match &self.source {
+            Source::Stored(raw) => Some(raw.get().len()),
+            Source::New { .. } => None,
         }
     }
 
     /// A new run as griptape writes one in `format`.
     fn to_value(&self, format: Format) -> Value {
+        let (input_id, output_id) = match &self.source {
+            Source::New {
+                input_artifact,
+                output_artifact,
+            } => (input_artifact.as_str(), output_artifact.as_str()),
+            Source::Stored(_) => ("", ""),
+        };
+        let input = || text_artifact(input_id, &self.input);
+        let output = || text_artifact(output_id, &self.output);
         match format {
             Format::Seed => json!({
                 "type": "Run", "id": self.id, "input": self.input, "output": self.output,
             }),
             Format::Artifacts => json!({
-                "type": "Run", "id": self.id,
-                "input": text_artifact(&self.input), "output": text_artifact(&self.output),
+                "type": "Run", "id": self.id, "input": input(), "output": output(),
             }),
             Format::Griptape => json!({
-                "type": "Run", "id": self.id, "meta": null,
-                "input": text_artifact(&self.input), "output": text_artifact(&self.output),
+                "type": "Run", "id": self.id, "meta": null, "input": input(), "output": output(),
             }),
         }
     }
 }
 
-/// A `TextArtifact` as griptape writes it, with a fresh id that doubles as its name (what
-/// griptape does when none is given), so griptape keeps both stable when it rewrites the item.
-fn text_artifact(value: &str) -> Value {
-    let id = new_run_id();
+/// A `TextArtifact` as griptape writes it, its id doubling as its name (what griptape does
+/// when none is given), so griptape keeps both stable when it rewrites the item.
+fn text_artifact(id: &str, value: &str) -> Value {
     json!({"type": "TextArtifact", "id": id, "reference": null, "meta": {}, "name": id, "value": value})
 }
 
@@ -121,12 +165,12 @@ pub struct Memory {
     pub max_runs: Option<u64>,
     pub format: Format,
     /// The top-level keys as stored, in their order, written back in it.
-    stored: Option<Vec<(String, Kept)>>,
+    stored: Option<Vec<(String, TopValue)>>,
 }
 
 /// The value of a stored top-level key.
 #[derive(Debug, Clone)]
-enum Kept {
+enum TopValue {
     /// Its JSON text as read.
     Raw(Box<RawValue>),
     /// The `runs`, rebuilt from [`Memory::runs`] (which keep their own stored text).
@@ -208,15 +252,7 @@ impl Memory {
             _ => DecodeError(format!("not JSON: {e}")),
         })?;
         let get = |key: &str| top.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
-        let envelope = match get("type") {
-            Some(t) if string(t).as_deref() == Some("ConversationMemory") => true,
-            Some(other) => {
-                return Err(DecodeError(format!(
-                    "type is {other}, expected \"ConversationMemory\""
-                )))
-            }
-            None => false,
-        };
+        let envelope = is_envelope(get("type"))?;
         let runs: Vec<&RawValue> = match get("runs") {
             Some(runs) if runs.get().starts_with('[') => serde_json::from_str(runs.get())
                 .map_err(|e| DecodeError(format!("\"runs\": {e}")))?,
@@ -254,12 +290,11 @@ impl Memory {
         let stored = top
             .into_iter()
             .map(|(key, raw)| {
-                let kept = if key == "runs" {
-                    Kept::Runs
-                } else {
-                    Kept::Raw(raw.to_owned())
+                let value = match key.as_str() {
+                    "runs" => TopValue::Runs,
+                    _ => TopValue::Raw(raw.to_owned()),
                 };
-                (key, kept)
+                (key, value)
             })
             .collect();
         Ok(Memory {
@@ -273,32 +308,7 @@ impl Memory {
     /// The stored JSON, in the memory's shape: the stored runs and keys as read, in their order,
     /// what is new formatted as Python's `json.dumps` formats it.
     pub fn encode(&self) -> String {
-        let envelope = self.format != Format::Griptape;
-        let parts: Vec<(&str, Part)> = match &self.stored {
-            Some(top) => {
-                let mut parts: Vec<_> = top
-                    .iter()
-                    .map(|(key, kept)| {
-                        let part = match kept {
-                            Kept::Runs => Part::Runs,
-                            Kept::Raw(_) if envelope && key == "max_runs" => Part::MaxRuns,
-                            Kept::Raw(raw) => Part::Raw(raw.get()),
-                        };
-                        (key.as_str(), part)
-                    })
-                    .collect();
-                if envelope && !top.iter().any(|(key, _)| key == "max_runs") {
-                    parts.push(("max_runs", Part::MaxRuns));
-                }
-                parts
-            }
-            None if envelope => vec![
-                ("type", Part::Raw("\"ConversationMemory\"")),
-                ("runs", Part::Runs),
-                ("max_runs", Part::MaxRuns),
-            ],
-            None => vec![("runs", Part::Runs), ("metadata", Part::Raw("{}"))],
-        };
+        let parts = self.parts();
         let capacity = 64
             + parts
                 .iter()
@@ -310,7 +320,7 @@ impl Memory {
             + self
                 .runs
                 .iter()
-                .map(|run| run.stored.as_ref().map_or(512, |raw| raw.get().len()) + 2)
+                .map(|run| run.stored_len().unwrap_or(512) + 2)
                 .sum::<usize>();
         let mut out = String::with_capacity(capacity);
         out.push('{');
@@ -337,6 +347,49 @@ impl Memory {
         }
         out.push('}');
         out
+    }
+
+    /// The top-level keys `encode` writes, in order, and what each holds: as stored, or (for a
+    /// memory not read from storage) the shape's own.
+    fn parts(&self) -> Vec<(&str, Part<'_>)> {
+        let envelope = self.format != Format::Griptape;
+        match &self.stored {
+            Some(top) => {
+                let mut parts: Vec<_> = top
+                    .iter()
+                    .map(|(key, kept)| {
+                        let part = match kept {
+                            TopValue::Runs => Part::Runs,
+                            TopValue::Raw(_) if envelope && key == "max_runs" => Part::MaxRuns,
+                            TopValue::Raw(raw) => Part::Raw(raw.get()),
+                        };
+                        (key.as_str(), part)
+                    })
+                    .collect();
+                if envelope && !top.iter().any(|(key, _)| key == "max_runs") {
+                    parts.push(("max_runs", Part::MaxRuns));
+                }
+                parts
+            }
+            None if envelope => vec![
+                ("type", Part::Raw("\"ConversationMemory\"")),
+                ("runs", Part::Runs),
+                ("max_runs", Part::MaxRuns),
+            ],
+            None => vec![("runs", Part::Runs), ("metadata", Part::Raw("{}"))],
+        }
+    }
+}
+
+/// Whether a top-level `type` says this is the recipe's envelope (`ConversationMemory`);
+/// griptape 0.31 and later write none.
+fn is_envelope(kind: Option<&RawValue>) -> Result<bool, DecodeError> {
+    match kind {
+        Some(t) if string(t).as_deref() == Some("ConversationMemory") => Ok(true),
+        Some(other) => Err(DecodeError(format!(
+            "type is {other}, expected \"ConversationMemory\""
+        ))),
+        None => Ok(false),
     }
 }
 
@@ -489,7 +542,7 @@ fn decode_run(run: &RawValue) -> Result<(Run, bool), String> {
             id,
             input,
             output,
-            stored: Some(run.to_owned()),
+            source: Source::Stored(run.to_owned()),
         },
         input_artifact,
     ))
@@ -721,10 +774,10 @@ mod tests {
         );
         // The top level keeps no copy of the runs' text: only the runs do.
         let stored = memory.stored.as_ref().unwrap();
-        assert!(matches!(stored[0], (ref k, Kept::Runs) if k == "runs"));
+        assert!(matches!(stored[0], (ref k, TopValue::Runs) if k == "runs"));
         assert!(stored[1..]
             .iter()
-            .all(|(_, kept)| matches!(kept, Kept::Raw(_))));
+            .all(|(_, kept)| matches!(kept, TopValue::Raw(_))));
     }
 
     /// The item the seed shows for `user-id-123`, as stored.
@@ -893,6 +946,26 @@ mod tests {
             let again = Memory::decode(&encoded).unwrap();
             assert_eq!(again, memory);
             assert_eq!(again.encode(), encoded);
+        }
+    }
+
+    #[test]
+    fn artifact_ids_are_minted_once_per_run() {
+        // Two encodes of one memory give the same bytes: a size check and the write that
+        // follows it agree, and a retried save writes what the first one did.
+        for format in [Format::Artifacts, Format::Griptape] {
+            let mut m = Memory::new(format);
+            m.push(Run::new("hi", "hello"));
+            assert_eq!(m.encode(), m.encode(), "{format:?}");
+            let v: Value = serde_json::from_str(&m.encode()).unwrap();
+            let (input, output) = (&v["runs"][0]["input"], &v["runs"][0]["output"]);
+            assert_eq!(input["id"], input["name"]);
+            assert_ne!(input["id"], output["id"]);
+            assert_eq!(input["id"].as_str().map(str::len), Some(32));
+            let short = m.runs[0].with_texts("h".into(), "he".into());
+            let v2: Value = serde_json::from_str(&m.with_runs(vec![short]).encode()).unwrap();
+            assert_eq!(v2["runs"][0]["input"]["id"], input["id"]);
+            assert_eq!(v2["runs"][0]["output"]["value"], "he");
         }
     }
 

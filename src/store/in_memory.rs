@@ -1,6 +1,7 @@
 //! An in-memory [`SessionStore`] with the same version and receipt rules as the DynamoDB one,
 //! and faults to inject, so the chat cycle has unit tests (see `chat::tests`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -8,10 +9,11 @@ use std::time::Duration;
 use crate::deadline::Deadline;
 use async_trait::async_trait;
 
-use super::policy::plan_save;
+use super::history::Window;
+use super::policy::{plan_save, Plan};
 use super::{
-    Changes, Cursor, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot,
-    Span, StoreError, Version,
+    Changes, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot, Span,
+    StoreError, Version,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
@@ -20,7 +22,18 @@ use crate::memory::{Memory, Run};
 struct Stored {
     memory: Memory,
     version: u64,
+    /// What the layout would be with every run in the item (see [`held`]).
     layout: Layout,
+}
+
+/// The double keeps every run in `memory`, none in pages or parts: its layout says so, so
+/// run numbers and history pages follow the DynamoDB store's rules.
+fn held(plan: Plan) -> Layout {
+    let mut layout = plan.layout;
+    layout.first_run -= plan.archived_runs as u64;
+    layout.pages.clear();
+    layout.spilled.clear();
+    layout
 }
 
 /// Faults for the next calls.
@@ -52,22 +65,22 @@ impl InMemoryStore {
     }
 
     /// Every stored run of a session, oldest first.
-    pub fn runs(&self, id: &SessionKey) -> Vec<Run> {
+    pub fn runs(&self, session: &SessionKey) -> Vec<Run> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
-            .get(id.as_str())
+            .get(session.as_str())
             .map(|s| s.memory.runs.clone())
             .unwrap_or_default()
     }
 
     fn apply(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         changes: Changes<'_>,
         read: &Snapshot,
     ) -> Result<(), StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let current = sessions.get(id.as_str()).map(|s| s.version);
+        let current = sessions.get(session.as_str()).map(|s| s.version);
         let expected = match read.version {
             Version::New | Version::Unversioned => None,
             Version::At(v) => Some(v),
@@ -79,18 +92,18 @@ impl InMemoryStore {
         let plan = plan_save(&read.layout, &read_ids, changes.memory, self.max_item_bytes)?;
         if let Some(r) = changes.receipt {
             let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
-            let key = read.layout.receipt_key(id, &r.key);
+            let key = read.layout.receipt_key(session, &r.key);
             if receipts.contains_key(&key) {
                 return Err(StoreError::ReceiptExists);
             }
             receipts.insert(key, r.clone());
         }
         sessions.insert(
-            id.as_str().to_owned(),
+            session.as_str().to_owned(),
             Stored {
                 memory: changes.memory.clone(),
                 version: expected.map_or(1, |v| v + 1),
-                layout: plan.layout,
+                layout: held(plan),
             },
         );
         Ok(())
@@ -99,9 +112,9 @@ impl InMemoryStore {
 
 #[async_trait]
 impl SessionStore for InMemoryStore {
-    async fn load(&self, id: &SessionKey) -> Result<Snapshot, StoreError> {
+    async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match sessions.get(id.as_str()) {
+        Ok(match sessions.get(session.as_str()) {
             None => Snapshot::new_session(),
             Some(s) => Snapshot {
                 memory: s.memory.clone(),
@@ -112,14 +125,14 @@ impl SessionStore for InMemoryStore {
                 owner: None,
                 preview: None,
                 title: None,
-                foreign: Default::default(),
+                kept: Default::default(),
             },
         })
     }
 
     async fn save(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         changes: Changes<'_>,
         read: &Snapshot,
     ) -> Result<(), StoreError> {
@@ -143,9 +156,9 @@ impl SessionStore for InMemoryStore {
                 summary: None,
                 owner: None,
             };
-            self.apply(id, theirs, read)?;
+            self.apply(session, theirs, read)?;
         }
-        self.apply(id, changes, read)?;
+        self.apply(session, changes, read)?;
         if lost {
             return Err(StoreError::Conflict);
         }
@@ -154,44 +167,33 @@ impl SessionStore for InMemoryStore {
 
     async fn receipt(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         read: &Snapshot,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError> {
         let receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(receipts.get(&read.layout.receipt_key(id, key)).cloned())
+        Ok(receipts
+            .get(&read.layout.receipt_key(session, key))
+            .cloned())
     }
 
     async fn history(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         span: Span<'_>,
         limit: PageLimit,
     ) -> Result<Option<HistoryPage>, StoreError> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(s) = sessions.get(id.as_str()) else {
+        let Some(s) = sessions.get(session.as_str()) else {
             return Ok(None);
         };
-        let len = s.memory.runs.len();
-        let (start, stop) = match span {
-            Span::From(c) => {
-                let start = c.map_or(0, |c| c.run as usize).min(len);
-                (start, (start + limit.runs).min(len))
-            }
-            Span::Before(c) => {
-                let stop = c.map_or(len, |c| (c.run as usize).min(len));
-                (stop.saturating_sub(limit.runs), stop)
-            }
-        };
-        let at = |run: usize| Cursor {
-            generation: s.layout.generation.clone(),
-            run: run as u64,
-        };
-        Ok(Some(HistoryPage {
-            runs: s.memory.runs[start..stop].to_vec(),
-            next: (stop < len).then(|| at(stop)),
-            prev: (start > 0).then(|| at(start)),
-        }))
+        let layout = &s.layout;
+        let end = layout.first_run + s.memory.runs.len() as u64;
+        let window = Window::new(span, limit, &layout.generation, end, s.memory.max_runs)?;
+        let mut fill = window.fill();
+        let runs = s.memory.runs.iter().map(Cow::Borrowed);
+        fill.offer_all(layout.first_run, runs, layout);
+        Ok(Some(fill.finish(layout)))
     }
 
     async fn list(
@@ -204,13 +206,17 @@ impl SessionStore for InMemoryStore {
         Err(StoreError::NoIndex)
     }
 
-    async fn set_title(&self, _id: &SessionKey, _title: &str) -> Result<bool, StoreError> {
+    async fn set_title(&self, _session: &SessionKey, _title: &str) -> Result<bool, StoreError> {
         Ok(false)
     }
 
-    async fn delete(&self, id: &SessionKey, _deadline: Deadline) -> Result<Deleted, StoreError> {
+    async fn delete(
+        &self,
+        session: &SessionKey,
+        _deadline: Deadline,
+    ) -> Result<Deleted, StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match sessions.remove(id.as_str()) {
+        Ok(match sessions.remove(session.as_str()) {
             None => Deleted::NotFound,
             Some(_) => Deleted::Gone { complete: true },
         })

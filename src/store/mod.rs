@@ -1,19 +1,19 @@
 //! Where sessions live: the [`SessionStore`] trait and its domain types (no DynamoDB types), the
-//! layout bookkeeping, the size policy as pure functions ([`policy`]), the item mapping
-//! ([`item`]) and the DynamoDB I/O ([`dynamo`]). `docs/storage.md` is the design: every item,
+//! attribute names ([`attr`]), the layout bookkeeping ([`layout`]), the pure rules of a save
+//! ([`policy`]) and of a history page ([`history`]), the item mapping ([`item`]) and the
+//! DynamoDB I/O ([`dynamo`]). `docs/storage.md` is the design: every item,
 //! key and invariant, and how each write path keeps them.
 
+pub mod attr;
 pub mod dynamo;
+pub mod history;
 #[cfg(test)]
 pub mod in_memory;
 pub mod item;
 pub mod layout;
 pub mod policy;
 
-use std::any::Any;
 use std::error::Error as StdError;
-use std::fmt;
-use std::sync::Arc;
 
 use crate::deadline::Deadline;
 use async_trait::async_trait;
@@ -56,11 +56,6 @@ impl Default for KeySchema {
     }
 }
 
-/// The attributes the owner index is keyed by: whose session, and when it was last active
-/// (epoch milliseconds, so sessions of one second keep their order).
-pub const OWNER_ATTRIBUTE: &str = "owner_key";
-pub const ACTIVITY_ATTRIBUTE: &str = "active_ms";
-
 /// A listed session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -94,6 +89,16 @@ pub enum Version {
     At(u64),
 }
 
+impl Version {
+    /// The version a save over this one writes.
+    pub fn next(self) -> u64 {
+        match self {
+            Version::New | Version::Unversioned => 1,
+            Version::At(v) => v + 1,
+        }
+    }
+}
+
 /// A session as read from the store: its recent runs (older ones stay in pages) and how the
 /// rest of it is laid out.
 #[derive(Debug, Clone)]
@@ -109,9 +114,8 @@ pub struct Snapshot {
     /// The start of its first message, and the title a user gave it.
     pub preview: Option<String>,
     pub title: Option<String>,
-    /// What the store keeps from the read to write back (attributes other tools own);
-    /// opaque to the cycle.
-    pub foreign: Foreign,
+    /// What a save writes back as read (attributes other tools keep); opaque to the cycle.
+    pub kept: KeptAttributes,
 }
 
 impl Snapshot {
@@ -126,7 +130,7 @@ impl Snapshot {
             owner: None,
             preview: None,
             title: None,
-            foreign: Foreign::default(),
+            kept: KeptAttributes::default(),
         }
     }
 
@@ -138,24 +142,29 @@ impl Snapshot {
     }
 }
 
-/// Store-specific state carried from a read to the save that follows it.
-#[derive(Clone, Default)]
-pub struct Foreign(Option<Arc<dyn Any + Send + Sync>>);
+/// The attributes of a session item that a save writes back exactly as read: those other
+/// tools keep on it, and `created_at`. Held in the store's own terms (the domain holds no
+/// DynamoDB type); `item` converts them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeptAttributes(pub Vec<(String, Attribute)>);
 
-impl Foreign {
-    pub fn new<T: Any + Send + Sync>(value: T) -> Foreign {
-        Foreign(Some(Arc::new(value)))
-    }
-
-    pub fn get<T: Any>(&self) -> Option<&T> {
-        self.0.as_ref().and_then(|v| v.downcast_ref())
-    }
-}
-
-impl fmt::Debug for Foreign {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Foreign(..)")
-    }
+/// A stored attribute's value, typed as the table types it; numbers keep their text, so they
+/// are written back digit for digit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attribute {
+    S(String),
+    N(String),
+    B(Vec<u8>),
+    Bool(bool),
+    Null(bool),
+    L(Vec<Attribute>),
+    M(Vec<(String, Attribute)>),
+    Ss(Vec<String>),
+    Ns(Vec<String>),
+    Bs(Vec<Vec<u8>>),
+    /// A type newer than this build knows: it cannot be written back, so a save fails
+    /// rather than drop it.
+    Unknown,
 }
 
 /// A running summary of a session's older runs, stored beside `value` (`summary`,
@@ -300,16 +309,23 @@ pub enum StoreError {
     Failed(#[source] BoxError),
 }
 
+impl StoreError {
+    /// A stored item that cannot be read as what it should be.
+    pub fn corrupt(reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt(DecodeError::new(reason))
+    }
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Reads a session; an unknown (or deleted) session is [`Snapshot::new_session`]-like.
-    async fn load(&self, id: &SessionKey) -> Result<Snapshot, StoreError>;
+    async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError>;
 
     /// Saves the changes if the session is still as `read`, else [`StoreError::Conflict`].
     /// All of it lands, or none.
     async fn save(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         changes: Changes<'_>,
         read: &Snapshot,
     ) -> Result<(), StoreError>;
@@ -317,7 +333,7 @@ pub trait SessionStore: Send + Sync {
     /// The live receipt a request with this key left on this session, if any.
     async fn receipt(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         read: &Snapshot,
         key: &IdempotencyKey,
     ) -> Result<Option<Receipt>, StoreError>;
@@ -326,14 +342,15 @@ pub trait SessionStore: Send + Sync {
     /// `None` if the session is unknown.
     async fn history(
         &self,
-        id: &SessionKey,
+        session: &SessionKey,
         span: Span<'_>,
         limit: PageLimit,
     ) -> Result<Option<HistoryPage>, StoreError>;
 
     /// Removes a session with everything stored beside it, working on leftovers until
     /// `deadline`.
-    async fn delete(&self, id: &SessionKey, deadline: Deadline) -> Result<Deleted, StoreError>;
+    async fn delete(&self, session: &SessionKey, deadline: Deadline)
+        -> Result<Deleted, StoreError>;
 
     /// A page of an owner's sessions, most recently active first; with `include_deleted`,
     /// also the tombstones of deletes not finished (for an erase).
@@ -346,5 +363,5 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<SessionList, StoreError>;
 
     /// Sets a session's title; `false` if there is no such session.
-    async fn set_title(&self, id: &SessionKey, title: &str) -> Result<bool, StoreError>;
+    async fn set_title(&self, session: &SessionKey, title: &str) -> Result<bool, StoreError>;
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use super::layout::{Field, Layout, Spill, LAST_RUNS};
 use super::StoreError;
+use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 
 /// Largest `value` of a page of older runs.
@@ -48,6 +49,34 @@ pub enum Removed {
     },
 }
 
+impl NewItem {
+    /// Its key, under the generation of `layout`.
+    pub fn key(&self, layout: &Layout, session: &SessionKey) -> String {
+        match self {
+            NewItem::Page { page, .. } => layout.page_key(session, *page),
+            NewItem::Part {
+                run_id,
+                field,
+                part,
+                ..
+            } => layout.part_key(session, run_id, *field, *part),
+        }
+    }
+}
+
+impl Removed {
+    pub fn key(&self, layout: &Layout, session: &SessionKey) -> String {
+        match self {
+            Removed::Page(page) => layout.page_key(session, *page),
+            Removed::Part {
+                run_id,
+                field,
+                part,
+            } => layout.part_key(session, run_id, *field, *part),
+        }
+    }
+}
+
 /// What one save writes.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -60,10 +89,16 @@ pub struct Plan {
     pub archived_runs: usize,
     /// Runs kept, pages included (what a listing shows).
     pub runs_kept: u64,
+    /// When the session item expires (epoch seconds); `None`: it does not. Set by
+    /// [`plan_expiry`].
+    pub expires_at: Option<u64>,
+    /// When the side items this save writes expire.
+    pub side_expires_at: Option<u64>,
 }
 
 /// Plans a save of `memory` over a session read with `read` layout and `read_ids` runs in its
-/// item. New runs (ids not read) carry their full text.
+/// item. New runs (ids not read) carry their full text. Expiry is planned apart
+/// ([`plan_expiry`]): it depends on the clock and the settings, not on the runs.
 pub fn plan_save(
     read: &Layout,
     read_ids: &[&str],
@@ -71,127 +106,17 @@ pub fn plan_save(
     max_item_bytes: usize,
 ) -> Result<Plan, StoreError> {
     let mut layout = read.clone();
-    let mut removed = Vec::new();
-    let mut new_items = Vec::new();
-    let kept: HashSet<&str> = memory.runs.iter().map(|r| r.id.as_str()).collect();
     let read_set: HashSet<&str> = read_ids.iter().copied().collect();
-
-    // Runs dropped from the item's front (MAX_RUNS) are gone, with their parts.
-    let dropped: Vec<&str> = read_ids
-        .iter()
-        .copied()
-        .filter(|id| !kept.contains(id))
-        .collect();
-    layout.first_run += dropped.len() as u64;
-    for id in &dropped {
-        if let Some(spill) = layout.spilled.remove(*id) {
-            removed.extend(parts_of(id, &spill));
-        }
-    }
-
-    // New runs too big for the item keep a short inline text; the rest goes to parts.
-    let spill_over = max_item_bytes / 2;
-    let mut runs = Vec::with_capacity(memory.runs.len());
-    let mut spilled_bytes = 0;
-    for (i, run) in memory.runs.iter().enumerate() {
-        if read_set.contains(run.id.as_str()) || run.encoded_len(memory.format) <= spill_over {
-            runs.push(run.clone());
-            continue;
-        }
-        let number = layout.first_run + i as u64;
-        let mut spill = Spill {
-            run: number,
-            input_parts: 0,
-            output_parts: 0,
-        };
-        let mut inline = |text: &str, field: Field, count: &mut u32| -> String {
-            if text.chars().count() <= INLINE_CHARS {
-                return text.to_owned();
-            }
-            for (n, part) in split_text(text, PART_MAX_BYTES).into_iter().enumerate() {
-                spilled_bytes += part.len();
-                new_items.push(NewItem::Part {
-                    run_id: run.id.clone(),
-                    field,
-                    part: n as u32 + 1,
-                    text: part.to_owned(),
-                });
-                *count += 1;
-            }
-            shortened(text)
-        };
-        let input = inline(&run.input, Field::Input, &mut spill.input_parts);
-        let output = inline(&run.output, Field::Output, &mut spill.output_parts);
-        let mut short = Run::new(input, output);
-        short.id = run.id.clone();
-        runs.push(short);
-        layout.spilled.insert(run.id.clone(), spill);
-    }
-    if spilled_bytes > MAX_SPILL_BYTES {
-        return Err(StoreError::TooLarge(spilled_bytes));
-    }
-    let mut item_memory = memory.clone();
-    item_memory.runs = runs;
-
-    // Past the budget, the oldest runs move to pages; about half the budget stays. The value
-    // is encoded once on a turn that does not archive (the common case).
-    let mut archived_runs = 0;
-    let mut value = item_memory.encode();
-    if value.len() > max_item_bytes {
-        let (recent, pages) = split_for_size(&item_memory, max_item_bytes);
-        for page_memory in pages {
-            let page = layout.pages_next;
-            let first = layout.first_run;
-            layout.pages_next += 1;
-            layout.pages.push((page, first));
-            layout.first_run += page_memory.runs.len() as u64;
-            archived_runs += page_memory.runs.len();
-            new_items.push(NewItem::Page {
-                page,
-                first,
-                value: page_memory.encode(),
-            });
-        }
-        item_memory = recent;
-        value = item_memory.encode();
-    }
-
-    // MAX_RUNS bounds everything kept: pages wholly before the newest runs go, with the
-    // parts of the runs before them.
-    if let Some(max) = memory.max_runs {
-        let end = layout.first_run + item_memory.runs.len() as u64;
-        let keep_from = end.saturating_sub(max);
-        while !layout.pages.is_empty() && layout.page_end(0) <= keep_from {
-            if removed.len() >= MAX_PRUNED {
-                break;
-            }
-            removed.push(Removed::Page(layout.pages.remove(0).0));
-        }
-        let old: Vec<String> = layout
-            .spilled
-            .iter()
-            .filter(|(_, s)| s.run < keep_from)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in old {
-            if removed.len() >= MAX_PRUNED {
-                break;
-            }
-            if let Some(spill) = layout.spilled.remove(&id) {
-                removed.extend(parts_of(&id, &spill));
-            }
-        }
-    }
-
-    for run in &memory.runs {
-        if !read_set.contains(run.id.as_str()) {
-            layout.last_runs.push(run.id.clone());
-        }
-    }
-    let excess = layout.last_runs.len().saturating_sub(LAST_RUNS);
-    layout.last_runs.drain(..excess);
-
+    let mut removed = drop_runs(&mut layout, read_ids, memory);
+    let (item_memory, mut new_items) = spill(&mut layout, &read_set, memory, max_item_bytes)?;
+    let (item_memory, value, pages) = archive(&mut layout, item_memory, max_item_bytes);
+    let archived_runs = pages.iter().map(|p| p.1).sum();
+    new_items.extend(pages.into_iter().map(|p| p.0));
     let end = layout.first_run + item_memory.runs.len() as u64;
+    if let Some(max) = memory.max_runs {
+        prune(&mut layout, &mut removed, end.saturating_sub(max));
+    }
+    remember_new_runs(&mut layout, &read_set, memory);
     let live_from = layout.pages.first().map_or(layout.first_run, |p| p.1);
     let keep_from = memory.max_runs.map_or(0, |max| end.saturating_sub(max));
     Ok(Plan {
@@ -201,7 +126,177 @@ pub fn plan_save(
         removed,
         archived_runs,
         runs_kept: end - live_from.max(keep_from).min(end),
+        expires_at: None,
+        side_expires_at: None,
     })
+}
+
+/// Runs dropped from the item's front (MAX_RUNS) are gone, with their parts.
+fn drop_runs(layout: &mut Layout, read_ids: &[&str], memory: &Memory) -> Vec<Removed> {
+    let kept: HashSet<&str> = memory.runs.iter().map(|r| r.id.as_str()).collect();
+    let mut removed = Vec::new();
+    for id in read_ids.iter().filter(|id| !kept.contains(*id)) {
+        layout.first_run += 1;
+        if let Some(spill) = layout.spilled.remove(*id) {
+            removed.extend(parts_of(id, &spill));
+        }
+    }
+    removed
+}
+
+/// New runs too big for the item keep a short inline text; the rest goes to parts. Returns
+/// the memory the item holds and the parts.
+fn spill(
+    layout: &mut Layout,
+    read: &HashSet<&str>,
+    memory: &Memory,
+    max_item_bytes: usize,
+) -> Result<(Memory, Vec<NewItem>), StoreError> {
+    let spill_over = max_item_bytes / 2;
+    let mut parts = Vec::new();
+    let mut runs = Vec::with_capacity(memory.runs.len());
+    for (i, run) in memory.runs.iter().enumerate() {
+        if read.contains(run.id.as_str()) || run.encoded_len(memory.format) <= spill_over {
+            runs.push(run.clone());
+            continue;
+        }
+        let (short, spill) = spill_run(run, layout.first_run + i as u64, &mut parts);
+        runs.push(short);
+        layout.spilled.insert(run.id.clone(), spill);
+    }
+    let spilled_bytes: usize = parts
+        .iter()
+        .map(|p| match p {
+            NewItem::Part { text, .. } => text.len(),
+            NewItem::Page { .. } => 0,
+        })
+        .sum();
+    if spilled_bytes > MAX_SPILL_BYTES {
+        return Err(StoreError::TooLarge(spilled_bytes));
+    }
+    let mut item_memory = memory.clone();
+    item_memory.runs = runs;
+    Ok((item_memory, parts))
+}
+
+/// Run `number`'s long texts as parts, and the shortened run the item keeps instead.
+fn spill_run(run: &Run, number: u64, parts: &mut Vec<NewItem>) -> (Run, Spill) {
+    let mut spill = Spill {
+        run: number,
+        input_parts: 0,
+        output_parts: 0,
+    };
+    let mut inline = |text: &str, field: Field, count: &mut u32| -> String {
+        if text.chars().count() <= INLINE_CHARS {
+            return text.to_owned();
+        }
+        for (n, part) in split_text(text, PART_MAX_BYTES).into_iter().enumerate() {
+            parts.push(NewItem::Part {
+                run_id: run.id.clone(),
+                field,
+                part: n as u32 + 1,
+                text: part.to_owned(),
+            });
+            *count += 1;
+        }
+        shortened(text)
+    };
+    let input = inline(&run.input, Field::Input, &mut spill.input_parts);
+    let output = inline(&run.output, Field::Output, &mut spill.output_parts);
+    (run.with_texts(input, output), spill)
+}
+
+/// Past the budget, the oldest runs move to pages; about half the budget stays. Returns the
+/// memory the item keeps, its value, and each new page with its number of runs. The value is
+/// encoded once on a turn that does not archive (the common case).
+fn archive(
+    layout: &mut Layout,
+    item_memory: Memory,
+    max_item_bytes: usize,
+) -> (Memory, String, Vec<(NewItem, usize)>) {
+    let value = item_memory.encode();
+    if value.len() <= max_item_bytes {
+        return (item_memory, value, Vec::new());
+    }
+    let (recent, pages) = split_for_size(&item_memory, max_item_bytes);
+    let pages = pages
+        .into_iter()
+        .map(|page_memory| {
+            let (page, first) = (layout.pages_next, layout.first_run);
+            let runs = page_memory.runs.len();
+            layout.pages_next += 1;
+            layout.pages.push((page, first));
+            layout.first_run += runs as u64;
+            let value = page_memory.encode();
+            (NewItem::Page { page, first, value }, runs)
+        })
+        .collect();
+    let value = recent.encode();
+    (recent, value, pages)
+}
+
+/// MAX_RUNS bounds everything kept: pages wholly before run `keep_from` go, with the parts of
+/// the runs before it, at most [`MAX_PRUNED`] a save.
+fn prune(layout: &mut Layout, removed: &mut Vec<Removed>, keep_from: u64) {
+    while !layout.pages.is_empty() && layout.page_end(0) <= keep_from {
+        if removed.len() >= MAX_PRUNED {
+            break;
+        }
+        removed.push(Removed::Page(layout.pages.remove(0).0));
+    }
+    let old: Vec<String> = layout
+        .spilled
+        .iter()
+        .filter(|(_, s)| s.run < keep_from)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in old {
+        if removed.len() >= MAX_PRUNED {
+            break;
+        }
+        if let Some(spill) = layout.spilled.remove(&id) {
+            removed.extend(parts_of(&id, &spill));
+        }
+    }
+}
+
+/// The ids of the newest runs saved, to recognise a save whose answer was lost.
+fn remember_new_runs(layout: &mut Layout, read: &HashSet<&str>, memory: &Memory) {
+    let new = memory.runs.iter().filter(|r| !read.contains(r.id.as_str()));
+    layout.last_runs.extend(new.map(|r| r.id.clone()));
+    let excess = layout.last_runs.len().saturating_sub(LAST_RUNS);
+    layout.last_runs.drain(..excess);
+}
+
+/// Plans when a save's items expire, with a session TTL of `ttl` seconds (`None`: off).
+/// Side items never expire before their session: they get half a TTL more, and are pushed out
+/// again before the session's expiry could pass theirs; with TTL off they stop expiring.
+/// Returns the expiry to set first on the side items `read` has (`Some(None)`: remove it), if
+/// they need it.
+pub fn plan_expiry(
+    plan: &mut Plan,
+    read: &Layout,
+    ttl: Option<u64>,
+    now: u64,
+) -> Option<Option<u64>> {
+    let Some(ttl) = ttl else {
+        plan.expires_at = None;
+        plan.side_expires_at = None;
+        plan.layout.archive_expires_at = None;
+        return read.archive_expires_at.is_some().then_some(None);
+    };
+    let (session, side) = (now + ttl, now + ttl + ttl / 2);
+    plan.expires_at = Some(session);
+    plan.side_expires_at = Some(side);
+    let due = read.archive_expires_at.is_none_or(|t| t < session);
+    if read.has_side_items() && due {
+        plan.layout.archive_expires_at = Some(side);
+        return Some(Some(side));
+    }
+    if plan.layout.archive_expires_at.is_none() {
+        plan.layout.archive_expires_at = Some(side);
+    }
+    None
 }
 
 fn parts_of(run_id: &str, spill: &Spill) -> Vec<Removed> {
@@ -424,6 +519,31 @@ mod tests {
         m.push(Run::new("new", "n"));
         let plan = plan_save(&layout, &ids(&read), &m, 96 * 1024).unwrap();
         assert_eq!(plan.layout.first_run, 1);
+    }
+
+    #[test]
+    fn side_items_never_expire_before_their_session() {
+        let mut read = Layout::empty("g".into());
+        read.pages = vec![(1, 0)];
+        read.archive_expires_at = Some(1_000);
+        let m = memory(1, 10);
+        let mut plan = plan_save(&read, &[], &m, 96 * 1024).unwrap();
+        // Their expiry would pass the session's: pushed out first, half a TTL past it.
+        assert_eq!(
+            plan_expiry(&mut plan, &read, Some(100), 950),
+            Some(Some(1_100))
+        );
+        assert_eq!(plan.expires_at, Some(1_050));
+        assert_eq!(plan.layout.archive_expires_at, Some(1_100));
+        // Still later than the new session expiry: left alone.
+        let mut plan = plan_save(&read, &[], &m, 96 * 1024).unwrap();
+        assert_eq!(plan_expiry(&mut plan, &read, Some(100), 800), None);
+        assert_eq!(plan.layout.archive_expires_at, Some(1_000));
+        // TTL off: they stop expiring.
+        let mut plan = plan_save(&read, &[], &m, 96 * 1024).unwrap();
+        assert_eq!(plan_expiry(&mut plan, &read, None, 800), Some(None));
+        assert_eq!((plan.expires_at, plan.side_expires_at), (None, None));
+        assert_eq!(plan.layout.archive_expires_at, None);
     }
 
     #[test]

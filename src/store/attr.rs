@@ -1,0 +1,119 @@
+//! Every attribute name the store writes, defined once. The lists below (what we own on the
+//! session item, what side items use, what the owner index projects) are what the item mapping,
+//! configuration's reserved names and the template checks derive from; `docs/storage.md` "Items"
+//! describes each attribute.
+
+// The session item's bookkeeping.
+pub const VERSION: &str = "version";
+pub const GENERATION: &str = "generation";
+pub const FIRST_RUN: &str = "first_run";
+pub const PAGES: &str = "pages";
+pub const PAGES_NEXT: &str = "pages_next";
+pub const SPILLED: &str = "spilled";
+pub const LAST_RUNS: &str = "last_runs";
+pub const ARCHIVE_EXPIRES_AT: &str = "archive_expires_at";
+pub const CLEANUP: &str = "cleanup";
+pub const TOMBSTONE: &str = "tombstone";
+pub const UPDATED_AT: &str = "updated_at";
+pub const SUMMARY: &str = "summary";
+pub const SUMMARY_THROUGH: &str = "summary_through";
+
+/// The owner index's keys: whose session, and when it was last active (epoch milliseconds, so
+/// sessions of one second keep their order).
+pub const OWNER_KEY: &str = "owner_key";
+pub const ACTIVE_MS: &str = "active_ms";
+
+// What a listing shows.
+pub const SESSION_ID: &str = "session_id";
+pub const RUN_COUNT: &str = "run_count";
+pub const PREVIEW: &str = "preview";
+pub const TITLE: &str = "title";
+
+/// Written by earlier releases; dropped at the next save.
+pub const LEGACY_ARCHIVED: &str = "archived";
+pub const LEGACY_RECEIPTS: &str = "receipts";
+
+// On every item.
+pub const CREATED_AT: &str = "created_at";
+/// TTL (epoch seconds); the table's TimeToLiveSpecification names it.
+pub const EXPIRES_AT: &str = "expires_at";
+
+// Side items: pages, parts and receipts.
+pub const KIND: &str = "kind";
+/// A page's memory JSON. Not the key schema's value attribute: pages always use this name.
+pub const PAGE_VALUE: &str = "value";
+pub const FIRST: &str = "first";
+pub const RUN: &str = "run";
+pub const FIELD: &str = "field";
+pub const TEXT: &str = "text";
+pub const MESSAGE_DIGEST: &str = "message_digest";
+pub const RUN_ID: &str = "run_id";
+
+/// Values of [`KIND`].
+pub const KIND_RUNS: &str = "runs";
+pub const KIND_PART: &str = "part";
+
+/// Attributes of the session item this code owns; everything else on it is written back as
+/// read (`created_at` too: it is set once).
+pub const OWNED: &[&str] = &[
+    VERSION,
+    GENERATION,
+    FIRST_RUN,
+    PAGES,
+    PAGES_NEXT,
+    SPILLED,
+    LAST_RUNS,
+    ARCHIVE_EXPIRES_AT,
+    CLEANUP,
+    TOMBSTONE,
+    UPDATED_AT,
+    EXPIRES_AT,
+    SUMMARY,
+    SUMMARY_THROUGH,
+    OWNER_KEY,
+    ACTIVE_MS,
+    SESSION_ID,
+    RUN_COUNT,
+    PREVIEW,
+    TITLE,
+    LEGACY_ARCHIVED,
+    LEGACY_RECEIPTS,
+];
+
+/// Attributes of side items (and `created_at`) beside those in [`OWNED`].
+pub const SIDE: &[&str] = &[
+    CREATED_AT,
+    KIND,
+    FIRST,
+    TEXT,
+    RUN,
+    FIELD,
+    MESSAGE_DIGEST,
+    RUN_ID,
+];
+
+/// What the owner index projects: what a listing reads.
+pub const INDEX_PROJECTION: &[&str] = &[
+    SESSION_ID, CREATED_AT, UPDATED_AT, RUN_COUNT, PREVIEW, TITLE, TOMBSTONE,
+];
+
+/// Whether a configured key or value attribute name would collide with one of ours. The page
+/// value's name is not among them: it is the recipe's own value attribute.
+pub fn is_reserved(name: &str) -> bool {
+    OWNED.contains(&name) || SIDE.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lists_name_each_attribute_once() {
+        let all: Vec<&str> = OWNED.iter().chain(SIDE).copied().collect();
+        for (i, name) in all.iter().enumerate() {
+            assert!(!all[..i].contains(name), "{name} is listed twice");
+        }
+        assert!(INDEX_PROJECTION.iter().all(|a| is_reserved(a)));
+        assert!(!is_reserved(PAGE_VALUE) && !is_reserved("id"));
+    }
+}

@@ -1,0 +1,239 @@
+//! The DynamoDB I/O of the session store, one concern per file: reads ([`read`]: the session,
+//! its pages and parts, receipts, history), saves ([`save`]), deletes ([`delete`]) and listings
+//! ([`list`]). What is written where, and why it is safe, is `docs/storage.md`; the pure parts
+//! are [`super::policy`], [`super::history`] and [`super::item`].
+
+mod delete;
+mod list;
+mod read;
+mod save;
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+
+use super::item::{n, Item};
+use super::{attr, Changes, Deleted, HistoryPage, KeySchema, PageLimit, Receipt, SessionList};
+use super::{SessionStore, Snapshot, Span, StoreError, Version};
+use crate::deadline::Deadline;
+use crate::input::{IdempotencyKey, SessionKey};
+
+pub use super::item::PREVIEW_CHARS;
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    max_item_bytes: usize,
+    /// Sessions (and their pages) expire this long after their last save.
+    session_ttl_secs: Option<u64>,
+    schema: KeySchema,
+    /// The global secondary index on `owner_key` and `active_ms`, for listings.
+    owner_index: Option<String>,
+}
+
+impl DynamoStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        max_item_bytes: usize,
+        session_ttl_secs: Option<u64>,
+    ) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            max_item_bytes,
+            session_ttl_secs,
+            schema: KeySchema::default(),
+            owner_index: None,
+        }
+    }
+
+    /// Keys the table's items as a griptape user configured it.
+    pub fn with_schema(mut self, schema: KeySchema) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// Lists sessions through this index.
+    pub fn with_owner_index(mut self, index: Option<String>) -> Self {
+        self.owner_index = index;
+        self
+    }
+
+    /// A consistent read of the item stored under `key`.
+    async fn get(&self, key: String) -> Result<Option<Item>, StoreError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|out| out.item)
+            .map_err(sdk_error)
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError> {
+        let read = self.snapshot(session).await?;
+        Ok(read.unwrap_or_else(Snapshot::new_session))
+    }
+
+    async fn save(
+        &self,
+        session: &SessionKey,
+        changes: Changes<'_>,
+        read: &Snapshot,
+    ) -> Result<(), StoreError> {
+        self.save_changes(session, changes, read).await
+    }
+
+    async fn receipt(
+        &self,
+        session: &SessionKey,
+        read: &Snapshot,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Receipt>, StoreError> {
+        self.read_receipt(session, read, key).await
+    }
+
+    async fn history(
+        &self,
+        session: &SessionKey,
+        span: Span<'_>,
+        limit: PageLimit,
+    ) -> Result<Option<HistoryPage>, StoreError> {
+        self.read_history(session, span, limit).await
+    }
+
+    async fn delete(
+        &self,
+        session: &SessionKey,
+        deadline: Deadline,
+    ) -> Result<Deleted, StoreError> {
+        self.delete_session(session, deadline).await
+    }
+
+    async fn list(
+        &self,
+        owner: &str,
+        limit: usize,
+        from: Option<&str>,
+        include_deleted: bool,
+    ) -> Result<SessionList, StoreError> {
+        self.list_sessions(owner, limit, from, include_deleted)
+            .await
+    }
+
+    async fn set_title(&self, session: &SessionKey, title: &str) -> Result<bool, StoreError> {
+        self.write_title(session, title).await
+    }
+}
+
+/// A write's condition: it lands only over the version read. The one place that rule is
+/// written, for saves and deletes alike.
+#[derive(Debug, Clone, PartialEq)]
+struct Condition {
+    expression: &'static str,
+    names: HashMap<String, String>,
+    values: Option<HashMap<String, AttributeValue>>,
+}
+
+fn version_condition(version: Version, schema: &KeySchema) -> Condition {
+    let names = |pairs: &[(&str, &str)]| {
+        let pairs = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        pairs.collect()
+    };
+    let pk = ("#pk", schema.partition_key.as_str());
+    let version_name = ("#version", attr::VERSION);
+    match version {
+        Version::New => Condition {
+            expression: "attribute_not_exists(#pk)",
+            names: names(&[pk]),
+            values: None,
+        },
+        // Written by the Python original or griptape: still without a version.
+        Version::Unversioned => Condition {
+            expression: "attribute_exists(#pk) AND attribute_not_exists(#version)",
+            names: names(&[pk, version_name]),
+            values: None,
+        },
+        Version::At(v) => Condition {
+            expression: "#version = :read",
+            names: names(&[version_name]),
+            values: Some(HashMap::from([(":read".to_owned(), n(v))])),
+        },
+    }
+}
+
+/// A call cut off at `stop`; `None` when time ran out.
+async fn within<T>(stop: Deadline, call: impl std::future::Future<Output = T>) -> Option<T> {
+    stop.bound(call).await.ok()
+}
+
+/// A request the SDK refused to build (a missing required field): a bug, not the table's fault.
+fn built<T, E: StdError + Send + Sync + 'static>(r: Result<T, E>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::Failed(e.into()))
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error()
+        .is_some_and(|se| se.code() == Some("ConditionalCheckFailedException"))
+}
+
+/// Sorts SDK failures into "try later" (503) and everything else (500). The SDK has already
+/// retried throttling and transient faults by the time an error reaches here.
+fn sdk_error<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: StdError + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => matches!(
+            se.err().code(),
+            Some(
+                "ResourceNotFoundException"
+                    | "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "TransactionInProgressException"
+            )
+        ),
+        _ => false,
+    };
+    let detail: Box<dyn StdError + Send + Sync> = DisplayErrorContext(&e).to_string().into();
+    if transient {
+        StoreError::Unavailable(detail)
+    } else {
+        StoreError::Failed(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_write_is_conditional_on_the_version_read() {
+        let schema = KeySchema::default();
+        let new = version_condition(Version::New, &schema);
+        assert_eq!(new.expression, "attribute_not_exists(#pk)");
+        assert_eq!(new.names["#pk"], "id");
+        let old = version_condition(Version::Unversioned, &schema);
+        assert_eq!(old.names["#version"], attr::VERSION);
+        let at = version_condition(Version::At(7), &schema);
+        assert_eq!(at.expression, "#version = :read");
+        assert_eq!(at.values.unwrap()[":read"], n(7));
+    }
+}

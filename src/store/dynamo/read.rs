@@ -1,0 +1,240 @@
+//! Reads: the session item, its pages and parts, receipts, and history pages (their rules are
+//! [`crate::store::history`]'s).
+
+use std::borrow::Cow;
+
+use super::DynamoStore;
+use crate::input::{IdempotencyKey, SessionKey};
+use crate::memory::{Memory, Run};
+use crate::store::history::Window;
+use crate::store::item::{count, decode_session, text, Now};
+use crate::store::layout::{Field, Layout};
+use crate::store::{attr, HistoryPage, PageLimit, Receipt, Snapshot, Span, StoreError};
+
+impl DynamoStore {
+    /// The session item, read; `None` if there is none.
+    pub(super) async fn snapshot(
+        &self,
+        session: &SessionKey,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let Some(item) = self.get(session.as_str().to_owned()).await? else {
+            return Ok(None);
+        };
+        let mut snapshot = decode_session(item, &self.schema)?;
+        if snapshot.layout.pages.iter().any(|p| p.1 == u64::MAX) {
+            self.number_legacy_pages(session, &mut snapshot.layout)
+                .await?;
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// Pages written by earlier releases do not say which runs they hold: count them once;
+    /// the next save records it.
+    async fn number_legacy_pages(
+        &self,
+        session: &SessionKey,
+        layout: &mut Layout,
+    ) -> Result<(), StoreError> {
+        let mut next = 0;
+        for i in 0..layout.pages.len() {
+            let page = layout.pages[i].0;
+            let runs = self.page_runs(session, layout, page).await?;
+            let runs =
+                runs.ok_or_else(|| StoreError::corrupt(format!("archive page {page} is missing")))?;
+            layout.pages[i].1 = next;
+            next += runs.len() as u64;
+        }
+        layout.first_run = next;
+        Ok(())
+    }
+
+    /// The runs of one page; `None` if it is gone.
+    async fn page_runs(
+        &self,
+        session: &SessionKey,
+        layout: &Layout,
+        page: u64,
+    ) -> Result<Option<Vec<Run>>, StoreError> {
+        let Some(item) = self.get(layout.page_key(session, page)).await? else {
+            return Ok(None);
+        };
+        let value = text(&item, attr::PAGE_VALUE)?
+            .ok_or_else(|| StoreError::corrupt(format!("page {page} has no value")))?;
+        let memory = Memory::decode(value).map_err(StoreError::Corrupt)?;
+        Ok(Some(memory.runs))
+    }
+
+    /// The full text of a spilled field, from its parts.
+    async fn read_parts(
+        &self,
+        session: &SessionKey,
+        layout: &Layout,
+        run_id: &str,
+        field: Field,
+        parts: u32,
+    ) -> Result<Option<String>, StoreError> {
+        let mut whole = String::new();
+        for part in 1..=parts {
+            let key = layout.part_key(session, run_id, field, part);
+            let Some(item) = self.get(key).await? else {
+                return Ok(None);
+            };
+            whole.push_str(text(&item, attr::TEXT)?.unwrap_or(""));
+        }
+        Ok(Some(whole))
+    }
+
+    /// Gives a spilled run its full texts back; `None` if a part is gone (the session was
+    /// deleted meanwhile).
+    async fn unspill(
+        &self,
+        session: &SessionKey,
+        layout: &Layout,
+        run: &mut Run,
+    ) -> Result<Option<()>, StoreError> {
+        let Some(spill) = layout.spilled.get(&run.id).copied() else {
+            return Ok(Some(()));
+        };
+        for (field, parts) in [
+            (Field::Input, spill.input_parts),
+            (Field::Output, spill.output_parts),
+        ] {
+            if parts == 0 {
+                continue;
+            }
+            let Some(whole) = self
+                .read_parts(session, layout, &run.id, field, parts)
+                .await?
+            else {
+                return Ok(None);
+            };
+            match field {
+                Field::Input => run.input = whole,
+                Field::Output => run.output = whole,
+            }
+        }
+        Ok(Some(()))
+    }
+
+    /// The run with this id, whole, from the item or (newest first) its pages.
+    async fn find_run(
+        &self,
+        session: &SessionKey,
+        read: &Snapshot,
+        run_id: &str,
+    ) -> Result<Option<Run>, StoreError> {
+        let mut found = read.memory.runs.iter().find(|r| r.id == run_id).cloned();
+        if found.is_none() {
+            for (page, _) in read.layout.pages.iter().rev() {
+                let runs = self.page_runs(session, &read.layout, *page).await?;
+                if let Some(run) = runs.into_iter().flatten().find(|r| r.id == run_id) {
+                    found = Some(run);
+                    break;
+                }
+            }
+        }
+        let Some(mut run) = found else {
+            return Ok(None);
+        };
+        let whole = self.unspill(session, &read.layout, &mut run).await?;
+        Ok(whole.map(|()| run))
+    }
+
+    pub(super) async fn read_receipt(
+        &self,
+        session: &SessionKey,
+        read: &Snapshot,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Receipt>, StoreError> {
+        if read.fresh {
+            // A receipt belongs to a generation; a fresh session has none yet.
+            return Ok(None);
+        }
+        let Some(item) = self.get(read.layout.receipt_key(session, key)).await? else {
+            return Ok(None);
+        };
+        // DynamoDB's TTL deletes within days, not on the second: expired is gone.
+        if count(&item, attr::EXPIRES_AT)?.is_some_and(|t| t < Now::current().secs) {
+            return Ok(None);
+        }
+        let field = |name: &str| {
+            let value = text(&item, name)?.map(str::to_owned);
+            value.ok_or_else(|| {
+                StoreError::corrupt(format!("the idempotency receipt has no {name}"))
+            })
+        };
+        let run_id = field(attr::RUN_ID)?;
+        let message_digest = field(attr::MESSAGE_DIGEST)?;
+        // The reply is the run's: a run since dropped (MAX_RUNS) leaves nothing to replay, and
+        // the key counts as new.
+        let Some(run) = self.find_run(session, read, &run_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Receipt {
+            key: key.clone(),
+            message_digest,
+            run_id,
+            reply: run.output,
+        }))
+    }
+
+    /// A history page: the pages that overlap its window, then the item's runs, then the
+    /// parts of spilled runs.
+    pub(super) async fn read_history(
+        &self,
+        session: &SessionKey,
+        span: Span<'_>,
+        limit: PageLimit,
+    ) -> Result<Option<HistoryPage>, StoreError> {
+        let Some(snapshot) = self.snapshot(session).await? else {
+            return Ok(None);
+        };
+        if snapshot.fresh {
+            return Ok(None);
+        }
+        let layout = &snapshot.layout;
+        let held = &snapshot.memory;
+        let end = layout.first_run + held.runs.len() as u64;
+        let window = Window::new(span, limit, &layout.generation, end, held.max_runs)?;
+        let mut fill = window.fill();
+        for (i, &(page, first)) in layout.pages.iter().enumerate() {
+            if fill.is_full() {
+                break;
+            }
+            if !fill.window().overlaps(first, layout.page_end(i)) {
+                continue;
+            }
+            let Some(runs) = self.page_runs(session, layout, page).await? else {
+                return self.page_gone(session, layout, page).await;
+            };
+            fill.offer_all(first, runs.into_iter().map(Cow::Owned), layout);
+        }
+        if !fill.is_full() {
+            let runs = held.runs.iter().map(Cow::Borrowed);
+            fill.offer_all(layout.first_run, runs, layout);
+        }
+        let mut page = fill.finish(layout);
+        for run in &mut page.runs {
+            if self.unspill(session, layout, run).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(page))
+    }
+
+    /// A page a read needed is gone: a delete got here first (no session, `None`), unless the
+    /// session is still there in the same generation (corrupt).
+    async fn page_gone(
+        &self,
+        session: &SessionKey,
+        layout: &Layout,
+        page: u64,
+    ) -> Result<Option<HistoryPage>, StoreError> {
+        match self.snapshot(session).await? {
+            Some(now) if !now.fresh && now.layout.generation == layout.generation => {
+                Err(StoreError::corrupt(format!("page {page} is missing")))
+            }
+            _ => Ok(None),
+        }
+    }
+}

@@ -26,7 +26,7 @@ use crate::memory::{DecodeError, Memory, Run};
 
 /// Default budget of a session item's `value`: it holds the prompt window (8,000 estimated
 /// tokens is about 32 KB of text) after an archive step keeps half of it, and keeps a turn's
-/// read and write units low (see README "Cost per turn").
+/// read and write units low (see docs/storage.md, "Cost per turn").
 pub const DEFAULT_MAX_ITEM_BYTES: usize = 96 * 1024;
 
 /// How the table's items are keyed and where the memory JSON is: `id` / `value` as the recipe,

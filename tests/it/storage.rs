@@ -675,7 +675,7 @@ fn billed_size(item: &std::collections::HashMap<String, AttributeValue>) -> usiz
 /// Read and write units per turn of a 2 KB-per-turn conversation, from item sizes: a turn
 /// reads the session item (consistent: 4 KB a unit) and writes it whole (1 KB a unit, the
 /// larger of old and new); a turn that archives writes a transaction (twice the units) with its
-/// new page. Not a timing test: it prints the figures README "Cost per turn" states.
+/// new page. Not a timing test: it prints the figures docs/storage.md "Cost per turn" states.
 #[tokio::test]
 async fn cost_per_turn_of_a_2_kb_conversation() {
     let env = TestEnv::new().await;

@@ -44,6 +44,7 @@ test: setup browser
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(PY) tools/code_shape.py check
 	cfn-lint template.yaml
 	AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0 sam validate --lint
 	$(PY) -m py_compile tools/*.py tools/griptape/*.py events/*.py bench/*.py bench/original/*.py tests/browser/*.py

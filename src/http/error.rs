@@ -324,6 +324,55 @@ mod tests {
         ]
     }
 
+    /// Every variant by name, with no wildcard: a new failure does not compile here until it is
+    /// named, and `every_variant_is_in_the_table` then fails until `every_failure` has it.
+    fn variant(e: &ApiError) -> &'static str {
+        match e {
+            ApiError::InvalidRequest(_) => "InvalidRequest",
+            ApiError::BadPath => "BadPath",
+            ApiError::NotFound(_) => "NotFound",
+            ApiError::SessionNotFound(_) => "SessionNotFound",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
+            ApiError::TurnLost => "TurnLost",
+            ApiError::Input(i) => match i {
+                InputError::SessionIdLength(_) => "SessionIdLength",
+                InputError::SessionIdCharacter(_) => "SessionIdCharacter",
+                InputError::SessionIdDots => "SessionIdDots",
+                InputError::IdempotencyKey => "IdempotencyKey",
+                InputError::BlankMessage => "BlankMessage",
+                InputError::Owner => "Owner",
+                InputError::Title => "Title",
+                InputError::MessageTooLong { .. } => "MessageTooLong",
+            },
+            ApiError::Chat(c) => match c {
+                ChatError::ModelFailed(_) => "ModelFailed",
+                ChatError::ReplyTooLarge(_) => "ReplyTooLarge",
+                ChatError::ModelTimeout => "ModelTimeout",
+                ChatError::StoreUnavailable(_) => "StoreUnavailable",
+                ChatError::StoreTimeout => "StoreTimeout",
+                ChatError::SaveUnconfirmed => "SaveUnconfirmed",
+                ChatError::Busy(_) => "Busy",
+                ChatError::Corrupt(_) => "Corrupt",
+                ChatError::KeyReused => "KeyReused",
+                ChatError::InvalidCursor => "InvalidCursor",
+                ChatError::Forbidden => "Forbidden",
+                ChatError::ListingDisabled => "ListingDisabled",
+                ChatError::Internal(_) => "Internal",
+            },
+        }
+    }
+
+    /// As many as `variant` names.
+    const VARIANTS: usize = 7 + 8 + 13;
+
+    #[test]
+    fn every_variant_is_in_the_table() {
+        let named: std::collections::BTreeSet<&str> =
+            every_failure().iter().map(|(e, _, _)| variant(e)).collect();
+        assert_eq!(named.len(), VARIANTS, "{named:?}");
+    }
+
     #[test]
     fn every_failure_has_its_status_code_and_message() {
         for (e, status, code) in every_failure() {

@@ -75,29 +75,20 @@ fn table_created<T, R: std::fmt::Debug>(
     }
 }
 
-/// The owner index, as template.yaml declares it.
+/// The owner index as the code reads it (`store::attr`); the template test checks that
+/// template.yaml declares the same.
 pub fn owner_index() -> aws_sdk_dynamodb::types::GlobalSecondaryIndex {
     use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
+    use session_chat::store::attr;
+    let projected = attr::INDEX_PROJECTION.iter().map(|a| a.to_string());
     GlobalSecondaryIndex::builder()
         .index_name("by_owner")
-        .key_schema(key("owner_key", KeyType::Hash))
-        .key_schema(key("active_ms", KeyType::Range))
+        .key_schema(key(attr::OWNER_KEY, KeyType::Hash))
+        .key_schema(key(attr::ACTIVE_MS, KeyType::Range))
         .projection(
             Projection::builder()
                 .projection_type(ProjectionType::Include)
-                .set_non_key_attributes(Some(
-                    [
-                        "session_id",
-                        "created_at",
-                        "updated_at",
-                        "run_count",
-                        "preview",
-                        "title",
-                        "tombstone",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                ))
+                .set_non_key_attributes(Some(projected.collect()))
                 .build(),
         )
         .build()

@@ -6,19 +6,24 @@ use tokio::time::Instant;
 use super::ChatService;
 use crate::input::{Message, SessionKey};
 use crate::memory::{Memory, Run};
-use crate::model::{ChatMessage, Role};
+use crate::model::{ChatMessage, Prompt, Role};
 use crate::store::{Snapshot, Summary};
 
+
+/// Longest summary kept, in characters: a fold's answer is cut (at a word) to this.
+pub const MAX_SUMMARY_CHARS: usize = 2000;
+
+/// A fold to run beside the reply's model call: the request, and the newest run it covers.
+#[derive(Debug, Clone)]
+pub struct FoldJob {
+    pub request: Prompt,
+    pub through: String,
+}
+
 impl ChatService {
-    /// Folds the runs between the stored summary and the prompt window into a new summary.
-    /// A failed fold is logged and skipped: the turn goes on with the old summary.
-    pub(super) async fn fold(
-        &self,
-        session: &SessionKey,
-        snapshot: &Snapshot,
-        window: usize,
-        deadline: Instant,
-    ) -> Option<Summary> {
+    /// The fold of a stepping window: the runs between the stored summary and `step_to` (where
+    /// the next window starts), into a new summary. `None` when there is nothing to fold.
+    pub(super) fn fold_job(&self, snapshot: &Snapshot, step_to: usize) -> Option<FoldJob> {
         let runs = &snapshot.memory.runs;
         // Runs up to the stored summary's newest are in it already. If that run is gone from
         // the item (archived or dropped), every run left is newer.
@@ -27,20 +32,34 @@ impl ChatService {
             .as_ref()
             .and_then(|s| runs.iter().position(|r| r.id == s.through))
             .map_or(0, |i| i + 1);
-        if start >= window {
+        if start >= step_to {
             return None;
         }
         // A first fold of a long session takes its newest runs only, so the request stays small.
         let start = start.max(window_start(
-            &snapshot.memory.with_prefix(window),
+            &snapshot.memory.with_prefix(step_to),
             4 * self.settings.history_token_budget,
         ));
         let previous = snapshot.summary.as_ref().map(|s| s.text.as_str());
-        let request = summary_prompt(previous, &runs[start..window]);
-        match self.model.complete(&request, deadline).await {
+        Some(FoldJob {
+            request: Prompt::new(summary_prompt(previous, &runs[start..step_to])),
+            through: runs[step_to - 1].id.clone(),
+        })
+    }
+
+    /// Runs a fold. A failed one is logged and gives nothing: the old summary stays, and the
+    /// next step folds these runs again with its own.
+    pub(super) async fn run_fold(
+        &self,
+        session: &SessionKey,
+        job: Option<FoldJob>,
+        deadline: Instant,
+    ) -> Option<Summary> {
+        let job = job?;
+        match self.model.complete(&job.request, deadline).await {
             Ok(completion) => Some(Summary {
-                text: completion.text,
-                through: runs[window - 1].id.clone(),
+                text: bounded_summary(completion.text),
+                through: job.through,
             }),
             Err(e) => {
                 tracing::warn!(session_id = %session, error = %e, "could not update the summary; keeping the old one");
@@ -48,6 +67,16 @@ impl ChatService {
             }
         }
     }
+}
+
+/// A summary cut to [`MAX_SUMMARY_CHARS`], at the last word boundary before the cut.
+pub fn bounded_summary(text: String) -> String {
+    let Some((cut, _)) = text.char_indices().nth(MAX_SUMMARY_CHARS) else {
+        return text;
+    };
+    let head = &text[..cut];
+    let end = head.rfind(char::is_whitespace).unwrap_or(cut);
+    head[..end].trim_end().to_owned()
 }
 
 /// Instruction for folding runs into the running summary.
@@ -76,11 +105,105 @@ fn summary_prompt(previous: Option<&str>, runs: &[Run]) -> Vec<ChatMessage> {
     ]
 }
 
-/// Estimated tokens of a text, offline: about four characters a token (OpenAI's rule of thumb
-/// for English), plus a few for the message's framing. Errs high for short words, which keeps
-/// the prompt under budget.
+/// Estimated tokens of a text, offline: ASCII at about four characters a token (OpenAI's rule
+/// of thumb for English), CJK ideographs, kana and Hangul at one token each, other non-ASCII
+/// text at about two characters a token, plus a few for the message's framing. The session's
+/// calibration ([`scaled`]) corrects it to what the provider counts.
 pub fn estimate_tokens(text: &str) -> u64 {
-    (text.chars().count() as u64).div_ceil(4) + 4
+    let (mut ascii, mut wide, mut other) = (0u64, 0u64, 0u64);
+    for c in text.chars() {
+        if c.is_ascii() {
+            ascii += 1;
+        } else if is_wide(c) {
+            wide += 1;
+        } else {
+            other += 1;
+        }
+    }
+    ascii.div_ceil(4) + wide + other.div_ceil(2) + 4
+}
+
+/// Scripts whose tokenizers spend about a token a character: CJK ideographs (and their
+/// extensions and compatibility forms), kana, Hangul, full-width forms.
+fn is_wide(c: char) -> bool {
+    matches!(c as u32,
+        0x1100..=0x11FF | 0x2E80..=0x9FFF | 0xA960..=0xA97F | 0xAC00..=0xD7FF
+        | 0xF900..=0xFAFF | 0xFE30..=0xFE4F | 0xFF00..=0xFFEF | 0x20000..=0x3FFFF)
+}
+
+/// Calibration is kept in thousandths: 1000 is the estimate as it is.
+pub const UNSCALED: u64 = 1000;
+/// The calibration's bounds, so one odd report cannot make the budget meaningless.
+pub const SCALE_RANGE: std::ops::RangeInclusive<u64> = 250..=4000;
+
+/// `tokens` as the provider counts them, given the session's calibration.
+pub fn scaled(tokens: u64, scale_milli: u64) -> u64 {
+    (tokens * scale_milli).div_ceil(UNSCALED)
+}
+
+/// The calibration a provider's report gives: the tokens it counted for a prompt over our
+/// estimate of it, clamped to [`SCALE_RANGE`].
+pub fn calibration(reported: u64, estimated: u64) -> Option<u64> {
+    (reported > 0 && estimated > 0).then(|| {
+        (reported * UNSCALED / estimated).clamp(*SCALE_RANGE.start(), *SCALE_RANGE.end())
+    })
+}
+
+/// Estimated tokens of a whole prompt, as [`calibration`] compares them with a report.
+pub fn prompt_tokens(prompt: &[ChatMessage]) -> u64 {
+    prompt.iter().map(|m| estimate_tokens(&m.content)).sum()
+}
+
+fn run_tokens(run: &Run, scale_milli: u64) -> u64 {
+    scaled(
+        estimate_tokens(&run.input) + estimate_tokens(&run.output),
+        scale_milli,
+    )
+}
+
+/// Where a turn's prompt window starts, and whether the window steps (see docs/context.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowPlan {
+    /// The first run in this turn's prompt.
+    pub start: usize,
+    /// The window steps on this turn: the first run of the window from the next turn on. The
+    /// runs before it leave the window (and are folded into the summary).
+    pub step_to: Option<usize>,
+}
+
+/// Plans the window over `runs` (oldest first, the run just saved last), whose stored start is
+/// the run `from` (the first run when unknown or gone). Between steps the start stays; when the
+/// window passes `budget` it steps to the oldest run from which it holds at most half of it.
+/// With `defer` (a fold runs beside the reply) the stepping turn keeps the old window, unless
+/// that passes one and a half budgets.
+pub fn plan_window(
+    runs: &[Run],
+    from: Option<&str>,
+    budget: u64,
+    scale_milli: u64,
+    defer: bool,
+) -> WindowPlan {
+    let start = from
+        .and_then(|id| runs.iter().position(|r| r.id == id))
+        .unwrap_or(0);
+    let mut held: u64 = runs[start..].iter().map(|r| run_tokens(r, scale_milli)).sum();
+    if held <= budget {
+        return WindowPlan {
+            start,
+            step_to: None,
+        };
+    }
+    let old = held;
+    let mut next = start;
+    while next < runs.len() && held > budget / 2 {
+        held -= run_tokens(&runs[next], scale_milli);
+        next += 1;
+    }
+    let keep_old = defer && old <= budget + budget / 2;
+    WindowPlan {
+        start: if keep_old { start } else { next },
+        step_to: Some(next),
+    }
 }
 
 /// Where the prompt window starts: the newest runs whose estimated tokens fit `budget`.

@@ -10,7 +10,7 @@ use crate::deadline::Deadline;
 use crate::input::SessionId;
 use crate::input::{IdempotencyKey, Message, SessionKey};
 use crate::memory::{Memory, Run};
-use crate::model::{ChatMessage, ChatModel, Completion, ModelError, Role};
+use crate::model::{ChatModel, Completion, ModelError, Prompt, Role};
 use crate::store::in_memory::InMemoryStore;
 use crate::store::SessionStore;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,9 +31,10 @@ struct Scripted {
 impl ChatModel for Scripted {
     async fn complete(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
     ) -> Result<Completion, ModelError> {
+        let messages = &prompt.messages;
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(delay) = self.delay {
             if tokio::time::timeout_at(deadline, tokio::time::sleep(delay))
@@ -61,11 +62,11 @@ impl ChatModel for Scripted {
     /// The answer word by word.
     async fn stream(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
         deltas: crate::model::Deltas<'_>,
     ) -> Result<Completion, ModelError> {
-        let completion = self.complete(messages, deadline).await?;
+        let completion = self.complete(prompt, deadline).await?;
         let fail_after = self.fail_stream_after.lock().unwrap().take();
         for (i, piece) in completion.text.split_inclusive(' ').enumerate() {
             if fail_after == Some(i) {

@@ -6,10 +6,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::prompt::{
+    build_prompt, calibration, plan_window, prompt_tokens, FoldJob, UNSCALED,
+};
 use super::{bounded, ms_since, ChatError, ChatService, Reply, Timings, TurnEvent, TurnRequest};
-use crate::input::{Message, OwnerKey};
+use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
-use crate::model::{ChatMessage, Completion};
+use crate::model::{Completion, Prompt};
 use crate::store::{message_digest, Changes, Receipt, Snapshot, StoreError, Summary};
 
 /// A turn after its read: replayed from a receipt, or ready for the model.
@@ -21,11 +24,20 @@ enum Prepared {
 /// What a turn carries from its read to its save.
 struct Asking {
     snapshot: Snapshot,
-    prompt: Vec<ChatMessage>,
-    new_summary: Option<Summary>,
+    prompt: Prompt,
+    /// The window steps: the runs before this one leave it, folded by `fold` beside the reply.
+    step_to: Option<usize>,
+    fold: Option<FoldJob>,
     model_started: Instant,
     model_deadline: Instant,
     timings: Timings,
+}
+
+/// What the model calls of a turn gave: the reply, and the new summary if a fold ran and
+/// succeeded.
+struct Answered {
+    completion: Completion,
+    summary: Option<Summary>,
 }
 
 /// What a save attempt's outcome leaves to do.
@@ -39,15 +51,19 @@ impl ChatService {
     /// Runs one turn. With an idempotency key, a retry of a saved turn gets the saved reply,
     /// and the model is not asked again.
     pub async fn send(&self, turn: &TurnRequest) -> Result<Reply, ChatError> {
-        let asking = match self.prepare(turn).await? {
+        let mut asking = match self.prepare(turn).await? {
             Prepared::Replayed(reply) => return Ok(reply),
             Prepared::Ask(asking) => asking,
         };
-        let completion = self
-            .model
-            .complete(&asking.prompt, asking.model_deadline)
-            .await?;
-        self.save_turn(turn, *asking, completion).await
+        // A fold runs beside the reply, never before it.
+        let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
+        let reply = self.model.complete(&asking.prompt, asking.model_deadline);
+        let (completion, summary) = tokio::join!(reply, fold);
+        let answered = Answered {
+            completion: completion?,
+            summary,
+        };
+        self.save_turn(turn, *asking, answered).await
     }
 
     /// Runs one turn as [`ChatService::send`] does, in a task of its own, so it goes on (and
@@ -70,11 +86,12 @@ impl ChatService {
         turn: &TurnRequest,
         events: &mpsc::UnboundedSender<TurnEvent>,
     ) -> Result<Reply, ChatError> {
-        let asking = match self.prepare(turn).await? {
+        let mut asking = match self.prepare(turn).await? {
             Prepared::Replayed(reply) => return Ok(reply),
             Prepared::Ask(asking) => asking,
         };
         let _ = events.send(TurnEvent::Asking);
+        let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
         let mut streamed = String::new();
         let mut first_piece = None;
         let model_started = Instant::now();
@@ -83,14 +100,18 @@ impl ChatService {
             streamed.push_str(piece);
             let _ = events.send(TurnEvent::Delta(piece.to_owned()));
         };
-        let completion = self
+        let reply = self
             .model
-            .stream(&asking.prompt, asking.model_deadline, &mut forward)
-            .await;
+            .stream(&asking.prompt, asking.model_deadline, &mut forward);
+        let (completion, summary) = tokio::join!(reply, fold);
         let mut completion = completion?;
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
-        let mut reply = self.save_turn(turn, *asking, completion).await?;
+        let answered = Answered {
+            completion,
+            summary,
+        };
+        let mut reply = self.save_turn(turn, *asking, answered).await?;
         reply.timings.first_piece_ms = first_piece;
         Ok(reply)
     }
@@ -120,27 +141,37 @@ impl ChatService {
             self.settings.save_reserve,
             model_started,
         );
-        let budget = self.settings.history_token_budget;
-        let window = super::window_start(&snapshot.memory, budget);
-        let new_summary = if self.settings.summarize {
-            self.fold(&turn.session, &snapshot, window, model_deadline)
-                .await
-        } else {
-            None
-        };
-        let summary = new_summary.as_ref().or(snapshot.summary.as_ref());
-        let prompt = super::build_prompt(
+        let summarize = self.settings.summarize;
+        let plan = plan_window(
+            &snapshot.memory.runs,
+            snapshot.window_from.as_deref(),
+            self.settings.history_token_budget,
+            snapshot.token_scale.unwrap_or(UNSCALED),
+            summarize,
+        );
+        let fold = plan
+            .step_to
+            .filter(|_| summarize)
+            .and_then(|to| self.fold_job(&snapshot, to));
+        let messages = build_prompt(
             self.settings.system_prompt.as_deref(),
-            summary
-                .filter(|_| self.settings.summarize)
+            snapshot
+                .summary
+                .as_ref()
+                .filter(|_| summarize)
                 .map(|s| s.text.as_str()),
-            &snapshot.memory.runs[window..],
+            &snapshot.memory.runs[plan.start..],
             &turn.message,
         );
+        let prompt = Prompt {
+            messages,
+            cache_key: Some(cache_key(&turn.session)),
+        };
         Ok(Prepared::Ask(Box::new(Asking {
             snapshot,
             prompt,
-            new_summary,
+            step_to: plan.step_to,
+            fold,
             model_started,
             model_deadline,
             timings,
@@ -154,20 +185,34 @@ impl ChatService {
         &self,
         turn: &TurnRequest,
         asking: Asking,
-        completion: Completion,
+        answered: Answered,
     ) -> Result<Reply, ChatError> {
         let Asking {
             mut snapshot,
-            new_summary,
+            prompt,
+            step_to,
             model_started,
             mut timings,
             ..
         } = asking;
+        let Answered {
+            completion,
+            summary,
+        } = answered;
         timings.model_ms = ms_since(model_started);
         if completion.truncated {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
         }
         let run = Run::new(turn.message.as_str(), completion.text);
+        // The next window's first run: the one the window stepped to, or this one if every
+        // earlier run left it.
+        let window_from = step_to.map(|i| match snapshot.memory.runs.get(i) {
+            Some(first) => first.id.clone(),
+            None => run.id.clone(),
+        });
+        let token_scale = completion
+            .usage
+            .and_then(|u| calibration(u.prompt_tokens, prompt_tokens(&prompt.messages)));
         let receipt = turn.idempotency_key.as_ref().map(|key| Receipt {
             key: key.clone(),
             message_digest: message_digest(turn.message.as_str()),
@@ -181,7 +226,9 @@ impl ChatService {
             let changes = SaveInput {
                 run: &run,
                 receipt: receipt.as_ref(),
-                summary: new_summary.as_ref(),
+                summary: summary.as_ref(),
+                window_from: window_from.as_deref(),
+                token_scale,
             };
             let saved = match self.save_once(turn, &snapshot, changes).await? {
                 Ok(()) => Saved::Done,
@@ -231,6 +278,8 @@ impl ChatService {
             memory: &memory,
             receipt: input.receipt,
             summary: input.summary,
+            window_from: input.window_from,
+            token_scale: input.token_scale,
             owner: turn.owner.as_ref().map(OwnerKey::as_str),
         };
         bounded(
@@ -293,6 +342,16 @@ struct SaveInput<'a> {
     run: &'a Run,
     receipt: Option<&'a Receipt>,
     summary: Option<&'a Summary>,
+    /// The window stepped: its new first run.
+    window_from: Option<&'a str>,
+    /// The calibration the provider's report gave.
+    token_scale: Option<u64>,
+}
+
+/// The prefix-cache routing key of a session: a digest of its stored key, never the id.
+fn cache_key(session: &SessionKey) -> String {
+    let digest = sha256_hex(session.as_str());
+    digest[..32.min(digest.len())].to_owned()
 }
 
 fn replay(receipt: Receipt, message: &Message, timings: Timings) -> Result<Reply, ChatError> {

@@ -3,24 +3,49 @@
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{ChatMessage, ChatModel, Completion, Deltas, ModelError, Role, Usage};
+use super::{ChatMessage, ChatModel, Completion, Deltas, ModelError, Prompt, Role, Usage};
 
 /// Amazon Bedrock's Converse API, with IAM auth. Throttling and transient faults are retried by
 /// the SDK's standard retry policy, within the deadline.
 pub struct BedrockModel {
     client: aws_sdk_bedrockruntime::Client,
     model_id: String,
+    /// Send `cachePoint` blocks after the prompt's stable prefix.
+    prompt_cache: bool,
 }
 
+/// Model ids (or inference profiles naming them) whose Converse API takes cache points:
+/// Anthropic Claude and Amazon Nova, as Bedrock's prompt-caching documentation lists them.
+const CACHING_MODELS: [&str; 2] = ["anthropic.claude", "amazon.nova"];
+
 impl BedrockModel {
+    /// A client that caches prompt prefixes when the model supports it (`PROMPT_CACHE=auto`).
     pub fn new(client: aws_sdk_bedrockruntime::Client, model_id: String) -> Self {
-        BedrockModel { client, model_id }
+        let prompt_cache = supports_prompt_cache(&model_id);
+        BedrockModel {
+            client,
+            model_id,
+            prompt_cache,
+        }
     }
+
+    /// Never sends cache points (`PROMPT_CACHE=off`).
+    pub fn without_prompt_cache(mut self) -> Self {
+        self.prompt_cache = false;
+        self
+    }
+}
+
+/// Whether a model id is one of [`CACHING_MODELS`] (also behind a cross-region profile such as
+/// `us.anthropic.claude-...`).
+pub fn supports_prompt_cache(model_id: &str) -> bool {
+    CACHING_MODELS.iter().any(|m| model_id.contains(m))
 }
 
 /// The prompt in Converse's shape: system blocks apart, then the turns.
 fn bedrock_prompt(
     messages: &[ChatMessage],
+    cache: bool,
 ) -> Result<
     (
         Option<Vec<aws_sdk_bedrockruntime::types::SystemContentBlock>>,
@@ -29,11 +54,22 @@ fn bedrock_prompt(
     ModelError,
 > {
     use aws_sdk_bedrockruntime::types::{
-        ContentBlock, ConversationRole, Message, SystemContentBlock,
+        CachePointBlock, CachePointType, ContentBlock, ConversationRole, Message,
+        SystemContentBlock,
     };
+    let invalid = |e: aws_sdk_bedrockruntime::error::BuildError| ModelError::Invalid(e.to_string());
+    let point = || {
+        CachePointBlock::builder()
+            .r#type(CachePointType::Default)
+            .build()
+            .map_err(invalid)
+    };
+    // The stable prefix ends after the system blocks and after the newest run (the message
+    // before the new one): a cache point at each.
+    let last_history = messages.len().checked_sub(2);
     let mut system = Vec::new();
     let mut conversation = Vec::new();
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         let role = match m.role {
             Role::System => {
                 system.push(SystemContentBlock::Text(m.content.clone()));
@@ -42,20 +78,30 @@ fn bedrock_prompt(
             Role::User => ConversationRole::User,
             Role::Assistant => ConversationRole::Assistant,
         };
-        let message = Message::builder()
+        let mut message = Message::builder()
             .role(role)
-            .content(ContentBlock::Text(m.content.clone()))
-            .build()
-            .map_err(|e| ModelError::Invalid(e.to_string()))?;
-        conversation.push(message);
+            .content(ContentBlock::Text(m.content.clone()));
+        if cache && Some(i) == last_history && m.role == Role::Assistant {
+            message = message.content(ContentBlock::CachePoint(point()?));
+        }
+        conversation.push(message.build().map_err(invalid)?);
+    }
+    if cache && !system.is_empty() {
+        system.push(SystemContentBlock::CachePoint(point()?));
     }
     Ok(((!system.is_empty()).then_some(system), conversation))
 }
 
 fn bedrock_usage(u: &aws_sdk_bedrockruntime::types::TokenUsage) -> Usage {
+    let count = |n: Option<i32>| n.map(|n| n.max(0) as u64);
+    let read = count(u.cache_read_input_tokens());
+    let written = count(u.cache_write_input_tokens());
     Usage {
-        prompt_tokens: u.input_tokens().max(0) as u64,
+        // Bedrock counts cached tokens apart from `inputTokens`: all of them were sent.
+        prompt_tokens: u.input_tokens().max(0) as u64 + read.unwrap_or(0) + written.unwrap_or(0),
         completion_tokens: u.output_tokens().max(0) as u64,
+        cached_tokens: read,
+        cache_write_tokens: written,
     }
 }
 
@@ -63,12 +109,12 @@ fn bedrock_usage(u: &aws_sdk_bedrockruntime::types::TokenUsage) -> Usage {
 impl ChatModel for BedrockModel {
     async fn complete(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
     ) -> Result<Completion, ModelError> {
         use aws_sdk_bedrockruntime::types::StopReason;
 
-        let (system, conversation) = bedrock_prompt(messages)?;
+        let (system, conversation) = bedrock_prompt(&prompt.messages, self.prompt_cache)?;
         let call = self
             .client
             .converse()
@@ -105,14 +151,14 @@ impl ChatModel for BedrockModel {
     /// `ConverseStream`: text deltas as the model writes them, then the stop reason and usage.
     async fn stream(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
         deltas: Deltas<'_>,
     ) -> Result<Completion, ModelError> {
         use aws_sdk_bedrockruntime::error::DisplayErrorContext;
         use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, StopReason};
 
-        let (system, conversation) = bedrock_prompt(messages)?;
+        let (system, conversation) = bedrock_prompt(&prompt.messages, self.prompt_cache)?;
         let call = self
             .client
             .converse_stream()

@@ -9,7 +9,7 @@ mod openai;
 mod sse;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::time::Instant;
 
 pub use bedrock::BedrockModel;
@@ -39,13 +39,34 @@ impl ChatMessage {
     }
 }
 
+/// What a model is asked: the messages, and how a provider may cache their prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prompt {
+    pub messages: Vec<ChatMessage>,
+    /// Routes a session's requests to one prefix cache (OpenAI's `prompt_cache_key`): a digest
+    /// of the session's key, never the session id itself.
+    pub cache_key: Option<String>,
+}
+
+impl Prompt {
+    pub fn new(messages: Vec<ChatMessage>) -> Prompt {
+        Prompt {
+            messages,
+            cache_key: None,
+        }
+    }
+}
+
 /// Token counts as the model reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    #[serde(default)]
+    /// Every prompt token, cached ones included.
     pub prompt_tokens: u64,
-    #[serde(default)]
     pub completion_tokens: u64,
+    /// Prompt tokens read from the provider's prefix cache, when it reports them.
+    pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's cache (Bedrock), when it reports them.
+    pub cache_write_tokens: Option<u64>,
 }
 
 /// A usable answer.
@@ -86,23 +107,20 @@ pub type Deltas<'a> = &'a mut (dyn FnMut(&str) + Send);
 
 #[async_trait]
 pub trait ChatModel: Send + Sync {
-    /// Asks the model to continue `messages`, giving up at `deadline`.
-    async fn complete(
-        &self,
-        messages: &[ChatMessage],
-        deadline: Instant,
-    ) -> Result<Completion, ModelError>;
+    /// Asks the model to continue the prompt's messages, giving up at `deadline`.
+    async fn complete(&self, prompt: &Prompt, deadline: Instant)
+        -> Result<Completion, ModelError>;
 
     /// Asks the same, handing each piece of the answer to `deltas` as the model writes it. The
     /// completion's text is exactly the pieces handed over, concatenated. A model that cannot
     /// stream answers in one piece.
     async fn stream(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
         deltas: Deltas<'_>,
     ) -> Result<Completion, ModelError> {
-        let completion = self.complete(messages, deadline).await?;
+        let completion = self.complete(prompt, deadline).await?;
         deltas(&completion.text);
         Ok(completion)
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::sse::SseParser;
-use super::{ChatMessage, ChatModel, Completion, Deltas, ModelError, Usage};
+use super::{ChatMessage, ChatModel, Completion, Deltas, ModelError, Prompt, Usage};
 use crate::config::Secret;
 
 /// Attempts per call, for answers worth retrying (429, 5xx, connection failures).
@@ -42,7 +42,7 @@ impl OpenAiModel {
     /// Sends the request; an answer with an error status is an error, retried or final.
     async fn send(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
         stream: bool,
     ) -> Result<reqwest::Response, Attempt> {
@@ -57,7 +57,8 @@ impl OpenAiModel {
             .timeout(timeout)
             .json(&CompletionRequest {
                 model: &self.model_id,
-                messages,
+                messages: &prompt.messages,
+                prompt_cache_key: prompt.cache_key.as_deref(),
                 stream: stream.then_some(true),
                 stream_options: stream.then_some(StreamOptions {
                     include_usage: true,
@@ -92,10 +93,10 @@ impl OpenAiModel {
 
     async fn attempt(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
     ) -> Result<Completion, Attempt> {
-        let response = self.send(messages, deadline, false).await?;
+        let response = self.send(prompt, deadline, false).await?;
         let body = response.bytes().await.map_err(classify)?;
         parse_completion(&body).map_err(Attempt::Final)
     }
@@ -104,12 +105,12 @@ impl OpenAiModel {
     /// (`*started` stays false): once the client has text, the answer cannot start over.
     async fn stream_attempt(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
         deltas: Deltas<'_>,
         started: &mut bool,
     ) -> Result<Completion, Attempt> {
-        let mut response = self.send(messages, deadline, true).await?;
+        let mut response = self.send(prompt, deadline, true).await?;
         let mut events = SseParser::default();
         let mut answer = StreamedAnswer::default();
         loop {
@@ -204,12 +205,12 @@ impl Backoff {
 impl ChatModel for OpenAiModel {
     async fn complete(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
     ) -> Result<Completion, ModelError> {
         let mut backoff = Backoff::new();
         loop {
-            match self.attempt(messages, deadline).await {
+            match self.attempt(prompt, deadline).await {
                 Ok(completion) => return Ok(completion),
                 Err(Attempt::Final(error)) => return Err(error),
                 Err(Attempt::Retry { error, retry_after }) => {
@@ -221,7 +222,7 @@ impl ChatModel for OpenAiModel {
 
     async fn stream(
         &self,
-        messages: &[ChatMessage],
+        prompt: &Prompt,
         deadline: Instant,
         deltas: Deltas<'_>,
     ) -> Result<Completion, ModelError> {
@@ -229,7 +230,7 @@ impl ChatModel for OpenAiModel {
         let mut started = false;
         loop {
             let attempt = self
-                .stream_attempt(messages, deadline, &mut *deltas, &mut started)
+                .stream_attempt(prompt, deadline, &mut *deltas, &mut started)
                 .await;
             match attempt {
                 Ok(completion) => return Ok(completion),
@@ -249,6 +250,8 @@ struct CompletionRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
@@ -263,7 +266,33 @@ struct StreamOptions {
 #[derive(Deserialize)]
 struct CompletionResponse {
     choices: Vec<Choice>,
-    usage: Option<Usage>,
+    usage: Option<WireUsage>,
+}
+
+/// `usage` as chat-completions servers report it.
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptTokensDetails {
+    cached_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Usage {
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            cache_write_tokens: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -294,7 +323,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ModelError> {
     Ok(Completion {
         text,
         truncated: choice.finish_reason.as_deref() == Some("length"),
-        usage: parsed.usage,
+        usage: parsed.usage.map(Usage::from),
     })
 }
 
@@ -302,7 +331,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ModelError> {
 struct StreamChunk {
     #[serde(default)]
     choices: Vec<StreamChoice>,
-    usage: Option<Usage>,
+    usage: Option<WireUsage>,
     error: Option<serde_json::Value>,
 }
 
@@ -338,8 +367,8 @@ impl StreamedAnswer {
                 "the server reported an error: {detail}"
             )));
         }
-        if chunk.usage.is_some() {
-            self.usage = chunk.usage;
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage.into());
         }
         let Some(choice) = chunk.choices.into_iter().next() else {
             // The usage-only chunk.

@@ -17,6 +17,10 @@ pub const TOMBSTONE: &str = "tombstone";
 pub const UPDATED_AT: &str = "updated_at";
 pub const SUMMARY: &str = "summary";
 pub const SUMMARY_THROUGH: &str = "summary_through";
+/// The id of the prompt window's first run, and the session's token calibration in
+/// thousandths (docs/context.md).
+pub const WINDOW_FROM: &str = "window_from";
+pub const TOKEN_SCALE: &str = "token_scale";
 
 /// The owner index's keys: whose session, and when it was last active (epoch milliseconds, so
 /// sessions of one second keep their order).
@@ -70,6 +74,8 @@ pub const OWNED: &[&str] = &[
     EXPIRES_AT,
     SUMMARY,
     SUMMARY_THROUGH,
+    WINDOW_FROM,
+    TOKEN_SCALE,
     OWNER_KEY,
     ACTIVE_MS,
     SESSION_ID,

@@ -13,7 +13,7 @@ use super::history::Window;
 use super::policy::{plan_save, Plan};
 use super::{
     Changes, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot, Span,
-    StoreError, Version,
+    StoreError, Summary, Version,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
@@ -24,6 +24,9 @@ struct Stored {
     version: u64,
     /// What the layout would be with every run in the item (see [`held`]).
     layout: Layout,
+    summary: Option<Summary>,
+    window_from: Option<String>,
+    token_scale: Option<u64>,
 }
 
 /// The double keeps every run in `memory`, none in pages or parts: its layout says so, so
@@ -98,12 +101,19 @@ impl InMemoryStore {
             }
             receipts.insert(key, r.clone());
         }
+        // As the DynamoDB store does: what a save does not change is kept as read.
         sessions.insert(
             session.as_str().to_owned(),
             Stored {
                 memory: changes.memory.clone(),
                 version: expected.map_or(1, |v| v + 1),
                 layout: held(plan),
+                summary: changes.summary.cloned().or_else(|| read.summary.clone()),
+                window_from: changes
+                    .window_from
+                    .map(str::to_owned)
+                    .or_else(|| read.window_from.clone()),
+                token_scale: changes.token_scale.or(read.token_scale),
             },
         );
         Ok(())
@@ -120,7 +130,9 @@ impl SessionStore for InMemoryStore {
                 memory: s.memory.clone(),
                 version: Version::At(s.version),
                 fresh: false,
-                summary: None,
+                summary: s.summary.clone(),
+                window_from: s.window_from.clone(),
+                token_scale: s.token_scale,
                 layout: s.layout.clone(),
                 owner: None,
                 preview: None,
@@ -154,6 +166,8 @@ impl SessionStore for InMemoryStore {
                 memory: &other,
                 receipt: None,
                 summary: None,
+                window_from: None,
+                token_scale: None,
                 owner: None,
             };
             self.apply(session, theirs, read)?;

@@ -98,6 +98,8 @@ pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, St
     let version = read_version(&item)?;
     let layout = decode_layout(&item)?;
     let summary = decode_summary(&item)?;
+    let window_from = owned_text(&item, attr::WINDOW_FROM)?;
+    let token_scale = count(&item, attr::TOKEN_SCALE)?;
     let tombstone = item.contains_key(attr::TOMBSTONE);
     let owner = owned_text(&item, attr::OWNER_KEY)?;
     let preview = owned_text(&item, attr::PREVIEW)?;
@@ -131,6 +133,8 @@ pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, St
         version,
         fresh: false,
         summary,
+        window_from,
+        token_scale,
         layout,
         owner,
         preview,
@@ -310,6 +314,12 @@ pub fn session_item(
     if let Some(summary) = changes.summary.or(read.summary.as_ref()) {
         item.insert(attr::SUMMARY.into(), s(summary.text.as_str()));
         item.insert(attr::SUMMARY_THROUGH.into(), s(summary.through.as_str()));
+    }
+    if let Some(first) = changes.window_from.or(read.window_from.as_deref()) {
+        item.insert(attr::WINDOW_FROM.into(), s(first));
+    }
+    if let Some(scale) = changes.token_scale.or(read.token_scale) {
+        item.insert(attr::TOKEN_SCALE.into(), n(scale));
     }
     Ok(item)
 }
@@ -535,6 +545,8 @@ mod tests {
             memory: &memory,
             receipt: None,
             summary: None,
+            window_from: None,
+            token_scale: None,
             owner: None,
         };
         let mut plan = super::super::policy::plan_save(&read.layout, &[], &memory, 4096).unwrap();

@@ -108,6 +108,10 @@ pub struct Snapshot {
     /// No conversation yet: no item, or the tombstone of a deleted session.
     pub fresh: bool,
     pub summary: Option<Summary>,
+    /// The id of the prompt window's first run (see docs/context.md).
+    pub window_from: Option<String>,
+    /// The session's token calibration, in thousandths (see docs/context.md).
+    pub token_scale: Option<u64>,
     pub layout: Layout,
     /// Whose session this is, for listings (`owner_key`), once known.
     pub owner: Option<String>,
@@ -126,6 +130,8 @@ impl Snapshot {
             version: Version::New,
             fresh: true,
             summary: None,
+            window_from: None,
+            token_scale: None,
             layout: Layout::new_generation(),
             owner: None,
             preview: None,
@@ -184,6 +190,10 @@ pub struct Changes<'a> {
     pub receipt: Option<&'a Receipt>,
     /// A new summary, replacing the stored one.
     pub summary: Option<&'a Summary>,
+    /// A new first run of the prompt window, replacing the stored one.
+    pub window_from: Option<&'a str>,
+    /// A new token calibration, replacing the stored one.
+    pub token_scale: Option<u64>,
     /// The session's owner (an owner key), set when it has none yet.
     pub owner: Option<&'a str>,
 }

@@ -37,7 +37,8 @@ pub struct ChatSettings {
     pub max_save_attempts: u32,
     /// The most history, in estimated tokens, sent with a prompt: the newest runs that fit.
     pub history_token_budget: u64,
-    /// Fold runs that fall out of the prompt window into a running summary sent as context.
+    /// Fold the runs that leave the prompt window, when it steps, into a running summary sent
+    /// as context (on by default).
     pub summarize: bool,
     /// The shape new sessions are stored in; existing sessions keep theirs.
     pub new_session_format: Format,
@@ -52,7 +53,7 @@ impl Default for ChatSettings {
             save_reserve: SAVE_RESERVE,
             max_save_attempts: 16,
             history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
-            summarize: false,
+            summarize: true,
             new_session_format: Format::Seed,
         }
     }
@@ -68,6 +69,17 @@ pub struct Reply {
     pub replayed: bool,
     /// Wall time of each phase, for the request's log line.
     pub timings: Timings,
+    /// What the turn did to the prompt's context (see docs/context.md), for the log line.
+    pub context: ContextChange,
+}
+
+/// What a turn did to the prompt's context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextChange {
+    /// The window stepped: the next turn's window starts later.
+    pub stepped: bool,
+    /// A summary fold ran beside the reply, and whether it gave a new summary.
+    pub folded: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

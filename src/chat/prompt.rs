@@ -9,7 +9,6 @@ use crate::memory::{Memory, Run};
 use crate::model::{ChatMessage, Prompt, Role};
 use crate::store::{Snapshot, Summary};
 
-
 /// Longest summary kept, in characters: a fold's answer is cut (at a word) to this.
 pub const MAX_SUMMARY_CHARS: usize = 2000;
 
@@ -40,6 +39,10 @@ impl ChatService {
             &snapshot.memory.with_prefix(step_to),
             4 * self.settings.history_token_budget,
         ));
+        if start >= step_to {
+            // One run too long to fold on its own: it leaves the window unsummarized.
+            return None;
+        }
         let previous = snapshot.summary.as_ref().map(|s| s.text.as_str());
         Some(FoldJob {
             request: Prompt::new(summary_prompt(previous, &runs[start..step_to])),
@@ -144,9 +147,8 @@ pub fn scaled(tokens: u64, scale_milli: u64) -> u64 {
 /// The calibration a provider's report gives: the tokens it counted for a prompt over our
 /// estimate of it, clamped to [`SCALE_RANGE`].
 pub fn calibration(reported: u64, estimated: u64) -> Option<u64> {
-    (reported > 0 && estimated > 0).then(|| {
-        (reported * UNSCALED / estimated).clamp(*SCALE_RANGE.start(), *SCALE_RANGE.end())
-    })
+    (reported > 0 && estimated > 0)
+        .then(|| (reported * UNSCALED / estimated).clamp(*SCALE_RANGE.start(), *SCALE_RANGE.end()))
 }
 
 /// Estimated tokens of a whole prompt, as [`calibration`] compares them with a report.
@@ -186,7 +188,10 @@ pub fn plan_window(
     let start = from
         .and_then(|id| runs.iter().position(|r| r.id == id))
         .unwrap_or(0);
-    let mut held: u64 = runs[start..].iter().map(|r| run_tokens(r, scale_milli)).sum();
+    let mut held: u64 = runs[start..]
+        .iter()
+        .map(|r| run_tokens(r, scale_milli))
+        .sum();
     if held <= budget {
         return WindowPlan {
             start,
@@ -245,4 +250,131 @@ pub fn build_prompt(
     }
     prompt.push(ChatMessage::new(Role::User, message.as_str()));
     prompt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(i: usize, chars: usize) -> Run {
+        let mut run = Run::new(format!("{i:0>width$}", width = chars), "a".repeat(chars));
+        run.id = format!("r{i}");
+        run
+    }
+
+    /// Turn after turn as the cycle plans them: (the window's start per turn, the stored start).
+    fn simulate(turns: usize, chars: usize, budget: u64, defer: bool) -> Vec<(usize, WindowPlan)> {
+        let mut runs = Vec::new();
+        let mut from: Option<String> = None;
+        let mut plans = Vec::new();
+        for i in 0..turns {
+            let plan = plan_window(&runs, from.as_deref(), budget, UNSCALED, defer);
+            plans.push((runs.len(), plan));
+            runs.push(run(i, chars));
+            if let Some(to) = plan.step_to {
+                from = Some(runs[to].id.clone());
+            }
+        }
+        plans
+    }
+
+    #[test]
+    fn between_steps_the_window_keeps_its_start() {
+        // 100 characters each way: 58 estimated tokens a run.
+        for defer in [false, true] {
+            let plans = simulate(200, 100, 600, defer);
+            let steps = plans.iter().filter(|(_, p)| p.step_to.is_some()).count();
+            let mut stored = 0;
+            for (_, plan) in &plans {
+                match plan.step_to {
+                    None => assert_eq!(plan.start, stored, "the prefix moved between steps"),
+                    Some(to) if defer => {
+                        assert_eq!(plan.start, stored, "a deferred step keeps the old window");
+                        stored = to;
+                    }
+                    Some(to) => {
+                        assert_eq!(plan.start, to);
+                        stored = to;
+                    }
+                }
+            }
+            // The window fills from 300 to 600 tokens between steps: one step every ~6 turns.
+            assert!((25..=40).contains(&steps), "{steps} steps in 200 turns");
+        }
+    }
+
+    #[test]
+    fn a_step_leaves_at_most_half_the_budget_and_never_passes_the_bound() {
+        let budget = 600;
+        let cost = 2 * (100u64.div_ceil(4) + 4);
+        for defer in [false, true] {
+            for (held, plan) in simulate(200, 100, budget, defer) {
+                let window = (held - plan.start) as u64 * cost;
+                assert!(window <= budget + cost, "{window} tokens sent");
+                if let Some(to) = plan.step_to {
+                    assert!((held - to) as u64 * cost <= budget / 2, "a step to {to}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_deferred_step_keeps_the_old_window_for_one_turn() {
+        // 12 runs of 58 tokens: past the budget, within one and a half.
+        let runs: Vec<Run> = (0..12).map(|i| run(i, 100)).collect();
+        let plan = plan_window(&runs, None, 600, UNSCALED, true);
+        assert_eq!(plan.start, 0, "answered with the old window");
+        let to = plan.step_to.expect("it steps");
+        let now = plan_window(&runs, None, 600, UNSCALED, false);
+        assert_eq!(
+            now,
+            WindowPlan {
+                start: to,
+                step_to: Some(to)
+            }
+        );
+        // Past one and a half budgets it steps at once, deferred or not.
+        let long: Vec<Run> = (0..40).map(|i| run(i, 100)).collect();
+        let plan = plan_window(&long, None, 600, UNSCALED, true);
+        assert_eq!(Some(plan.start), plan.step_to);
+    }
+
+    #[test]
+    fn cjk_text_counts_a_token_a_character() {
+        assert_eq!(estimate_tokens("abcdefgh"), 2 + 4);
+        assert_eq!(estimate_tokens("你好世界"), 4 + 4);
+        assert_eq!(estimate_tokens("こんにちは안녕"), 7 + 4);
+        assert_eq!(
+            estimate_tokens("héllo"),
+            1 + 1 + 4,
+            "other scripts: two a token"
+        );
+    }
+
+    #[test]
+    fn calibration_follows_the_provider_within_bounds() {
+        assert_eq!(calibration(2000, 1000), Some(2000));
+        assert_eq!(calibration(500, 1000), Some(500));
+        assert_eq!(calibration(1, 1000), Some(250), "clamped");
+        assert_eq!(calibration(0, 1000), None, "nothing reported");
+        // Twice the tokens the estimate says: half as many runs fit.
+        let runs: Vec<Run> = (0..30).map(|i| run(i, 100)).collect();
+        let plain = plan_window(&runs, None, 600, UNSCALED, false);
+        let doubled = plan_window(&runs, None, 600, 2000, false);
+        assert_eq!(
+            runs.len() - plain.start,
+            5,
+            "300 of 600 tokens left after a step"
+        );
+        assert_eq!(runs.len() - doubled.start, 2);
+    }
+
+    #[test]
+    fn summaries_are_bounded_at_a_word() {
+        let long = "word ".repeat(1000);
+        let cut = bounded_summary(long);
+        assert!(cut.chars().count() <= MAX_SUMMARY_CHARS);
+        assert!(cut.ends_with("word"));
+        assert_eq!(bounded_summary("short".into()), "short");
+    }
 }

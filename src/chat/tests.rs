@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
+use crate::chat::prompt::prompt_tokens;
 use crate::deadline::Deadline;
 use crate::input::SessionId;
 use crate::input::{IdempotencyKey, Message, SessionKey};
@@ -29,11 +30,7 @@ struct Scripted {
 
 #[async_trait::async_trait]
 impl ChatModel for Scripted {
-    async fn complete(
-        &self,
-        prompt: &Prompt,
-        deadline: Instant,
-    ) -> Result<Completion, ModelError> {
+    async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, ModelError> {
         let messages = &prompt.messages;
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(delay) = self.delay {
@@ -326,4 +323,269 @@ fn the_window_keeps_the_newest_runs_within_budget() {
     assert_eq!(window_start(&memory, 100), 7);
     assert_eq!(window_start(&memory, 1), 10, "nothing fits");
     assert_eq!(window_start(&memory, 10_000), 0, "everything fits");
+}
+
+/// A model for the context's tests: logs every prompt, answers summary requests (after
+/// `summary_delay`, failing the first `failing_folds`) with how many exchanges they held, and
+/// reports prompt tokens at `token_factor` times the estimate.
+#[derive(Default)]
+struct Folding {
+    replies: Mutex<Vec<Prompt>>,
+    folds: Mutex<Vec<Prompt>>,
+    summary_delay: Option<Duration>,
+    failing_folds: AtomicU32,
+    token_factor: u64,
+}
+
+impl Folding {
+    fn is_fold(prompt: &Prompt) -> bool {
+        prompt.messages[0].content == SUMMARY_INSTRUCTION
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatModel for Folding {
+    async fn complete(
+        &self,
+        prompt: &Prompt,
+        _deadline: Instant,
+    ) -> Result<Completion, ModelError> {
+        let last = prompt.messages.last().map_or("", |m| m.content.as_str());
+        let text = if Folding::is_fold(prompt) {
+            self.folds.lock().unwrap().push(prompt.clone());
+            if let Some(delay) = self.summary_delay {
+                tokio::time::sleep(delay).await;
+            }
+            let failing = self.failing_folds.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failing_folds.store(failing - 1, Ordering::SeqCst);
+                return Err(ModelError::Empty);
+            }
+            format!("folded {} exchanges", last.matches("User: ").count())
+        } else {
+            self.replies.lock().unwrap().push(prompt.clone());
+            format!("noted: {last}")
+        };
+        let usage = (self.token_factor > 0).then(|| crate::model::Usage {
+            prompt_tokens: self.token_factor * prompt_tokens(&prompt.messages),
+            ..Default::default()
+        });
+        Ok(Completion {
+            text,
+            truncated: false,
+            usage,
+        })
+    }
+
+    async fn stream(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+        deltas: crate::model::Deltas<'_>,
+    ) -> Result<Completion, ModelError> {
+        let completion = self.complete(prompt, deadline).await?;
+        for piece in completion.text.split_inclusive(' ') {
+            deltas(piece);
+        }
+        Ok(completion)
+    }
+}
+
+fn folding_service(
+    store: &Arc<InMemoryStore>,
+    model: &Arc<Folding>,
+    budget: u64,
+) -> Arc<ChatService> {
+    Arc::new(ChatService::new(
+        Arc::clone(store) as Arc<dyn SessionStore>,
+        Arc::clone(model) as Arc<dyn ChatModel>,
+        ChatSettings {
+            history_token_budget: budget,
+            ..ChatSettings::default()
+        },
+    ))
+}
+
+/// A message of about 100 characters: 29 estimated tokens, and its reply as many more.
+fn long_message(i: usize) -> String {
+    format!("message {i:03}: {}", "lorem ipsum ".repeat(7))
+}
+
+#[tokio::test]
+async fn prompts_keep_their_prefix_between_steps_and_fold_only_at_steps() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Folding::default());
+    let chat = folding_service(&store, &model, 600);
+    let mut steps = Vec::new();
+    for i in 0..120 {
+        let reply = chat
+            .send(&turn(&long_message(i), Deadline::NONE, None))
+            .await
+            .unwrap();
+        if reply.context.stepped {
+            steps.push(i);
+        }
+        assert_eq!(
+            reply.context.folded.is_some(),
+            reply.context.stepped,
+            "turn {i}"
+        );
+    }
+    let replies = model.replies.lock().unwrap().clone();
+    let folds = model.folds.lock().unwrap().len();
+    // Each prompt is the one before plus the last run and the new message, but on the turn
+    // after a step (the stepping turn itself is answered with the old window).
+    for (i, pair) in replies.windows(2).enumerate() {
+        let (before, after) = (&pair[0].messages, &pair[1].messages);
+        let kept = after.len() == before.len() + 2 && after[..before.len()] == before[..];
+        assert_eq!(!kept, steps.contains(&i), "turn {}", i + 1);
+        assert_eq!(
+            pair[0].cache_key, pair[1].cache_key,
+            "one cache key a session"
+        );
+    }
+    assert!(
+        steps.len() <= 120 / 4,
+        "the window moves in steps: {steps:?}"
+    );
+    assert_eq!(folds, steps.len(), "one fold a step, none between");
+    // Every prompt within the budget plus its newest run.
+    for prompt in &replies {
+        let history: u64 = prompt.messages[..prompt.messages.len() - 1]
+            .iter()
+            .filter(|m| m.role != Role::System)
+            .map(|m| estimate_tokens(&m.content))
+            .sum();
+        assert!(history <= 600 + 60, "{history} history tokens");
+    }
+    // The summary reached the prompts once it was folded.
+    assert!(replies.last().unwrap().messages[0]
+        .content
+        .starts_with(SUMMARY_PREFIX));
+    assert!(
+        !replies[0].cache_key.as_deref().unwrap_or("s").contains('s'),
+        "a digest"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fold_never_delays_the_first_token() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Folding {
+        summary_delay: Some(Duration::from_secs(5)),
+        ..Folding::default()
+    });
+    let chat = folding_service(&store, &model, 600);
+    for i in 0.. {
+        let started = Instant::now();
+        let mut events = chat.stream(turn(&long_message(i), Deadline::NONE, None));
+        let mut first = None;
+        let reply = loop {
+            match events.recv().await.unwrap() {
+                TurnEvent::Delta(_) => {
+                    first.get_or_insert_with(|| started.elapsed());
+                }
+                TurnEvent::Finished(result) => break result.unwrap(),
+                TurnEvent::Asking => {}
+            }
+        };
+        if reply.context.folded.is_some() {
+            assert!(first.unwrap() < Duration::from_millis(10), "{first:?}");
+            assert!(
+                started.elapsed() >= Duration::from_secs(5),
+                "the save waits for the fold"
+            );
+            assert_eq!(reply.context.folded, Some(true));
+            return;
+        }
+        assert!(i < 40, "the window never stepped");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fold_keeps_the_old_summary_and_is_tried_at_the_next_step() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Folding::default());
+    let chat = folding_service(&store, &model, 600);
+    let mut outcomes = Vec::new();
+    for i in 0..60 {
+        if outcomes.len() == 1 {
+            // The second fold fails.
+            model.failing_folds.store(1, Ordering::SeqCst);
+        }
+        let reply = chat
+            .send(&turn(&long_message(i), Deadline::NONE, None))
+            .await
+            .unwrap();
+        if let Some(folded) = reply.context.folded {
+            outcomes.push(folded);
+        }
+        if outcomes.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(outcomes, [true, false, true]);
+    let folds = model.folds.lock().unwrap().clone();
+    let exchanges = |p: &Prompt| p.messages[1].content.matches("User: ").count();
+    // The third fold took the runs the second could not, and its own.
+    assert!(
+        exchanges(&folds[2]) > exchanges(&folds[0]),
+        "{:?}",
+        folds.iter().map(exchanges).collect::<Vec<_>>()
+    );
+    assert!(
+        folds[2].messages[1]
+            .content
+            .starts_with("Summary so far:\nfolded"),
+        "the first summary kept"
+    );
+}
+
+#[tokio::test]
+async fn the_providers_token_count_calibrates_the_budget() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Folding {
+        token_factor: 2,
+        ..Folding::default()
+    });
+    let chat = folding_service(&store, &model, 600);
+    for i in 0..60 {
+        chat.send(&turn(&long_message(i), Deadline::NONE, None))
+            .await
+            .unwrap();
+    }
+    let snapshot = store.load(&session()).await.unwrap();
+    assert_eq!(snapshot.token_scale, Some(2000));
+    // Counted as the provider counts, every prompt's history stays within the budget.
+    for prompt in model.replies.lock().unwrap().iter().skip(1) {
+        let history: u64 = prompt.messages[..prompt.messages.len() - 1]
+            .iter()
+            .filter(|m| m.role != Role::System)
+            .map(|m| 2 * estimate_tokens(&m.content))
+            .sum();
+        assert!(
+            history <= 600 + 120,
+            "{history} tokens as the provider counts them"
+        );
+    }
+}
+
+#[tokio::test]
+async fn short_conversations_send_the_prompts_they_always_did() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Folding::default());
+    let chat = folding_service(&store, &model, crate::config::DEFAULT_HISTORY_TOKEN_BUDGET);
+    let said = ["Hello my name is Collin.", "What is my name?", "Thanks."];
+    for text in said {
+        chat.send(&turn(text, Deadline::NONE, None)).await.unwrap();
+    }
+    let replies = model.replies.lock().unwrap().clone();
+    let runs = store.runs(&session());
+    for (i, prompt) in replies.iter().enumerate() {
+        assert_eq!(
+            prompt.messages,
+            build_prompt(None, None, &runs[..i], &message(said[i]))
+        );
+    }
+    assert!(model.folds.lock().unwrap().is_empty());
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::prompt::{
-    build_prompt, calibration, plan_window, prompt_tokens, FoldJob, UNSCALED,
+use super::prompt::{build_prompt, calibration, plan_window, prompt_tokens, FoldJob, UNSCALED};
+use super::{
+    bounded, ms_since, ChatError, ChatService, ContextChange, Reply, Timings, TurnEvent,
+    TurnRequest,
 };
-use super::{bounded, ms_since, ChatError, ChatService, Reply, Timings, TurnEvent, TurnRequest};
 use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{Completion, Prompt};
@@ -28,6 +29,8 @@ struct Asking {
     /// The window steps: the runs before this one leave it, folded by `fold` beside the reply.
     step_to: Option<usize>,
     fold: Option<FoldJob>,
+    /// A fold was started beside the reply.
+    folding: bool,
     model_started: Instant,
     model_deadline: Instant,
     timings: Timings,
@@ -56,6 +59,7 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         // A fold runs beside the reply, never before it.
+        asking.folding = asking.fold.is_some();
         let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
         let reply = self.model.complete(&asking.prompt, asking.model_deadline);
         let (completion, summary) = tokio::join!(reply, fold);
@@ -91,6 +95,7 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         let _ = events.send(TurnEvent::Asking);
+        asking.folding = asking.fold.is_some();
         let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
         let mut streamed = String::new();
         let mut first_piece = None;
@@ -172,6 +177,7 @@ impl ChatService {
             prompt,
             step_to: plan.step_to,
             fold,
+            folding: false,
             model_started,
             model_deadline,
             timings,
@@ -191,10 +197,15 @@ impl ChatService {
             mut snapshot,
             prompt,
             step_to,
+            folding,
             model_started,
             mut timings,
             ..
         } = asking;
+        let context = ContextChange {
+            stepped: step_to.is_some(),
+            folded: folding.then_some(answered.summary.is_some()),
+        };
         let Answered {
             completion,
             summary,
@@ -258,6 +269,7 @@ impl ChatService {
                         usage: completion.usage,
                         replayed: false,
                         timings,
+                        context,
                     });
                 }
             }
@@ -364,5 +376,6 @@ fn replay(receipt: Receipt, message: &Message, timings: Timings) -> Result<Reply
         usage: None,
         replayed: true,
         timings,
+        context: ContextChange::default(),
     })
 }

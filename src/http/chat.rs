@@ -70,6 +70,10 @@ pub(super) fn log_turn(request_id: &str, session_id: &SessionId, reply: &Reply, 
         save_attempts = t.save_attempts,
         prompt_tokens = reply.usage.map(|u| u.prompt_tokens),
         completion_tokens = reply.usage.map(|u| u.completion_tokens),
+        cached_tokens = reply.usage.and_then(|u| u.cached_tokens),
+        cache_write_tokens = reply.usage.and_then(|u| u.cache_write_tokens),
+        window_stepped = reply.context.stepped,
+        summary_folded = reply.context.folded,
         outcome = if reply.replayed { "replayed" } else { "ok" },
         "chat turn"
     );

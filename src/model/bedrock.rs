@@ -107,11 +107,7 @@ fn bedrock_usage(u: &aws_sdk_bedrockruntime::types::TokenUsage) -> Usage {
 
 #[async_trait]
 impl ChatModel for BedrockModel {
-    async fn complete(
-        &self,
-        prompt: &Prompt,
-        deadline: Instant,
-    ) -> Result<Completion, ModelError> {
+    async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, ModelError> {
         use aws_sdk_bedrockruntime::types::StopReason;
 
         let (system, conversation) = bedrock_prompt(&prompt.messages, self.prompt_cache)?;

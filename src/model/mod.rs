@@ -108,8 +108,7 @@ pub type Deltas<'a> = &'a mut (dyn FnMut(&str) + Send);
 #[async_trait]
 pub trait ChatModel: Send + Sync {
     /// Asks the model to continue the prompt's messages, giving up at `deadline`.
-    async fn complete(&self, prompt: &Prompt, deadline: Instant)
-        -> Result<Completion, ModelError>;
+    async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, ModelError>;
 
     /// Asks the same, handing each piece of the answer to `deltas` as the model writes it. The
     /// completion's text is exactly the pieces handed over, concatenated. A model that cannot

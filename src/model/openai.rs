@@ -91,11 +91,7 @@ impl OpenAiModel {
         Ok(response)
     }
 
-    async fn attempt(
-        &self,
-        prompt: &Prompt,
-        deadline: Instant,
-    ) -> Result<Completion, Attempt> {
+    async fn attempt(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, Attempt> {
         let response = self.send(prompt, deadline, false).await?;
         let body = response.bytes().await.map_err(classify)?;
         parse_completion(&body).map_err(Attempt::Final)
@@ -203,11 +199,7 @@ impl Backoff {
 
 #[async_trait]
 impl ChatModel for OpenAiModel {
-    async fn complete(
-        &self,
-        prompt: &Prompt,
-        deadline: Instant,
-    ) -> Result<Completion, ModelError> {
+    async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, ModelError> {
         let mut backoff = Backoff::new();
         loop {
             match self.attempt(prompt, deadline).await {

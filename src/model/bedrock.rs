@@ -249,3 +249,47 @@ where
         _ => ModelError::Unreachable(DisplayErrorContext(&e).to_string().into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_bedrockruntime::types::{ContentBlock, SystemContentBlock};
+
+    fn prompt() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new(Role::System, "Be brief."),
+            ChatMessage::new(Role::User, "Hello my name is Collin."),
+            ChatMessage::new(Role::Assistant, "Hello Collin!"),
+            ChatMessage::new(Role::User, "What is my name?"),
+        ]
+    }
+
+    #[test]
+    fn cache_points_follow_the_stable_prefix() {
+        let (system, messages) = bedrock_prompt(&prompt(), true).unwrap();
+        let system = system.unwrap();
+        assert!(matches!(
+            system.last(),
+            Some(SystemContentBlock::CachePoint(_))
+        ));
+        let blocks = |i: usize| messages[i].content().to_vec();
+        assert!(
+            matches!(blocks(1).last(), Some(ContentBlock::CachePoint(_))),
+            "after the newest run"
+        );
+        assert_eq!(blocks(0).len(), 1);
+        assert_eq!(blocks(2).len(), 1, "the new message is not cached");
+        let (system, messages) = bedrock_prompt(&prompt(), false).unwrap();
+        assert_eq!(system.unwrap().len(), 1);
+        assert!(messages.iter().all(|m| m.content().len() == 1));
+    }
+
+    #[test]
+    fn caching_models_are_known_by_their_ids() {
+        assert!(supports_prompt_cache(
+            "anthropic.claude-3-7-sonnet-20250219-v1:0"
+        ));
+        assert!(supports_prompt_cache("us.amazon.nova-lite-v1:0"));
+        assert!(!supports_prompt_cache("meta.llama3-70b-instruct-v1:0"));
+    }
+}

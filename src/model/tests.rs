@@ -146,3 +146,23 @@ fn messages_serialize_as_openai_expects() {
     let json = serde_json::to_string(&ChatMessage::new(Role::Assistant, "x")).unwrap();
     assert_eq!(json, r#"{"role":"assistant","content":"x"}"#);
 }
+
+#[test]
+fn cached_tokens_are_read_from_the_usage() {
+    let c = parse_completion(
+        br#"{"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 2048, "completion_tokens": 1,
+                       "prompt_tokens_details": {"cached_tokens": 1024}}}"#,
+    )
+    .unwrap();
+    let usage = c.usage.unwrap();
+    assert_eq!(
+        (usage.prompt_tokens, usage.cached_tokens),
+        (2048, Some(1024))
+    );
+    let plain = parse_completion(
+        br#"{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 3}}"#,
+    )
+    .unwrap();
+    assert_eq!(plain.usage.unwrap().cached_tokens, None);
+}

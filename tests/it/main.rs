@@ -4,6 +4,7 @@
 
 mod support;
 
+mod context;
 mod conversations;
 mod errors;
 mod events;

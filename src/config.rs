@@ -94,8 +94,12 @@ pub struct Config {
     pub session_ttl_days: Option<u64>,
     /// `HISTORY_TOKEN_BUDGET`: the most history (estimated tokens) sent with a prompt.
     pub history_token_budget: u64,
-    /// `SUMMARIZE`: fold runs that leave the prompt window into a running summary.
+    /// `SUMMARIZE`: fold the runs that leave the prompt window, when it steps, into a running
+    /// summary (`true` by default; see docs/context.md).
     pub summarize: bool,
+    /// `PROMPT_CACHE`: `auto` (default: cache points for Bedrock models that take them) or
+    /// `off`.
+    pub prompt_cache: bool,
     /// `MEMORY_FORMAT`: `seed` (default) or `griptape`, for new sessions.
     pub memory_format: Format,
     /// `PARTITION_KEY`, `VALUE_ATTRIBUTE`, `SORT_KEY` / `SORT_KEY_VALUE` / `SORT_KEY_TYPE`: the
@@ -155,7 +159,8 @@ impl Config {
         let model_timeout = env.model_timeout()?;
         let max_item_bytes = env.max_item_bytes()?;
         let session_ttl_days = env.session_ttl_days()?;
-        let summarize = env.flag("SUMMARIZE")?;
+        let summarize = env.flag("SUMMARIZE", true)?;
+        let prompt_cache = env.prompt_cache()?;
         let memory_format = env.memory_format()?;
         let key_schema = env.key_schema()?;
         let invoke_mode = env.invoke_mode()?;
@@ -169,6 +174,7 @@ impl Config {
             auth_mode,
             table_name,
             summarize,
+            prompt_cache,
             memory_format,
             max_item_bytes,
             session_ttl_days,
@@ -227,8 +233,8 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .ok_or_else(|| invalid(var, value, expected))
     }
 
-    /// `true`/`1`/`yes` or `false`/`0`/`no`; unset is false.
-    fn flag(&self, var: &'static str) -> Result<bool, ConfigError> {
+    /// `true`/`1`/`yes` or `false`/`0`/`no`; `default` when unset.
+    fn flag(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         let words = [
             ("true", true),
             ("1", true),
@@ -237,7 +243,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             ("0", false),
             ("no", false),
         ];
-        self.one_of(var, false, &words, "true or false")
+        self.one_of(var, default, &words, "true or false")
     }
 
     /// A whole number above 0, if set.
@@ -265,6 +271,11 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         ];
         let expected = "AWS_IAM, JWT or NONE";
         self.one_of("AUTH_MODE", AuthMode::AwsIam, &choices, expected)
+    }
+
+    fn prompt_cache(&self) -> Result<bool, ConfigError> {
+        let choices = [("auto", true), ("off", false)];
+        self.one_of("PROMPT_CACHE", true, &choices, "auto or off")
     }
 
     fn memory_format(&self) -> Result<Format, ConfigError> {

@@ -85,10 +85,15 @@ pub async fn build_model(
     sdk_config: &aws_config::SdkConfig,
 ) -> Result<Arc<dyn ChatModel>, InitError> {
     match config.provider {
-        Provider::Bedrock => Ok(Arc::new(BedrockModel::new(
-            aws_sdk_bedrockruntime::Client::new(sdk_config),
-            config.model_id.clone(),
-        ))),
+        Provider::Bedrock => {
+            let client = aws_sdk_bedrockruntime::Client::new(sdk_config);
+            let model = BedrockModel::new(client, config.model_id.clone());
+            Ok(Arc::new(if config.prompt_cache {
+                model
+            } else {
+                model.without_prompt_cache()
+            }))
+        }
         Provider::OpenAi => {
             let api_key = match (&config.openai_api_key_secret_id, &config.openai_api_key) {
                 (Some(secret_id), _) => Some(read_api_key(sdk_config, secret_id).await?),

@@ -180,37 +180,46 @@ async fn sessions_expire_after_their_last_message() {
 }
 
 #[tokio::test]
-async fn prompt_tokens_stop_growing_at_the_budget() {
+async fn prompt_tokens_stay_within_the_budget_in_steps() {
     const TURNS: usize = 40;
     let env = TestEnv::new().await;
-    let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "600")]).await;
+    // The window alone (docs/context.md): summaries off.
+    let app = env
+        .app_with(&[("HISTORY_TOKEN_BUDGET", "600"), ("SUMMARIZE", "false")])
+        .await;
     for turn in 0..TURNS {
         let message = format!("turn {turn}: {}", "words ".repeat(20));
         let (status, _) = Req::chat("budget", &message).call_json(&app).await;
         assert_eq!(status, 200);
     }
     // What the model was sent, turn by turn (its own token count, from the requests).
-    let sent: Vec<usize> = env
+    let prompts: Vec<Vec<Value>> = env
         .model
         .requests()
         .await
         .iter()
-        .map(|r| {
-            r["body"]["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m: &Value| m["content"].as_str().unwrap().len())
-                .sum()
-        })
+        .map(|r| r["body"]["messages"].as_array().unwrap().clone())
+        .collect();
+    let sent: Vec<usize> = prompts
+        .iter()
+        .map(|p| p.iter().map(|m| m["content"].as_str().unwrap().len()).sum())
         .collect();
     eprintln!("prompt characters per turn: {sent:?}");
     let grown = sent[5] > sent[0] * 4;
     assert!(grown, "history is sent while under budget: {sent:?}");
     let tail = &sent[TURNS / 2..];
     let (lo, hi) = (tail.iter().min().unwrap(), tail.iter().max().unwrap());
-    assert!(hi - lo < 400, "flat once the budget is reached: {tail:?}");
     assert!(*hi <= 600 * 4 + 300, "within the budget: {hi}");
+    assert!(
+        *lo >= 600 * 4 / 2 - 600,
+        "a step keeps half the budget: {lo}"
+    );
+    // The window moves in steps: most prompts are the one before plus a run.
+    let breaks = prompts
+        .windows(2)
+        .filter(|p| !(p[1].len() == p[0].len() + 2 && p[1][..p[0].len()] == p[0][..]))
+        .count();
+    assert!((2..=TURNS / 3).contains(&breaks), "{breaks} prefix breaks");
     // Older runs stay stored.
     let stored: Value = serde_json::from_str(&env.value("budget").await.unwrap()).unwrap();
     assert_eq!(stored["runs"].as_array().unwrap().len(), TURNS);
@@ -247,9 +256,11 @@ async fn summaries_carry_what_left_the_window() {
     // The memory JSON kept the seed's shape; the summary sits beside it.
     assert!(!env.value("group-id-123").await.unwrap().contains("summary"));
 
-    // Without SUMMARIZE, the same window forgets them.
+    // With SUMMARIZE=false, the same window forgets them.
     let env = TestEnv::new().await;
-    let app = env.app_with(&[("HISTORY_TOKEN_BUDGET", "40")]).await;
+    let app = env
+        .app_with(&[("HISTORY_TOKEN_BUDGET", "40"), ("SUMMARIZE", "false")])
+        .await;
     for name in ["3-zach-hello", "4-matt-joins"] {
         Req::file(&format!("http-api/{name}.json"))
             .call_json(&app)

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup browser build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed clean
+.PHONY: setup browser tokencount build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -20,6 +20,17 @@ $(STAMP): tools/requirements.txt
 $(GT_STAMP): tools/griptape/requirements-v1.txt
 	@test -x $(GT_VENV)/bin/python || python3 -m venv $(GT_VENV)
 	$(GT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tools/griptape/requirements-v1.txt
+	@touch $@
+
+## The scripted model's tokenizer (o200k_base token counts; tools/tokencount, a crate of its own
+## with its own target directory), built once: the stamp makes it a no-op until its sources change.
+TOKENCOUNT := tools/tokencount
+TOKENCOUNT_STAMP := $(TOKENCOUNT)/target/.built
+
+tokencount: $(TOKENCOUNT_STAMP)
+
+$(TOKENCOUNT_STAMP): $(TOKENCOUNT)/Cargo.toml $(TOKENCOUNT)/Cargo.lock $(wildcard $(TOKENCOUNT)/src/*.rs)
+	CARGO_TARGET_DIR=$(CURDIR)/$(TOKENCOUNT)/target cargo build --release --locked --manifest-path $(TOKENCOUNT)/Cargo.toml
 	@touch $@
 
 ## The Lambda artifact: target/lambda/session-chat/bootstrap for arm64 (Graviton).
@@ -37,7 +48,7 @@ browser:
 
 ## Unit and integration tests (local DynamoDB-compatible server, scripted model, cargo lambda
 ## watch), then the chat page in headless Chromium (tests/browser).
-test: setup browser
+test: setup browser tokencount
 	cargo test --all-targets
 	$(PY) -m pytest -q tests/browser
 
@@ -58,7 +69,7 @@ package: setup
 
 ## Local DynamoDB-compatible server with the table, the scripted model unless OPENAI_API_KEY or
 ## OPENAI_BASE_URL is set, and `cargo lambda watch` on port 9000.
-watch: setup
+watch: setup tokencount
 	scripts/local.sh watch
 
 ## Sends the seed's five events to a running `make watch`.
@@ -66,7 +77,7 @@ invoke: setup
 	for f in events/http-api/[1-5]-*.json; do echo "$$f"; cargo lambda invoke session-chat --data-file "$$f"; echo; done
 
 ## The seed's walkthrough end to end, locally.
-demo: setup
+demo: setup tokencount
 	scripts/local.sh demo
 
 ## Benchmark: session-chat vs the hello-world floor, the bare I/O floor and the Python original
@@ -85,20 +96,33 @@ $(BENCH_TOOLS_STAMP): bench/requirements-bench.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements-bench.txt
 	@touch $@
 
-bench: setup $(BENCH_STAMP) $(BENCH_TOOLS_STAMP)
+bench: setup tokencount $(BENCH_STAMP) $(BENCH_TOOLS_STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
 	$(PY) bench/managed.py
+	$(if $(SKIP_CONTEXT),,$(PY) bench/context.py $(CONTEXT_ARGS))
 
 ## One process serving many conversations at once (Lambda Managed Instances) against as many
 ## on-demand processes; needs the release build `make bench` makes. Writes bench/managed.json.
-bench-managed: setup
+bench-managed: setup tokencount
 	$(PY) bench/managed.py
 
+## What a long conversation costs in model tokens (docs/context.md): 200 turns with the default
+## settings and with SUMMARIZE=false, and a Chinese conversation against its budget, through the
+## release build, the scripted model and its tokenizer. Writes bench/context.json.
+## `make bench-context-quick` (or CONTEXT_ARGS=--quick) is an 80-turn run.
+bench-context: setup tokencount
+	$(PY) bench/context.py $(CONTEXT_ARGS)
+
+bench-context-quick: CONTEXT_ARGS = --quick
+bench-context-quick: bench-context
+
 bench-quick: BENCH_ARGS = --quick
+bench-quick: CONTEXT_ARGS = --quick
 bench-quick: bench
 
 ## Streamed turns alone (Runtime API and cargo lambda watch), into bench/results.json.
 bench-streaming: BENCH_ARGS = --streaming-only
+bench-streaming: SKIP_CONTEXT = 1
 bench-streaming: bench
 
 deploy: package

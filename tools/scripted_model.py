@@ -8,7 +8,30 @@ running summary, it answers "People: A, B. Exchanges: N.", and it reads names ba
 summary when one is sent as context.
 
     scripted_model.py [--port N] [--exit-with-stdin] [--first-token-delay S] [--word-delay S]
-                      [--answer-delay S]
+                      [--answer-delay S] [--tokenizer PATH | --no-tokenizer]
+
+Token counts (the `usage` of every answer): by default with OpenAI's o200k_base encoding, through
+tools/tokencount/target/release/tokencount (`make tokencount` builds it; --tokenizer PATH names
+another build of it) when that binary exists; without it, or with --no-tokenizer, the old
+estimate, max(1, characters // 4) per text. Prompt tokens are the sum over the messages of the
+content's tokens plus 4 per message (the role and the message's framing, as OpenAI's own
+accounting adds about 3-4); completion tokens are the reply's tokens.
+
+A simulated provider prompt cache, reported in `usage`:
+- chat completions, like OpenAI's automatic cache: per `prompt_cache_key` of the request (one
+  cache for the requests without one), the prompts answered so far are remembered; a prompt's
+  cached tokens are the tokens of its leading messages (role and content) identical to an
+  earlier prompt's leading messages, up to the first message that differs, rounded down to a
+  multiple of 128, and 0 under 1,024. Reported as usage.prompt_tokens_details.cached_tokens in
+  the whole answer and in the streamed usage chunk.
+- Bedrock Converse / ConverseStream, like its cache points: without `cachePoint` blocks (in
+  `system` or in a message's content) nothing is cached. With them, the prefix up to the last
+  cache point is read from the cache as far as it starts with a prefix an earlier request of the
+  same model wrote (ended at one of its cache points): cacheReadInputTokens; the rest of it up to
+  the last cache point is written: cacheWriteInputTokens; inputTokens is what follows. So an
+  identical prefix seen before (at its last cache point) is read whole, a new one written whole.
+  No per-model minimum size. Tokens are counted per block: a system text block is a message (its
+  tokens + 4), a message's first block carries the message's 4.
 
 Endpoints:
     POST /v1/chat/completions   the chat-completions protocol (also /chat/completions); with
@@ -33,7 +56,10 @@ Endpoints:
     GET  /_requests             every chat request received so far (bodies, auth header, and
                                 received_at; a streamed one also first_token_at and
                                 last_token_at: time.monotonic() when its request came and its
-                                first and last word were written)
+                                first and last word were written); prompt_cache_key (from the
+                                body, null when absent); summary (true for a running-summary
+                                request); and, once answered, usage: the usage the answer
+                                reports (or would, for a stream not asked to include it)
 
 Prints `PORT <n>` once it accepts requests (port 0 picks a free one).
 """
@@ -42,6 +68,7 @@ import json
 import os
 import re
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -99,8 +126,13 @@ def summarize(messages) -> str:
     return f"People: {', '.join(names)}. Exchanges: {exchanges}."
 
 
+def is_summary_request(messages) -> bool:
+    return any(SUMMARY_REQUEST in content_text(m.get("content"))
+               for m in messages if m.get("role") == "system")
+
+
 def answer(messages) -> str:
-    if any(SUMMARY_REQUEST in (m.get("content") or "") for m in messages if m.get("role") == "system"):
+    if is_summary_request(messages):
         return summarize(messages)
     said = [m.get("content") or "" for m in messages if m.get("role") == "user"]
     if not said:
@@ -133,8 +165,144 @@ def answer(messages) -> str:
     return f"You said: {last} (I remember {len(earlier)} earlier messages.)"
 
 
+DEFAULT_TOKENIZER = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                 "tokencount", "target", "release", "tokencount")
+
+
+class Tokenizer:
+    """o200k_base counts from one tokencount process (a JSON string a line in, a count a line
+    out), asked one text at a time under a lock: the server is threaded. Counts are memoised
+    (a long conversation sends the same messages again and again)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.Lock()
+        self.memo = {}
+        self.proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, encoding="utf-8", bufsize=1)
+
+    def count(self, text: str):
+        """The text's token count, or None when the process cannot answer."""
+        n = self.memo.get(text)
+        if n is not None:
+            return n
+        with self.lock:
+            if self.proc is None:
+                return None
+            try:
+                self.proc.stdin.write(json.dumps(text) + "\n")
+                self.proc.stdin.flush()
+                line = self.proc.stdout.readline()
+                n = int(line)
+            except (OSError, ValueError):
+                print(f"scripted_model: the tokenizer {self.path} stopped answering; "
+                      "counting characters // 4 from now on", file=sys.stderr, flush=True)
+                self.proc = None
+                return None
+        if n < 0:  # text tokencount could not read (e.g. a lone surrogate)
+            return None
+        if len(self.memo) > 100_000:
+            self.memo.clear()
+        self.memo[text] = n
+        return n
+
+
+TOKENIZER = None  # a Tokenizer, or None for the characters // 4 estimate
+
+
 def tokens(text: str) -> int:
+    if TOKENIZER is not None:
+        n = TOKENIZER.count(text)
+        if n is not None:
+            return n
     return max(1, len(text) // 4)
+
+
+def content_text(content) -> str:
+    """A message's text: its content string, or the text of its content parts."""
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def message_tokens(m) -> int:
+    return tokens(content_text(m.get("content"))) + 4
+
+
+class PrefixCache:
+    """Requests answered so far, as a trie of their units (messages, or Bedrock blocks): one
+    trie per cache key. A node is a dict of children keyed by a unit's identity; a node whose
+    prefix was written to the cache (Bedrock's cache points) carries WRITTEN."""
+
+    WRITTEN = object()
+
+    def __init__(self):
+        self.roots = {}
+
+    def walk(self, key, units):
+        """Adds the units (identity, tokens) under `key`. Yields, for each unit, the node it
+        ends at and whether that prefix had been seen before."""
+        node, seen = self.roots.setdefault(key, {}), True
+        for ident, _ in units:
+            child = node.get(ident)
+            if child is None:
+                seen, child = False, {}
+                node[ident] = child
+            node = child
+            yield node, seen
+
+
+CACHE = PrefixCache()
+
+
+def openai_cached_tokens(body, messages) -> int:
+    """Cached tokens as OpenAI's automatic prompt cache reports them (see the docstring)."""
+    units = [(json.dumps([m.get("role"), m.get("content")], sort_keys=True), message_tokens(m))
+             for m in messages]
+    shared = 0
+    with STATE.lock:
+        for (_, n), (_, seen) in zip(units, CACHE.walk(("openai", body.get("prompt_cache_key")), units)):
+            if seen:
+                shared += n
+    if shared < 1024:
+        return 0
+    return shared // 128 * 128
+
+
+def bedrock_cache(body, model_id):
+    """(read, written) tokens of a Converse request's prefix up to its last cache point."""
+    units, cache_points = [], []  # cache_points: how many units precede each cache point
+    for block in body.get("system") or []:
+        if "cachePoint" in block:
+            cache_points.append(len(units))
+        else:
+            units.append((json.dumps(["system", block], sort_keys=True),
+                          tokens(block.get("text") or "") + 4))
+    for m in body.get("messages") or []:
+        first = True
+        for block in m.get("content") or []:
+            if "cachePoint" in block:
+                cache_points.append(len(units))
+                continue
+            units.append((json.dumps([m.get("role"), first, block], sort_keys=True),
+                          tokens(block.get("text") or "") + (4 if first else 0)))
+            first = False
+    if not cache_points:
+        return 0, 0
+    prefix = units[:cache_points[-1]]
+    total = sum(n for _, n in prefix)
+    read = running = 0
+    with STATE.lock:
+        nodes = []
+        for (_, n), (node, seen) in zip(prefix, CACHE.walk(("bedrock", model_id), prefix)):
+            running += n
+            nodes.append(node)
+            if seen and PrefixCache.WRITTEN in node:
+                read = running
+        for at in cache_points:
+            if at:
+                nodes[at - 1][PrefixCache.WRITTEN] = True
+    return read, total - read
 
 
 class State:
@@ -242,8 +410,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             return self.send_json(404, {"error": {"message": "not found"}})
 
+        messages = body.get("messages") or []
         record = {"body": body, "authorization": self.headers.get("Authorization"),
-                  "received_at": time.monotonic()}
+                  "received_at": time.monotonic(), "prompt_cache_key": body.get("prompt_cache_key"),
+                  "summary": is_summary_request(messages)}
         with STATE.lock:
             STATE.requests.append(record)
             step = STATE.steps.pop(0) if STATE.steps else {}
@@ -259,16 +429,21 @@ class Handler(BaseHTTPRequestHandler):
         if step.get("garbage"):
             return self.send_json(200, b"<html>not a completion</html>")
 
-        messages = body.get("messages") or []
         text = "" if step.get("empty") else answer(messages)
         if "reply" in step:
             text = str(step["reply"]) * int(step.get("repeat", 1))
         finish = "stop"
         if step.get("length"):
             text, finish = text[: max(1, len(text) // 2)], "length"
-        prompt = sum(tokens(m.get("content") or "") + 4 for m in messages)
+        prompt = sum(message_tokens(m) for m in messages)
+        completion = tokens(text)
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "total_tokens": prompt + completion,
+                 "prompt_tokens_details": {"cached_tokens": openai_cached_tokens(body, messages)}}
+        with STATE.lock:
+            record["usage"] = usage
         if body.get("stream"):
-            return self.stream_completion(record, step, body, text, finish, prompt)
+            return self.stream_completion(record, step, body, text, finish, usage)
         self.send_json(200, {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
@@ -276,12 +451,11 @@ class Handler(BaseHTTPRequestHandler):
             "model": body.get("model", "scripted"),
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": tokens(text),
-                      "total_tokens": prompt + tokens(text)},
+            "usage": usage,
         })
 
 
-def stream_completion(self, record, step, body, text, finish, prompt):
+def stream_completion(self, record, step, body, text, finish, usage):
     """The chat-completions stream: a role chunk, a chunk a word, the finish, the usage."""
     ident, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
 
@@ -310,8 +484,7 @@ def stream_completion(self, record, step, body, text, finish, prompt):
             return b"data: [DONE]\n\n"
         out = event([{"index": 0, "delta": {}, "finish_reason": finish}])
         if (body.get("stream_options") or {}).get("include_usage"):
-            out += event([], {"prompt_tokens": prompt, "completion_tokens": tokens(text),
-                              "total_tokens": prompt + tokens(text)})
+            out += event([], usage)
         return out + b"data: [DONE]\n\n"
 
     Streamer(self, record, step).run("text/event-stream", text, piece, failure, end)
@@ -380,7 +553,8 @@ def converse(self, body, model_id, stream=False):
         text = "".join(block.get("text", "") for block in m.get("content") or [])
         messages.append({"role": m.get("role"), "content": text})
     record = {"body": body, "model": model_id, "path": self.path,
-              "authorization": self.headers.get("Authorization"), "received_at": time.monotonic()}
+              "authorization": self.headers.get("Authorization"), "received_at": time.monotonic(),
+              "summary": is_summary_request(messages)}
     with STATE.lock:
         STATE.requests.append(record)
         step = STATE.steps.pop(0) if STATE.steps else {}
@@ -396,8 +570,17 @@ def converse(self, body, model_id, stream=False):
     stop = "end_turn"
     if step.get("length"):
         text, stop = text[: max(1, len(text) // 2)], "max_tokens"
-    prompt = sum(tokens(m["content"]) + 4 for m in messages)
-    usage = {"inputTokens": prompt, "outputTokens": tokens(text), "totalTokens": prompt + tokens(text)}
+    prompt = sum(message_tokens(m) for m in messages)
+    completion = tokens(text)
+    usage = {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion}
+    read, written = bedrock_cache(body, model_id)
+    if read or written:
+        # Bedrock's inputTokens are the tokens neither read from nor written to the cache.
+        usage["inputTokens"] = max(0, prompt - read - written)
+        usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"] = read, written
+        usage["totalTokens"] = usage["inputTokens"] + read + written + completion
+    with STATE.lock:
+        record["usage"] = usage
     if stream:
         return self.converse_stream(record, step, text, stop, usage)
     content = [{"text": text}] if text else []
@@ -423,9 +606,29 @@ def main() -> int:
                         help="seconds between a streamed answer's words")
     parser.add_argument("--answer-delay", type=float, default=0.0,
                         help="seconds before every whole (non-streamed) answer")
+    counting = parser.add_mutually_exclusive_group()
+    counting.add_argument("--tokenizer", metavar="PATH",
+                          help="the tokencount binary that counts usage tokens (o200k_base); "
+                               "default: tools/tokencount/target/release/tokencount if built")
+    counting.add_argument("--no-tokenizer", action="store_true",
+                          help="count max(1, characters // 4) a text, as before the tokenizer")
     args = parser.parse_args()
     STATE.first_token_delay, STATE.word_delay = args.first_token_delay, args.word_delay
     STATE.answer_delay = args.answer_delay
+    global TOKENIZER
+    if args.tokenizer and not os.access(args.tokenizer, os.X_OK):
+        parser.error(f"--tokenizer {args.tokenizer}: no such executable")
+    path = args.tokenizer or (None if args.no_tokenizer else DEFAULT_TOKENIZER)
+    if path and os.access(path, os.X_OK):
+        try:
+            TOKENIZER = Tokenizer(path)
+            if TOKENIZER.count("") is None:  # ready before the port is announced
+                raise OSError("it does not answer")
+        except OSError as e:
+            TOKENIZER = None
+            if args.tokenizer:
+                parser.error(f"--tokenizer {args.tokenizer}: {e}")
+            print(f"scripted_model: {path}: {e}; counting characters // 4", file=sys.stderr, flush=True)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)

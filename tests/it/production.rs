@@ -38,14 +38,36 @@ async fn bedrock_plays_the_seed() {
             .starts_with("AWS4-HMAC-SHA256 "),
         "signed with SigV4"
     );
-    assert_eq!(second["body"]["system"], json!([{"text": "Be brief."}]));
-    let roles: Vec<&str> = second["body"]["messages"]
-        .as_array()
-        .unwrap()
+    // Nova takes prompt caching (PROMPT_CACHE=auto): a cache point after the system prompt and
+    // after the newest run (docs/context.md).
+    let point = json!({"cachePoint": {"type": "default"}});
+    assert_eq!(
+        second["body"]["system"],
+        json!([{"text": "Be brief."}, point])
+    );
+    let messages = second["body"]["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
         .iter()
         .map(|m| m["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, ["user", "assistant", "user"]);
+    assert_eq!(messages[1]["content"][1], point);
+    assert_eq!(messages[2]["content"].as_array().unwrap().len(), 1);
+    // Reported back: the first turn wrote the cache, the second read the system prompt from it.
+    let usage = &requests[1]["usage"];
+    assert!(
+        usage["cacheReadInputTokens"].as_u64().unwrap_or(0) > 0,
+        "{usage}"
+    );
+
+    // PROMPT_CACHE=off: no cache points.
+    let env = TestEnv::new().await;
+    let app = bedrock_app(&env, &[("PROMPT_CACHE", "off")]).await;
+    Req::file("http-api/1-collin-hello.json")
+        .call_json(&app)
+        .await;
+    let requests = env.model.requests().await;
+    assert!(!requests[0]["body"].to_string().contains("cachePoint"));
 }
 
 #[tokio::test]

@@ -50,16 +50,17 @@ impl ChatService {
         })
     }
 
-    /// Runs a fold. A failed one is logged and gives nothing: the old summary stays, and the
-    /// next step folds these runs again with its own.
+    /// Runs a fold: `None` when there was none to run, `Some(None)` when it failed. A failed
+    /// one is logged: the old summary stays, and the next step folds these runs again with its
+    /// own.
     pub(super) async fn run_fold(
         &self,
         session: &SessionKey,
         job: Option<FoldJob>,
         deadline: Instant,
-    ) -> Option<Summary> {
+    ) -> Option<Option<Summary>> {
         let job = job?;
-        match self.model.complete(&job.request, deadline).await {
+        Some(match self.model.complete(&job.request, deadline).await {
             Ok(completion) => Some(Summary {
                 text: bounded_summary(completion.text),
                 through: job.through,
@@ -68,7 +69,7 @@ impl ChatService {
                 tracing::warn!(session_id = %session, error = %e, "could not update the summary; keeping the old one");
                 None
             }
-        }
+        })
     }
 }
 
@@ -219,7 +220,7 @@ pub fn window_start(memory: &Memory, budget: u64) -> usize {
         .iter()
         .rev()
         .take_while(|run| {
-            spent += estimate_tokens(&run.input) + estimate_tokens(&run.output);
+            spent += run_tokens(run, UNSCALED);
             spent <= budget
         })
         .count();

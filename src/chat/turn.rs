@@ -29,18 +29,16 @@ struct Asking {
     /// The window steps: the runs before this one leave it, folded by `fold` beside the reply.
     step_to: Option<usize>,
     fold: Option<FoldJob>,
-    /// A fold was started beside the reply.
-    folding: bool,
     model_started: Instant,
     model_deadline: Instant,
     timings: Timings,
 }
 
-/// What the model calls of a turn gave: the reply, and the new summary if a fold ran and
-/// succeeded.
+/// What the model calls of a turn gave: the reply, and the fold's outcome if one ran (a new
+/// summary, or `None` when it failed).
 struct Answered {
     completion: Completion,
-    summary: Option<Summary>,
+    fold: Option<Option<Summary>>,
 }
 
 /// What a save attempt's outcome leaves to do.
@@ -59,13 +57,12 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         // A fold runs beside the reply, never before it.
-        asking.folding = asking.fold.is_some();
         let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
         let reply = self.model.complete(&asking.prompt, asking.model_deadline);
-        let (completion, summary) = tokio::join!(reply, fold);
+        let (completion, fold) = tokio::join!(reply, fold);
         let answered = Answered {
             completion: completion?,
-            summary,
+            fold,
         };
         self.save_turn(turn, *asking, answered).await
     }
@@ -95,7 +92,6 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         let _ = events.send(TurnEvent::Asking);
-        asking.folding = asking.fold.is_some();
         let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
         let mut streamed = String::new();
         let mut first_piece = None;
@@ -108,14 +104,11 @@ impl ChatService {
         let reply = self
             .model
             .stream(&asking.prompt, asking.model_deadline, &mut forward);
-        let (completion, summary) = tokio::join!(reply, fold);
+        let (completion, fold) = tokio::join!(reply, fold);
         let mut completion = completion?;
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
-        let answered = Answered {
-            completion,
-            summary,
-        };
+        let answered = Answered { completion, fold };
         let mut reply = self.save_turn(turn, *asking, answered).await?;
         reply.timings.first_piece_ms = first_piece;
         Ok(reply)
@@ -177,7 +170,6 @@ impl ChatService {
             prompt,
             step_to: plan.step_to,
             fold,
-            folding: false,
             model_started,
             model_deadline,
             timings,
@@ -197,19 +189,16 @@ impl ChatService {
             mut snapshot,
             prompt,
             step_to,
-            folding,
             model_started,
             mut timings,
             ..
         } = asking;
         let context = ContextChange {
             stepped: step_to.is_some(),
-            folded: folding.then_some(answered.summary.is_some()),
+            folded: answered.fold.as_ref().map(Option::is_some),
         };
-        let Answered {
-            completion,
-            summary,
-        } = answered;
+        let Answered { completion, fold } = answered;
+        let summary = fold.flatten();
         timings.model_ms = ms_since(model_started);
         if completion.truncated {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");

@@ -1,0 +1,293 @@
+//! The log layout's rules, as pure functions (docs/storage.md, "The log layout"): a session's
+//! runs in numbered slots taken from an atomic counter on its head item, each written once; the
+//! session item's `value` a bounded view of the newest runs. No I/O and no DynamoDB types here.
+
+use crate::input::SessionKey;
+use crate::memory::{Memory, Run};
+
+use super::policy::{shortened, INLINE_CHARS};
+
+/// A slot pending longer than this is a writer that died: no invocation lives past Lambda's
+/// 15 minutes, so a reader may fill it with a hole.
+pub const MAX_PENDING_MS: u64 = 16 * 60 * 1000;
+
+/// Default bytes of griptape's view: the recipe's walkthrough whole, and a turn's writes within
+/// about four times its run.
+pub const DEFAULT_VIEW_BYTES: usize = 2048;
+
+/// Keys at most this many slots go in one BatchGetItem (DynamoDB's limit is 100 keys; the
+/// session item, the summary and a receipt take the rest).
+pub const SLOTS_PER_READ: usize = 96;
+
+/// The head item: the session's slot counter and where its generation's log begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub generation: String,
+    /// The first slot of this generation's log; runs before it are in pages.
+    pub base: u64,
+    /// The next free slot.
+    pub next: u64,
+    /// Slots filled (with a run or a hole).
+    pub done: u64,
+    /// Of those, holes.
+    pub holes: u64,
+    /// When the newest slot was reserved (epoch ms).
+    pub reserved_ms: u64,
+    /// The prompt window's first slot.
+    pub window_from: u64,
+    /// A delete closed it: no slot is taken any more.
+    pub closed: bool,
+}
+
+impl Head {
+    /// Slots reserved and not yet filled.
+    pub fn in_flight(&self) -> u64 {
+        (self.next - self.base).saturating_sub(self.done)
+    }
+
+    /// Whether every reserved slot is filled: the turn that sees this (after counting its own
+    /// slot done) completes the burst and writes the view.
+    pub fn settled(&self) -> bool {
+        self.in_flight() == 0
+    }
+
+    /// The slot a reservation that returned this head holds.
+    pub fn reserved(&self) -> Option<u64> {
+        self.next.checked_sub(1).filter(|s| *s >= self.base)
+    }
+}
+
+pub fn head_key(session: &SessionKey) -> String {
+    format!("{session}#head")
+}
+
+pub fn run_key(session: &SessionKey, generation: &str, slot: u64) -> String {
+    format!("{session}#{generation}#run#{slot:010}")
+}
+
+pub fn summary_key(session: &SessionKey, generation: &str) -> String {
+    format!("{session}#{generation}#summary")
+}
+
+/// What a slot holds when read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotState {
+    Run {
+        run: Run,
+        /// When its slot was reserved (epoch ms).
+        reserved_ms: u64,
+    },
+    /// Filled by a failed turn, or by a reader for a writer that died: no run, ever.
+    Hole { reserved_ms: u64 },
+    /// No item yet: a turn is still writing it.
+    Pending,
+}
+
+impl SlotState {
+    fn reserved_ms(&self) -> Option<u64> {
+        match self {
+            SlotState::Run { reserved_ms, .. } | SlotState::Hole { reserved_ms } => {
+                Some(*reserved_ms)
+            }
+            SlotState::Pending => None,
+        }
+    }
+}
+
+/// Pending slots among `slots` (numbered from `first`, oldest first) whose writer has provably
+/// died: a slot's reservation is no later than any later slot's, nor than the head's newest.
+pub fn dead_slots(first: u64, slots: &[SlotState], head_reserved_ms: u64, now_ms: u64) -> Vec<u64> {
+    let mut dead = Vec::new();
+    // The earliest reservation after each slot, walking from the newest.
+    let mut later = head_reserved_ms;
+    for (i, state) in slots.iter().enumerate().rev() {
+        match state.reserved_ms() {
+            Some(at) => later = later.min(at),
+            None if now_ms.saturating_sub(later) > MAX_PENDING_MS => dead.push(first + i as u64),
+            None => {}
+        }
+    }
+    dead.reverse();
+    dead
+}
+
+/// Where a window may step to: never past a pending slot, so every pending slot stays within
+/// every turn's read (and a dead one is found and filled).
+pub fn step_bound(step_to: u64, first: u64, slots: &[SlotState]) -> u64 {
+    let pending = slots.iter().position(|s| *s == SlotState::Pending);
+    pending.map_or(step_to, |i| step_to.min(first + i as u64))
+}
+
+/// The slot `MAX_RUNS` leaves behind when `slot` is written: deleted with its parts, so no copy
+/// of a dropped run's text is kept.
+pub fn dropped_by(slot: u64, max_runs: Option<u64>) -> Option<u64> {
+    slot.checked_sub(max_runs?)
+}
+
+/// Griptape's view: the newest of `runs` (oldest first) whose JSON fits `budget` bytes, always
+/// at least the newest; a run over `spill_over` bytes shows its shortened text, as a spilled
+/// run does today. The envelope (shape, `max_runs`, keys we do not own) is `template`'s.
+pub fn view(template: &Memory, runs: &[Run], budget: usize, spill_over: usize) -> Memory {
+    let format = template.format;
+    let mut kept: Vec<Run> = Vec::new();
+    let mut used = 0;
+    for run in runs.iter().rev() {
+        let run = if run.encoded_len(format) > spill_over {
+            let short = |t: &str| {
+                if t.chars().count() > INLINE_CHARS {
+                    shortened(t)
+                } else {
+                    t.to_owned()
+                }
+            };
+            run.with_texts(short(&run.input), short(&run.output))
+        } else {
+            run.clone()
+        };
+        let size = run.encoded_len(format) + 2;
+        if !kept.is_empty() && used + size > budget {
+            break;
+        }
+        used += size;
+        kept.push(run);
+    }
+    kept.reverse();
+    template.with_runs(kept)
+}
+
+/// The start of a listing's preview under `MAX_RUNS`: the oldest kept run's message, so a
+/// dropped run's text leaves the session item too.
+pub fn preview_of(runs: &[Run], chars: usize) -> Option<String> {
+    runs.first().map(|r| r.input.chars().take(chars).collect())
+}
+
+/// A log generation in a cleanup list: `<generation> log <base> <next>`, its slots to remove.
+pub fn encode_cleanup(generation: &str, base: u64, next: u64) -> String {
+    format!("{generation} log {base} {next}")
+}
+
+pub fn parse_cleanup(text: &str) -> Option<(String, u64, u64)> {
+    let mut parts = text.split(' ');
+    let generation = parts.next().filter(|g| !g.is_empty())?.to_owned();
+    if parts.next()? != "log" {
+        return None;
+    }
+    let base = parts.next()?.parse().ok()?;
+    let next: u64 = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && next >= base).then_some((generation, base, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::SessionId;
+    use crate::memory::Format;
+
+    fn head(base: u64, next: u64, done: u64) -> Head {
+        Head {
+            generation: "g".into(),
+            base,
+            next,
+            done,
+            holes: 0,
+            reserved_ms: 0,
+            window_from: base,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn the_turn_that_fills_the_last_reserved_slot_settles_the_burst() {
+        assert!(head(10, 13, 3).settled());
+        assert!(!head(10, 13, 2).settled());
+        assert_eq!(head(10, 13, 2).in_flight(), 1);
+        assert_eq!(head(10, 13, 0).reserved(), Some(12));
+        assert_eq!(head(10, 10, 0).reserved(), None);
+    }
+
+    #[test]
+    fn keys_are_apart_from_every_other_item() {
+        let session = SessionKey::new(&SessionId::parse("s").unwrap(), None);
+        assert_eq!(head_key(&session), "s#head");
+        assert_eq!(run_key(&session, "g1", 7), "s#g1#run#0000000007");
+        assert_eq!(summary_key(&session, "g1"), "s#g1#summary");
+        // Slot keys sort in slot order.
+        assert!(run_key(&session, "g", 9) < run_key(&session, "g", 10));
+    }
+
+    #[test]
+    fn only_slots_pending_past_the_limit_are_dead() {
+        let run = |at| SlotState::Run {
+            run: Run::new("a", "b"),
+            reserved_ms: at,
+        };
+        let now = 100 * MAX_PENDING_MS;
+        let old = now - MAX_PENDING_MS - 1;
+        let slots = [SlotState::Pending, run(old), SlotState::Pending, run(now)];
+        // Slot 5's reservation is before slot 6's (old); slot 7 is before slot 8's (now).
+        assert_eq!(dead_slots(5, &slots, now, now), vec![5]);
+        // The newest pending slot is judged by the head's last reservation.
+        let tail = [run(old), SlotState::Pending];
+        assert_eq!(dead_slots(0, &tail, old, now), vec![1]);
+        assert!(dead_slots(0, &tail, now - 1, now).is_empty());
+        let hole = [SlotState::Pending, SlotState::Hole { reserved_ms: old }];
+        assert_eq!(dead_slots(3, &hole, now, now), vec![3]);
+    }
+
+    #[test]
+    fn a_window_never_steps_past_a_pending_slot() {
+        let run = SlotState::Run {
+            run: Run::new("a", "b"),
+            reserved_ms: 0,
+        };
+        let slots = [run.clone(), SlotState::Pending, run.clone(), run];
+        assert_eq!(step_bound(13, 10, &slots), 11);
+        assert_eq!(step_bound(10, 10, &slots), 10);
+        assert_eq!(step_bound(13, 10, &slots[..1]), 13);
+    }
+
+    #[test]
+    fn max_runs_drops_the_slot_it_leaves_behind() {
+        assert_eq!(dropped_by(10, Some(3)), Some(7));
+        assert_eq!(dropped_by(2, Some(3)), None);
+        assert_eq!(dropped_by(10, None), None);
+    }
+
+    #[test]
+    fn the_view_keeps_the_newest_runs_within_its_budget() {
+        let template = Memory::new(Format::Seed);
+        let runs: Vec<Run> = (0..10)
+            .map(|i| Run::new(format!("m{i} {}", "x".repeat(300)), "ok"))
+            .collect();
+        let shown = view(&template, &runs, 2048, 49_152);
+        assert!(
+            shown.encode().len() <= 2048 + 100,
+            "{}",
+            shown.encode().len()
+        );
+        assert!(shown.runs.len() >= 5);
+        assert_eq!(shown.runs.last().unwrap().id, runs[9].id);
+        // Always the newest, shortened when it is too large for the item.
+        let huge = vec![Run::new("q", "y".repeat(200_000))];
+        let shown = view(&template, &huge, 2048, 49_152);
+        assert_eq!(shown.runs.len(), 1);
+        assert!(shown.runs[0].output.len() < 3000);
+        assert_eq!(shown.runs[0].id, huge[0].id);
+        assert_eq!(Memory::decode(&shown.encode()).unwrap().runs.len(), 1);
+    }
+
+    #[test]
+    fn the_preview_is_the_oldest_kept_message() {
+        let runs = vec![Run::new("kept first", "a"), Run::new("b", "c")];
+        assert_eq!(preview_of(&runs, 4).as_deref(), Some("kept"));
+        assert_eq!(preview_of(&[], 4), None);
+    }
+
+    #[test]
+    fn cleanup_lines_of_a_log_round_trip() {
+        let line = encode_cleanup("abc", 12, 40);
+        assert_eq!(parse_cleanup(&line), Some(("abc".into(), 12, 40)));
+        assert_eq!(parse_cleanup("abc 1:0 "), None);
+        assert_eq!(parse_cleanup("abc log 5 4"), None);
+    }
+}

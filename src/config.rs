@@ -102,6 +102,11 @@ pub struct Config {
     pub prompt_cache: bool,
     /// `MEMORY_FORMAT`: `seed` (default) or `griptape`, for new sessions.
     pub memory_format: Format,
+    /// `STORAGE_LAYOUT`: `item` (default: one item a session) or `log` (a run an item, for new
+    /// sessions; docs/storage.md, "The log layout").
+    pub log_layout: bool,
+    /// `VIEW_BYTES`: the size of griptape's view in a log session's item.
+    pub view_bytes: usize,
     /// `PARTITION_KEY`, `VALUE_ATTRIBUTE`, `SORT_KEY` / `SORT_KEY_VALUE` / `SORT_KEY_TYPE`: the
     /// table's key schema, as griptape's driver names it.
     pub key_schema: KeySchema,
@@ -162,6 +167,13 @@ impl Config {
         let summarize = env.flag("SUMMARIZE", true)?;
         let prompt_cache = env.prompt_cache()?;
         let memory_format = env.memory_format()?;
+        let log_layout = env.one_of(
+            "STORAGE_LAYOUT",
+            false,
+            &[("item", false), ("log", true)],
+            "item or log",
+        )?;
+        let view_bytes = env.view_bytes(max_item_bytes)?;
         let key_schema = env.key_schema()?;
         let invoke_mode = env.invoke_mode()?;
         let default_model = match provider {
@@ -176,6 +188,8 @@ impl Config {
             summarize,
             prompt_cache,
             memory_format,
+            log_layout,
+            view_bytes,
             max_item_bytes,
             session_ttl_days,
             history_token_budget: env
@@ -343,6 +357,18 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 "between 4096 and 350000 (DynamoDB items stop at 400 KB)",
             )),
             None => Ok(crate::store::DEFAULT_MAX_ITEM_BYTES),
+        }
+    }
+
+    fn view_bytes(&self, max_item_bytes: usize) -> Result<usize, ConfigError> {
+        match self.positive("VIEW_BYTES")? {
+            Some(n) if (256..=max_item_bytes as u64).contains(&n) => Ok(n as usize),
+            Some(n) => Err(invalid(
+                "VIEW_BYTES",
+                n.to_string(),
+                "between 256 and MAX_ITEM_BYTES",
+            )),
+            None => Ok(crate::store::log::DEFAULT_VIEW_BYTES),
         }
     }
 

@@ -137,7 +137,8 @@ pub fn chat_with_model(
         config.session_ttl_days.map(|days| days * 24 * 60 * 60),
     )
     .with_schema(config.key_schema.clone())
-    .with_owner_index(config.owner_index.clone());
+    .with_owner_index(config.owner_index.clone())
+    .with_log_layout(config.log_layout, config.view_bytes);
     let settings = ChatSettings {
         system_prompt: config.system_prompt.clone(),
         max_runs: config.max_runs,

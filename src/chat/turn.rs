@@ -60,10 +60,11 @@ impl ChatService {
         let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
         let reply = self.model.complete(&asking.prompt, asking.model_deadline);
         let (completion, fold) = tokio::join!(reply, fold);
-        let answered = Answered {
-            completion: completion?,
-            fold,
+        let completion = match completion {
+            Ok(c) => c,
+            Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
         };
+        let answered = Answered { completion, fold };
         self.save_turn(turn, *asking, answered).await
     }
 
@@ -105,7 +106,10 @@ impl ChatService {
             .model
             .stream(&asking.prompt, asking.model_deadline, &mut forward);
         let (completion, fold) = tokio::join!(reply, fold);
-        let mut completion = completion?;
+        let mut completion = match completion {
+            Ok(c) => c,
+            Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
+        };
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
         let answered = Answered { completion, fold };
@@ -122,13 +126,21 @@ impl ChatService {
         let snapshot = bounded(turn.deadline, self.store.load(&turn.session)).await??;
         if let (Some(have), Some(want)) = (snapshot.owner.as_deref(), &turn.owner) {
             if have != want.as_str() {
-                return Err(ChatError::Forbidden);
+                return Err(self.released(turn, &snapshot, ChatError::Forbidden).await);
             }
         }
         if let Some(key) = &turn.idempotency_key {
             let receipt = self.store.receipt(&turn.session, &snapshot, key);
-            if let Some(receipt) = bounded(turn.deadline, receipt).await?? {
-                return replay(receipt, &turn.message, timings).map(Prepared::Replayed);
+            let found = match bounded(turn.deadline, receipt).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => return Err(self.released(turn, &snapshot, e.into()).await),
+                Err(e) => return Err(self.released(turn, &snapshot, e).await),
+            };
+            if let Some(receipt) = found {
+                // The turn stores nothing: its slot (a log session's) is given back.
+                let replayed = replay(receipt, &turn.message, timings);
+                self.release(turn, &snapshot).await;
+                return replayed.map(Prepared::Replayed);
             }
         }
         timings.load_ms = ms_since(started);
@@ -230,7 +242,11 @@ impl ChatService {
                 window_from: window_from.as_deref(),
                 token_scale,
             };
-            let saved = match self.save_once(turn, &snapshot, changes).await? {
+            let outcome = match self.save_once(turn, &snapshot, changes).await {
+                Ok(outcome) => outcome,
+                Err(e) => return Err(self.released(turn, &snapshot, e).await),
+            };
+            let saved = match outcome {
                 Ok(()) => Saved::Done,
                 Err(StoreError::Conflict) => {
                     // Someone saved in between, or our own save landed and its answer was lost
@@ -244,9 +260,10 @@ impl ChatService {
                 }
                 Err(StoreError::ReceiptExists) => {
                     // A retry of this request saved first: its run stands, ours is dropped.
+                    self.release(turn, &snapshot).await;
                     return self.replay_racing(turn, attempt, timings).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(self.released(turn, &snapshot, e.into()).await),
             };
             match saved {
                 Saved::Reread(now) if !now.holds_run(&run.id) => snapshot = *now,
@@ -263,7 +280,36 @@ impl ChatService {
                 }
             }
         }
-        Err(ChatError::Busy(self.settings.max_save_attempts))
+        let busy = ChatError::Busy(self.settings.max_save_attempts);
+        Err(self.released(turn, &snapshot, busy).await)
+    }
+
+    /// Gives back what the read took for a turn that stores nothing (a log session's slot
+    /// becomes a hole, so the writers after it are not kept waiting); a failure to is logged,
+    /// and the slot is filled by a later reader.
+    async fn release(&self, turn: &TurnRequest, snapshot: &Snapshot) {
+        if snapshot.log.is_none() {
+            return;
+        }
+        let released = bounded(turn.deadline, self.store.release(&turn.session, snapshot)).await;
+        if let Some(e) = match released {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(ChatError::from(e)),
+            Err(e) => Some(e),
+        } {
+            tracing::warn!(session_id = %turn.session, error = %crate::error::chain(&e), "a slot was not given back");
+        }
+    }
+
+    /// [`Self::release`], then the error the turn answers with.
+    async fn released(
+        &self,
+        turn: &TurnRequest,
+        snapshot: &Snapshot,
+        error: ChatError,
+    ) -> ChatError {
+        self.release(turn, snapshot).await;
+        error
     }
 
     /// One conditional save of the session read as `snapshot` with the run appended. Cut off
@@ -328,7 +374,9 @@ impl ChatService {
             turn.deadline,
             self.store.receipt(&turn.session, &snapshot, key),
         )
-        .await??;
+        .await;
+        self.release(turn, &snapshot).await;
+        let found = found??;
         replay(
             found.ok_or(ChatError::Busy(attempt))?,
             &turn.message,

@@ -33,6 +33,23 @@ pub const RUN_COUNT: &str = "run_count";
 pub const PREVIEW: &str = "preview";
 pub const TITLE: &str = "title";
 
+/// A log-layout session (docs/storage.md, "The log layout"): its item is a view, `value` the
+/// newest runs through slot `view_through`; `next_generation`, on a tombstone, names the
+/// generation a turn began over it.
+pub const LOG: &str = "log";
+pub const VIEW_THROUGH: &str = "view_through";
+pub const NEXT_GENERATION: &str = "next_generation";
+
+// The head item of a log: its slot counter.
+pub const BASE: &str = "base";
+pub const NEXT: &str = "next";
+pub const DONE: &str = "done";
+pub const HOLES: &str = "holes";
+pub const RESERVED_MS: &str = "reserved_ms";
+pub const CLOSED: &str = "closed";
+/// The slots of reservations not yet counted done, by the reserving turn's token.
+pub const TOKENS: &str = "tokens";
+
 /// Written by earlier releases; dropped at the next save.
 pub const LEGACY_ARCHIVED: &str = "archived";
 pub const LEGACY_RECEIPTS: &str = "receipts";
@@ -52,10 +69,17 @@ pub const FIELD: &str = "field";
 pub const TEXT: &str = "text";
 pub const MESSAGE_DIGEST: &str = "message_digest";
 pub const RUN_ID: &str = "run_id";
+/// A slot's run: a memory JSON holding it alone, in the session's shape, kept byte for byte.
+pub const MEMORY: &str = "run_memory";
+pub const SLOT: &str = "slot";
 
 /// Values of [`KIND`].
 pub const KIND_RUNS: &str = "runs";
 pub const KIND_PART: &str = "part";
+pub const KIND_RUN: &str = "run";
+pub const KIND_HOLE: &str = "hole";
+pub const KIND_HEAD: &str = "head";
+pub const KIND_SUMMARY: &str = "summary";
 
 /// Attributes of the session item this code owns; everything else on it is written back as
 /// read (`created_at` too: it is set once).
@@ -84,6 +108,9 @@ pub const OWNED: &[&str] = &[
     TITLE,
     LEGACY_ARCHIVED,
     LEGACY_RECEIPTS,
+    LOG,
+    VIEW_THROUGH,
+    NEXT_GENERATION,
 ];
 
 /// Attributes of side items (and `created_at`) beside those in [`OWNED`].
@@ -96,6 +123,15 @@ pub const SIDE: &[&str] = &[
     FIELD,
     MESSAGE_DIGEST,
     RUN_ID,
+    MEMORY,
+    SLOT,
+    BASE,
+    NEXT,
+    DONE,
+    HOLES,
+    RESERVED_MS,
+    CLOSED,
+    TOKENS,
 ];
 
 /// What the owner index projects: what a listing reads.

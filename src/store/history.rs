@@ -110,7 +110,8 @@ impl Fill {
 
     /// Takes run `number` if it is in the window; `true` once the page is full (forward reads
     /// stop at the limit, backward ones are cut from the front in [`Fill::finish`]).
-    fn offer(&mut self, number: u64, run: Cow<'_, Run>, layout: &Layout) -> bool {
+    /// Offers run `number`; `true` once the page is full (a forward page's next run).
+    pub fn offer(&mut self, number: u64, run: Cow<'_, Run>, layout: &Layout) -> bool {
         let w = &self.window;
         if number < w.start || number >= w.stop {
             return false;
@@ -130,6 +131,15 @@ impl Fill {
     /// The page: a backward one less its oldest runs while over the byte budget (one run
     /// always stays), with the cursors before and after it. Spilled runs still hold their
     /// inline text; the store reads their parts.
+    /// Ends a forward page before run `number` (a slot still being written): its cursor
+    /// points there, so the run is read once it is.
+    pub fn stop_at(&mut self, number: u64) {
+        if number < self.window.stop {
+            self.next = Some(number);
+            self.full = true;
+        }
+    }
+
     pub fn finish(mut self, layout: &Layout) -> HistoryPage {
         let w = &self.window;
         let mut next = self.next;

@@ -138,6 +138,8 @@ impl SessionStore for InMemoryStore {
                 preview: None,
                 title: None,
                 kept: Default::default(),
+                log: None,
+                log_view: false,
             },
         })
     }

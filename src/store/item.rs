@@ -101,6 +101,7 @@ pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, St
     let window_from = owned_text(&item, attr::WINDOW_FROM)?;
     let token_scale = count(&item, attr::TOKEN_SCALE)?;
     let tombstone = item.contains_key(attr::TOMBSTONE);
+    let log_view = item.contains_key(attr::LOG) && !tombstone;
     let owner = owned_text(&item, attr::OWNER_KEY)?;
     let preview = owned_text(&item, attr::PREVIEW)?;
     let title = owned_text(&item, attr::TITLE)?;
@@ -140,6 +141,8 @@ pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, St
         preview,
         title,
         kept,
+        log: None,
+        log_view,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::log;
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::new_run_id;
 
@@ -76,6 +77,8 @@ pub struct Layout {
     pub archive_expires_at: Option<u64>,
     /// Layouts of deleted generations whose leftovers a delete has not finished removing.
     pub cleanup: Vec<Layout>,
+    /// A deleted log generation's slots, `base..next`, and its summary (only in cleanup lists).
+    pub log: Option<(u64, u64)>,
 }
 
 impl Layout {
@@ -93,6 +96,7 @@ impl Layout {
             last_runs: Vec::new(),
             archive_expires_at: None,
             cleanup: Vec::new(),
+            log: None,
         }
     }
 
@@ -143,23 +147,32 @@ impl Layout {
                 keys.push(self.part_key(session, run_id, Field::Output, part));
             }
         }
+        if let Some((base, next)) = self.log {
+            keys.extend((base..next).map(|slot| log::run_key(session, &self.generation, slot)));
+            keys.push(log::summary_key(session, &self.generation));
+        }
         keys
     }
 
     /// One line, for a tombstone's or a new session's `cleanup` list:
-    /// `<generation> <page>:<first>,... <run>=<spill>,...`.
+    /// `<generation> <page>:<first>,... <run>=<spill>,...[ <base>-<next>]`, the last for a
+    /// log generation's slots.
     pub fn encode_for_cleanup(&self) -> String {
         let spilled: Vec<String> = self
             .spilled
             .iter()
             .map(|(id, s)| format!("{id}={}", s.encode()))
             .collect();
-        format!(
+        let mut line = format!(
             "{} {} {}",
             self.generation,
             encode_pages(&self.pages),
             spilled.join(",")
-        )
+        );
+        if let Some((base, next)) = self.log {
+            line.push_str(&format!(" {base}-{next}"));
+        }
+        line
     }
 
     pub fn parse_cleanup(text: &str) -> Option<Layout> {
@@ -175,7 +188,13 @@ impl Layout {
             let (id, spill) = entry.split_once('=')?;
             layout.spilled.insert(id.to_owned(), Spill::parse(spill)?);
         }
-        Some(layout)
+        if let Some(range) = parts.next() {
+            let (base, next) = range.split_once('-')?;
+            let (base, next) = (base.parse().ok()?, next.parse().ok()?);
+            layout.log = (base <= next).then_some((base, next));
+            layout.log?;
+        }
+        parts.next().is_none().then_some(layout)
     }
 }
 
@@ -220,6 +239,11 @@ mod tests {
             Layout::parse_cleanup("g  ").unwrap().pages,
             Vec::<(u64, u64)>::new()
         );
+        let mut log = Layout::empty("g2".into());
+        log.log = Some((4, 9));
+        let back = Layout::parse_cleanup(&log.encode_for_cleanup()).unwrap();
+        assert_eq!(back.log, Some((4, 9)));
+        assert!(Layout::parse_cleanup("g   9-4").is_none());
     }
 
     #[test]

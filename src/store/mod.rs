@@ -11,6 +11,7 @@ pub mod history;
 pub mod in_memory;
 pub mod item;
 pub mod layout;
+pub mod log;
 pub mod policy;
 
 use std::error::Error as StdError;
@@ -120,6 +121,33 @@ pub struct Snapshot {
     pub title: Option<String>,
     /// What a save writes back as read (attributes other tools keep); opaque to the cycle.
     pub kept: KeptAttributes,
+    /// A log-layout session: the slot this turn holds and the slots it read.
+    pub log: Option<LogTurn>,
+    /// The item is a log session's view (its runs are in slots).
+    pub log_view: bool,
+}
+
+/// A turn of a log-layout session (docs/storage.md, "The log layout"): the head as its
+/// reservation returned it, its slot, and what the slots from the window's start held.
+#[derive(Debug, Clone)]
+pub struct LogTurn {
+    pub head: log::Head,
+    pub slot: u64,
+    /// Names this turn's reservation on the head, so retries of its writes count once.
+    pub token: String,
+    /// The first slot read (the window's start); `slots[i]` is slot `first + i`.
+    pub first: u64,
+    pub slots: Vec<log::SlotState>,
+}
+
+impl LogTurn {
+    /// The slot of a run read, by id.
+    pub fn slot_of(&self, run_id: &str) -> Option<u64> {
+        self.slots.iter().enumerate().find_map(|(i, s)| match s {
+            log::SlotState::Run { run, .. } if run.id == run_id => Some(self.first + i as u64),
+            _ => None,
+        })
+    }
 }
 
 impl Snapshot {
@@ -137,6 +165,8 @@ impl Snapshot {
             preview: None,
             title: None,
             kept: KeptAttributes::default(),
+            log: None,
+            log_view: false,
         }
     }
 
@@ -374,4 +404,11 @@ pub trait SessionStore: Send + Sync {
 
     /// Sets a session's title; `false` if there is no such session.
     async fn set_title(&self, session: &SessionKey, title: &str) -> Result<bool, StoreError>;
+
+    /// Gives back what a [`SessionStore::load`] took for a turn that stores nothing (a failed
+    /// model call, a replayed receipt): a log-layout session's slot becomes a hole. Safe after
+    /// a save that may have landed: a hole never replaces a run.
+    async fn release(&self, _session: &SessionKey, _read: &Snapshot) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

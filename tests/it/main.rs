@@ -9,6 +9,7 @@ mod conversations;
 mod errors;
 mod events;
 mod griptape;
+mod log_layout;
 mod managed;
 mod production;
 mod reliability;

@@ -13,7 +13,7 @@ use session_chat::http::App;
 use crate::support::{items_with_prefix, now, wall_clock_lock, FaultProxy, Req, TestEnv};
 
 /// `GET /sessions/{id}` with query parameters, as an HTTP API event.
-fn get_history(session_id: &str, query: &[(&str, &str)]) -> Req {
+pub fn get_history(session_id: &str, query: &[(&str, &str)]) -> Req {
     Req::http("GET", &format!("/sessions/{session_id}")).query(query)
 }
 
@@ -52,7 +52,7 @@ pub async fn all_runs_backward(app: &App, session_id: &str, limit: usize) -> Vec
     pages.into_iter().rev().flatten().collect()
 }
 
-fn delete(session_id: &str) -> Req {
+pub fn delete(session_id: &str) -> Req {
     Req::http("DELETE", &format!("/sessions/{session_id}"))
 }
 

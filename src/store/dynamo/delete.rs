@@ -43,8 +43,22 @@ impl DynamoStore {
                     }
                 },
             };
+            let mut owed = doomed.owed.clone();
+            // A log's head is closed once its session item is a tombstone: no turn takes a slot
+            // after that, and the slots up to its counter are removed with the rest.
+            if let Some(head) = self.read_head(session).await? {
+                let closed = match head.closed {
+                    true => Some(head),
+                    false => self.close_head(session, &head.generation).await?,
+                };
+                if let Some(head) = closed {
+                    let mut log = Layout::empty(head.generation.clone());
+                    log.log = Some((head.base, head.next));
+                    owed.push(log);
+                }
+            }
             return Ok(self
-                .finish_delete(session, &doomed.owed, tomb_version, deadline)
+                .finish_delete(session, &owed, tomb_version, deadline)
                 .await);
         }
         Err(StoreError::Conflict)
@@ -87,7 +101,13 @@ impl DynamoStore {
         deadline: Deadline,
     ) -> Deleted {
         let unfinished = Deleted::Gone { complete: false };
-        let keys: Vec<String> = owed.iter().flat_map(|l| l.side_keys(session)).collect();
+        let mut keys: Vec<String> = owed.iter().flat_map(|l| l.side_keys(session)).collect();
+        keys.sort();
+        keys.dedup();
+        if owed.iter().any(|l| l.log.is_some()) {
+            // Last: it is the record of the slots to remove until they are gone.
+            keys.push(crate::store::log::head_key(session));
+        }
         match self.delete_keys(keys, deadline).await {
             Ok(true) => {}
             Ok(false) => return unfinished,

@@ -5,6 +5,7 @@
 
 mod delete;
 mod list;
+mod log;
 mod read;
 mod save;
 
@@ -33,6 +34,10 @@ pub struct DynamoStore {
     schema: KeySchema,
     /// The global secondary index on `owner_key` and `active_ms`, for listings.
     owner_index: Option<String>,
+    /// New sessions take the log layout (docs/storage.md, "The log layout").
+    log_layout: bool,
+    /// Bytes of griptape's view in a log session's item.
+    view_bytes: usize,
 }
 
 impl DynamoStore {
@@ -49,7 +54,16 @@ impl DynamoStore {
             session_ttl_secs,
             schema: KeySchema::default(),
             owner_index: None,
+            log_layout: false,
+            view_bytes: super::log::DEFAULT_VIEW_BYTES,
         }
+    }
+
+    /// New sessions take the log layout, with a view of `view_bytes`.
+    pub fn with_log_layout(mut self, on: bool, view_bytes: usize) -> Self {
+        self.log_layout = on;
+        self.view_bytes = view_bytes;
+        self
     }
 
     /// Keys the table's items as a griptape user configured it.
@@ -81,7 +95,18 @@ impl DynamoStore {
 #[async_trait]
 impl SessionStore for DynamoStore {
     async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError> {
+        if self.log_layout {
+            if let Some(read) = self.begin_log(session).await? {
+                return Ok(read);
+            }
+        }
         let read = self.snapshot(session).await?;
+        if read.as_ref().is_some_and(|r| r.log_view) {
+            // A log session read with the layout off: its turns go on in it.
+            if let Some(read) = self.begin_log(session).await? {
+                return Ok(read);
+            }
+        }
         Ok(read.unwrap_or_else(Snapshot::new_session))
     }
 
@@ -91,7 +116,17 @@ impl SessionStore for DynamoStore {
         changes: Changes<'_>,
         read: &Snapshot,
     ) -> Result<(), StoreError> {
-        self.save_changes(session, changes, read).await
+        match &read.log {
+            Some(turn) => self.save_log(session, changes, read, turn).await,
+            None => self.save_changes(session, changes, read).await,
+        }
+    }
+
+    async fn release(&self, session: &SessionKey, read: &Snapshot) -> Result<(), StoreError> {
+        match &read.log {
+            Some(turn) => self.release_log(session, turn).await,
+            None => Ok(()),
+        }
     }
 
     async fn receipt(

@@ -167,7 +167,11 @@ impl DynamoStore {
         let message_digest = field(attr::MESSAGE_DIGEST)?;
         // The reply is the run's: a run since dropped (MAX_RUNS) leaves nothing to replay, and
         // the key counts as new.
-        let Some(run) = self.find_run(session, read, &run_id).await? else {
+        let found = match (&read.log, count(&item, attr::SLOT)?) {
+            (Some(turn), Some(slot)) => self.slot_run(session, turn, slot).await?,
+            _ => self.find_run(session, read, &run_id).await?,
+        };
+        let Some(run) = found.filter(|r| r.id == run_id) else {
             return Ok(None);
         };
         Ok(Some(Receipt {
@@ -191,6 +195,9 @@ impl DynamoStore {
         };
         if snapshot.fresh {
             return Ok(None);
+        }
+        if snapshot.log_view {
+            return self.history_log(session, &snapshot, span, limit).await;
         }
         let layout = &snapshot.layout;
         let held = &snapshot.memory;

@@ -1,0 +1,1028 @@
+//! The log layout's I/O (docs/storage.md, "The log layout"): a turn reserves a slot on the head
+//! item, reads its window in one BatchGetItem, writes its run into its slot once, counts it
+//! done, and, when no slot is left pending, writes griptape's view. Its rules are
+//! [`crate::store::log`]'s.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
+};
+
+use super::{built, is_condition_failure, sdk_error, DynamoStore};
+use crate::input::SessionKey;
+use crate::memory::{new_run_id, Memory, Run};
+use crate::store::history::Window;
+use crate::store::item::{count, decode_session, n, receipt_item, s, text, Item, Now};
+use crate::store::layout::Layout;
+use crate::store::log::{
+    dead_slots, dropped_by, head_key, run_key, step_bound, summary_key, view, Head, SlotState,
+    SLOTS_PER_READ,
+};
+use crate::store::{
+    attr, Changes, HistoryPage, LogTurn, PageLimit, Snapshot, Span, StoreError, Summary,
+};
+
+/// How many times a turn begins again when a delete or another turn's new generation gets in
+/// its way.
+const BEGIN_ATTEMPTS: usize = 4;
+/// Slots a turn reads at most for its window (the window steps long before).
+const MAX_WINDOW_SLOTS: u64 = 4 * SLOTS_PER_READ as u64;
+/// Largest run a slot holds (the item stays under DynamoDB's 400 KB).
+const MAX_SLOT_BYTES: usize = 350_000;
+
+/// What the session item says about a log head.
+enum Root {
+    /// Not written yet (the first turns are in flight), or a tombstone a turn began this
+    /// generation over.
+    Fresh(Option<Item>),
+    Live(Item),
+    /// Of another generation, or deleted: the head is stale.
+    Stale,
+    /// A session of the item layout (written before, or by griptape over this one).
+    ItemLayout,
+}
+
+impl DynamoStore {
+    /// Begins a turn of a log-layout session: its slot reserved and its window read. `None`:
+    /// the session is of the item layout (and new sessions are too, by configuration).
+    pub(super) async fn begin_log(
+        &self,
+        session: &SessionKey,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        for _ in 0..BEGIN_ATTEMPTS {
+            let token = new_run_id();
+            let Some((head, slot)) = self.reserve(session, &token).await? else {
+                let root = self.get(session.as_str().to_owned()).await?;
+                let head = self.get(head_key(session)).await?;
+                if root.as_ref().is_some_and(is_item_layout) {
+                    return Ok(None);
+                }
+                if root.is_none() && head.is_none() && !self.log_layout {
+                    return Ok(None);
+                }
+                if let Some(open) = head.as_ref().filter(|h| !h.contains_key(attr::CLOSED)) {
+                    // Another turn began this generation meanwhile: take a slot of it.
+                    decode_head(open)?;
+                    continue;
+                }
+                self.start_generation(session, root.as_ref(), head.as_ref())
+                    .await?;
+                continue;
+            };
+            let first = head
+                .window_from
+                .clamp(head.base.max(slot.saturating_sub(MAX_WINDOW_SLOTS)), slot);
+            let mut keys = vec![
+                session.as_str().to_owned(),
+                summary_key(session, &head.generation),
+            ];
+            keys.extend((first..slot).map(|i| run_key(session, &head.generation, i)));
+            let mut got = self.batch_get(&keys).await?;
+            let root = got.remove(session.as_str());
+            match classify(root, &head) {
+                Root::Stale => {
+                    self.close_head(session, &head.generation).await?;
+                    continue;
+                }
+                Root::ItemLayout => {
+                    // Griptape wrote its own item over the view: not continued yet.
+                    return Err(StoreError::corrupt(
+                        "a log session's item was overwritten in the item layout",
+                    ));
+                }
+                root @ (Root::Fresh(_) | Root::Live(_)) => {
+                    let root = match root {
+                        Root::Fresh(root) => root,
+                        Root::Live(root) => Some(root),
+                        Root::Stale | Root::ItemLayout => None,
+                    };
+                    let summary = got.remove(&summary_key(session, &head.generation));
+                    let slots = (first..slot)
+                        .map(|i| decode_slot(got.remove(&run_key(session, &head.generation, i))))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let turn = LogTurn {
+                        head,
+                        slot,
+                        token,
+                        first,
+                        slots,
+                    };
+                    self.fill_dead(session, &turn).await?;
+                    return self.snapshot_of(root, summary, turn).map(Some);
+                }
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// `ADD next 1` on the head, recording the slot taken under this turn's token: a retry of
+    /// a reservation that landed (its answer lost) finds its slot instead of taking another.
+    /// `None`: no head, or a closed one.
+    async fn reserve(
+        &self,
+        session: &SessionKey,
+        token: &str,
+    ) -> Result<Option<(Head, u64)>, StoreError> {
+        let now = Now::current();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .update_expression("ADD #next :one SET #r = :now, #tk.#tok = #next")
+            .condition_expression(
+                "attribute_exists(#g) AND attribute_not_exists(#c) AND attribute_not_exists(#tk.#tok)",
+            )
+            .expression_attribute_names("#next", attr::NEXT)
+            .expression_attribute_names("#r", attr::RESERVED_MS)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#c", attr::CLOSED)
+            .expression_attribute_names("#tk", attr::TOKENS)
+            .expression_attribute_names("#tok", token)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now.millis))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let item = match result {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if is_condition_failure(&e) => match self.get(head_key(session)).await? {
+                Some(item) if !item.contains_key(attr::CLOSED) => item,
+                _ => return Ok(None),
+            },
+            Err(e) => return Err(sdk_error(e)),
+        };
+        let slot = match item.get(attr::TOKENS).and_then(|m| m.as_m().ok()) {
+            Some(tokens) => tokens.get(token).and_then(|v| v.as_n().ok()),
+            None => None,
+        };
+        let Some(slot) = slot.and_then(|v| v.parse().ok()) else {
+            return Ok(None);
+        };
+        Ok(Some((decode_head(&item)?, slot)))
+    }
+
+    /// A new generation's head, over no head or a closed one; over a tombstone, the tombstone
+    /// names it (so the first view may replace it) and takes the closed head's slots into its
+    /// cleanup list. Losing a race to another turn is as good as winning it.
+    async fn start_generation(
+        &self,
+        session: &SessionKey,
+        root: Option<&Item>,
+        head: Option<&Item>,
+    ) -> Result<(), StoreError> {
+        let generation = new_run_id();
+        let now = Now::current();
+        let mut item = self.schema.key(head_key(session));
+        item.insert(attr::KIND.into(), s(attr::KIND_HEAD));
+        item.insert(attr::GENERATION.into(), s(generation.as_str()));
+        for name in [
+            attr::BASE,
+            attr::NEXT,
+            attr::DONE,
+            attr::HOLES,
+            attr::RESERVED_MS,
+        ] {
+            item.insert(name.into(), n(0));
+        }
+        item.insert(attr::WINDOW_FROM.into(), n(0));
+        item.insert(attr::TOKENS.into(), AttributeValue::M(HashMap::new()));
+        item.insert(attr::CREATED_AT.into(), n(now.secs));
+        let old = match head {
+            Some(h) => Some(decode_head(h)?),
+            None => None,
+        };
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let put = match &old {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", &self.schema.partition_key),
+            Some(old) => put
+                .condition_expression("#g = :g AND attribute_exists(#c)")
+                .expression_attribute_names("#g", attr::GENERATION)
+                .expression_attribute_names("#c", attr::CLOSED)
+                .expression_attribute_values(":g", s(old.generation.as_str())),
+        };
+        let mut items = vec![TransactWriteItem::builder()
+            .put(built(put.build())?)
+            .build()];
+        if let Some(tomb) = root.filter(|r| r.contains_key(attr::TOMBSTONE)) {
+            let version = count(tomb, attr::VERSION)?.unwrap_or(0);
+            let mut line = Layout::empty(
+                old.as_ref()
+                    .map_or_else(String::new, |h| h.generation.clone()),
+            );
+            let lines: Vec<AttributeValue> = match &old {
+                Some(h) => {
+                    line.log = Some((h.base, h.next));
+                    vec![s(line.encode_for_cleanup())]
+                }
+                None => Vec::new(),
+            };
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(self.schema.key(session.as_str())))
+                .update_expression(
+                    "SET #ng = :ng, #cl = list_append(if_not_exists(#cl, :none), :lines)",
+                )
+                .condition_expression("#v = :v AND attribute_exists(#t)")
+                .expression_attribute_names("#ng", attr::NEXT_GENERATION)
+                .expression_attribute_names("#cl", attr::CLEANUP)
+                .expression_attribute_names("#v", attr::VERSION)
+                .expression_attribute_names("#t", attr::TOMBSTONE)
+                .expression_attribute_values(":ng", s(generation.as_str()))
+                .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+                .expression_attribute_values(":lines", AttributeValue::L(lines))
+                .expression_attribute_values(":v", n(version));
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(update.build())?)
+                    .build(),
+            );
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_cancelled(&e) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Closes a head: no turn takes a slot of it any more. The head as closed, if it was of
+    /// `generation`.
+    pub(super) async fn close_head(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+    ) -> Result<Option<Head>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .update_expression("SET #c = :now")
+            .condition_expression("#g = :g")
+            .expression_attribute_names("#c", attr::CLOSED)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_values(":now", n(Now::current().secs))
+            .expression_attribute_values(":g", s(generation))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => decode_head(&out.attributes.unwrap_or_default()).map(Some),
+            Err(e) if is_condition_failure(&e) => Ok(None),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// The head item as it is, if any.
+    pub(super) async fn read_head(&self, session: &SessionKey) -> Result<Option<Head>, StoreError> {
+        match self.get(head_key(session)).await? {
+            Some(item) => decode_head(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Consistent reads of many items, by key; the ones that exist.
+    async fn batch_get(&self, keys: &[String]) -> Result<HashMap<String, Item>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending = KeysAndAttributes::builder()
+                .set_keys(Some(
+                    chunk.iter().map(|k| self.schema.key(k.as_str())).collect(),
+                ))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Failed(e.into()))?;
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(key) = self.schema.key_of(&item) {
+                        found.insert(key.to_owned(), item);
+                    }
+                }
+                match out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    Some(rest) if !rest.keys().is_empty() => {
+                        pending = rest;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Fills the slots of writers that died with holes, so the burst they were in settles.
+    async fn fill_dead(&self, session: &SessionKey, turn: &LogTurn) -> Result<(), StoreError> {
+        let now = Now::current();
+        for slot in dead_slots(turn.first, &turn.slots, turn.head.reserved_ms, now.millis) {
+            tracing::warn!(session_id = %session, slot, "a writer died holding a slot: filled with a hole");
+            self.hole(session, &turn.head.generation, slot, 0, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a hole into a free slot and counts it done; `false` if the slot was filled.
+    async fn hole(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        slot: u64,
+        reserved_ms: u64,
+        token: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut item = self.schema.key(run_key(session, generation, slot));
+        item.insert(attr::KIND.into(), s(attr::KIND_HOLE));
+        item.insert(attr::RESERVED_MS.into(), n(reserved_ms));
+        item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", &self.schema.partition_key)
+            .send()
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(e) if is_condition_failure(&e) => return Ok(false),
+            Err(e) => return Err(sdk_error(e)),
+        }
+        self.count_done(session, generation, 1, token).await?;
+        Ok(true)
+    }
+
+    /// `ADD done` on the head (and `holes`), clearing the turn's reservation token so that a
+    /// retry of it (an answer lost) counts nothing twice; the head after it, `None` if it was
+    /// closed or replaced meanwhile.
+    async fn count_done(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        holes: u64,
+        token: Option<&str>,
+    ) -> Result<Option<Head>, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .expression_attribute_names("#d", attr::DONE)
+            .expression_attribute_names("#h", attr::HOLES)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#c", attr::CLOSED)
+            .expression_attribute_values(":d", n(1))
+            .expression_attribute_values(":h", n(holes))
+            .expression_attribute_values(":g", s(generation))
+            .return_values(ReturnValue::AllNew);
+        update = match token {
+            Some(token) => update
+                .update_expression("ADD #d :d, #h :h REMOVE #tk.#tok")
+                .condition_expression(
+                    "#g = :g AND attribute_not_exists(#c) AND attribute_exists(#tk.#tok)",
+                )
+                .expression_attribute_names("#tk", attr::TOKENS)
+                .expression_attribute_names("#tok", token),
+            None => update
+                .update_expression("ADD #d :d, #h :h")
+                .condition_expression("#g = :g AND attribute_not_exists(#c)"),
+        };
+        match update.send().await {
+            Ok(out) => decode_head(&out.attributes.unwrap_or_default()).map(Some),
+            Err(e) if is_condition_failure(&e) => {
+                // Counted already (this is a retry whose first answer was lost), or closed.
+                let head = self.read_head(session).await?;
+                Ok(head.filter(|h| token.is_some() && !h.closed && h.generation == generation))
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Gives a turn's slot back as a hole (a failed turn, a replay).
+    pub(super) async fn release_log(
+        &self,
+        session: &SessionKey,
+        turn: &LogTurn,
+    ) -> Result<(), StoreError> {
+        let generation = &turn.head.generation;
+        self.hole(
+            session,
+            generation,
+            turn.slot,
+            turn.head.reserved_ms,
+            Some(&turn.token),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Saves a turn of a log-layout session: its run into its slot, once; then it counts itself
+    /// done, and writes the view when no slot is left pending.
+    pub(super) async fn save_log(
+        &self,
+        session: &SessionKey,
+        changes: Changes<'_>,
+        read: &Snapshot,
+        turn: &LogTurn,
+    ) -> Result<(), StoreError> {
+        let run = changes
+            .memory
+            .runs
+            .last()
+            .ok_or_else(|| StoreError::corrupt("a save without a run"))?;
+        let generation = turn.head.generation.as_str();
+        self.put_run(session, &changes, read, turn, run).await?;
+        let Some(after) = self
+            .count_done(session, generation, 0, Some(&turn.token))
+            .await?
+        else {
+            // A delete closed the log meanwhile: this run goes with it, and the turn begins
+            // again in the session's next generation.
+            self.remove_run(session, generation, turn.slot, &run.id)
+                .await?;
+            return Err(StoreError::Conflict);
+        };
+        self.side_writes(session, &changes, turn, run).await?;
+        let quiet =
+            after.next == turn.slot + 1 && !turn.slots.contains(&SlotState::Pending);
+        if !(after.settled() || quiet) {
+            return Ok(());
+        }
+        if !after.settled() {
+            // Counted short (an answer lost after a run landed): nothing is pending, set it right.
+            self.set_done(session, &after).await?;
+        }
+        self.write_view(session, &changes, turn, run, &after).await
+    }
+
+    /// The run into its slot (with its receipt, in one transaction). A slot already holding
+    /// this run is a save whose answer was lost; one holding a hole makes the turn start over.
+    async fn put_run(
+        &self,
+        session: &SessionKey,
+        changes: &Changes<'_>,
+        read: &Snapshot,
+        turn: &LogTurn,
+        run: &Run,
+    ) -> Result<(), StoreError> {
+        let generation = turn.head.generation.as_str();
+        let memory = changes.memory.with_runs(vec![run.clone()]).encode();
+        if memory.len() > MAX_SLOT_BYTES {
+            return Err(StoreError::TooLarge(memory.len()));
+        }
+        let now = Now::current();
+        let mut item = self.schema.key(run_key(session, generation, turn.slot));
+        item.insert(attr::KIND.into(), s(attr::KIND_RUN));
+        item.insert(attr::MEMORY.into(), s(memory));
+        item.insert(attr::RUN_ID.into(), s(run.id.as_str()));
+        item.insert(attr::RESERVED_MS.into(), n(turn.head.reserved_ms));
+        item.insert(attr::CREATED_AT.into(), n(now.secs));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", &self.schema.partition_key);
+        let mut items = vec![TransactWriteItem::builder()
+            .put(built(put.build())?)
+            .build()];
+        if let Some(receipt) = changes.receipt {
+            let mut item = receipt_item(&self.schema, session, &read.layout, receipt, now);
+            item.insert(attr::SLOT.into(), n(turn.slot));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk) OR #e < :now")
+                .expression_attribute_names("#pk", &self.schema.partition_key)
+                .expression_attribute_names("#e", attr::EXPIRES_AT)
+                .expression_attribute_values(":now", n(now.secs));
+            items.push(
+                TransactWriteItem::builder()
+                    .put(built(put.build())?)
+                    .build(),
+            );
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let Err(e) = result else {
+            return Ok(());
+        };
+        let reasons: Vec<bool> = match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect(),
+            _ => return Err(sdk_error(e)),
+        };
+        if reasons.get(1).copied().unwrap_or(false) && !reasons.first().copied().unwrap_or(false) {
+            return Err(StoreError::ReceiptExists);
+        }
+        if !reasons.first().copied().unwrap_or(false) {
+            return Err(sdk_error(e));
+        }
+        let held = self.get(run_key(session, generation, turn.slot)).await?;
+        match held
+            .as_ref()
+            .and_then(|i| text(i, attr::RUN_ID).ok().flatten())
+        {
+            Some(id) if id == run.id => Ok(()),
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    /// Deletes this turn's run from its slot (a delete closed the log after it was written).
+    async fn remove_run(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        slot: u64,
+        run_id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(run_key(session, generation, slot))))
+            .condition_expression("#id = :id")
+            .expression_attribute_names("#id", attr::RUN_ID)
+            .expression_attribute_values(":id", s(run_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// What a turn changes beside its run: the window's start and the summary when it
+    /// stepped, and the slot `MAX_RUNS` leaves behind. Each only moves forward.
+    async fn side_writes(
+        &self,
+        session: &SessionKey,
+        changes: &Changes<'_>,
+        turn: &LogTurn,
+        run: &Run,
+    ) -> Result<(), StoreError> {
+        let generation = turn.head.generation.as_str();
+        let slot_of = |id: &str| {
+            if id == run.id {
+                Some(turn.slot)
+            } else {
+                turn.slot_of(id)
+            }
+        };
+        if let Some(from) = changes.window_from.and_then(slot_of) {
+            let from = step_bound(from, turn.first, &turn.slots);
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(self.schema.key(head_key(session))))
+                .update_expression("SET #w = :w")
+                .condition_expression("#g = :g AND #w < :w")
+                .expression_attribute_names("#w", attr::WINDOW_FROM)
+                .expression_attribute_names("#g", attr::GENERATION)
+                .expression_attribute_values(":w", n(from))
+                .expression_attribute_values(":g", s(generation))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
+        if let Some(summary) = changes.summary {
+            self.put_summary(session, generation, summary, slot_of(&summary.through))
+                .await?;
+        }
+        if let Some(dropped) = dropped_by(turn.slot, changes.memory.max_runs) {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(self.schema.key(run_key(session, generation, dropped))))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        }
+        Ok(())
+    }
+
+    async fn put_summary(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        summary: &Summary,
+        through_slot: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let through_slot = through_slot.unwrap_or(0);
+        let mut item = self.schema.key(summary_key(session, generation));
+        item.insert(attr::KIND.into(), s(attr::KIND_SUMMARY));
+        item.insert(attr::TEXT.into(), s(summary.text.as_str()));
+        item.insert(attr::SUMMARY_THROUGH.into(), s(summary.through.as_str()));
+        item.insert(attr::SLOT.into(), n(through_slot));
+        item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #slot < :slot")
+            .expression_attribute_names("#pk", &self.schema.partition_key)
+            .expression_attribute_names("#slot", attr::SLOT)
+            .expression_attribute_values(":slot", n(through_slot))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Sets `done` to every slot reserved, when this turn knows none is pending.
+    async fn set_done(&self, session: &SessionKey, after: &Head) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .update_expression("SET #d = :d")
+            .condition_expression("#g = :g AND #next = :next")
+            .expression_attribute_names("#d", attr::DONE)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#next", attr::NEXT)
+            .expression_attribute_values(":d", n(after.next - after.base))
+            .expression_attribute_values(":g", s(after.generation.as_str()))
+            .expression_attribute_values(":next", n(after.next))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Griptape's view, by the turn that settled the burst: the newest runs within
+    /// `VIEW_BYTES`, from what it read, its own run and the slots it did not see filled.
+    async fn write_view(
+        &self,
+        session: &SessionKey,
+        changes: &Changes<'_>,
+        turn: &LogTurn,
+        run: &Run,
+        after: &Head,
+    ) -> Result<(), StoreError> {
+        let generation = turn.head.generation.as_str();
+        let through = after.next.saturating_sub(1).max(turn.slot);
+        let lo = turn
+            .first
+            .max(through.saturating_sub(SLOTS_PER_READ as u64 - 1));
+        let mut states: HashMap<u64, SlotState> = HashMap::new();
+        for (i, state) in turn.slots.iter().enumerate() {
+            states.insert(turn.first + i as u64, state.clone());
+        }
+        states.insert(
+            turn.slot,
+            SlotState::Run {
+                run: run.clone(),
+                reserved_ms: turn.head.reserved_ms,
+            },
+        );
+        let missing: Vec<u64> = (lo..=through)
+            .filter(|i| {
+                !matches!(
+                    states.get(i),
+                    Some(SlotState::Run { .. } | SlotState::Hole { .. })
+                )
+            })
+            .collect();
+        let keys: Vec<String> = missing
+            .iter()
+            .map(|i| run_key(session, generation, *i))
+            .collect();
+        let mut got = self.batch_get(&keys).await?;
+        for (i, key) in missing.iter().zip(&keys) {
+            states.insert(*i, decode_slot(got.remove(key))?);
+        }
+        let runs: Vec<Run> = (lo..=through)
+            .filter_map(|i| match states.remove(&i) {
+                Some(SlotState::Run { run, .. }) => Some(run),
+                _ => None,
+            })
+            .collect();
+        let shown = view(
+            changes.memory,
+            &runs,
+            self.view_bytes,
+            self.max_item_bytes / 2,
+        );
+        let now = Now::current();
+        let mut kept = after.done.saturating_sub(after.holes);
+        if let Some(max) = changes.memory.max_runs {
+            kept = kept.min(max);
+        }
+        let preview = shown
+            .runs
+            .first()
+            .map(|r| {
+                r.input
+                    .chars()
+                    .take(super::PREVIEW_CHARS)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        let dropped = changes
+            .memory
+            .max_runs
+            .is_some_and(|max| through + 1 > after.base + max);
+        let mut set = vec![
+            "#val = :val",
+            "#vt = :vt",
+            "#gen = :gen",
+            "#log = :one",
+            "#ver = if_not_exists(#ver, :one)",
+            "#ca = if_not_exists(#ca, :secs)",
+            "#sid = :sid",
+            "#ua = :secs",
+            "#am = :ms",
+            "#rc = :rc",
+        ];
+        set.push(if dropped {
+            "#prev = :prev"
+        } else {
+            "#prev = if_not_exists(#prev, :prev)"
+        });
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(session.as_str())))
+            .condition_expression(
+                "(attribute_not_exists(#pk) OR (attribute_exists(#tomb) AND #ng = :gen) \
+                 OR (#gen = :gen AND attribute_not_exists(#tomb) AND attribute_exists(#log))) \
+                 AND (attribute_not_exists(#vt) OR #vt < :vt OR attribute_exists(#tomb))",
+            )
+            .expression_attribute_names("#pk", &self.schema.partition_key)
+            .expression_attribute_names("#val", &self.schema.value_attribute)
+            .expression_attribute_names("#vt", attr::VIEW_THROUGH)
+            .expression_attribute_names("#gen", attr::GENERATION)
+            .expression_attribute_names("#log", attr::LOG)
+            .expression_attribute_names("#ver", attr::VERSION)
+            .expression_attribute_names("#ca", attr::CREATED_AT)
+            .expression_attribute_names("#sid", attr::SESSION_ID)
+            .expression_attribute_names("#ua", attr::UPDATED_AT)
+            .expression_attribute_names("#am", attr::ACTIVE_MS)
+            .expression_attribute_names("#rc", attr::RUN_COUNT)
+            .expression_attribute_names("#prev", attr::PREVIEW)
+            .expression_attribute_names("#tomb", attr::TOMBSTONE)
+            .expression_attribute_names("#ng", attr::NEXT_GENERATION)
+            .expression_attribute_values(":val", s(shown.encode()))
+            .expression_attribute_values(":vt", n(through))
+            .expression_attribute_values(":gen", s(generation))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":secs", n(now.secs))
+            .expression_attribute_values(":sid", s(session.session_id()))
+            .expression_attribute_values(":ms", n(now.millis))
+            .expression_attribute_values(":rc", n(kept))
+            .expression_attribute_values(":prev", s(preview));
+        if let Some(owner) = changes.owner {
+            set.push("#ok = if_not_exists(#ok, :owner)");
+            update = update
+                .expression_attribute_names("#ok", attr::OWNER_KEY)
+                .expression_attribute_values(":owner", s(owner));
+        }
+        if let Some(scale) = changes.token_scale {
+            set.push("#ts = :ts");
+            update = update
+                .expression_attribute_names("#ts", attr::TOKEN_SCALE)
+                .expression_attribute_values(":ts", n(scale));
+        }
+        let mut expression = format!("SET {} REMOVE #tomb, #ng", set.join(", "));
+        match self.session_ttl_secs {
+            Some(ttl) => {
+                expression = format!("SET #exp = :exp, {}", &expression[4..]);
+                update = update
+                    .expression_attribute_names("#exp", attr::EXPIRES_AT)
+                    .expression_attribute_values(":exp", n(now.secs + ttl));
+            }
+            None => {
+                expression.push_str(", #exp");
+                update = update.expression_attribute_names("#exp", attr::EXPIRES_AT);
+            }
+        }
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(()),
+            // A newer view is there already, or the session was deleted meanwhile.
+            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// The snapshot a turn of a log session works from: the view's envelope, the runs read.
+    fn snapshot_of(
+        &self,
+        root: Option<Item>,
+        summary: Option<Item>,
+        turn: LogTurn,
+    ) -> Result<Snapshot, StoreError> {
+        let had_root = root
+            .as_ref()
+            .is_some_and(|r| !r.contains_key(attr::TOMBSTONE));
+        let mut snapshot = match root {
+            Some(item) => decode_session(item, &self.schema)?,
+            None => Snapshot::new_session(),
+        };
+        let runs: Vec<Run> = turn
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                SlotState::Run { run, .. } => Some(run.clone()),
+                _ => None,
+            })
+            .collect();
+        snapshot.fresh = !had_root && runs.is_empty() && turn.head.done == 0;
+        snapshot.memory = snapshot.memory.with_runs(runs);
+        snapshot.window_from = None;
+        snapshot.summary = match summary {
+            Some(item) => Some(Summary {
+                text: text(&item, attr::TEXT)?.unwrap_or("").to_owned(),
+                through: text(&item, attr::SUMMARY_THROUGH)?.unwrap_or("").to_owned(),
+            }),
+            None => None,
+        };
+        snapshot.layout = Layout::empty(turn.head.generation.clone());
+        snapshot.log = Some(turn);
+        Ok(snapshot)
+    }
+
+    /// The run a receipt names, from its slot.
+    pub(super) async fn slot_run(
+        &self,
+        session: &SessionKey,
+        turn: &LogTurn,
+        slot: u64,
+    ) -> Result<Option<Run>, StoreError> {
+        let key = run_key(session, &turn.head.generation, slot);
+        match self.get(key).await? {
+            Some(item) => match decode_slot(Some(item))? {
+                SlotState::Run { run, .. } => Ok(Some(run)),
+                _ => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// A history page of a log session: its slots, read in batches; a forward page stops at
+    /// the first pending slot, so its cursor never passes a run still being written.
+    pub(super) async fn history_log(
+        &self,
+        session: &SessionKey,
+        root: &Snapshot,
+        span: Span<'_>,
+        limit: PageLimit,
+    ) -> Result<Option<HistoryPage>, StoreError> {
+        let Some(head) = self.read_head(session).await? else {
+            return Ok(None);
+        };
+        if head.generation != root.layout.generation || head.closed {
+            return Ok(None);
+        }
+        let window = Window::new(
+            span,
+            limit,
+            &head.generation,
+            head.next,
+            root.memory.max_runs,
+        )?;
+        let forward = matches!(span, Span::From(_));
+        let (start, stop) = (window.start, window.stop);
+        let mut fill = window.fill();
+        let layout = Layout::empty(head.generation.clone());
+        let mut at = start;
+        'read: while at < stop && !fill.is_full() {
+            let end = (at + SLOTS_PER_READ as u64).min(stop);
+            let keys: Vec<String> = (at..end)
+                .map(|i| run_key(session, &head.generation, i))
+                .collect();
+            let mut got = self.batch_get(&keys).await?;
+            for (i, key) in (at..end).zip(&keys) {
+                match decode_slot(got.remove(key))? {
+                    SlotState::Run { run, .. } => {
+                        if fill.offer(i, std::borrow::Cow::Owned(run), &layout) {
+                            break 'read;
+                        }
+                    }
+                    SlotState::Hole { .. } => {}
+                    SlotState::Pending if forward => {
+                        fill.stop_at(i);
+                        break 'read;
+                    }
+                    SlotState::Pending => {}
+                }
+            }
+            at = end;
+        }
+        Ok(Some(fill.finish(&layout)))
+    }
+}
+
+/// Whether a session item is of the item layout (a session to be read as before).
+fn is_item_layout(item: &Item) -> bool {
+    !item.contains_key(attr::LOG) && !item.contains_key(attr::TOMBSTONE)
+}
+
+fn classify(root: Option<Item>, head: &Head) -> Root {
+    let Some(item) = root else {
+        return Root::Fresh(None);
+    };
+    let generation = |name: &str| text(&item, name).ok().flatten().map(str::to_owned);
+    if item.contains_key(attr::TOMBSTONE) {
+        return if generation(attr::NEXT_GENERATION).as_deref() == Some(&head.generation) {
+            Root::Fresh(Some(item))
+        } else {
+            Root::Stale
+        };
+    }
+    if !item.contains_key(attr::LOG) {
+        return Root::ItemLayout;
+    }
+    if generation(attr::GENERATION).as_deref() == Some(&head.generation) {
+        Root::Live(item)
+    } else {
+        Root::Stale
+    }
+}
+
+fn decode_head(item: &Item) -> Result<Head, StoreError> {
+    let number = |name: &str| count(item, name).map(|v| v.unwrap_or(0));
+    let generation = text(item, attr::GENERATION)?
+        .ok_or_else(|| StoreError::corrupt("the head has no generation"))?;
+    Ok(Head {
+        generation: generation.to_owned(),
+        base: number(attr::BASE)?,
+        next: number(attr::NEXT)?,
+        done: number(attr::DONE)?,
+        holes: number(attr::HOLES)?,
+        reserved_ms: number(attr::RESERVED_MS)?,
+        window_from: number(attr::WINDOW_FROM)?,
+        closed: item.contains_key(attr::CLOSED),
+    })
+}
+
+fn decode_slot(item: Option<Item>) -> Result<SlotState, StoreError> {
+    let Some(item) = item else {
+        return Ok(SlotState::Pending);
+    };
+    let reserved_ms = count(&item, attr::RESERVED_MS)?.unwrap_or(0);
+    if text(&item, attr::KIND)? == Some(attr::KIND_HOLE) {
+        return Ok(SlotState::Hole { reserved_ms });
+    }
+    let memory =
+        text(&item, attr::MEMORY)?.ok_or_else(|| StoreError::corrupt("a slot has no run"))?;
+    let run = Memory::decode(memory)
+        .map_err(StoreError::Corrupt)?
+        .runs
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::corrupt("a slot's memory holds no run"))?;
+    Ok(SlotState::Run { run, reserved_ms })
+}
+
+fn is_cancelled<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
+    matches!(
+        e.as_service_error(),
+        Some(TransactWriteItemsError::TransactionCanceledException(_))
+    )
+}

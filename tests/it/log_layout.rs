@@ -1,0 +1,202 @@
+//! The log layout (docs/storage.md, "The log layout"; `STORAGE_LAYOUT=log`): a run an item,
+//! written once; writers that never queue; griptape's view of the newest runs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::storage::{all_runs, delete, get_history};
+use crate::support::*;
+
+const LOG: (&str, &str) = ("STORAGE_LAYOUT", "log");
+
+fn ids(runs: &[Value]) -> Vec<String> {
+    runs.iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn number(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    name: &str,
+) -> u64 {
+    item[name].as_n().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_log_session_writes_a_run_an_item_and_keeps_a_bounded_view() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[LOG]).await;
+    let mut answered = Vec::new();
+    for i in 0..6 {
+        let message = format!("turn {i}: {}", "words ".repeat(60));
+        let (status, body) = Req::chat("log", &message).call_json(&app).await;
+        assert_eq!(status, 200, "{body}");
+        answered.push(body["run_id"].as_str().unwrap().to_owned());
+    }
+    let runs = all_runs(&app, "log", 4).await.unwrap();
+    assert_eq!(
+        ids(&runs),
+        answered,
+        "every run once, in order, across pages"
+    );
+    // One item a run, under the session's generation; the head counts them.
+    let head = env.item("log#head").await.unwrap();
+    assert_eq!((number(&head, "next"), number(&head, "done")), (6, 6));
+    let generation = head["generation"].as_s().unwrap();
+    for slot in 0..6 {
+        let item = env.item(&format!("log#{generation}#run#{slot:010}")).await;
+        assert!(item.is_some(), "slot {slot}");
+    }
+    // Griptape's item: the recipe's shape, the newest runs within VIEW_BYTES (2,048).
+    let value: Value = serde_json::from_str(&env.value("log").await.unwrap()).unwrap();
+    assert_eq!(value["type"], "ConversationMemory");
+    let shown = ids(value["runs"].as_array().unwrap());
+    assert!(!shown.is_empty() && shown.len() < 6, "{shown:?}");
+    assert_eq!(shown[..], answered[6 - shown.len()..], "the newest runs");
+    assert!(env.value("log").await.unwrap().len() <= 2048 + 200);
+    let root = env.item("log").await.unwrap();
+    assert_eq!(number(&root, "run_count"), 6);
+    assert!(root["preview"].as_s().unwrap().starts_with("turn 0"));
+}
+
+#[tokio::test]
+async fn a_busy_group_thread_keeps_every_run_once() {
+    const WRITERS: usize = 64;
+    let env = TestEnv::new().await;
+    // A model that thinks for a second, so every turn overlaps every other.
+    let model = ScriptedModel::start_with(&["--answer-delay", "1"]);
+    let url = model.base_url();
+    let extra = [LOG, ("OPENAI_BASE_URL", url.as_str())];
+    // Two execution environments.
+    let apps = [
+        Arc::new(env.app_with(&extra).await),
+        Arc::new(env.app_with(&extra).await),
+    ];
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let app = Arc::clone(&apps[i % 2]);
+        tasks.push(tokio::spawn(async move {
+            let message = format!("I'm Member{i}");
+            let (status, body) = Req::chat("busy", &message).call_json(&app).await;
+            (status, body, message)
+        }));
+    }
+    let mut answered = Vec::new();
+    for task in tasks {
+        let (status, body, message) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        answered.push((body["run_id"].as_str().unwrap().to_owned(), message));
+    }
+    let wall = started.elapsed();
+    let runs = all_runs(&apps[0], "busy", 200).await.unwrap();
+    let stored = ids(&runs);
+    let unique: HashSet<&String> = stored.iter().collect();
+    eprintln!(
+        "busy group (log layout): {WRITERS} turns, {} answered, {} stored, {:.2} s",
+        answered.len(),
+        stored.len(),
+        wall.as_secs_f64()
+    );
+    assert_eq!(unique.len(), stored.len(), "a run stored twice");
+    assert_eq!(stored.len(), WRITERS, "every answered run is stored");
+    for (run_id, message) in &answered {
+        let run = runs.iter().find(|r| r["id"] == run_id.as_str()).unwrap();
+        assert_eq!(run["input"], message.as_str());
+    }
+    // The burst is over: the view shows its newest runs, the listing counts them all.
+    let root = env.item("busy").await.unwrap();
+    assert_eq!(number(&root, "view_through"), WRITERS as u64 - 1);
+    assert_eq!(number(&root, "run_count"), WRITERS as u64);
+    let value: Value = serde_json::from_str(&env.value("busy").await.unwrap()).unwrap();
+    let shown = ids(value["runs"].as_array().unwrap());
+    assert_eq!(shown[..], stored[stored.len() - shown.len()..]);
+}
+
+#[tokio::test]
+async fn a_failed_turn_leaves_a_hole_nothing_reads() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[LOG]).await;
+    let (status, _) = Req::chat("holes", "first").call_json(&app).await;
+    assert_eq!(status, 200);
+    env.model.script(json!([{"status": 400}])).await;
+    let (status, body) = Req::chat("holes", "fails").call_json(&app).await;
+    assert_eq!(status, 502, "{body}");
+    let (status, _) = Req::chat("holes", "third").call_json(&app).await;
+    assert_eq!(status, 200);
+    let runs = all_runs(&app, "holes", 50).await.unwrap();
+    let inputs: Vec<&str> = runs.iter().map(|r| r["input"].as_str().unwrap()).collect();
+    assert_eq!(inputs, ["first", "third"]);
+    let head = env.item("holes#head").await.unwrap();
+    assert_eq!((number(&head, "next"), number(&head, "done")), (3, 3));
+    assert_eq!(number(&head, "holes"), 1);
+    assert_eq!(number(&env.item("holes").await.unwrap(), "run_count"), 2);
+}
+
+#[tokio::test]
+async fn a_keyed_retry_of_a_log_turn_is_replayed_from_its_slot() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[LOG]).await;
+    let keyed = || Req::chat("keyed", "hello").header("Idempotency-Key", "k-1");
+    let (status, first) = keyed().call_json(&app).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = keyed().call_json(&app).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["run_id"], first["run_id"]);
+    assert_eq!(again["reply"], first["reply"]);
+    let runs = all_runs(&app, "keyed", 50).await.unwrap();
+    assert_eq!(runs.len(), 1);
+}
+
+#[tokio::test]
+async fn a_late_or_lost_run_write_stores_the_run_once() {
+    let env = TestEnv::new().await;
+    let proxy = FaultProxy::start();
+    let app = env.app_via(&proxy, &[LOG]).await;
+    let mut answered = Vec::new();
+    let (status, body) = Req::chat("lost-log", "first").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    answered.push(body["run_id"].as_str().unwrap().to_owned());
+    let faults = [
+        json!({"op": "TransactWriteItems", "action": "delay", "seconds": 4}),
+        json!({"op": "TransactWriteItems", "action": "drop_after"}),
+        json!({"op": "UpdateItem", "action": "drop_after"}),
+    ];
+    for (i, fault) in faults.iter().enumerate() {
+        proxy.arm(json!([fault])).await;
+        let (status, body) = Req::chat("lost-log", &format!("turn {i}"))
+            .call_json(&app)
+            .await;
+        assert_eq!(status, 200, "{fault}: {body}");
+        answered.push(body["run_id"].as_str().unwrap().to_owned());
+    }
+    let runs = all_runs(&app, "lost-log", 50).await.unwrap();
+    assert_eq!(
+        ids(&runs),
+        answered,
+        "each turn stored exactly once, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_log_session_leaves_nothing_and_begins_anew() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[LOG]).await;
+    for i in 0..5 {
+        let (status, _) = Req::chat("gone", &format!("m{i}")).call_json(&app).await;
+        assert_eq!(status, 200);
+    }
+    let reply = delete("gone").call(&app).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(env.item("gone").await.is_none());
+    assert!(items_with_prefix(&env, "gone#").await.is_empty());
+    let (status, _) = get_history("gone", &[]).call_json(&app).await;
+    assert_eq!(status, 404);
+    let (status, _) = Req::chat("gone", "again").call_json(&app).await;
+    assert_eq!(status, 200);
+    let runs = all_runs(&app, "gone", 50).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["input"], "again");
+}

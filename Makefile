@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup browser tokencount build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick clean
+.PHONY: setup browser tokencount build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick bench-storage bench-storage-quick clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -100,6 +100,7 @@ bench: setup tokencount $(BENCH_STAMP) $(BENCH_TOOLS_STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
 	$(PY) bench/managed.py
 	$(if $(SKIP_CONTEXT),,$(PY) bench/context.py $(CONTEXT_ARGS))
+	$(if $(SKIP_STORAGE),,$(PY) bench/storage.py $(STORAGE_ARGS))
 
 ## One process serving many conversations at once (Lambda Managed Instances) against as many
 ## on-demand processes; needs the release build `make bench` makes. Writes bench/managed.json.
@@ -116,13 +117,27 @@ bench-context: setup tokencount
 bench-context-quick: CONTEXT_ARGS = --quick
 bench-context-quick: bench-context
 
+## What a turn costs the table and how a busy group thread fares (docs/storage.md): 64 turns at
+## once on one session through two 32-worker processes (answers, 503s, wall time, table calls a
+## turn, runs stored once), then read and write units per turn over a 200-turn, 2 KB-a-turn
+## conversation, through the release build, the fault proxy (counting every table call) and the
+## local table. Writes bench/storage.json. `make bench-storage-quick` (or STORAGE_ARGS=--quick)
+## runs a 50-turn cost conversation.
+bench-storage: setup
+	$(PY) bench/storage.py $(STORAGE_ARGS)
+
+bench-storage-quick: STORAGE_ARGS = --quick
+bench-storage-quick: bench-storage
+
 bench-quick: BENCH_ARGS = --quick
 bench-quick: CONTEXT_ARGS = --quick
+bench-quick: STORAGE_ARGS = --quick
 bench-quick: bench
 
 ## Streamed turns alone (Runtime API and cargo lambda watch), into bench/results.json.
 bench-streaming: BENCH_ARGS = --streaming-only
 bench-streaming: SKIP_CONTEXT = 1
+bench-streaming: SKIP_STORAGE = 1
 bench-streaming: bench
 
 deploy: package

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives one function process with many invocations at once, as Lambda Managed Instances do.
 
-    concurrent_runtime.py --binary PATH --workers N < events.json
+    concurrent_runtime.py --binary PATH --workers N [--start-at EPOCH_S] < events.json
 
 Reads a JSON list of API Gateway events on stdin, starts a local Lambda Runtime API
 (bench/runtime_api.py, which hands out invocations to every concurrent /next poll), spawns the
@@ -10,6 +10,11 @@ it every event at once from as many threads, and prints one JSON object:
 
     {"wall_s": ..., "peak_rss_kb": ..., "invocations": [{"id", "status", "body", "seconds"}],
      "logs": [<each JSON log line the function wrote>]}
+
+With --start-at, the events are handed out at that wall-clock time (time.time(), or at once if
+the function is ready only later), so several of these processes can start one burst together;
+then "started_at" (when they were handed out) and each invocation's "handed_at" and "done_at"
+are time.monotonic() readings, comparable across processes on one machine.
 
 The function is stopped when its answers are in (or after --timeout seconds).
 """
@@ -44,6 +49,8 @@ def main() -> int:
     parser.add_argument("--binary", required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--start-at", type=float, default=None,
+                        help="hand the events out at this time.time() (after the function is ready)")
     args = parser.parse_args()
     events = json.load(sys.stdin)
 
@@ -64,6 +71,8 @@ def main() -> int:
         results = [None] * len(events)
         try:
             api.wait_ready(proc, timeout=args.timeout)
+            if args.start_at is not None:
+                time.sleep(max(0.0, args.start_at - time.time()))
             started = time.monotonic()
 
             def invoke(i):
@@ -75,7 +84,8 @@ def main() -> int:
                         response = json.loads(inv.body or b"null") or {}
                         status, body = response.get("statusCode"), response.get("body")
                     results[i] = {"id": inv.id, "status": status, "body": body,
-                                  "seconds": inv.seconds, "error": inv.error}
+                                  "seconds": inv.seconds, "error": inv.error,
+                                  "handed_at": inv.handed_at, "done_at": inv.done_at}
                 except Exception as e:  # noqa: BLE001 - reported in the output
                     results[i] = {"id": None, "status": None, "body": str(e), "seconds": None,
                                   "error": True}
@@ -99,7 +109,8 @@ def main() -> int:
             except ValueError:
                 logs.append({"raw": line.decode(errors="replace").rstrip()})
     os.remove(logs_path)
-    json.dump({"wall_s": wall, "peak_rss_kb": rss, "invocations": results, "logs": logs}, sys.stdout)
+    json.dump({"wall_s": wall, "peak_rss_kb": rss, "started_at": started, "invocations": results,
+               "logs": logs}, sys.stdout)
     return 0
 
 

@@ -5,6 +5,7 @@ Put it in front of tools/dynamodb_local.py to see how the client copes when Dyna
 late, drops the connection, or hangs.
 
     fault_proxy.py --upstream http://127.0.0.1:PORT [--host H] [--port N] [--exit-with-stdin]
+                   [--record-bodies]
 
 Every request except the control paths is forwarded to the upstream unchanged. Its operation is
 the part of `X-Amz-Target` after the dot (`DynamoDB_20120810.PutItem` -> `PutItem`).
@@ -14,7 +15,14 @@ Control API (JSON):
     GET    /_faults  the rules still armed (`times` and `skip` count down)
     DELETE /_faults  clears all rules
     GET    /_log     [{"op": ..., "action": "forward" | ACTION, "status": int | null}, ...]
+                     (`status`: the upstream's; with --record-bodies each entry also has
+                     "request", the body as received, and "response", the body answered or
+                     null, as UTF-8 text)
     DELETE /_log     clears the log
+    GET    /_counts  {"total": n, "ops": {op: n}, "statuses": {op: {status: n}}}: the requests
+                     of each operation since the start (or the last DELETE), whatever their fate,
+                     and the statuses they were answered with ("none": dropped or hung up on)
+    DELETE /_counts  clears the counts
 
 RULE: {"op": "PutItem" | "*", "action": ACTION, "times": 1, "seconds": S, "match": "substring
 of the body", "skip": 0, "status": 500, "body": "..."}. The first armed rule whose op (or "*")
@@ -57,6 +65,9 @@ class State:
         self.lock = threading.Lock()
         self.rules = []
         self.log = []
+        self.counts = {}  # op -> requests
+        self.statuses = {}  # op -> {status: requests}
+        self.record_bodies = False
 
     def decide(self, op, body):
         """Picks the rule for a request (None: forward) and logs the request, in one step."""
@@ -73,8 +84,25 @@ class State:
                 elif rule["times"] > 1:  # 0 or less: forever
                     rule["times"] -= 1
             entry = {"op": op, "action": chosen["action"] if chosen else "forward", "status": None}
+            if self.record_bodies:
+                entry["request"] = body.decode("utf-8", errors="replace")
+                entry["response"] = None
             self.log.append(entry)
+            self.counts[op or "none"] = self.counts.get(op or "none", 0) + 1
             return chosen, entry
+
+    def answered(self, entry, status, body=None, upstream=True):
+        """Records the status a request was answered with (None: none, the connection was
+        closed) and its body. The log's `status` stays the upstream's: None when the request
+        was not forwarded (`upstream` False)."""
+        with self.lock:
+            if upstream and status is not None:
+                entry["status"] = status
+            if self.record_bodies and body is not None:
+                entry["response"] = body.decode("utf-8", errors="replace")
+            per = self.statuses.setdefault(entry["op"] or "none", {})
+            key = "none" if status is None else str(status)
+            per[key] = per.get(key, 0) + 1
 
 
 STATE = State()
@@ -122,7 +150,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self):
         path = urlsplit(self.path).path
-        if path in ("/_faults", "/_log"):
+        if path in ("/_faults", "/_log", "/_counts"):
             return self.control(path)
         body = self.read_body()
         target = self.headers.get("X-Amz-Target")
@@ -130,21 +158,27 @@ class Handler(BaseHTTPRequestHandler):
         rule, entry = STATE.decide(op, body)
         action = rule["action"] if rule else "forward"
         if action == "drop_before":
+            STATE.answered(entry, None, upstream=False)
             return self.drop()
         if action == "hang":
             self.hold(rule["seconds"])
+            STATE.answered(entry, None, upstream=False)
             return self.drop()
         if action == "error":
             headers = [("Content-Type", "application/x-amz-json-1.0")]
+            STATE.answered(entry, rule["status"], rule["body"].encode(), upstream=False)
             return self.answer(rule["status"], None, headers, rule["body"].encode())
         answer = self.forward(body)
         if answer is None:
-            return self.answer(502, None, [("Content-Type", "application/json")],
-                               b'{"message":"fault_proxy: upstream unreachable"}')
-        with STATE.lock:
-            entry["status"] = answer[0]
+            unreachable = b'{"message":"fault_proxy: upstream unreachable"}'
+            STATE.answered(entry, 502, unreachable, upstream=False)
+            return self.answer(502, None, [("Content-Type", "application/json")], unreachable)
         if action == "drop_after":
+            STATE.answered(entry, None)
+            with STATE.lock:
+                entry["status"] = answer[0]
             return self.drop()
+        STATE.answered(entry, answer[0], answer[3])
         if action == "delay":
             time.sleep(rule["seconds"])
         try:
@@ -223,6 +257,12 @@ class Handler(BaseHTTPRequestHandler):
                     rules = [normalize(r) for r in payload.get("rules", [])]
                     STATE.rules.extend(rules)
                     result = {"added": len(rules), "armed": len(STATE.rules)}
+                elif (self.command, path) == ("GET", "/_counts"):
+                    result = json.dumps({"total": sum(STATE.counts.values()), "ops": STATE.counts,
+                                         "statuses": STATE.statuses}).encode()
+                elif (self.command, path) == ("DELETE", "/_counts"):
+                    result = {"cleared": sum(STATE.counts.values())}
+                    STATE.counts, STATE.statuses = {}, {}
                 elif self.command == "GET":
                     result = STATE.rules if path == "/_faults" else STATE.log
                     result = json.dumps(result).encode()  # serialized under the lock
@@ -247,7 +287,10 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--exit-with-stdin", action="store_true")
+    parser.add_argument("--record-bodies", action="store_true",
+                        help="keep each request's and answer's body in the log (GET /_log)")
     args = parser.parse_args()
+    STATE.record_bodies = args.record_bodies
     Handler.upstream = urlsplit(args.upstream)
     if Handler.upstream.scheme not in ("http", "https") or not Handler.upstream.hostname:
         parser.error(f"--upstream must be an http(s) URL, not {args.upstream!r}")

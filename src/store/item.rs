@@ -295,7 +295,11 @@ pub fn session_item(
     }
     item.insert(attr::SESSION_ID.into(), s(session.session_id()));
     item.insert(attr::RUN_COUNT.into(), n(plan.runs_kept));
-    let preview = read.preview.clone().or_else(|| {
+    // MAX_RUNS bounds every copy of a run's text: once the first run is dropped, the preview
+    // is the oldest kept message (the item's first run always is).
+    let end = read.layout.first_run + read.memory.runs.len() as u64 + 1;
+    let dropped = changes.memory.max_runs.is_some_and(|max| end > max);
+    let preview = read.preview.clone().filter(|_| !dropped).or_else(|| {
         let first = changes.memory.runs.first()?;
         Some(first.input.chars().take(PREVIEW_CHARS).collect())
     });

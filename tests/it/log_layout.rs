@@ -200,3 +200,26 @@ async fn a_deleted_log_session_leaves_nothing_and_begins_anew() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["input"], "again");
 }
+
+#[tokio::test]
+async fn a_streamed_log_turn_stores_what_was_streamed_and_a_cut_stream_nothing() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[LOG]).await;
+    let reply = Req::chat("streamed", "Hello my name is Ada.")
+        .sse()
+        .call(&app)
+        .await;
+    assert_eq!(reply.status, 200);
+    let events = reply.events();
+    let streamed = deltas(&events);
+    assert!(!streamed.is_empty());
+    env.model.script(json!([{"cut_after": 2}])).await;
+    let cut = Req::chat("streamed", "cut me off").sse().call(&app).await;
+    let (last, _) = cut.events().last().cloned().unwrap();
+    assert_eq!(last, "error");
+    let runs = all_runs(&app, "streamed", 50).await.unwrap();
+    assert_eq!(runs.len(), 1, "the cut stream stored nothing");
+    assert_eq!(runs[0]["output"].as_str().unwrap(), streamed);
+    let head = env.item("streamed#head").await.unwrap();
+    assert_eq!((number(&head, "next"), number(&head, "holes")), (2, 1));
+}

@@ -508,6 +508,12 @@ async fn settings_changed_on_live_data() {
         items_with_prefix(&env, "few#").await.is_empty(),
         "pages pruned"
     );
+    let preview = env.item("few").await.unwrap()["preview"].clone();
+    assert_eq!(
+        preview.as_s().unwrap(),
+        "bounded 0",
+        "the preview is a kept message"
+    );
 
     // A 397 KB item written by the Python original keeps working when MAX_ITEM_BYTES is low.
     let mut value = String::from(r#"{"type": "ConversationMemory", "runs": ["#);

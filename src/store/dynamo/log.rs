@@ -468,8 +468,7 @@ impl DynamoStore {
             return Err(StoreError::Conflict);
         };
         self.side_writes(session, &changes, turn, run).await?;
-        let quiet =
-            after.next == turn.slot + 1 && !turn.slots.contains(&SlotState::Pending);
+        let quiet = after.next == turn.slot + 1 && !turn.slots.contains(&SlotState::Pending);
         if !(after.settled() || quiet) {
             return Ok(());
         }

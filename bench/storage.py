@@ -124,7 +124,13 @@ def cost_message(turn: int) -> str:
 def function_env(db_port, model_port, table):
     env = bench.function_env(db_port, model_port, {"TABLE_NAME": table})
     env.pop("HISTORY_TOKEN_BUDGET")  # the function's default
+    env["STORAGE_LAYOUT"] = table.rsplit("-", 1)[-1]  # each layout has its tables
     return env
+
+
+def tables(layout):
+    """The burst's and the cost run's tables of one storage layout."""
+    return f"{BURST_TABLE}-{layout}", f"{COST_TABLE}-{layout}"
 
 
 def control(port, method, path):
@@ -380,7 +386,8 @@ def probe_consumed_capacity(client) -> dict:
 
 # ---- busy group -------------------------------------------------------------------------------
 
-def run_burst(a, binary, servers, db, run_id) -> dict:
+def run_burst(a, binary, servers, db, run_id, layout) -> dict:
+    burst_table = tables(layout)[0]
     model = servers.start(sys.executable, ROOT / "tools" / "scripted_model.py",
                           "--answer-delay", a.model_seconds)
     proxy = servers.start(bench.TOOLS_PY, ROOT / "tools" / "fault_proxy.py",
@@ -389,7 +396,7 @@ def run_burst(a, binary, servers, db, run_id) -> dict:
     events = [chat_event(session, f"{session}-{i}", group_message(i)) for i in range(a.burst)]
     per = -(-a.burst // a.processes)
     shares = [events[k * per:(k + 1) * per] for k in range(a.processes)]
-    env = function_env(proxy, model, BURST_TABLE)
+    env = function_env(proxy, model, burst_table)
     start_at = time.time() + 3.0  # both processes are up and polling by then
     log(f"busy group: {a.burst} turns on one session through {a.processes} processes x "
         f"{a.workers} workers, the model answering after {a.model_seconds:g} s")
@@ -439,7 +446,7 @@ def run_burst(a, binary, servers, db, run_id) -> dict:
     last_answer = max((inv["done_at"] for inv in invocations if inv["status"] == 200), default=None)
 
     # The runs stored, read back through the function (these reads are not in the counts above).
-    stored_runs = read_history(binary, function_env(proxy, model, BURST_TABLE), session)
+    stored_runs = read_history(binary, function_env(proxy, model, burst_table), session)
     stored = Counter(r.get("id") for r in stored_runs)
     inputs = Counter(r.get("input") for r in stored_runs)
     once = [rid for rid in answered if rid and stored[rid] == 1]
@@ -512,15 +519,16 @@ def burst_goals(b) -> dict:
 
 # ---- cost per turn ----------------------------------------------------------------------------
 
-def run_cost(a, binary, servers, db, run_id) -> dict:
+def run_cost(a, binary, servers, db, run_id, layout) -> dict:
+    cost_table = tables(layout)[1]
     model = servers.start(sys.executable, ROOT / "tools" / "scripted_model.py")
     proxy = servers.start(bench.TOOLS_PY, ROOT / "tools" / "fault_proxy.py",
                           "--upstream", f"http://127.0.0.1:{db}", "--record-bodies")
-    table = Table(dynamodb(db), COST_TABLE)
+    table = Table(dynamodb(db), cost_table)
     session = f"cost-{run_id}"
     session_key = table.key({table.key_names[0]: {"S": session}})
     log(f"cost per turn: {a.turns} turns of ~2 KB, one after another, default settings")
-    fn = Function(binary, function_env(proxy, model, COST_TABLE), LOGS / "storage-cost.log")
+    fn = Function(binary, function_env(proxy, model, cost_table), LOGS / f"storage-cost-{layout}.log")
     sizes = {k: s for k, (s, _) in table.scan().items()}
     turns, mismatched = [], 0
     try:
@@ -650,6 +658,8 @@ def main() -> int:
     p.add_argument("--model-seconds", type=float, default=1.0, help="the model's time to answer")
     p.add_argument("--no-build", action="store_true", help="use the release binary already built")
     p.add_argument("--binary", help="the function binary to run (implies --no-build)")
+    p.add_argument("--layouts", default="item,log",
+                   help="STORAGE_LAYOUT values to measure, each on tables of its own")
     p.add_argument("--out", default=str(HERE / "storage.json"))
     a = p.parse_args()
     if a.quick:
@@ -679,16 +689,24 @@ def main() -> int:
     servers = bench.Servers()
     run_id = time.strftime("%H%M%S")
     try:
+        layouts = [x for x in a.layouts.split(",") if x]
+        names = [name for layout in layouts for name in tables(layout)] + [PROBE_TABLE]
         db = servers.start(bench.TOOLS_PY, ROOT / "tools" / "dynamodb_local.py",
-                           "--table", BURST_TABLE, "--table", COST_TABLE, "--table", PROBE_TABLE)
+                           *[arg for name in names for arg in ("--table", name)])
         r["consumed_capacity_probe"] = probe_consumed_capacity(dynamodb(db))
-        r["burst"] = run_burst(a, binary, servers, db, run_id)
-        r["burst"]["goals"] = burst_goals(r["burst"])
-        r["cost"] = run_cost(a, binary, servers, db, run_id)
+        r["layouts"] = {}
+        for layout in layouts:
+            log(f"STORAGE_LAYOUT={layout}")
+            burst = run_burst(a, binary, servers, db, run_id, layout)
+            burst["goals"] = burst_goals(burst)
+            cost = run_cost(a, binary, servers, db, run_id, layout)
+            r["layouts"][layout] = {"burst": burst, "cost": cost}
     finally:
         servers.stop()
     Path(a.out).write_text(json.dumps(r, indent=1) + "\n")
-    print_table(r)
+    for layout, results in r["layouts"].items():
+        print(f"\n== STORAGE_LAYOUT={layout}")
+        print_table({**results, "consumed_capacity_probe": r["consumed_capacity_probe"]})
     print(f"wrote {a.out}")
     return 0
 

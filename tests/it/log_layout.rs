@@ -223,3 +223,49 @@ async fn a_streamed_log_turn_stores_what_was_streamed_and_a_cut_stream_nothing()
     let head = env.item("streamed#head").await.unwrap();
     assert_eq!((number(&head, "next"), number(&head, "holes")), (2, 1));
 }
+
+#[tokio::test]
+async fn an_expired_log_session_is_never_continued() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[LOG, ("SESSION_TTL_DAYS", "1")]).await;
+    for i in 0..3 {
+        let (status, _) = Req::chat("expiring", &format!("old {i}"))
+            .call_json(&app)
+            .await;
+        assert_eq!(status, 200);
+    }
+    let head = env.item("expiring#head").await.unwrap();
+    assert!(number(&head, "expires_at") > number(&head, "created_at"));
+    // As DynamoDB's TTL does, in its own order: the session item went first; the head is due.
+    let past = aws_sdk_dynamodb::types::AttributeValue::N("1".into());
+    let mut expired = head.clone();
+    expired.insert("expires_at".into(), past);
+    env.dynamodb
+        .put_item()
+        .table_name(&env.table)
+        .set_item(Some(expired))
+        .send()
+        .await
+        .unwrap();
+    env.dynamodb
+        .delete_item()
+        .table_name(&env.table)
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("expiring".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = Req::chat("expiring", "new start").call_json(&app).await;
+    assert_eq!(status, 200);
+    let runs = all_runs(&app, "expiring", 50).await.unwrap();
+    let inputs: Vec<&str> = runs.iter().map(|r| r["input"].as_str().unwrap()).collect();
+    assert_eq!(
+        inputs,
+        ["new start"],
+        "a new generation, none of the expired runs"
+    );
+    let now = env.item("expiring#head").await.unwrap();
+    assert_ne!(now["generation"], head["generation"]);
+}

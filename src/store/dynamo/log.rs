@@ -63,10 +63,11 @@ impl DynamoStore {
                 if root.is_none() && head.is_none() && !self.log_layout {
                     return Ok(None);
                 }
-                if let Some(open) = head.as_ref().filter(|h| !h.contains_key(attr::CLOSED)) {
-                    // Another turn began this generation meanwhile: take a slot of it.
-                    decode_head(open)?;
-                    continue;
+                if let Some(open) = &head {
+                    if is_open(open, Now::current().secs)? {
+                        // Another turn began this generation meanwhile: take a slot of it.
+                        continue;
+                    }
                 }
                 self.start_generation(session, root.as_ref(), head.as_ref())
                     .await?;
@@ -132,10 +133,12 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.schema.key(head_key(session))))
-            .update_expression("ADD #next :one SET #r = :now, #tk.#tok = #next")
             .condition_expression(
-                "attribute_exists(#g) AND attribute_not_exists(#c) AND attribute_not_exists(#tk.#tok)",
+                "attribute_exists(#g) AND attribute_not_exists(#c) AND attribute_not_exists(#tk.#tok) \
+                 AND (attribute_not_exists(#exp) OR #exp > :secs)",
             )
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":secs", n(now.secs))
             .expression_attribute_names("#next", attr::NEXT)
             .expression_attribute_names("#r", attr::RESERVED_MS)
             .expression_attribute_names("#g", attr::GENERATION)
@@ -144,13 +147,21 @@ impl DynamoStore {
             .expression_attribute_names("#tok", token)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now.millis))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
+            .return_values(ReturnValue::AllNew);
+        // A head expires with its session (its TTL is the session's), so an expired session's
+        // runs are never continued: its head is replaced by a new generation's.
+        let result = match self.session_ttl_secs {
+            Some(ttl) => result
+                .update_expression("ADD #next :one SET #r = :now, #tk.#tok = #next, #exp = :exp")
+                .expression_attribute_values(":exp", n(now.secs + ttl)),
+            None => result
+                .update_expression("ADD #next :one SET #r = :now, #tk.#tok = #next REMOVE #exp"),
+        };
+        let result = result.send().await;
         let item = match result {
             Ok(out) => out.attributes.unwrap_or_default(),
             Err(e) if is_condition_failure(&e) => match self.get(head_key(session)).await? {
-                Some(item) if !item.contains_key(attr::CLOSED) => item,
+                Some(item) if is_open(&item, now.secs)? => item,
                 _ => return Ok(None),
             },
             Err(e) => return Err(sdk_error(e)),
@@ -201,9 +212,11 @@ impl DynamoStore {
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", &self.schema.partition_key),
             Some(old) => put
-                .condition_expression("#g = :g AND attribute_exists(#c)")
+                .condition_expression("#g = :g AND (attribute_exists(#c) OR #exp < :secs)")
                 .expression_attribute_names("#g", attr::GENERATION)
                 .expression_attribute_names("#c", attr::CLOSED)
+                .expression_attribute_names("#exp", attr::EXPIRES_AT)
+                .expression_attribute_values(":secs", n(now.secs))
                 .expression_attribute_values(":g", s(old.generation.as_str())),
         };
         let mut items = vec![TransactWriteItem::builder()
@@ -955,6 +968,12 @@ impl DynamoStore {
         }
         Ok(Some(fill.finish(&layout)))
     }
+}
+
+/// Whether a head takes reservations: not closed by a delete, not expired with its session.
+fn is_open(head: &Item, now_secs: u64) -> Result<bool, StoreError> {
+    let expired = count(head, attr::EXPIRES_AT)?.is_some_and(|t| t <= now_secs);
+    Ok(!head.contains_key(attr::CLOSED) && !expired)
 }
 
 /// Whether a session item is of the item layout (a session to be read as before).

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update,
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 
 use super::{built, is_condition_failure, sdk_error, DynamoStore};
@@ -33,6 +35,13 @@ const MAX_WINDOW_SLOTS: u64 = 4 * SLOTS_PER_READ as u64;
 /// Largest run a slot holds (the item stays under DynamoDB's 400 KB).
 const MAX_SLOT_BYTES: usize = 350_000;
 
+/// What a reservation gave: a slot, or the head as it was when it was refused (none, closed,
+/// expired).
+enum Reserved {
+    Slot(Head, u64),
+    Refused(Option<Item>),
+}
+
 /// What the session item says about a log head.
 enum Root {
     /// Not written yet (the first turns are in flight), or a tombstone a turn began this
@@ -54,24 +63,26 @@ impl DynamoStore {
     ) -> Result<Option<Snapshot>, StoreError> {
         for _ in 0..BEGIN_ATTEMPTS {
             let token = new_run_id();
-            let Some((head, slot)) = self.reserve(session, &token).await? else {
-                let root = self.get(session.as_str().to_owned()).await?;
-                let head = self.get(head_key(session)).await?;
-                if root.as_ref().is_some_and(is_item_layout) {
-                    return Ok(None);
-                }
-                if root.is_none() && head.is_none() && !self.log_layout {
-                    return Ok(None);
-                }
-                if let Some(open) = &head {
-                    if is_open(open, Now::current().secs)? {
-                        // Another turn began this generation meanwhile: take a slot of it.
-                        continue;
+            let (head, slot) = match self.reserve(session, &token).await? {
+                Reserved::Slot(head, slot) => (head, slot),
+                Reserved::Refused(head) => {
+                    let root = self.get(session.as_str().to_owned()).await?;
+                    if root.as_ref().is_some_and(is_item_layout) {
+                        return Ok(None);
                     }
+                    if root.is_none() && head.is_none() && !self.log_layout {
+                        return Ok(None);
+                    }
+                    if let Some(open) = &head {
+                        if is_open(open, Now::current().secs)? {
+                            // Another turn began this generation meanwhile: take a slot of it.
+                            continue;
+                        }
+                    }
+                    self.start_generation(session, root.as_ref(), head.as_ref())
+                        .await?;
+                    continue;
                 }
-                self.start_generation(session, root.as_ref(), head.as_ref())
-                    .await?;
-                continue;
             };
             let first = head
                 .window_from
@@ -122,11 +133,7 @@ impl DynamoStore {
     /// `ADD next 1` on the head, recording the slot taken under this turn's token: a retry of
     /// a reservation that landed (its answer lost) finds its slot instead of taking another.
     /// `None`: no head, or a closed one.
-    async fn reserve(
-        &self,
-        session: &SessionKey,
-        token: &str,
-    ) -> Result<Option<(Head, u64)>, StoreError> {
+    async fn reserve(&self, session: &SessionKey, token: &str) -> Result<Reserved, StoreError> {
         let now = Now::current();
         let result = self
             .client
@@ -147,7 +154,9 @@ impl DynamoStore {
             .expression_attribute_names("#tok", token)
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now.millis))
-            .return_values(ReturnValue::AllNew);
+            .return_values(ReturnValue::AllNew)
+            // A refused reservation says why in the head it returns: no call to read it.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         // A head expires with its session (its TTL is the session's), so an expired session's
         // runs are never continued: its head is replaced by a new generation's.
         let result = match self.session_ttl_secs {
@@ -160,20 +169,27 @@ impl DynamoStore {
         let result = result.send().await;
         let item = match result {
             Ok(out) => out.attributes.unwrap_or_default(),
-            Err(e) if is_condition_failure(&e) => match self.get(head_key(session)).await? {
-                Some(item) if is_open(&item, now.secs)? => item,
-                _ => return Ok(None),
-            },
+            Err(e) if is_condition_failure(&e) => {
+                let head = match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => c.item().cloned(),
+                    _ => None,
+                };
+                match head {
+                    // Our own reservation, landed, its answer lost: the SDK retried it.
+                    Some(item) if is_open(&item, now.secs)? => item,
+                    other => return Ok(Reserved::Refused(other)),
+                }
+            }
             Err(e) => return Err(sdk_error(e)),
         };
         let slot = match item.get(attr::TOKENS).and_then(|m| m.as_m().ok()) {
             Some(tokens) => tokens.get(token).and_then(|v| v.as_n().ok()),
             None => None,
         };
-        let Some(slot) = slot.and_then(|v| v.parse().ok()) else {
-            return Ok(None);
-        };
-        Ok(Some((decode_head(&item)?, slot)))
+        match slot.and_then(|v| v.parse().ok()) {
+            Some(slot) => Ok(Reserved::Slot(decode_head(&item)?, slot)),
+            None => Ok(Reserved::Refused(Some(item))),
+        }
     }
 
     /// A new generation's head, over no head or a closed one; over a tombstone, the tombstone

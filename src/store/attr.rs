@@ -47,8 +47,9 @@ pub const DONE: &str = "done";
 pub const HOLES: &str = "holes";
 pub const RESERVED_MS: &str = "reserved_ms";
 pub const CLOSED: &str = "closed";
-/// The slots of reservations not yet counted done, by the reserving turn's token.
-pub const TOKENS: &str = "tokens";
+/// Prefixes the head's attribute naming a reservation's slot (`token_<token>`), until the
+/// reserving turn is counted done.
+pub const TOKEN_PREFIX: &str = "token_";
 
 /// Written by earlier releases; dropped at the next save.
 pub const LEGACY_ARCHIVED: &str = "archived";
@@ -131,7 +132,6 @@ pub const SIDE: &[&str] = &[
     HOLES,
     RESERVED_MS,
     CLOSED,
-    TOKENS,
 ];
 
 /// What the owner index projects: what a listing reads.

@@ -100,10 +100,9 @@ impl DynamoStore {
                     continue;
                 }
                 Root::ItemLayout => {
-                    // Griptape wrote its own item over the view: not continued yet.
-                    return Err(StoreError::corrupt(
-                        "a log session's item was overwritten in the item layout",
-                    ));
+                    // A session of the item layout (not migrated yet), or griptape's item over
+                    // a view: it goes on in the item layout.
+                    return Ok(None);
                 }
                 root @ (Root::Fresh(_) | Root::Live(_)) => {
                     let root = match root {
@@ -135,37 +134,70 @@ impl DynamoStore {
     /// `None`: no head, or a closed one.
     async fn reserve(&self, session: &SessionKey, token: &str) -> Result<Reserved, StoreError> {
         let now = Now::current();
-        let result = self
+        let mut sets = vec!["#r = :now"];
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.schema.key(head_key(session))))
-            .condition_expression(
-                "attribute_exists(#g) AND attribute_not_exists(#c) AND attribute_not_exists(#tk.#tok) \
-                 AND (attribute_not_exists(#exp) OR #exp > :secs)",
-            )
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":secs", n(now.secs))
             .expression_attribute_names("#next", attr::NEXT)
             .expression_attribute_names("#r", attr::RESERVED_MS)
-            .expression_attribute_names("#g", attr::GENERATION)
             .expression_attribute_names("#c", attr::CLOSED)
-            .expression_attribute_names("#tk", attr::TOKENS)
-            .expression_attribute_names("#tok", token)
+            .expression_attribute_names("#tok", token_attribute(token))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now.millis))
             .return_values(ReturnValue::AllNew)
             // A refused reservation says why in the head it returns: no call to read it.
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if self.log_layout {
+            // The first turn of a new session creates the head with its reservation (another
+            // writer racing it takes the next slot of the same head).
+            sets.extend([
+                "#tok = if_not_exists(#next, :zero)",
+                "#g = if_not_exists(#g, :gen)",
+                "#b = if_not_exists(#b, :zero)",
+                "#d = if_not_exists(#d, :zero)",
+                "#h = if_not_exists(#h, :zero)",
+                "#w = if_not_exists(#w, :zero)",
+                "#kind = :kind",
+                "#ca = if_not_exists(#ca, :secs)",
+            ]);
+            update = update
+                .condition_expression(
+                    "attribute_not_exists(#c) AND attribute_not_exists(#tok) \
+                     AND (attribute_not_exists(#exp) OR #exp > :secs)",
+                )
+                .expression_attribute_names("#g", attr::GENERATION)
+                .expression_attribute_names("#b", attr::BASE)
+                .expression_attribute_names("#d", attr::DONE)
+                .expression_attribute_names("#h", attr::HOLES)
+                .expression_attribute_names("#w", attr::WINDOW_FROM)
+                .expression_attribute_names("#kind", attr::KIND)
+                .expression_attribute_names("#ca", attr::CREATED_AT)
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":gen", s(new_run_id()))
+                .expression_attribute_values(":kind", s(attr::KIND_HEAD));
+        } else {
+            sets.push("#tok = #next");
+            update = update
+                .condition_expression(
+                    "attribute_exists(#g) AND attribute_not_exists(#c) AND attribute_not_exists(#tok) \
+                     AND (attribute_not_exists(#exp) OR #exp > :secs)",
+                )
+                .expression_attribute_names("#g", attr::GENERATION);
+        }
         // A head expires with its session (its TTL is the session's), so an expired session's
         // runs are never continued: its head is replaced by a new generation's.
-        let result = match self.session_ttl_secs {
-            Some(ttl) => result
-                .update_expression("ADD #next :one SET #r = :now, #tk.#tok = #next, #exp = :exp")
-                .expression_attribute_values(":exp", n(now.secs + ttl)),
-            None => result
-                .update_expression("ADD #next :one SET #r = :now, #tk.#tok = #next REMOVE #exp"),
+        let expression = match self.session_ttl_secs {
+            Some(ttl) => {
+                update = update.expression_attribute_values(":exp", n(now.secs + ttl));
+                format!("ADD #next :one SET {}, #exp = :exp", sets.join(", "))
+            }
+            None => format!("ADD #next :one SET {} REMOVE #exp", sets.join(", ")),
         };
+        let result = update.update_expression(expression);
         let result = result.send().await;
         let item = match result {
             Ok(out) => out.attributes.unwrap_or_default(),
@@ -182,10 +214,9 @@ impl DynamoStore {
             }
             Err(e) => return Err(sdk_error(e)),
         };
-        let slot = match item.get(attr::TOKENS).and_then(|m| m.as_m().ok()) {
-            Some(tokens) => tokens.get(token).and_then(|v| v.as_n().ok()),
-            None => None,
-        };
+        let slot = item
+            .get(&token_attribute(token))
+            .and_then(|v| v.as_n().ok());
         match slot.and_then(|v| v.parse().ok()) {
             Some(slot) => Ok(Reserved::Slot(decode_head(&item)?, slot)),
             None => Ok(Reserved::Refused(Some(item))),
@@ -216,7 +247,6 @@ impl DynamoStore {
             item.insert(name.into(), n(0));
         }
         item.insert(attr::WINDOW_FROM.into(), n(0));
-        item.insert(attr::TOKENS.into(), AttributeValue::M(HashMap::new()));
         item.insert(attr::CREATED_AT.into(), n(now.secs));
         let old = match head {
             Some(h) => Some(decode_head(h)?),
@@ -431,12 +461,11 @@ impl DynamoStore {
             .return_values(ReturnValue::AllNew);
         update = match token {
             Some(token) => update
-                .update_expression("ADD #d :d, #h :h REMOVE #tk.#tok")
+                .update_expression("ADD #d :d, #h :h REMOVE #tok")
                 .condition_expression(
-                    "#g = :g AND attribute_not_exists(#c) AND attribute_exists(#tk.#tok)",
+                    "#g = :g AND attribute_not_exists(#c) AND attribute_exists(#tok)",
                 )
-                .expression_attribute_names("#tk", attr::TOKENS)
-                .expression_attribute_names("#tok", token),
+                .expression_attribute_names("#tok", token_attribute(token)),
             None => update
                 .update_expression("ADD #d :d, #h :h")
                 .condition_expression("#g = :g AND attribute_not_exists(#c)"),
@@ -984,6 +1013,11 @@ impl DynamoStore {
         }
         Ok(Some(fill.finish(&layout)))
     }
+}
+
+/// The head's attribute naming a reserving turn's slot until the turn is counted done.
+fn token_attribute(token: &str) -> String {
+    format!("{}{token}", attr::TOKEN_PREFIX)
 }
 
 /// Whether a head takes reservations: not closed by a delete, not expired with its session.

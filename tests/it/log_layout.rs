@@ -159,25 +159,44 @@ async fn a_late_or_lost_run_write_stores_the_run_once() {
     let (status, body) = Req::chat("lost-log", "first").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     answered.push(body["run_id"].as_str().unwrap().to_owned());
+    // The run's write (a PutItem, or with a key a transaction with its receipt) late past the
+    // SDK's attempt timeout or dropped after it landed; the reservation dropped after it landed.
     let faults = [
-        json!({"op": "TransactWriteItems", "action": "delay", "seconds": 4}),
+        json!({"op": "PutItem", "action": "delay", "seconds": 4}),
+        json!({"op": "PutItem", "action": "drop_after"}),
         json!({"op": "TransactWriteItems", "action": "drop_after"}),
         json!({"op": "UpdateItem", "action": "drop_after"}),
     ];
     for (i, fault) in faults.iter().enumerate() {
         proxy.arm(json!([fault])).await;
+        let key = format!("key-{i}");
+        let headers: &[(&str, &str)] = if fault["op"] == "TransactWriteItems" {
+            &[("Idempotency-Key", key.as_str())]
+        } else {
+            &[]
+        };
         let (status, body) = Req::chat("lost-log", &format!("turn {i}"))
+            .headers(headers)
             .call_json(&app)
             .await;
         assert_eq!(status, 200, "{fault}: {body}");
         answered.push(body["run_id"].as_str().unwrap().to_owned());
     }
+    let log = proxy.log().await;
+    assert!(log.iter().any(|l| l["action"] == "delay"));
+    assert_eq!(
+        log.iter().filter(|l| l["action"] == "drop_after").count(),
+        3
+    );
     let runs = all_runs(&app, "lost-log", 50).await.unwrap();
     assert_eq!(
         ids(&runs),
         answered,
         "each turn stored exactly once, in order"
     );
+    let head = env.item("lost-log#head").await.unwrap();
+    assert_eq!(number(&head, "next"), 5, "no slot taken twice");
+    assert_eq!(number(&head, "done"), 5, "no slot counted twice");
 }
 
 #[tokio::test]

@@ -559,6 +559,23 @@ impl DynamoStore {
         item.insert(attr::RUN_ID.into(), s(run.id.as_str()));
         item.insert(attr::RESERVED_MS.into(), n(turn.head.reserved_ms));
         item.insert(attr::CREATED_AT.into(), n(now.secs));
+        let Some(receipt) = changes.receipt else {
+            // The common case: one conditional PutItem (a transaction would bill it twice).
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", &self.schema.partition_key)
+                .send()
+                .await;
+            return match put {
+                Ok(_) => Ok(()),
+                Err(e) if is_condition_failure(&e) => self.slot_holds(session, turn, run).await,
+                Err(e) => Err(sdk_error(e)),
+            };
+        };
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -567,7 +584,7 @@ impl DynamoStore {
         let mut items = vec![TransactWriteItem::builder()
             .put(built(put.build())?)
             .build()];
-        if let Some(receipt) = changes.receipt {
+        {
             let mut item = receipt_item(&self.schema, session, &read.layout, receipt, now);
             item.insert(attr::SLOT.into(), n(turn.slot));
             let put = Put::builder()
@@ -606,6 +623,18 @@ impl DynamoStore {
         if !reasons.first().copied().unwrap_or(false) {
             return Err(sdk_error(e));
         }
+        self.slot_holds(session, turn, run).await
+    }
+
+    /// After a refused run write: the slot holds this run (a write whose answer was lost, the
+    /// SDK retried it), or a hole (the turn starts over in a new slot).
+    async fn slot_holds(
+        &self,
+        session: &SessionKey,
+        turn: &LogTurn,
+        run: &Run,
+    ) -> Result<(), StoreError> {
+        let generation = turn.head.generation.as_str();
         let held = self.get(run_key(session, generation, turn.slot)).await?;
         match held
             .as_ref()

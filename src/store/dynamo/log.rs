@@ -780,16 +780,15 @@ impl DynamoStore {
         }
     }
 
-    /// Griptape's view, by the turn that settled the burst: the newest runs within
-    /// `VIEW_BYTES`, from what it read, its own run and the slots it did not see filled.
-    async fn write_view(
+    /// The runs a view shows, oldest first, and its newest slot: what the turn read, its own
+    /// run, and (one BatchGetItem) the slots it did not see filled.
+    async fn view_runs(
         &self,
         session: &SessionKey,
-        changes: &Changes<'_>,
         turn: &LogTurn,
         run: &Run,
         after: &Head,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(Vec<Run>, u64), StoreError> {
         let generation = turn.head.generation.as_str();
         let through = after.next.saturating_sub(1).max(turn.slot);
         let lo = turn
@@ -828,6 +827,21 @@ impl DynamoStore {
                 _ => None,
             })
             .collect();
+        Ok((runs, through))
+    }
+
+    /// Griptape's view, by the turn that settled the burst: the newest runs within
+    /// `VIEW_BYTES`, from what it read, its own run and the slots it did not see filled.
+    async fn write_view(
+        &self,
+        session: &SessionKey,
+        changes: &Changes<'_>,
+        turn: &LogTurn,
+        run: &Run,
+        after: &Head,
+    ) -> Result<(), StoreError> {
+        let generation = turn.head.generation.as_str();
+        let (runs, through) = self.view_runs(session, turn, run, after).await?;
         let shown = view(
             changes.memory,
             &runs,
@@ -854,16 +868,8 @@ impl DynamoStore {
             .max_runs
             .is_some_and(|max| through + 1 > after.base + max);
         let mut set = vec![
-            "#val = :val",
-            "#vt = :vt",
-            "#gen = :gen",
-            "#log = :one",
-            "#ver = if_not_exists(#ver, :one)",
-            "#ca = if_not_exists(#ca, :secs)",
-            "#sid = :sid",
-            "#ua = :secs",
-            "#am = :ms",
-            "#rc = :rc",
+            "#val = :val, #vt = :vt, #gen = :gen, #log = :one, #ver = if_not_exists(#ver, :one)",
+            "#ca = if_not_exists(#ca, :secs), #sid = :sid, #ua = :secs, #am = :ms, #rc = :rc",
         ];
         set.push(if dropped {
             "#prev = :prev"
@@ -880,20 +886,7 @@ impl DynamoStore {
                  OR (#gen = :gen AND attribute_not_exists(#tomb) AND attribute_exists(#log))) \
                  AND (attribute_not_exists(#vt) OR #vt < :vt OR attribute_exists(#tomb))",
             )
-            .expression_attribute_names("#pk", &self.schema.partition_key)
-            .expression_attribute_names("#val", &self.schema.value_attribute)
-            .expression_attribute_names("#vt", attr::VIEW_THROUGH)
-            .expression_attribute_names("#gen", attr::GENERATION)
-            .expression_attribute_names("#log", attr::LOG)
-            .expression_attribute_names("#ver", attr::VERSION)
-            .expression_attribute_names("#ca", attr::CREATED_AT)
-            .expression_attribute_names("#sid", attr::SESSION_ID)
-            .expression_attribute_names("#ua", attr::UPDATED_AT)
-            .expression_attribute_names("#am", attr::ACTIVE_MS)
-            .expression_attribute_names("#rc", attr::RUN_COUNT)
-            .expression_attribute_names("#prev", attr::PREVIEW)
-            .expression_attribute_names("#tomb", attr::TOMBSTONE)
-            .expression_attribute_names("#ng", attr::NEXT_GENERATION)
+            .set_expression_attribute_names(Some(view_names(&self.schema)))
             .expression_attribute_values(":val", s(shown.encode()))
             .expression_attribute_values(":vt", n(through))
             .expression_attribute_values(":gen", s(generation))
@@ -1042,6 +1035,29 @@ impl DynamoStore {
         }
         Ok(Some(fill.finish(&layout)))
     }
+}
+
+/// The attribute names a view write uses (beside those only some writes set).
+fn view_names(schema: &crate::store::KeySchema) -> HashMap<String, String> {
+    [
+        ("#pk", schema.partition_key.as_str()),
+        ("#val", schema.value_attribute.as_str()),
+        ("#vt", attr::VIEW_THROUGH),
+        ("#gen", attr::GENERATION),
+        ("#log", attr::LOG),
+        ("#ver", attr::VERSION),
+        ("#ca", attr::CREATED_AT),
+        ("#sid", attr::SESSION_ID),
+        ("#ua", attr::UPDATED_AT),
+        ("#am", attr::ACTIVE_MS),
+        ("#rc", attr::RUN_COUNT),
+        ("#prev", attr::PREVIEW),
+        ("#tomb", attr::TOMBSTONE),
+        ("#ng", attr::NEXT_GENERATION),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 /// The head's attribute naming a reserving turn's slot until the turn is counted done.

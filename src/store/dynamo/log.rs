@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 
-use super::{built, is_condition_failure, sdk_error, DynamoStore};
+use super::{built, is_condition_failure, refused_is_done, sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::memory::{new_run_id, Memory, Run};
 use crate::store::history::Window;
@@ -663,11 +663,7 @@ impl DynamoStore {
             .expression_attribute_values(":id", s(run_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
+        refused_is_done(result)
     }
 
     /// What a turn changes beside its run: the window's start and the summary when it
@@ -702,11 +698,8 @@ impl DynamoStore {
                 .expression_attribute_values(":g", s(generation))
                 .send()
                 .await;
-            match result {
-                Ok(_) => {}
-                Err(e) if is_condition_failure(&e) => {}
-                Err(e) => return Err(sdk_error(e)),
-            }
+            // Refused: another turn moved the window further already.
+            refused_is_done(result)?;
         }
         if let Some(summary) = changes.summary {
             self.put_summary(session, generation, summary, slot_of(&summary.through))
@@ -749,11 +742,7 @@ impl DynamoStore {
             .expression_attribute_values(":slot", n(through_slot))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
+        refused_is_done(result)
     }
 
     /// Sets `done` to every slot reserved, when this turn knows none is pending.
@@ -773,11 +762,7 @@ impl DynamoStore {
             .expression_attribute_values(":next", n(after.next))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
+        refused_is_done(result)
     }
 
     /// The runs a view shows, oldest first, and its newest slot: what the turn read, its own
@@ -921,12 +906,8 @@ impl DynamoStore {
                 update = update.expression_attribute_names("#exp", attr::EXPIRES_AT);
             }
         }
-        match update.update_expression(expression).send().await {
-            Ok(_) => Ok(()),
-            // A newer view is there already, or the session was deleted meanwhile.
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
+        // Refused: a newer view is there already, or the session was deleted meanwhile.
+        refused_is_done(update.update_expression(expression).send().await)
     }
 
     /// The snapshot a turn of a log session works from: the view's envelope, the runs read.

@@ -217,6 +217,20 @@ fn built<T, E: StdError + Send + Sync + 'static>(r: Result<T, E>) -> Result<T, S
     r.map_err(|e| StoreError::Failed(e.into()))
 }
 
+/// A write whose refusal by its condition means its work is done already (a newer value is
+/// there, or a retry of it landed first).
+fn refused_is_done<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<(), StoreError>
+where
+    E: StdError + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_condition_failure(&e) => Ok(()),
+        Err(e) => Err(sdk_error(e)),
+    }
+}
+
 fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     e.as_service_error()
         .is_some_and(|se| se.code() == Some("ConditionalCheckFailedException"))

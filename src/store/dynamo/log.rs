@@ -584,22 +584,9 @@ impl DynamoStore {
         let mut items = vec![TransactWriteItem::builder()
             .put(built(put.build())?)
             .build()];
-        {
-            let mut item = receipt_item(&self.schema, session, &read.layout, receipt, now);
-            item.insert(attr::SLOT.into(), n(turn.slot));
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(#pk) OR #e < :now")
-                .expression_attribute_names("#pk", &self.schema.partition_key)
-                .expression_attribute_names("#e", attr::EXPIRES_AT)
-                .expression_attribute_values(":now", n(now.secs));
-            items.push(
-                TransactWriteItem::builder()
-                    .put(built(put.build())?)
-                    .build(),
-            );
-        }
+        let mut receipt = receipt_item(&self.schema, session, &read.layout, receipt, now);
+        receipt.insert(attr::SLOT.into(), n(turn.slot));
+        items.push(self.receipt_put(receipt, now)?);
         let result = self
             .client
             .transact_write_items()

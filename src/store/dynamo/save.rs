@@ -142,19 +142,30 @@ impl DynamoStore {
             items.push(TransactWriteItem::builder().delete(delete).build());
         }
         if let Some(r) = receipt {
-            let receipt = put(receipt_item(&self.schema, session, layout, r, now))
-                // An expired receipt (TTL deletes lazily) is as good as none.
-                .condition_expression("attribute_not_exists(#pk) OR #e < :now")
-                .expression_attribute_names("#pk", &self.schema.partition_key)
-                .expression_attribute_names("#e", attr::EXPIRES_AT)
-                .expression_attribute_values(":now", n(now.secs));
-            items.push(
-                TransactWriteItem::builder()
-                    .put(built(receipt.build())?)
-                    .build(),
-            );
+            let item = receipt_item(&self.schema, session, layout, r, now);
+            items.push(self.receipt_put(item, now)?);
         }
         Ok(items)
+    }
+
+    /// A receipt's put in a save's transaction: it lands only where no live receipt is, so
+    /// two racing requests with one key store one run.
+    pub(super) fn receipt_put(
+        &self,
+        item: Item,
+        now: Now,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // An expired receipt (TTL deletes lazily) is as good as none.
+            .condition_expression("attribute_not_exists(#pk) OR #e < :now")
+            .expression_attribute_names("#pk", &self.schema.partition_key)
+            .expression_attribute_names("#e", attr::EXPIRES_AT)
+            .expression_attribute_values(":now", n(now.secs));
+        Ok(TransactWriteItem::builder()
+            .put(built(put.build())?)
+            .build())
     }
 
     /// Sets (or, with `None`, removes) the expiry of side items, so pages never expire

@@ -38,6 +38,10 @@ pub const TITLE: &str = "title";
 /// generation a turn began over it.
 pub const LOG: &str = "log";
 pub const VIEW_THROUGH: &str = "view_through";
+/// The bytes of the `value` this project wrote as the view, and the id of its newest run: a
+/// `value` of another size was written over by griptape, its runs after `view_last` are new.
+pub const VIEW_SIZE: &str = "view_size";
+pub const VIEW_LAST: &str = "view_last";
 pub const NEXT_GENERATION: &str = "next_generation";
 
 // The head item of a log: its slot counter.
@@ -111,6 +115,8 @@ pub const OWNED: &[&str] = &[
     LEGACY_RECEIPTS,
     LOG,
     VIEW_THROUGH,
+    VIEW_SIZE,
+    VIEW_LAST,
     NEXT_GENERATION,
 ];
 

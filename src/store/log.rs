@@ -2,6 +2,8 @@
 //! runs in numbered slots taken from an atomic counter on its head item, each written once; the
 //! session item's `value` a bounded view of the newest runs. No I/O and no DynamoDB types here.
 
+use std::collections::HashSet;
+
 use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 
@@ -40,6 +42,20 @@ pub struct Head {
 }
 
 impl Head {
+    /// A new generation's head, before its first slot.
+    pub fn empty(generation: String) -> Head {
+        Head {
+            generation,
+            base: 0,
+            next: 0,
+            done: 0,
+            holes: 0,
+            reserved_ms: 0,
+            window_from: 0,
+            closed: false,
+        }
+    }
+
     /// Slots reserved and not yet filled.
     pub fn in_flight(&self) -> u64 {
         (self.next - self.base).saturating_sub(self.done)
@@ -49,11 +65,6 @@ impl Head {
     /// slot done) completes the burst and writes the view.
     pub fn settled(&self) -> bool {
         self.in_flight() == 0
-    }
-
-    /// The slot a reservation that returned this head holds.
-    pub fn reserved(&self) -> Option<u64> {
-        self.next.checked_sub(1).filter(|s| *s >= self.base)
     }
 }
 
@@ -152,7 +163,40 @@ pub fn view(template: &Memory, runs: &[Run], budget: usize, spill_over: usize) -
         kept.push(run);
     }
     kept.reverse();
-    template.with_runs(kept)
+    let mut shown = template.with_runs(kept);
+    // Readers bound history by it (`Window`): the view carries the session's `max_runs`.
+    shown.max_runs = template.max_runs;
+    shown
+}
+
+/// Slots a migration or an adoption writes in its one transaction (DynamoDB takes 100 actions:
+/// the head, the session item, a page and the summary take the rest).
+pub const SLOTS_PER_MOVE: usize = 96;
+
+/// How many of a migrated item's `n` runs (oldest first) go into one more page, so the newest
+/// [`SLOTS_PER_MOVE`] fit their slots in the same transaction.
+pub fn migrated_to_page(n: usize) -> usize {
+    n.saturating_sub(SLOTS_PER_MOVE)
+}
+
+/// Whether griptape wrote over a view: our `value` had `view_size` bytes.
+pub fn written_over(value: &str, view_size: Option<u64>) -> bool {
+    view_size.is_some_and(|size| size != value.len() as u64)
+}
+
+/// The runs griptape added to a view (oldest first), at most [`SLOTS_PER_MOVE`] a pass: those
+/// after the view's newest run, `view_last`; when griptape's value no longer holds that run,
+/// every run no slot read holds.
+pub fn adopted<'a>(runs: &'a [Run], view_last: Option<&str>, held: &HashSet<&str>) -> &'a [Run] {
+    let after = view_last.and_then(|last| runs.iter().rposition(|r| r.id == last));
+    let new = match after {
+        Some(i) => &runs[i + 1..],
+        None => {
+            let first_new = runs.iter().position(|r| !held.contains(r.id.as_str()));
+            &runs[first_new.unwrap_or(runs.len())..]
+        }
+    };
+    &new[..new.len().min(SLOTS_PER_MOVE)]
 }
 
 /// The start of a listing's preview under `MAX_RUNS`: the oldest kept run's message, so a
@@ -201,8 +245,6 @@ mod tests {
         assert!(head(10, 13, 3).settled());
         assert!(!head(10, 13, 2).settled());
         assert_eq!(head(10, 13, 2).in_flight(), 1);
-        assert_eq!(head(10, 13, 0).reserved(), Some(12));
-        assert_eq!(head(10, 10, 0).reserved(), None);
     }
 
     #[test]
@@ -281,6 +323,28 @@ mod tests {
         let runs = vec![Run::new("kept first", "a"), Run::new("b", "c")];
         assert_eq!(preview_of(&runs, 4).as_deref(), Some("kept"));
         assert_eq!(preview_of(&[], 4), None);
+    }
+
+    #[test]
+    fn a_migration_pages_only_what_one_transaction_cannot_hold() {
+        assert_eq!(migrated_to_page(3), 0);
+        assert_eq!(migrated_to_page(SLOTS_PER_MOVE), 0);
+        assert_eq!(migrated_to_page(SLOTS_PER_MOVE + 5), 5);
+    }
+
+    #[test]
+    fn griptapes_runs_over_a_view_are_those_after_its_newest() {
+        let runs: Vec<Run> = (0..4).map(|i| Run::new(format!("m{i}"), "ok")).collect();
+        let ids = |r: &[Run]| r.iter().map(|r| r.input.clone()).collect::<Vec<_>>();
+        let none = HashSet::new();
+        assert_eq!(ids(adopted(&runs, Some(&runs[1].id), &none)), ["m2", "m3"]);
+        assert!(adopted(&runs, Some(&runs[3].id), &none).is_empty());
+        // The view's newest is gone from griptape's value: what no slot holds is new.
+        let held: HashSet<&str> = [runs[0].id.as_str(), runs[1].id.as_str()].into();
+        assert_eq!(ids(adopted(&runs, Some("gone"), &held)), ["m2", "m3"]);
+        assert!(written_over("abc", Some(4)));
+        assert!(!written_over("abc", Some(3)));
+        assert!(!written_over("abc", None));
     }
 
     #[test]

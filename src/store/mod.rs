@@ -138,9 +138,40 @@ pub struct LogTurn {
     /// The first slot read (the window's start); `slots[i]` is slot `first + i`.
     pub first: u64,
     pub slots: Vec<log::SlotState>,
+    /// The session item's `value` as this turn read it: its view write lands only over it, so
+    /// a write griptape made meanwhile is never overwritten.
+    pub seen: Option<String>,
 }
 
 impl LogTurn {
+    pub fn new(
+        head: log::Head,
+        slot: u64,
+        token: String,
+        (first, slots): (u64, Vec<log::SlotState>),
+        seen: Option<String>,
+    ) -> LogTurn {
+        LogTurn {
+            head,
+            slot,
+            token,
+            first,
+            slots,
+            seen,
+        }
+    }
+
+    /// The ids of the runs read.
+    pub fn run_ids(&self) -> std::collections::HashSet<&str> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s {
+                log::SlotState::Run { run, .. } => Some(run.id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The slot of a run read, by id.
     pub fn slot_of(&self, run_id: &str) -> Option<u64> {
         self.slots.iter().enumerate().find_map(|(i, s)| match s {

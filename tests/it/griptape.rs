@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::support::{repo, Req, TestEnv};
 
 /// Puts a fixture item (written by real griptape, see tests/fixtures/griptape/) into the table.
-async fn put_fixture(env: &TestEnv, shape: &str, session: &str) -> String {
+pub async fn put_fixture(env: &TestEnv, shape: &str, session: &str) -> String {
     let path = repo().join(format!("tests/fixtures/griptape/{shape}/{session}.json"));
     let item: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let value = item["value"]["S"].as_str().unwrap().to_owned();
@@ -17,7 +17,7 @@ async fn put_fixture(env: &TestEnv, shape: &str, session: &str) -> String {
 }
 
 /// One turn by griptape 1.x itself (tools/griptape/continue_session.py); its reply.
-fn griptape_turn(env: &TestEnv, session: &str, message: &str) -> String {
+pub fn griptape_turn(env: &TestEnv, session: &str, message: &str) -> String {
     griptape_turn_in(env, &env.table, session, message, &[])
 }
 

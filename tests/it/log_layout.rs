@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use session_chat::http::App;
 
 use crate::storage::{all_runs, delete, get_history};
 use crate::support::*;
@@ -287,4 +288,201 @@ async fn an_expired_log_session_is_never_continued() {
     );
     let now = env.item("expiring#head").await.unwrap();
     assert_ne!(now["generation"], head["generation"]);
+}
+
+#[tokio::test]
+async fn max_runs_bounds_every_copy_of_a_log_sessions_runs() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[LOG, ("MAX_RUNS", "3")]).await;
+    for i in 0..6 {
+        let (status, body) = Req::chat("bounded", &format!("m{i}")).call_json(&app).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let runs = all_runs(&app, "bounded", 2).await.unwrap();
+    let inputs: Vec<&str> = runs.iter().map(|r| r["input"].as_str().unwrap()).collect();
+    assert_eq!(
+        inputs,
+        ["m3", "m4", "m5"],
+        "forward pages hold the kept runs"
+    );
+    let back = crate::storage::all_runs_backward(&app, "bounded", 2).await;
+    assert_eq!(ids(&back), ids(&runs), "and backward pages the same");
+    let head = env.item("bounded#head").await.unwrap();
+    let generation = head["generation"].as_s().unwrap();
+    let kept = items_with_prefix(&env, &format!("bounded#{generation}#run#")).await;
+    assert_eq!(kept.len(), 3, "a dropped run's item is gone");
+    let root = env.item("bounded").await.unwrap();
+    assert_eq!(number(&root, "run_count"), 3);
+    assert_eq!(root["preview"].as_s().unwrap(), "m3");
+    let value = env.value("bounded").await.unwrap();
+    assert!(!value.contains("\"m2\""), "{value}");
+}
+
+/// A history page's runs' ids and its next cursor.
+async fn page(app: &App, session: &str, query: &[(&str, &str)]) -> (Vec<String>, Option<String>) {
+    let (status, body) = get_history(session, query).call_json(app).await;
+    assert_eq!(status, 200, "{body}");
+    let runs = ids(body["runs"].as_array().unwrap());
+    (runs, body["next_cursor"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn an_item_layout_session_moves_into_the_log_with_nothing_lost() {
+    let env = TestEnv::new().await;
+    let small = ("MAX_ITEM_BYTES", "4096");
+    let item_app = env.app_with(&[small]).await;
+    for i in 0..14 {
+        let message = format!("m{i} {}", "p".repeat(500));
+        let (status, _) = Req::chat("moving", &message).call_json(&item_app).await;
+        assert_eq!(status, 200);
+    }
+    assert!(
+        !items_with_prefix(&env, "moving#").await.is_empty(),
+        "pages"
+    );
+    let before = ids(&all_runs(&item_app, "moving", 50).await.unwrap());
+    let (first, cursor) = page(&item_app, "moving", &[("limit", "4")]).await;
+    let cursor = cursor.unwrap();
+    // The same table, now with STORAGE_LAYOUT=log: the next turn migrates the session.
+    let log_app = env.app_with(&[LOG, small]).await;
+    let (status, body) = Req::chat("moving", "after the move")
+        .call_json(&log_app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let after = ids(&all_runs(&log_app, "moving", 3).await.unwrap());
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "every run kept, in order"
+    );
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(after.last().unwrap(), body["run_id"].as_str().unwrap());
+    let back = crate::storage::all_runs_backward(&log_app, "moving", 4).await;
+    assert_eq!(ids(&back), after, "and backward");
+    // A cursor handed out before the move goes on where it was.
+    let (next, _) = page(&log_app, "moving", &[("limit", "4"), ("cursor", &cursor)]).await;
+    assert_eq!(next[..], before[first.len()..first.len() + 4]);
+    let head = env.item("moving#head").await.unwrap();
+    assert_eq!(number(&head, "next"), before.len() as u64 + 1);
+    let root = env.item("moving").await.unwrap();
+    assert!(root.contains_key("log"));
+    assert_eq!(number(&root, "run_count"), before.len() as u64 + 1);
+    assert!(env.value("moving").await.unwrap().len() <= 2048 + 400);
+    // Later turns write what they add; a delete leaves nothing of either layout.
+    let (status, _) = Req::chat("moving", "and one more")
+        .call_json(&log_app)
+        .await;
+    assert_eq!(status, 200);
+    let reply = delete("moving").call(&log_app).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(items_with_prefix(&env, "moving#").await.is_empty());
+    assert!(env.item("moving").await.is_none());
+}
+
+#[tokio::test]
+async fn griptapes_items_move_into_the_log_and_griptape_writes_over_the_view_go_on() {
+    let env = TestEnv::new().await;
+    crate::griptape::put_fixture(&env, "v1", "user-id-123").await;
+    let app = env.app_with(&[LOG, ("MEMORY_FORMAT", "griptape")]).await;
+    let (status, body) = Req::chat("user-id-123", "What is my name?")
+        .call_json(&app)
+        .await;
+    assert_eq!(
+        (status, body["reply"].as_str()),
+        (200, Some("Your name is Collin.")),
+        "{body}"
+    );
+    assert!(env.item("user-id-123#head").await.is_some(), "migrated");
+    // Griptape 1.x continues the view (its UpdateItem of `value`)...
+    assert_eq!(
+        crate::griptape::griptape_turn(&env, "user-id-123", "Who am I?"),
+        "Your name is Collin."
+    );
+    // ...and its run is continued here, before the next one.
+    let (status, body) = Req::chat("user-id-123", "And again, who am I?")
+        .call_json(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let runs = all_runs(&app, "user-id-123", 50).await.unwrap();
+    let inputs: Vec<&str> = runs.iter().map(|r| r["input"].as_str().unwrap()).collect();
+    assert_eq!(inputs.len(), 5, "{inputs:?}");
+    assert_eq!(
+        inputs[2..],
+        ["What is my name?", "Who am I?", "And again, who am I?"]
+    );
+    let unique: HashSet<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(unique.len(), 5, "no run twice");
+    let value: Value = serde_json::from_str(&env.value("user-id-123").await.unwrap()).unwrap();
+    let shown = value["runs"].as_array().unwrap();
+    assert_eq!(
+        shown.last().unwrap()["id"],
+        runs[4]["id"],
+        "griptape sees the newest"
+    );
+}
+
+#[tokio::test]
+async fn a_python_original_item_near_400_kb_moves_into_the_log() {
+    let env = TestEnv::new().await;
+    let mut value = String::from(r#"{"type": "ConversationMemory", "runs": ["#);
+    let mut n = 0;
+    while value.len() < 396_000 {
+        if n > 0 {
+            value.push_str(", ");
+        }
+        let output = "o".repeat(900);
+        value.push_str(&format!(
+            r#"{{"type": "Run", "id": "{n:032x}", "input": "q{n}", "output": "{output}"}}"#
+        ));
+        n += 1;
+    }
+    value.push_str(r#"], "max_runs": null}"#);
+    env.put_value("original", &value).await;
+    let app = env.app_with(&[LOG]).await;
+    let (status, body) = Req::chat("original", "still here?").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let runs = all_runs(&app, "original", 100).await.unwrap();
+    assert_eq!(runs.len(), n + 1);
+    for (i, run) in runs[..n].iter().enumerate() {
+        assert_eq!(run["id"], format!("{i:032x}"));
+    }
+    assert!(env.value("original").await.unwrap().len() < 4096);
+    // The newest runs took slots, the oldest one more page, in the one transaction.
+    let head = env.item("original#head").await.unwrap();
+    assert_eq!(number(&head, "base"), n as u64 - 96);
+    assert_eq!(number(&head, "next"), n as u64 + 1);
+}
+
+#[tokio::test]
+async fn concurrent_first_turns_migrate_a_session_once() {
+    let env = TestEnv::new().await;
+    let item_app = env.app().await;
+    for i in 0..3 {
+        let (status, _) = Req::chat("racing", &format!("before {i}"))
+            .call_json(&item_app)
+            .await;
+        assert_eq!(status, 200);
+    }
+    let app = Arc::new(env.app_with(&[LOG]).await);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = Arc::clone(&app);
+        tasks.push(tokio::spawn(async move {
+            Req::chat("racing", &format!("after {i}"))
+                .call_json(&app)
+                .await
+        }));
+    }
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let runs = all_runs(&app, "racing", 50).await.unwrap();
+    let inputs: Vec<&str> = runs.iter().map(|r| r["input"].as_str().unwrap()).collect();
+    assert_eq!(inputs.len(), 11, "{inputs:?}");
+    assert_eq!(inputs[..3], ["before 0", "before 1", "before 2"]);
+    let unique: HashSet<&str> = inputs.iter().copied().collect();
+    assert_eq!(unique.len(), 11);
+    let head = env.item("racing#head").await.unwrap();
+    assert_eq!((number(&head, "base"), number(&head, "next")), (0, 11));
 }

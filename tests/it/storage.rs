@@ -84,7 +84,15 @@ pub async fn all_runs(app: &App, session_id: &str, limit: usize) -> Option<Vec<V
         let body: Value = serde_json::from_str(&text).unwrap();
         runs.extend(body["runs"].as_array().unwrap().iter().cloned());
         match body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+            Some(c) => {
+                // A cursor that does not move would page forever.
+                assert_ne!(
+                    cursor.as_deref(),
+                    Some(c),
+                    "{session_id}: the same cursor again"
+                );
+                cursor = Some(c.to_owned());
+            }
             None => return Some(runs),
         }
     }

@@ -20,8 +20,8 @@ use crate::store::history::Window;
 use crate::store::item::{count, decode_session, n, receipt_item, s, text, Item, Now};
 use crate::store::layout::Layout;
 use crate::store::log::{
-    dead_slots, dropped_by, head_key, run_key, step_bound, summary_key, view, Head, SlotState,
-    SLOTS_PER_READ,
+    dead_slots, dropped_by, head_key, run_key, step_bound, summary_key, view, written_over, Head,
+    SlotState, SLOTS_PER_READ,
 };
 use crate::store::{
     attr, Changes, HistoryPage, LogTurn, PageLimit, Snapshot, Span, StoreError, Summary,
@@ -37,7 +37,7 @@ const MAX_SLOT_BYTES: usize = 350_000;
 
 /// What a reservation gave: a slot, or the head as it was when it was refused (none, closed,
 /// expired).
-enum Reserved {
+pub(super) enum Reserved {
     Slot(Head, u64),
     Refused(Option<Item>),
 }
@@ -51,7 +51,7 @@ enum Root {
     /// Of another generation, or deleted: the head is stale.
     Stale,
     /// A session of the item layout (written before, or by griptape over this one).
-    ItemLayout,
+    ItemLayout(Item),
 }
 
 impl DynamoStore {
@@ -63,7 +63,7 @@ impl DynamoStore {
     ) -> Result<Option<Snapshot>, StoreError> {
         for _ in 0..BEGIN_ATTEMPTS {
             let token = new_run_id();
-            let (head, slot) = match self.reserve(session, &token).await? {
+            let (head, slot) = match self.reserve(session, &token, 1).await? {
                 Reserved::Slot(head, slot) => (head, slot),
                 Reserved::Refused(head) => {
                     let root = self.get(session.as_str().to_owned()).await?;
@@ -99,28 +99,52 @@ impl DynamoStore {
                     self.close_head(session, &head.generation).await?;
                     continue;
                 }
-                Root::ItemLayout => {
-                    // A session of the item layout (not migrated yet), or griptape's item over
-                    // a view: it goes on in the item layout.
+                Root::ItemLayout(item) => {
+                    let slots = (first..slot)
+                        .map(|i| decode_slot(got.remove(&run_key(session, &head.generation, i))))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let turn = LogTurn::new(head, slot, token, (first, slots), None);
+                    if turn.head.done > 0 {
+                        // Griptape's PutItem over a log session's view: its runs continue.
+                        self.release_log(session, &turn).await?;
+                        let held = turn.run_ids();
+                        self.adopt(session, item, &turn.head, &held).await?;
+                        continue;
+                    }
+                    if self.log_layout && self.migrate(session, item).await? {
+                        // Our slot was of a head the migration replaced: we reserve again.
+                        continue;
+                    }
+                    // Stays in the item layout (an earlier release's pages).
+                    self.release_log(session, &turn).await?;
                     return Ok(None);
                 }
                 root @ (Root::Fresh(_) | Root::Live(_)) => {
                     let root = match root {
                         Root::Fresh(root) => root,
                         Root::Live(root) => Some(root),
-                        Root::Stale | Root::ItemLayout => None,
+                        Root::Stale | Root::ItemLayout(_) => None,
                     };
                     let summary = got.remove(&summary_key(session, &head.generation));
                     let slots = (first..slot)
                         .map(|i| decode_slot(got.remove(&run_key(session, &head.generation, i))))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let turn = LogTurn {
-                        head,
-                        slot,
-                        token,
-                        first,
-                        slots,
-                    };
+                    let seen = root
+                        .as_ref()
+                        .filter(|r| !r.contains_key(attr::TOMBSTONE))
+                        .and_then(|r| text(r, &self.schema.value_attribute).ok().flatten())
+                        .map(str::to_owned);
+                    let turn = LogTurn::new(head, slot, token, (first, slots), seen);
+                    if let (Some(item), Some(value)) = (&root, &turn.seen) {
+                        if written_over(value, count(item, attr::VIEW_SIZE)?) {
+                            // Griptape wrote over the view: its runs take slots before ours.
+                            self.release_log(session, &turn).await?;
+                            let held = turn.run_ids();
+                            let item = item.clone();
+                            self.adopt(session, item, &turn.head, &held).await?;
+                            continue;
+                        }
+                    }
                     self.fill_dead(session, &turn).await?;
                     return self.snapshot_of(root, summary, turn).map(Some);
                 }
@@ -132,7 +156,12 @@ impl DynamoStore {
     /// `ADD next 1` on the head, recording the slot taken under this turn's token: a retry of
     /// a reservation that landed (its answer lost) finds its slot instead of taking another.
     /// `None`: no head, or a closed one.
-    async fn reserve(&self, session: &SessionKey, token: &str) -> Result<Reserved, StoreError> {
+    pub(super) async fn reserve(
+        &self,
+        session: &SessionKey,
+        token: &str,
+        slots: u64,
+    ) -> Result<Reserved, StoreError> {
         let now = Now::current();
         let mut sets = vec!["#r = :now"];
         let mut update = self
@@ -146,7 +175,7 @@ impl DynamoStore {
             .expression_attribute_names("#r", attr::RESERVED_MS)
             .expression_attribute_names("#c", attr::CLOSED)
             .expression_attribute_names("#tok", token_attribute(token))
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":one", n(slots))
             .expression_attribute_values(":now", n(now.millis))
             .return_values(ReturnValue::AllNew)
             // A refused reservation says why in the head it returns: no call to read it.
@@ -234,20 +263,7 @@ impl DynamoStore {
     ) -> Result<(), StoreError> {
         let generation = new_run_id();
         let now = Now::current();
-        let mut item = self.schema.key(head_key(session));
-        item.insert(attr::KIND.into(), s(attr::KIND_HEAD));
-        item.insert(attr::GENERATION.into(), s(generation.as_str()));
-        for name in [
-            attr::BASE,
-            attr::NEXT,
-            attr::DONE,
-            attr::HOLES,
-            attr::RESERVED_MS,
-        ] {
-            item.insert(name.into(), n(0));
-        }
-        item.insert(attr::WINDOW_FROM.into(), n(0));
-        item.insert(attr::CREATED_AT.into(), n(now.secs));
+        let item = self.head_item(session, &Head::empty(generation.clone()), now);
         let old = match head {
             Some(h) => Some(decode_head(h)?),
             None => None,
@@ -313,6 +329,29 @@ impl DynamoStore {
             Err(e) if is_cancelled(&e) => Ok(()),
             Err(e) => Err(sdk_error(e)),
         }
+    }
+
+    /// A head's item as it begins: a new generation's, or a migrated session's. (A first turn's
+    /// reservation writes the same attributes with `if_not_exists`, see [`Self::reserve`].)
+    pub(super) fn head_item(&self, session: &SessionKey, head: &Head, now: Now) -> Item {
+        let mut item = self.schema.key(head_key(session));
+        item.insert(attr::KIND.into(), s(attr::KIND_HEAD));
+        item.insert(attr::GENERATION.into(), s(head.generation.as_str()));
+        for (name, value) in [
+            (attr::BASE, head.base),
+            (attr::NEXT, head.next),
+            (attr::DONE, head.done),
+            (attr::HOLES, head.holes),
+            (attr::RESERVED_MS, head.reserved_ms),
+            (attr::WINDOW_FROM, head.window_from),
+            (attr::CREATED_AT, now.secs),
+        ] {
+            item.insert(name.into(), n(value));
+        }
+        if let Some(ttl) = self.session_ttl_secs {
+            item.insert(attr::EXPIRES_AT.into(), n(now.secs + ttl));
+        }
+        item
     }
 
     /// Closes a head: no turn takes a slot of it any more. The head as closed, if it was of
@@ -414,6 +453,24 @@ impl DynamoStore {
         reserved_ms: u64,
         token: Option<&str>,
     ) -> Result<bool, StoreError> {
+        if !self
+            .put_hole(session, generation, slot, reserved_ms)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.count_done(session, generation, (1, 1), token).await?;
+        Ok(true)
+    }
+
+    /// Writes a hole into a free slot; `false` if the slot was filled.
+    pub(super) async fn put_hole(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        slot: u64,
+        reserved_ms: u64,
+    ) -> Result<bool, StoreError> {
         let mut item = self.schema.key(run_key(session, generation, slot));
         item.insert(attr::KIND.into(), s(attr::KIND_HOLE));
         item.insert(attr::RESERVED_MS.into(), n(reserved_ms));
@@ -428,22 +485,20 @@ impl DynamoStore {
             .send()
             .await;
         match put {
-            Ok(_) => {}
-            Err(e) if is_condition_failure(&e) => return Ok(false),
-            Err(e) => return Err(sdk_error(e)),
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_error(e)),
         }
-        self.count_done(session, generation, 1, token).await?;
-        Ok(true)
     }
 
     /// `ADD done` on the head (and `holes`), clearing the turn's reservation token so that a
     /// retry of it (an answer lost) counts nothing twice; the head after it, `None` if it was
     /// closed or replaced meanwhile.
-    async fn count_done(
+    pub(super) async fn count_done(
         &self,
         session: &SessionKey,
         generation: &str,
-        holes: u64,
+        (done, holes): (u64, u64),
         token: Option<&str>,
     ) -> Result<Option<Head>, StoreError> {
         let mut update = self
@@ -455,7 +510,7 @@ impl DynamoStore {
             .expression_attribute_names("#h", attr::HOLES)
             .expression_attribute_names("#g", attr::GENERATION)
             .expression_attribute_names("#c", attr::CLOSED)
-            .expression_attribute_values(":d", n(1))
+            .expression_attribute_values(":d", n(done))
             .expression_attribute_values(":h", n(holes))
             .expression_attribute_values(":g", s(generation))
             .return_values(ReturnValue::AllNew);
@@ -516,7 +571,7 @@ impl DynamoStore {
         let generation = turn.head.generation.as_str();
         self.put_run(session, &changes, read, turn, run).await?;
         let Some(after) = self
-            .count_done(session, generation, 0, Some(&turn.token))
+            .count_done(session, generation, (1, 0), Some(&turn.token))
             .await?
         else {
             // A delete closed the log meanwhile: this run goes with it, and the turn begins
@@ -548,17 +603,9 @@ impl DynamoStore {
         run: &Run,
     ) -> Result<(), StoreError> {
         let generation = turn.head.generation.as_str();
-        let memory = changes.memory.with_runs(vec![run.clone()]).encode();
-        if memory.len() > MAX_SLOT_BYTES {
-            return Err(StoreError::TooLarge(memory.len()));
-        }
         let now = Now::current();
-        let mut item = self.schema.key(run_key(session, generation, turn.slot));
-        item.insert(attr::KIND.into(), s(attr::KIND_RUN));
-        item.insert(attr::MEMORY.into(), s(memory));
-        item.insert(attr::RUN_ID.into(), s(run.id.as_str()));
-        item.insert(attr::RESERVED_MS.into(), n(turn.head.reserved_ms));
-        item.insert(attr::CREATED_AT.into(), n(now.secs));
+        let slot = (generation, turn.slot, turn.head.reserved_ms);
+        let item = self.run_item(session, slot, changes.memory, run, MAX_SLOT_BYTES)?;
         let Some(receipt) = changes.receipt else {
             // The common case: one conditional PutItem (a transaction would bill it twice).
             let put = self
@@ -611,6 +658,29 @@ impl DynamoStore {
             return Err(sdk_error(e));
         }
         self.slot_holds(session, turn, run).await
+    }
+
+    /// The item of slot `(generation, slot, reserved_ms)` holding `run` alone, in `memory`'s
+    /// shape; refused over `limit` bytes.
+    pub(super) fn run_item(
+        &self,
+        session: &SessionKey,
+        (generation, slot, reserved_ms): (&str, u64, u64),
+        memory: &Memory,
+        run: &Run,
+        limit: usize,
+    ) -> Result<Item, StoreError> {
+        let json = memory.with_runs(vec![run.clone()]).encode();
+        if json.len() > limit {
+            return Err(StoreError::TooLarge(json.len()));
+        }
+        let mut item = self.schema.key(run_key(session, generation, slot));
+        item.insert(attr::KIND.into(), s(attr::KIND_RUN));
+        item.insert(attr::MEMORY.into(), s(json));
+        item.insert(attr::RUN_ID.into(), s(run.id.as_str()));
+        item.insert(attr::RESERVED_MS.into(), n(reserved_ms));
+        item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        Ok(item)
     }
 
     /// After a refused run write: the slot holds this run (a write whose answer was lost, the
@@ -712,12 +782,7 @@ impl DynamoStore {
         through_slot: Option<u64>,
     ) -> Result<(), StoreError> {
         let through_slot = through_slot.unwrap_or(0);
-        let mut item = self.schema.key(summary_key(session, generation));
-        item.insert(attr::KIND.into(), s(attr::KIND_SUMMARY));
-        item.insert(attr::TEXT.into(), s(summary.text.as_str()));
-        item.insert(attr::SUMMARY_THROUGH.into(), s(summary.through.as_str()));
-        item.insert(attr::SLOT.into(), n(through_slot));
-        item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        let item = self.summary_item(session, generation, summary, through_slot);
         let result = self
             .client
             .put_item()
@@ -730,6 +795,22 @@ impl DynamoStore {
             .send()
             .await;
         refused_is_done(result)
+    }
+
+    pub(super) fn summary_item(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        summary: &Summary,
+        through_slot: u64,
+    ) -> Item {
+        let mut item = self.schema.key(summary_key(session, generation));
+        item.insert(attr::KIND.into(), s(attr::KIND_SUMMARY));
+        item.insert(attr::TEXT.into(), s(summary.text.as_str()));
+        item.insert(attr::SUMMARY_THROUGH.into(), s(summary.through.as_str()));
+        item.insert(attr::SLOT.into(), n(through_slot));
+        item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        item
     }
 
     /// Sets `done` to every slot reserved, when this turn knows none is pending.
@@ -760,12 +841,16 @@ impl DynamoStore {
         turn: &LogTurn,
         run: &Run,
         after: &Head,
+        max_runs: Option<u64>,
     ) -> Result<(Vec<Run>, u64), StoreError> {
         let generation = turn.head.generation.as_str();
         let through = after.next.saturating_sub(1).max(turn.slot);
+        // Never a slot `MAX_RUNS` has dropped (this turn may have read it before dropping it).
+        let kept_from = max_runs.map_or(0, |max| (through + 1).saturating_sub(max));
         let lo = turn
             .first
-            .max(through.saturating_sub(SLOTS_PER_READ as u64 - 1));
+            .max(through.saturating_sub(SLOTS_PER_READ as u64 - 1))
+            .max(kept_from);
         let mut states: HashMap<u64, SlotState> = HashMap::new();
         for (i, state) in turn.slots.iter().enumerate() {
             states.insert(turn.first + i as u64, state.clone());
@@ -803,7 +888,9 @@ impl DynamoStore {
     }
 
     /// Griptape's view, by the turn that settled the burst: the newest runs within
-    /// `VIEW_BYTES`, from what it read, its own run and the slots it did not see filled.
+    /// `VIEW_BYTES`, from what it read, its own run and the slots it did not see filled. It
+    /// lands only over the value last read, so a write griptape made meanwhile is kept (the
+    /// next turn continues it).
     async fn write_view(
         &self,
         session: &SessionKey,
@@ -813,28 +900,78 @@ impl DynamoStore {
         after: &Head,
     ) -> Result<(), StoreError> {
         let generation = turn.head.generation.as_str();
-        let (runs, through) = self.view_runs(session, turn, run, after).await?;
+        let (runs, through) = self
+            .view_runs(session, turn, run, after, changes.memory.max_runs)
+            .await?;
         let shown = view(
             changes.memory,
             &runs,
             self.view_bytes,
             self.max_item_bytes / 2,
         );
+        let update = self.view_update(session, changes, &shown, after, through);
+        let mut seen = turn.seen.clone().unwrap_or_default();
+        for _ in 0..BEGIN_ATTEMPTS {
+            let result = update
+                .clone()
+                .expression_attribute_values(":seen", s(seen.as_str()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if is_condition_failure(&e) => {
+                    match self.view_to_replace(session, generation, through).await? {
+                        Some(now) => seen = now,
+                        // A newer view, griptape's write, or a delete: nothing to write.
+                        None => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The session item's value when it is an older view of ours, to be replaced by a view
+    /// through `through`.
+    async fn view_to_replace(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        through: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(item) = self.get(session.as_str().to_owned()).await? else {
+            return Ok(None);
+        };
+        let value = text(&item, &self.schema.value_attribute)?.unwrap_or_default();
+        let ours = item.contains_key(attr::LOG)
+            && !item.contains_key(attr::TOMBSTONE)
+            && text(&item, attr::GENERATION)? == Some(generation)
+            && !written_over(value, count(&item, attr::VIEW_SIZE)?);
+        let older = count(&item, attr::VIEW_THROUGH)?.is_none_or(|t| t < through);
+        Ok((ours && older).then(|| value.to_owned()))
+    }
+
+    /// The view's UpdateItem, but for `:seen` (the value it must land over).
+    fn view_update(
+        &self,
+        session: &SessionKey,
+        changes: &Changes<'_>,
+        shown: &Memory,
+        after: &Head,
+        through: u64,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let now = Now::current();
-        let mut kept = after.done.saturating_sub(after.holes);
+        let value = shown.encode();
+        // Runs kept: a migrated session's pages hold the runs before `base`.
+        let mut kept = after.base + after.done.saturating_sub(after.holes);
         if let Some(max) = changes.memory.max_runs {
             kept = kept.min(max);
         }
-        let preview = shown
-            .runs
-            .first()
-            .map(|r| {
-                r.input
-                    .chars()
-                    .take(super::PREVIEW_CHARS)
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
+        let preview = shown.runs.first().map(|r| {
+            let chars = r.input.chars().take(super::PREVIEW_CHARS);
+            chars.collect::<String>()
+        });
         let dropped = changes
             .memory
             .max_runs
@@ -842,12 +979,14 @@ impl DynamoStore {
         let mut set = vec![
             "#val = :val, #vt = :vt, #gen = :gen, #log = :one, #ver = if_not_exists(#ver, :one)",
             "#ca = if_not_exists(#ca, :secs), #sid = :sid, #ua = :secs, #am = :ms, #rc = :rc",
+            "#vs = :vs, #vl = :vl",
         ];
         set.push(if dropped {
             "#prev = :prev"
         } else {
             "#prev = if_not_exists(#prev, :prev)"
         });
+        let last = shown.runs.last().map_or("", |r| r.id.as_str());
         let mut update = self
             .client
             .update_item()
@@ -855,19 +994,22 @@ impl DynamoStore {
             .set_key(Some(self.schema.key(session.as_str())))
             .condition_expression(
                 "(attribute_not_exists(#pk) OR (attribute_exists(#tomb) AND #ng = :gen) \
-                 OR (#gen = :gen AND attribute_not_exists(#tomb) AND attribute_exists(#log))) \
+                 OR (#gen = :gen AND attribute_not_exists(#tomb) AND attribute_exists(#log) \
+                 AND #val = :seen)) \
                  AND (attribute_not_exists(#vt) OR #vt < :vt OR attribute_exists(#tomb))",
             )
             .set_expression_attribute_names(Some(view_names(&self.schema)))
-            .expression_attribute_values(":val", s(shown.encode()))
+            .expression_attribute_values(":vs", n(value.len() as u64))
+            .expression_attribute_values(":vl", s(last))
+            .expression_attribute_values(":val", s(value))
             .expression_attribute_values(":vt", n(through))
-            .expression_attribute_values(":gen", s(generation))
+            .expression_attribute_values(":gen", s(after.generation.as_str()))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":secs", n(now.secs))
             .expression_attribute_values(":sid", s(session.session_id()))
             .expression_attribute_values(":ms", n(now.millis))
             .expression_attribute_values(":rc", n(kept))
-            .expression_attribute_values(":prev", s(preview));
+            .expression_attribute_values(":prev", s(preview.unwrap_or_default()));
         if let Some(owner) = changes.owner {
             set.push("#ok = if_not_exists(#ok, :owner)");
             update = update
@@ -893,8 +1035,7 @@ impl DynamoStore {
                 update = update.expression_attribute_names("#exp", attr::EXPIRES_AT);
             }
         }
-        // Refused: a newer view is there already, or the session was deleted meanwhile.
-        refused_is_done(update.update_expression(expression).send().await)
+        update.update_expression(expression)
     }
 
     /// The snapshot a turn of a log session works from: the view's envelope, the runs read.
@@ -976,8 +1117,20 @@ impl DynamoStore {
         let forward = matches!(span, Span::From(_));
         let (start, stop) = (window.start, window.stop);
         let mut fill = window.fill();
-        let layout = Layout::empty(head.generation.clone());
-        let mut at = start;
+        // A migrated session's runs before `base` are in its pages, as in the item layout.
+        let layout = &root.layout;
+        for (i, &(page, first)) in layout.pages.iter().enumerate() {
+            let end = layout.page_end(i).min(head.base);
+            if fill.is_full() || !fill.window().overlaps(first, end) {
+                continue;
+            }
+            let Some(runs) = self.page_runs(session, layout, page).await? else {
+                return self.page_gone(session, layout, page).await;
+            };
+            let runs = runs.into_iter().take((end - first) as usize);
+            fill.offer_all(first, runs.map(std::borrow::Cow::Owned), layout);
+        }
+        let mut at = start.max(head.base);
         'read: while at < stop && !fill.is_full() {
             let end = (at + SLOTS_PER_READ as u64).min(stop);
             let keys: Vec<String> = (at..end)
@@ -987,7 +1140,7 @@ impl DynamoStore {
             for (i, key) in (at..end).zip(&keys) {
                 match decode_slot(got.remove(key))? {
                     SlotState::Run { run, .. } => {
-                        if fill.offer(i, std::borrow::Cow::Owned(run), &layout) {
+                        if fill.offer(i, std::borrow::Cow::Owned(run), layout) {
                             break 'read;
                         }
                     }
@@ -1001,7 +1154,13 @@ impl DynamoStore {
             }
             at = end;
         }
-        Ok(Some(fill.finish(&layout)))
+        let mut page = fill.finish(layout);
+        for run in &mut page.runs {
+            if self.unspill(session, layout, run).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(page))
     }
 }
 
@@ -1022,6 +1181,8 @@ fn view_names(schema: &crate::store::KeySchema) -> HashMap<String, String> {
         ("#prev", attr::PREVIEW),
         ("#tomb", attr::TOMBSTONE),
         ("#ng", attr::NEXT_GENERATION),
+        ("#vs", attr::VIEW_SIZE),
+        ("#vl", attr::VIEW_LAST),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -1029,12 +1190,12 @@ fn view_names(schema: &crate::store::KeySchema) -> HashMap<String, String> {
 }
 
 /// The head's attribute naming a reserving turn's slot until the turn is counted done.
-fn token_attribute(token: &str) -> String {
+pub(super) fn token_attribute(token: &str) -> String {
     format!("{}{token}", attr::TOKEN_PREFIX)
 }
 
 /// Whether a head takes reservations: not closed by a delete, not expired with its session.
-fn is_open(head: &Item, now_secs: u64) -> Result<bool, StoreError> {
+pub(super) fn is_open(head: &Item, now_secs: u64) -> Result<bool, StoreError> {
     let expired = count(head, attr::EXPIRES_AT)?.is_some_and(|t| t <= now_secs);
     Ok(!head.contains_key(attr::CLOSED) && !expired)
 }
@@ -1057,7 +1218,7 @@ fn classify(root: Option<Item>, head: &Head) -> Root {
         };
     }
     if !item.contains_key(attr::LOG) {
-        return Root::ItemLayout;
+        return Root::ItemLayout(item);
     }
     if generation(attr::GENERATION).as_deref() == Some(&head.generation) {
         Root::Live(item)
@@ -1066,7 +1227,7 @@ fn classify(root: Option<Item>, head: &Head) -> Root {
     }
 }
 
-fn decode_head(item: &Item) -> Result<Head, StoreError> {
+pub(super) fn decode_head(item: &Item) -> Result<Head, StoreError> {
     let number = |name: &str| count(item, name).map(|v| v.unwrap_or(0));
     let generation = text(item, attr::GENERATION)?
         .ok_or_else(|| StoreError::corrupt("the head has no generation"))?;
@@ -1101,7 +1262,9 @@ fn decode_slot(item: Option<Item>) -> Result<SlotState, StoreError> {
     Ok(SlotState::Run { run, reserved_ms })
 }
 
-fn is_cancelled<R>(e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
+pub(super) fn is_cancelled<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
+) -> bool {
     matches!(
         e.as_service_error(),
         Some(TransactWriteItemsError::TransactionCanceledException(_))

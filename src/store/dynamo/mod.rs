@@ -6,6 +6,7 @@
 mod delete;
 mod list;
 mod log;
+mod migrate;
 mod read;
 mod save;
 

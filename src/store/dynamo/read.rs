@@ -49,7 +49,7 @@ impl DynamoStore {
     }
 
     /// The runs of one page; `None` if it is gone.
-    async fn page_runs(
+    pub(super) async fn page_runs(
         &self,
         session: &SessionKey,
         layout: &Layout,
@@ -86,7 +86,7 @@ impl DynamoStore {
 
     /// Gives a spilled run its full texts back; `None` if a part is gone (the session was
     /// deleted meanwhile).
-    async fn unspill(
+    pub(super) async fn unspill(
         &self,
         session: &SessionKey,
         layout: &Layout,
@@ -231,7 +231,7 @@ impl DynamoStore {
 
     /// A page a read needed is gone: a delete got here first (no session, `None`), unless the
     /// session is still there in the same generation (corrupt).
-    async fn page_gone(
+    pub(super) async fn page_gone(
         &self,
         session: &SessionKey,
         layout: &Layout,

@@ -169,7 +169,7 @@ impl Config {
         let memory_format = env.memory_format()?;
         let log_layout = env.one_of(
             "STORAGE_LAYOUT",
-            false,
+            true,
             &[("item", false), ("log", true)],
             "item or log",
         )?;

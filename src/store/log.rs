@@ -2,11 +2,12 @@
 //! runs in numbered slots taken from an atomic counter on its head item, each written once; the
 //! session item's `value` a bounded view of the newest runs. No I/O and no DynamoDB types here.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 
+use super::layout::Spill;
 use super::policy::{shortened, INLINE_CHARS};
 
 /// A slot pending longer than this is a writer that died: no invocation lives past Lambda's
@@ -39,6 +40,8 @@ pub struct Head {
     pub window_from: u64,
     /// A delete closed it: no slot is taken any more.
     pub closed: bool,
+    /// Runs whose texts are in parts (by run id), so a delete finds the parts.
+    pub spilled: BTreeMap<String, Spill>,
 }
 
 impl Head {
@@ -53,6 +56,7 @@ impl Head {
             reserved_ms: 0,
             window_from: 0,
             closed: false,
+            spilled: BTreeMap::new(),
         }
     }
 
@@ -186,15 +190,20 @@ pub fn written_over(value: &str, view_size: Option<u64>) -> bool {
 
 /// The runs griptape added to a view (oldest first), at most [`SLOTS_PER_MOVE`] a pass: those
 /// after the view's newest run, `view_last`; when griptape's value no longer holds that run,
-/// every run no slot read holds.
-pub fn adopted<'a>(runs: &'a [Run], view_last: Option<&str>, held: &HashSet<&str>) -> &'a [Run] {
+/// every run no slot read (`held`) holds, and none when no slot was read.
+pub fn adopted<'a>(
+    runs: &'a [Run],
+    view_last: Option<&str>,
+    held: Option<&HashSet<&str>>,
+) -> &'a [Run] {
     let after = view_last.and_then(|last| runs.iter().rposition(|r| r.id == last));
-    let new = match after {
-        Some(i) => &runs[i + 1..],
-        None => {
+    let new = match (after, held) {
+        (Some(i), _) => &runs[i + 1..],
+        (None, Some(held)) => {
             let first_new = runs.iter().position(|r| !held.contains(r.id.as_str()));
             &runs[first_new.unwrap_or(runs.len())..]
         }
+        (None, None) => &[],
     };
     &new[..new.len().min(SLOTS_PER_MOVE)]
 }
@@ -203,6 +212,16 @@ pub fn adopted<'a>(runs: &'a [Run], view_last: Option<&str>, held: &HashSet<&str
 /// dropped run's text leaves the session item too.
 pub fn preview_of(runs: &[Run], chars: usize) -> Option<String> {
     runs.first().map(|r| r.input.chars().take(chars).collect())
+}
+
+/// A head's `spilled` entry: `<run id>=<spill>`.
+pub fn encode_spilled(run_id: &str, spill: &Spill) -> String {
+    format!("{run_id}={}", spill.encode())
+}
+
+pub fn parse_spilled(entry: &str) -> Option<(String, Spill)> {
+    let (id, spill) = entry.split_once('=')?;
+    Some((id.to_owned(), Spill::parse(spill)?))
 }
 
 /// A log generation in a cleanup list: `<generation> log <base> <next>`, its slots to remove.
@@ -237,6 +256,7 @@ mod tests {
             reserved_ms: 0,
             window_from: base,
             closed: false,
+            spilled: BTreeMap::new(),
         }
     }
 
@@ -337,11 +357,15 @@ mod tests {
         let runs: Vec<Run> = (0..4).map(|i| Run::new(format!("m{i}"), "ok")).collect();
         let ids = |r: &[Run]| r.iter().map(|r| r.input.clone()).collect::<Vec<_>>();
         let none = HashSet::new();
-        assert_eq!(ids(adopted(&runs, Some(&runs[1].id), &none)), ["m2", "m3"]);
-        assert!(adopted(&runs, Some(&runs[3].id), &none).is_empty());
+        assert_eq!(
+            ids(adopted(&runs, Some(&runs[1].id), Some(&none))),
+            ["m2", "m3"]
+        );
+        assert!(adopted(&runs, Some(&runs[3].id), Some(&none)).is_empty());
+        assert!(adopted(&runs, Some("gone"), None).is_empty());
         // The view's newest is gone from griptape's value: what no slot holds is new.
         let held: HashSet<&str> = [runs[0].id.as_str(), runs[1].id.as_str()].into();
-        assert_eq!(ids(adopted(&runs, Some("gone"), &held)), ["m2", "m3"]);
+        assert_eq!(ids(adopted(&runs, Some("gone"), Some(&held))), ["m2", "m3"]);
         assert!(written_over("abc", Some(4)));
         assert!(!written_over("abc", Some(3)));
         assert!(!written_over("abc", None));

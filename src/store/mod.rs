@@ -141,6 +141,8 @@ pub struct LogTurn {
     /// The session item's `value` as this turn read it: its view write lands only over it, so
     /// a write griptape made meanwhile is never overwritten.
     pub seen: Option<String>,
+    /// No session item was there: a first turn that fails leaves nothing behind.
+    pub first_turn: bool,
 }
 
 impl LogTurn {
@@ -158,6 +160,7 @@ impl LogTurn {
             first,
             slots,
             seen,
+            first_turn: false,
         }
     }
 

@@ -179,6 +179,33 @@ fn spill(
     Ok((item_memory, parts))
 }
 
+/// A run of the log layout too big for its slot (over `spill_over` bytes): the shortened run
+/// the slot keeps, where its texts are, and the parts; `None` when it fits.
+#[allow(clippy::type_complexity)]
+pub fn spill_slot(
+    run: &Run,
+    slot: u64,
+    format: crate::memory::Format,
+    spill_over: usize,
+) -> Result<Option<(Run, Spill, Vec<NewItem>)>, StoreError> {
+    if run.encoded_len(format) <= spill_over {
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    let (short, spill) = spill_run(run, slot, &mut parts);
+    let bytes: usize = parts
+        .iter()
+        .map(|p| match p {
+            NewItem::Part { text, .. } => text.len(),
+            NewItem::Page { .. } => 0,
+        })
+        .sum();
+    if bytes > MAX_SPILL_BYTES {
+        return Err(StoreError::TooLarge(bytes));
+    }
+    Ok(Some((short, spill, parts)))
+}
+
 /// Run `number`'s long texts as parts, and the shortened run the item keeps instead.
 fn spill_run(run: &Run, number: u64, parts: &mut Vec<NewItem>) -> (Run, Spill) {
     let mut spill = Spill {

@@ -337,7 +337,14 @@ async fn routes_do_not_depend_on_the_stage_name() {
     // Trailing slashes are not a different route.
     let answer = answer_to(&app, rest("sessions", "POST", "/chat/", chat("slash"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(env.item_count().await, 1, "only the last session is left");
+    assert_eq!(
+        env.session_count().await,
+        1,
+        "only the last session is left"
+    );
+    for key in env.keys().await {
+        assert!(key == "slash" || key.starts_with("slash#"), "{key} left");
+    }
 }
 
 #[tokio::test]

@@ -54,6 +54,7 @@ impl DynamoStore {
                 if let Some(head) = closed {
                     let mut log = Layout::empty(head.generation.clone());
                     log.log = Some((head.base, head.next));
+                    log.spilled = head.spilled.clone();
                     owed.push(log);
                 }
             }

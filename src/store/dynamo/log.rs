@@ -18,11 +18,12 @@ use crate::input::SessionKey;
 use crate::memory::{new_run_id, Memory, Run};
 use crate::store::history::Window;
 use crate::store::item::{count, decode_session, n, receipt_item, s, text, Item, Now};
-use crate::store::layout::Layout;
+use crate::store::layout::{Layout, Spill};
 use crate::store::log::{
-    dead_slots, dropped_by, head_key, run_key, step_bound, summary_key, view, written_over, Head,
-    SlotState, SLOTS_PER_READ,
+    dead_slots, dropped_by, encode_spilled, head_key, parse_spilled, run_key, step_bound,
+    summary_key, view, written_over, Head, SlotState, SLOTS_PER_READ,
 };
+use crate::store::policy::{spill_slot, NewItem};
 use crate::store::{
     attr, Changes, HistoryPage, LogTurn, PageLimit, Snapshot, Span, StoreError, Summary,
 };
@@ -108,7 +109,7 @@ impl DynamoStore {
                         // Griptape's PutItem over a log session's view: its runs continue.
                         self.release_log(session, &turn).await?;
                         let held = turn.run_ids();
-                        self.adopt(session, item, &turn.head, &held).await?;
+                        self.adopt(session, item, &turn.head, Some(&held)).await?;
                         continue;
                     }
                     if self.log_layout && self.migrate(session, item).await? {
@@ -141,7 +142,7 @@ impl DynamoStore {
                             self.release_log(session, &turn).await?;
                             let held = turn.run_ids();
                             let item = item.clone();
-                            self.adopt(session, item, &turn.head, &held).await?;
+                            self.adopt(session, item, &turn.head, Some(&held)).await?;
                             continue;
                         }
                     }
@@ -543,6 +544,37 @@ impl DynamoStore {
         turn: &LogTurn,
     ) -> Result<(), StoreError> {
         let generation = &turn.head.generation;
+        if turn.first_turn && turn.slot == turn.head.base {
+            // The session's first turn, and nobody reserved after it: no head is left either.
+            let result = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(self.schema.key(head_key(session))))
+                .condition_expression(
+                    "#g = :g AND #next = :next AND #d = :zero AND attribute_exists(#tok)",
+                )
+                .expression_attribute_names("#g", attr::GENERATION)
+                .expression_attribute_names("#next", attr::NEXT)
+                .expression_attribute_names("#d", attr::DONE)
+                .expression_attribute_names("#tok", token_attribute(&turn.token))
+                .expression_attribute_values(":g", s(generation.as_str()))
+                .expression_attribute_values(":next", n(turn.slot + 1))
+                .expression_attribute_values(":zero", n(0))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if is_condition_failure(&e) => {
+                    // Gone already (a retry of this delete, its answer lost): nothing to fill.
+                    let head = self.read_head(session).await?;
+                    if head.is_none_or(|h| h.generation != *generation) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
         self.hole(
             session,
             generation,
@@ -605,7 +637,21 @@ impl DynamoStore {
         let generation = turn.head.generation.as_str();
         let now = Now::current();
         let slot = (generation, turn.slot, turn.head.reserved_ms);
-        let item = self.run_item(session, slot, changes.memory, run, MAX_SLOT_BYTES)?;
+        let spill_over = self.max_item_bytes / 2;
+        let item = match spill_slot(run, turn.slot, changes.memory.format, spill_over)? {
+            None => self.run_item(session, slot, changes.memory, run, MAX_SLOT_BYTES)?,
+            Some((short, spill, parts)) => {
+                // The texts first, then the head names them (so a delete finds them), then
+                // the slot with the shortened run, as the item layout keeps a spilled run.
+                self.put_parts(session, generation, &parts).await?;
+                self.note_spill(session, generation, &run.id, &spill)
+                    .await?;
+                let mut item =
+                    self.run_item(session, slot, changes.memory, &short, MAX_SLOT_BYTES)?;
+                item.insert(attr::SPILLED.into(), s(spill.encode()));
+                item
+            }
+        };
         let Some(receipt) = changes.receipt else {
             // The common case: one conditional PutItem (a transaction would bill it twice).
             let put = self
@@ -681,6 +727,75 @@ impl DynamoStore {
         item.insert(attr::RESERVED_MS.into(), n(reserved_ms));
         item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
         Ok(item)
+    }
+
+    /// A spilled run's parts, each put once (a retry writes the same text again).
+    async fn put_parts(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        parts: &[NewItem],
+    ) -> Result<(), StoreError> {
+        let layout = Layout::empty(generation.to_owned());
+        let now = Now::current();
+        for part in parts {
+            let NewItem::Part {
+                run_id,
+                field,
+                text: body,
+                ..
+            } = part
+            else {
+                continue;
+            };
+            let mut item = self.schema.key(part.key(&layout, session));
+            item.insert(attr::KIND.into(), s(attr::KIND_PART));
+            item.insert(attr::RUN.into(), s(run_id.as_str()));
+            item.insert(attr::FIELD.into(), s(field.name()));
+            item.insert(attr::TEXT.into(), s(body.as_str()));
+            item.insert(attr::CREATED_AT.into(), n(now.secs));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+        }
+        Ok(())
+    }
+
+    /// Names a spilled run on the head, for the delete that removes its parts.
+    async fn note_spill(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        run_id: &str,
+        spill: &Spill,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .update_expression("ADD #sp :sp")
+            .condition_expression("#g = :g AND attribute_not_exists(#c)")
+            .expression_attribute_names("#sp", attr::SPILLED)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#c", attr::CLOSED)
+            .expression_attribute_values(
+                ":sp",
+                AttributeValue::Ss(vec![encode_spilled(run_id, spill)]),
+            )
+            .expression_attribute_values(":g", s(generation))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Closed by a delete meanwhile: the turn begins again in the next generation.
+            Err(e) if is_condition_failure(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(sdk_error(e)),
+        }
     }
 
     /// After a refused run write: the slot holds this run (a write whose answer was lost, the
@@ -763,13 +878,33 @@ impl DynamoStore {
                 .await?;
         }
         if let Some(dropped) = dropped_by(turn.slot, changes.memory.max_runs) {
-            self.client
+            let old = self
+                .client
                 .delete_item()
                 .table_name(&self.table)
                 .set_key(Some(self.schema.key(run_key(session, generation, dropped))))
+                .return_values(ReturnValue::AllOld)
                 .send()
                 .await
-                .map_err(sdk_error)?;
+                .map_err(sdk_error)?
+                .attributes;
+            // A dropped run's parts go with it: MAX_RUNS bounds every copy of its text.
+            if let Some(old) = old {
+                if let Some(spill) = slot_spill(&old)? {
+                    let mut layout = Layout::empty(generation.to_owned());
+                    let id = text(&old, attr::RUN_ID)?.unwrap_or_default().to_owned();
+                    layout.spilled.insert(id, spill);
+                    for key in layout.side_keys(session) {
+                        self.client
+                            .delete_item()
+                            .table_name(&self.table)
+                            .set_key(Some(self.schema.key(key)))
+                            .send()
+                            .await
+                            .map_err(sdk_error)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1048,6 +1183,7 @@ impl DynamoStore {
         let had_root = root
             .as_ref()
             .is_some_and(|r| !r.contains_key(attr::TOMBSTONE));
+        let had_tombstone = root.is_some() && !had_root;
         let mut snapshot = match root {
             Some(item) => decode_session(item, &self.schema)?,
             None => Snapshot::new_session(),
@@ -1061,6 +1197,8 @@ impl DynamoStore {
             })
             .collect();
         snapshot.fresh = !had_root && runs.is_empty() && turn.head.done == 0;
+        let mut turn = turn;
+        turn.first_turn = snapshot.fresh && !had_tombstone;
         snapshot.memory = snapshot.memory.with_runs(runs);
         snapshot.window_from = None;
         snapshot.summary = match summary {
@@ -1083,13 +1221,22 @@ impl DynamoStore {
         slot: u64,
     ) -> Result<Option<Run>, StoreError> {
         let key = run_key(session, &turn.head.generation, slot);
-        match self.get(key).await? {
-            Some(item) => match decode_slot(Some(item))? {
-                SlotState::Run { run, .. } => Ok(Some(run)),
-                _ => Ok(None),
-            },
-            None => Ok(None),
+        let Some(item) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let mut layout = Layout::empty(turn.head.generation.clone());
+        if let Some(spill) = slot_spill(&item)? {
+            let id = text(&item, attr::RUN_ID)?.unwrap_or_default().to_owned();
+            layout.spilled.insert(id, spill);
         }
+        let SlotState::Run { mut run, .. } = decode_slot(Some(item))? else {
+            return Ok(None);
+        };
+        // A replay answers with the whole reply, its parts joined.
+        Ok(self
+            .unspill(session, &layout, &mut run)
+            .await?
+            .map(|()| run))
     }
 
     /// A history page of a log session: its slots, read in batches; a forward page stops at
@@ -1117,18 +1264,20 @@ impl DynamoStore {
         let forward = matches!(span, Span::From(_));
         let (start, stop) = (window.start, window.stop);
         let mut fill = window.fill();
-        // A migrated session's runs before `base` are in its pages, as in the item layout.
-        let layout = &root.layout;
-        for (i, &(page, first)) in layout.pages.iter().enumerate() {
+        // A migrated session's runs before `base` are in its pages, as in the item layout; the
+        // parts of spilled runs are found through it.
+        let mut layout = root.layout.clone();
+        let pages = layout.pages.clone();
+        for (i, &(page, first)) in pages.iter().enumerate() {
             let end = layout.page_end(i).min(head.base);
             if fill.is_full() || !fill.window().overlaps(first, end) {
                 continue;
             }
-            let Some(runs) = self.page_runs(session, layout, page).await? else {
-                return self.page_gone(session, layout, page).await;
+            let Some(runs) = self.page_runs(session, &layout, page).await? else {
+                return self.page_gone(session, &layout, page).await;
             };
             let runs = runs.into_iter().take((end - first) as usize);
-            fill.offer_all(first, runs.map(std::borrow::Cow::Owned), layout);
+            fill.offer_all(first, runs.map(std::borrow::Cow::Owned), &layout);
         }
         let mut at = start.max(head.base);
         'read: while at < stop && !fill.is_full() {
@@ -1138,9 +1287,16 @@ impl DynamoStore {
                 .collect();
             let mut got = self.batch_get(&keys).await?;
             for (i, key) in (at..end).zip(&keys) {
-                match decode_slot(got.remove(key))? {
+                let item = got.remove(key);
+                if let Some(found) = &item {
+                    if let Some(spill) = slot_spill(found)? {
+                        let id = text(found, attr::RUN_ID)?.unwrap_or_default();
+                        layout.spilled.insert(id.to_owned(), spill);
+                    }
+                }
+                match decode_slot(item)? {
                     SlotState::Run { run, .. } => {
-                        if fill.offer(i, std::borrow::Cow::Owned(run), layout) {
+                        if fill.offer(i, std::borrow::Cow::Owned(run), &layout) {
                             break 'read;
                         }
                     }
@@ -1154,9 +1310,9 @@ impl DynamoStore {
             }
             at = end;
         }
-        let mut page = fill.finish(layout);
+        let mut page = fill.finish(&layout);
         for run in &mut page.runs {
-            if self.unspill(session, layout, run).await?.is_none() {
+            if self.unspill(session, &layout, run).await?.is_none() {
                 return Ok(None);
             }
         }
@@ -1240,7 +1396,24 @@ pub(super) fn decode_head(item: &Item) -> Result<Head, StoreError> {
         reserved_ms: number(attr::RESERVED_MS)?,
         window_from: number(attr::WINDOW_FROM)?,
         closed: item.contains_key(attr::CLOSED),
+        spilled: match item.get(attr::SPILLED) {
+            Some(AttributeValue::Ss(entries)) => entries
+                .iter()
+                .map(|e| parse_spilled(e).ok_or_else(|| StoreError::corrupt("the head's spilled")))
+                .collect::<Result<_, _>>()?,
+            _ => Default::default(),
+        },
     })
+}
+
+/// Where a slot's spilled run has its texts, if it was spilled.
+fn slot_spill(item: &Item) -> Result<Option<Spill>, StoreError> {
+    match text(item, attr::SPILLED)? {
+        Some(t) => Spill::parse(t)
+            .map(Some)
+            .ok_or_else(|| StoreError::corrupt("a slot's spilled is not valid")),
+        None => Ok(None),
+    }
 }
 
 fn decode_slot(item: Option<Item>) -> Result<SlotState, StoreError> {

@@ -173,7 +173,7 @@ impl DynamoStore {
         session: &SessionKey,
         root: Item,
         head: &Head,
-        held: &HashSet<&str>,
+        held: Option<&HashSet<&str>>,
     ) -> Result<(), StoreError> {
         let seen = self.value_of(&root)?.to_owned();
         let memory = Memory::decode(&seen).map_err(StoreError::Corrupt)?;

@@ -9,6 +9,7 @@ use crate::memory::{Memory, Run};
 use crate::store::history::Window;
 use crate::store::item::{count, decode_session, text, Now};
 use crate::store::layout::{Field, Layout};
+use crate::store::log::written_over;
 use crate::store::{attr, HistoryPage, PageLimit, Receipt, Snapshot, Span, StoreError};
 
 impl DynamoStore {
@@ -20,12 +21,21 @@ impl DynamoStore {
         let Some(item) = self.get(session.as_str().to_owned()).await? else {
             return Ok(None);
         };
+        self.decoded(session, item).await.map(Some)
+    }
+
+    /// A session item read, decoded (an earlier release's pages numbered).
+    async fn decoded(
+        &self,
+        session: &SessionKey,
+        item: crate::store::item::Item,
+    ) -> Result<Snapshot, StoreError> {
         let mut snapshot = decode_session(item, &self.schema)?;
         if snapshot.layout.pages.iter().any(|p| p.1 == u64::MAX) {
             self.number_legacy_pages(session, &mut snapshot.layout)
                 .await?;
         }
-        Ok(Some(snapshot))
+        Ok(snapshot)
     }
 
     /// Pages written by earlier releases do not say which runs they hold: count them once;
@@ -190,7 +200,7 @@ impl DynamoStore {
         span: Span<'_>,
         limit: PageLimit,
     ) -> Result<Option<HistoryPage>, StoreError> {
-        let Some(snapshot) = self.snapshot(session).await? else {
+        let Some(snapshot) = self.adopt_before_reading(session).await? else {
             return Ok(None);
         };
         if snapshot.fresh {
@@ -227,6 +237,32 @@ impl DynamoStore {
             }
         }
         Ok(Some(page))
+    }
+
+    /// Griptape wrote over a log session's view: its runs after the view's newest take their
+    /// slots first, so history shows them (and where they will stay).
+    /// The session as read, after that.
+    async fn adopt_before_reading(
+        &self,
+        session: &SessionKey,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let Some(item) = self.get(session.as_str().to_owned()).await? else {
+            return Ok(None);
+        };
+        let value = text(&item, &self.schema.value_attribute)?.unwrap_or_default();
+        let ours = item.contains_key(attr::LOG) && !item.contains_key(attr::TOMBSTONE);
+        if !ours || !written_over(value, count(&item, attr::VIEW_SIZE)?) {
+            return self.decoded(session, item).await.map(Some);
+        }
+        let generation = text(&item, attr::GENERATION)?
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(head) = self.read_head(session).await? {
+            if !head.closed && head.generation == generation {
+                self.adopt(session, item, &head, None).await?;
+            }
+        }
+        self.snapshot(session).await
     }
 
     /// A page a read needed is gone: a delete got here first (no session, `None`), unless the

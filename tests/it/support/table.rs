@@ -127,6 +127,39 @@ impl TestEnv {
             .len()
     }
 
+    /// The keys of every item in the table.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .dynamodb
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            for item in out.items.unwrap_or_default() {
+                keys.push(item["id"].as_s().unwrap().clone());
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    /// Session items (the recipe's, keys without `#`); the rest are the side items beside
+    /// them (heads, slots, pages, parts, receipts), keyed `<session>#...`.
+    pub async fn session_count(&self) -> usize {
+        self.keys()
+            .await
+            .iter()
+            .filter(|k| !k.contains('#'))
+            .count()
+    }
+
     pub async fn put_value(&self, session_id: &str, value: &str) {
         self.dynamodb
             .put_item()

@@ -102,8 +102,9 @@ pub struct Config {
     pub prompt_cache: bool,
     /// `MEMORY_FORMAT`: `seed` (default) or `griptape`, for new sessions.
     pub memory_format: Format,
-    /// `STORAGE_LAYOUT`: `item` (default: one item a session) or `log` (a run an item, for new
-    /// sessions; docs/storage.md, "The log layout").
+    /// `STORAGE_LAYOUT`: `log` (default: a run an item, sessions of the item layout migrated on
+    /// their next turn; docs/storage.md, "The log layout") or `item` (one item a session, for
+    /// new sessions).
     pub log_layout: bool,
     /// `VIEW_BYTES`: the size of griptape's view in a log session's item.
     pub view_bytes: usize,

@@ -51,6 +51,12 @@ pub const DONE: &str = "done";
 pub const HOLES: &str = "holes";
 pub const RESERVED_MS: &str = "reserved_ms";
 pub const CLOSED: &str = "closed";
+/// The expiry a log generation's side items carry at least.
+pub const SLOTS_EXPIRE_AT: &str = "slots_expire_at";
+/// On a head: its generation's view has been written once.
+pub const VIEWED: &str = "viewed";
+/// On a head: the slots before it were dropped by MAX_RUNS.
+pub const DROPPED_TO: &str = "dropped_to";
 /// Prefixes the head's attribute naming a reservation's slot (`token_<token>`), until the
 /// reserving turn is counted done.
 pub const TOKEN_PREFIX: &str = "token_";
@@ -138,6 +144,9 @@ pub const SIDE: &[&str] = &[
     HOLES,
     RESERVED_MS,
     CLOSED,
+    SLOTS_EXPIRE_AT,
+    VIEWED,
+    DROPPED_TO,
 ];
 
 /// What the owner index projects: what a listing reads.

@@ -42,6 +42,12 @@ pub struct Head {
     pub closed: bool,
     /// Runs whose texts are in parts (by run id), so a delete finds the parts.
     pub spilled: BTreeMap<String, Spill>,
+    /// The expiry every slot, summary and part of the generation carries at least (TTL).
+    pub slots_expire_at: Option<u64>,
+    /// A view was written: a session item missing since was removed (TTL), not yet written.
+    pub viewed: bool,
+    /// Every slot before this one was dropped by MAX_RUNS (0: none yet).
+    pub dropped_to: u64,
 }
 
 impl Head {
@@ -57,6 +63,9 @@ impl Head {
             window_from: 0,
             closed: false,
             spilled: BTreeMap::new(),
+            slots_expire_at: None,
+            viewed: false,
+            dropped_to: 0,
         }
     }
 
@@ -173,6 +182,18 @@ pub fn view(template: &Memory, runs: &[Run], budget: usize, spill_over: usize) -
     shown
 }
 
+/// Whether a turn must set the expiry of the generation's side items, and to what: with a
+/// TTL, when the session would outlive them (they get half a TTL more than the session, so
+/// this comes once every half TTL); without, once, to remove it.
+pub fn expiry_due(slots_expire_at: Option<u64>, ttl: Option<u64>, now: u64) -> Option<Option<u64>> {
+    match ttl {
+        Some(ttl) => slots_expire_at
+            .is_none_or(|t| t < now + ttl)
+            .then_some(Some(now + ttl + ttl / 2)),
+        None => slots_expire_at.map(|_| None),
+    }
+}
+
 /// Slots a migration or an adoption writes in its one transaction (DynamoDB takes 100 actions:
 /// the head, the session item, a page and the summary take the rest).
 pub const SLOTS_PER_MOVE: usize = 96;
@@ -257,6 +278,9 @@ mod tests {
             window_from: base,
             closed: false,
             spilled: BTreeMap::new(),
+            slots_expire_at: None,
+            viewed: false,
+            dropped_to: 0,
         }
     }
 
@@ -343,6 +367,21 @@ mod tests {
         let runs = vec![Run::new("kept first", "a"), Run::new("b", "c")];
         assert_eq!(preview_of(&runs, 4).as_deref(), Some("kept"));
         assert_eq!(preview_of(&[], 4), None);
+    }
+
+    #[test]
+    fn side_items_never_expire_before_their_session() {
+        let day = 86_400;
+        // Set on the first turn, then again only once the session would outlive them.
+        assert_eq!(expiry_due(None, Some(2 * day), 0), Some(Some(3 * day)));
+        assert_eq!(expiry_due(Some(3 * day), Some(2 * day), day - 1), None);
+        assert_eq!(
+            expiry_due(Some(3 * day), Some(2 * day), day + 1),
+            Some(Some(4 * day + 1))
+        );
+        // TTL turned off: removed once.
+        assert_eq!(expiry_due(Some(3 * day), None, day), Some(None));
+        assert_eq!(expiry_due(None, None, day), None);
     }
 
     #[test]

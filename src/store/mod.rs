@@ -143,6 +143,8 @@ pub struct LogTurn {
     pub seen: Option<String>,
     /// No session item was there: a first turn that fails leaves nothing behind.
     pub first_turn: bool,
+    /// The newest slot the view showed when read.
+    pub view_through: Option<u64>,
 }
 
 impl LogTurn {
@@ -161,6 +163,7 @@ impl LogTurn {
             slots,
             seen,
             first_turn: false,
+            view_through: None,
         }
     }
 

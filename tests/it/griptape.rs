@@ -82,11 +82,27 @@ async fn items_of_every_griptape_shape_are_continued_in_their_shape() {
             "{shape}: the history griptape stored reached the model"
         );
         let after = env.value("group-id-123").await.unwrap();
-        // Griptape's runs are untouched, byte for byte, and the new run has their shape.
-        let cut = before.rfind("}]").unwrap();
-        assert_eq!(&after[..cut], &before[..cut], "{shape}");
-        let runs = stored_runs(&after);
-        assert_eq!(runs.len(), 4);
+        // Griptape's runs the view shows are untouched, byte for byte (the view is the newest
+        // within VIEW_BYTES), and the new run has their shape.
+        let new_id = format!("\"id\": \"{}\"", body["run_id"].as_str().unwrap());
+        let new_at = after[..after.find(&new_id).unwrap()].rfind('{').unwrap();
+        let runs_at = after.find("\"runs\": [").unwrap() + "\"runs\": [".len();
+        if new_at > runs_at {
+            let theirs = after[runs_at..new_at].trim_end_matches(", ");
+            assert!(before.contains(theirs), "{shape}: {theirs}");
+        }
+        let shown = stored_runs(&after);
+        assert_eq!(shown.last().unwrap()["id"], body["run_id"], "{shape}");
+        let history = crate::storage::all_runs(&app, "group-id-123", 50)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 4, "{shape}");
+        let griptapes = stored_runs(&before);
+        for (kept, theirs) in history.iter().zip(&griptapes) {
+            assert_eq!(kept["id"], theirs["id"], "{shape}");
+        }
+        let mut runs = griptapes.clone();
+        runs.push(shown.last().unwrap().clone());
         let keys =
             |run: &Value| -> Vec<String> { run.as_object().unwrap().keys().cloned().collect() };
         let (old_keys, new_keys) = (keys(&stored_runs(&before)[0]), keys(&runs[3]));
@@ -126,8 +142,12 @@ async fn griptape_and_session_chat_take_turns_on_one_session() {
         (status, body["reply"].as_str()),
         (200, Some("Your name is Collin."))
     );
-    let runs = stored_runs(&env.value("user-id-123").await.unwrap());
+    let runs = crate::storage::all_runs(&app, "user-id-123", 50)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 5);
+    let shown = stored_runs(&env.value("user-id-123").await.unwrap());
+    assert_eq!(shown.last().unwrap()["id"], runs[4]["id"]);
 }
 
 #[tokio::test]

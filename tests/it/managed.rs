@@ -105,14 +105,11 @@ async fn one_process_serves_32_conversations_at_once_and_loses_nothing() {
     }
     // Nothing lost: each own session has its run, the shared one all 32, none twice.
     for i in 0..64 {
-        let value = env.value(&format!("own-{i:02}")).await.expect("stored");
-        let memory: Value = serde_json::from_str(&value).unwrap();
-        assert_eq!(memory["runs"].as_array().unwrap().len(), 1);
-        assert_eq!(memory["runs"][0]["input"], format!("I'm Person{i}"));
+        let runs = env.stored_runs(&format!("own-{i:02}")).await;
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0]["input"], format!("I'm Person{i}"));
     }
-    let value = env.value("together").await.expect("stored");
-    let memory: Value = serde_json::from_str(&value).unwrap();
-    let runs = memory["runs"].as_array().unwrap();
+    let runs = env.stored_runs("together").await;
     let ids: HashSet<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!((runs.len(), ids.len()), (32, 32));
 

@@ -95,8 +95,10 @@ async fn bedrock_failures_map_like_openai_ones() {
         .call_json(&app)
         .await;
     assert_eq!(status, 200);
+    assert_eq!(env.session_count().await, 1);
+    let session = env.keys().await.into_iter().find(|k| !k.contains('#'));
     assert_eq!(
-        env.item_count().await,
+        env.stored_runs(&session.unwrap()).await.len(),
         1,
         "only the answered turn was stored"
     );

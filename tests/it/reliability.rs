@@ -3,14 +3,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::{items_with_prefix, Req, TestEnv};
-
-fn runs(value: &str) -> Vec<Value> {
-    let memory: Value = serde_json::from_str(value).expect("stored JSON");
-    memory["runs"].as_array().expect("runs").clone()
-}
 
 #[tokio::test]
 async fn concurrent_messages_to_one_session_are_all_kept() {
@@ -42,7 +37,7 @@ async fn concurrent_messages_to_one_session_are_all_kept() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    let stored = runs(&env.value("group-concurrent").await.expect("stored"));
+    let stored = env.stored_runs("group-concurrent").await;
     let stored_ids: Vec<&str> = stored.iter().map(|r| r["id"].as_str().unwrap()).collect();
     let unique: HashSet<&str> = stored_ids.iter().copied().collect();
     eprintln!(
@@ -120,7 +115,7 @@ async fn idempotent_retries_across_instances_store_one_run() {
         2,
         "the model answered each session once"
     );
-    assert_eq!(runs(&env.value("user-1").await.unwrap()).len(), 1);
+    assert_eq!(env.stored_runs("user-1").await.len(), 1);
 
     let (status, bad) = Req::chat("user-1", "hi")
         .header("Idempotency-Key", "has space")
@@ -153,7 +148,7 @@ async fn simultaneous_retries_with_one_key_store_one_run() {
         run_ids.insert(body["run_id"].as_str().unwrap().to_owned());
     }
     assert_eq!(run_ids.len(), 1, "every retry got the one stored run");
-    let stored = runs(&env.value("user-1").await.unwrap());
+    let stored = env.stored_runs("user-1").await;
     assert_eq!(stored.len(), 1);
     assert!(run_ids.contains(stored[0]["id"].as_str().unwrap()));
 }
@@ -167,7 +162,7 @@ async fn a_cut_off_answer_is_kept() {
         .call_json(&app)
         .await;
     assert_eq!(status, 200);
-    let stored = runs(&env.value("s").await.unwrap());
+    let stored = env.stored_runs("s").await;
     assert_eq!(stored[0]["output"], body["reply"]);
 }
 

@@ -20,10 +20,10 @@ use crate::store::history::Window;
 use crate::store::item::{count, decode_session, n, receipt_item, s, text, Item, Now};
 use crate::store::layout::{Layout, Spill};
 use crate::store::log::{
-    dead_slots, dropped_by, encode_spilled, head_key, parse_spilled, run_key, step_bound,
-    summary_key, view, written_over, Head, SlotState, SLOTS_PER_READ,
+    dead_slots, dropped_by, encode_spilled, expiry_due, head_key, parse_spilled, run_key,
+    step_bound, summary_key, view, written_over, Head, SlotState, SLOTS_PER_READ,
 };
-use crate::store::policy::{spill_slot, NewItem};
+use crate::store::policy::{spill_slot, NewItem, MAX_PRUNED};
 use crate::store::{
     attr, Changes, HistoryPage, LogTurn, PageLimit, Snapshot, Span, StoreError, Summary,
 };
@@ -51,6 +51,8 @@ enum Root {
     Live(Item),
     /// Of another generation, or deleted: the head is stale.
     Stale,
+    /// Past its TTL, not yet removed by DynamoDB: removed now, as TTL would.
+    Expired,
     /// A session of the item layout (written before, or by griptape over this one).
     ItemLayout(Item),
 }
@@ -95,8 +97,13 @@ impl DynamoStore {
             keys.extend((first..slot).map(|i| run_key(session, &head.generation, i)));
             let mut got = self.batch_get(&keys).await?;
             let root = got.remove(session.as_str());
-            match classify(root, &head) {
+            match classify(root, &head, Now::current().secs) {
                 Root::Stale => {
+                    self.close_head(session, &head.generation).await?;
+                    continue;
+                }
+                Root::Expired => {
+                    self.remove_expired(session).await?;
                     self.close_head(session, &head.generation).await?;
                     continue;
                 }
@@ -105,26 +112,16 @@ impl DynamoStore {
                         .map(|i| decode_slot(got.remove(&run_key(session, &head.generation, i))))
                         .collect::<Result<Vec<_>, _>>()?;
                     let turn = LogTurn::new(head, slot, token, (first, slots), None);
-                    if turn.head.done > 0 {
-                        // Griptape's PutItem over a log session's view: its runs continue.
-                        self.release_log(session, &turn).await?;
-                        let held = turn.run_ids();
-                        self.adopt(session, item, &turn.head, Some(&held)).await?;
+                    if self.over_item_layout(session, item, &turn).await? {
                         continue;
                     }
-                    if self.log_layout && self.migrate(session, item).await? {
-                        // Our slot was of a head the migration replaced: we reserve again.
-                        continue;
-                    }
-                    // Stays in the item layout (an earlier release's pages).
-                    self.release_log(session, &turn).await?;
                     return Ok(None);
                 }
                 root @ (Root::Fresh(_) | Root::Live(_)) => {
                     let root = match root {
                         Root::Fresh(root) => root,
                         Root::Live(root) => Some(root),
-                        Root::Stale | Root::ItemLayout(_) => None,
+                        Root::Stale | Root::Expired | Root::ItemLayout(_) => None,
                     };
                     let summary = got.remove(&summary_key(session, &head.generation));
                     let slots = (first..slot)
@@ -135,11 +132,17 @@ impl DynamoStore {
                         .filter(|r| !r.contains_key(attr::TOMBSTONE))
                         .and_then(|r| text(r, &self.schema.value_attribute).ok().flatten())
                         .map(str::to_owned);
-                    let turn = LogTurn::new(head, slot, token, (first, slots), seen);
+                    let mut turn = LogTurn::new(head, slot, token, (first, slots), seen);
+                    turn.view_through = match &root {
+                        Some(r) if !r.contains_key(attr::TOMBSTONE) => {
+                            count(r, attr::VIEW_THROUGH)?
+                        }
+                        _ => None,
+                    };
                     if let (Some(item), Some(value)) = (&root, &turn.seen) {
                         if written_over(value, count(item, attr::VIEW_SIZE)?) {
                             // Griptape wrote over the view: its runs take slots before ours.
-                            self.release_log(session, &turn).await?;
+                            self.release_log(session, &turn, None).await?;
                             let held = turn.run_ids();
                             let item = item.clone();
                             self.adopt(session, item, &turn.head, Some(&held)).await?;
@@ -152,6 +155,29 @@ impl DynamoStore {
             }
         }
         Err(StoreError::Conflict)
+    }
+
+    /// A turn that found a session item of the item layout: griptape's `PutItem` over a log
+    /// session's view (its runs continue in the log), or a session to migrate. `true`: the turn
+    /// begins again; `false`: it goes on in the item layout (an earlier release's pages).
+    async fn over_item_layout(
+        &self,
+        session: &SessionKey,
+        item: Item,
+        turn: &LogTurn,
+    ) -> Result<bool, StoreError> {
+        if turn.head.done > 0 {
+            self.release_log(session, turn, None).await?;
+            let held = turn.run_ids();
+            self.adopt(session, item, &turn.head, Some(&held)).await?;
+            return Ok(true);
+        }
+        if self.log_layout && self.migrate(session, item).await? {
+            // Our slot was of a head the migration replaced: we reserve again.
+            return Ok(true);
+        }
+        self.release_log(session, turn, None).await?;
+        Ok(false)
     }
 
     /// `ADD next 1` on the head, recording the slot taken under this turn's token: a retry of
@@ -352,6 +378,9 @@ impl DynamoStore {
         if let Some(ttl) = self.session_ttl_secs {
             item.insert(attr::EXPIRES_AT.into(), n(now.secs + ttl));
         }
+        if head.viewed {
+            item.insert(attr::VIEWED.into(), n(1));
+        }
         item
     }
 
@@ -381,6 +410,39 @@ impl DynamoStore {
             Err(e) if is_condition_failure(&e) => Ok(None),
             Err(e) => Err(sdk_error(e)),
         }
+    }
+
+    /// Removes a session item past its TTL, as DynamoDB's TTL will (within days).
+    async fn remove_expired(&self, session: &SessionKey) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(session.as_str())))
+            .condition_expression("#exp <= :now")
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":now", n(Now::current().secs))
+            .send()
+            .await;
+        refused_is_done(result)
+    }
+
+    /// Marks a head's generation as viewed, after its first view write.
+    async fn mark_viewed(&self, session: &SessionKey, generation: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .update_expression("SET #v = :one")
+            .condition_expression("#g = :g")
+            .expression_attribute_names("#v", attr::VIEWED)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":g", s(generation))
+            .send()
+            .await;
+        refused_is_done(result)
     }
 
     /// The head item as it is, if any.
@@ -445,7 +507,8 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Writes a hole into a free slot and counts it done; `false` if the slot was filled.
+    /// Writes a hole into a free slot and counts it done: the head after it; `None` if the
+    /// slot was filled, or the head closed meanwhile.
     async fn hole(
         &self,
         session: &SessionKey,
@@ -453,15 +516,14 @@ impl DynamoStore {
         slot: u64,
         reserved_ms: u64,
         token: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Head>, StoreError> {
         if !self
             .put_hole(session, generation, slot, reserved_ms)
             .await?
         {
-            return Ok(false);
+            return Ok(None);
         }
-        self.count_done(session, generation, (1, 1), token).await?;
-        Ok(true)
+        self.count_done(session, generation, (1, 1), token).await
     }
 
     /// Writes a hole into a free slot; `false` if the slot was filled.
@@ -476,6 +538,7 @@ impl DynamoStore {
         item.insert(attr::KIND.into(), s(attr::KIND_HOLE));
         item.insert(attr::RESERVED_MS.into(), n(reserved_ms));
         item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        self.side_expiry(&mut item);
         let put = self
             .client
             .put_item()
@@ -502,6 +565,23 @@ impl DynamoStore {
         (done, holes): (u64, u64),
         token: Option<&str>,
     ) -> Result<Option<Head>, StoreError> {
+        self.count_done_dropping(session, generation, (done, holes), token, None)
+            .await
+    }
+
+    /// [`Self::count_done`], recording that the slots before `dropped_to` are gone (MAX_RUNS).
+    async fn count_done_dropping(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        (done, holes): (u64, u64),
+        token: Option<&str>,
+        dropped_to: Option<u64>,
+    ) -> Result<Option<Head>, StoreError> {
+        let set = match dropped_to {
+            Some(_) => " SET #dt = :dt",
+            None => "",
+        };
         let mut update = self
             .client
             .update_item()
@@ -515,15 +595,20 @@ impl DynamoStore {
             .expression_attribute_values(":h", n(holes))
             .expression_attribute_values(":g", s(generation))
             .return_values(ReturnValue::AllNew);
+        if let Some(to) = dropped_to {
+            update = update
+                .expression_attribute_names("#dt", attr::DROPPED_TO)
+                .expression_attribute_values(":dt", n(to));
+        }
         update = match token {
             Some(token) => update
-                .update_expression("ADD #d :d, #h :h REMOVE #tok")
+                .update_expression(format!("ADD #d :d, #h :h{set} REMOVE #tok"))
                 .condition_expression(
                     "#g = :g AND attribute_not_exists(#c) AND attribute_exists(#tok)",
                 )
                 .expression_attribute_names("#tok", token_attribute(token)),
             None => update
-                .update_expression("ADD #d :d, #h :h")
+                .update_expression(format!("ADD #d :d, #h :h{set}"))
                 .condition_expression("#g = :g AND attribute_not_exists(#c)"),
         };
         match update.send().await {
@@ -542,6 +627,7 @@ impl DynamoStore {
         &self,
         session: &SessionKey,
         turn: &LogTurn,
+        read: Option<&Snapshot>,
     ) -> Result<(), StoreError> {
         let generation = &turn.head.generation;
         if turn.first_turn && turn.slot == turn.head.base {
@@ -575,15 +661,33 @@ impl DynamoStore {
                 Err(e) => return Err(sdk_error(e)),
             }
         }
-        self.hole(
-            session,
-            generation,
-            turn.slot,
-            turn.head.reserved_ms,
-            Some(&turn.token),
-        )
-        .await
-        .map(|_| ())
+        let after = self
+            .hole(
+                session,
+                generation,
+                turn.slot,
+                turn.head.reserved_ms,
+                Some(&turn.token),
+            )
+            .await?;
+        // The hole was the burst's last slot: its view is this turn's to write.
+        // Nothing new to show when the view already held every slot before this one.
+        let news = turn.view_through.is_none_or(|t| t + 1 < turn.slot)
+            || after.as_ref().is_some_and(|a| a.next > turn.slot + 1);
+        match (after, read) {
+            (Some(after), Some(read)) if after.settled() && news => {
+                let changes = Changes {
+                    memory: &read.memory,
+                    receipt: None,
+                    summary: None,
+                    window_from: None,
+                    token_scale: None,
+                    owner: read.owner.as_deref(),
+                };
+                self.write_view(session, &changes, turn, None, &after).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Saves a turn of a log-layout session: its run into its slot, once; then it counts itself
@@ -602,8 +706,9 @@ impl DynamoStore {
             .ok_or_else(|| StoreError::corrupt("a save without a run"))?;
         let generation = turn.head.generation.as_str();
         self.put_run(session, &changes, read, turn, run).await?;
+        let dropped_to = self.drop_beyond(session, &changes, turn).await?;
         let Some(after) = self
-            .count_done(session, generation, (1, 0), Some(&turn.token))
+            .count_done_dropping(session, generation, (1, 0), Some(&turn.token), dropped_to)
             .await?
         else {
             // A delete closed the log meanwhile: this run goes with it, and the turn begins
@@ -613,6 +718,7 @@ impl DynamoStore {
             return Err(StoreError::Conflict);
         };
         self.side_writes(session, &changes, turn, run).await?;
+        self.keep_side_items(session, read, &after).await?;
         let quiet = after.next == turn.slot + 1 && !turn.slots.contains(&SlotState::Pending);
         if !(after.settled() || quiet) {
             return Ok(());
@@ -621,7 +727,8 @@ impl DynamoStore {
             // Counted short (an answer lost after a run landed): nothing is pending, set it right.
             self.set_done(session, &after).await?;
         }
-        self.write_view(session, &changes, turn, run, &after).await
+        self.write_view(session, &changes, turn, Some(run), &after)
+            .await
     }
 
     /// The run into its slot (with its receipt, in one transaction). A slot already holding
@@ -726,7 +833,72 @@ impl DynamoStore {
         item.insert(attr::RUN_ID.into(), s(run.id.as_str()));
         item.insert(attr::RESERVED_MS.into(), n(reserved_ms));
         item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        self.side_expiry(&mut item);
         Ok(item)
+    }
+
+    /// A new side item of a log expires half a TTL after its session would.
+    pub(super) fn side_expiry(&self, item: &mut Item) {
+        if let Some(ttl) = self.session_ttl_secs {
+            item.insert(
+                attr::EXPIRES_AT.into(),
+                n(Now::current().secs + ttl + ttl / 2),
+            );
+        }
+    }
+
+    /// Keeps the generation's side items (slots, summary, parts, a migrated session's pages)
+    /// from expiring before their session, or removes their expiry once TTL is off.
+    async fn keep_side_items(
+        &self,
+        session: &SessionKey,
+        read: &Snapshot,
+        after: &Head,
+    ) -> Result<(), StoreError> {
+        let now = Now::current();
+        let Some(expiry) = expiry_due(after.slots_expire_at, self.session_ttl_secs, now.secs)
+        else {
+            return Ok(());
+        };
+        let mut layout = read.layout.clone();
+        layout.log = Some((after.base, after.next));
+        layout.spilled.extend(after.spilled.clone());
+        let expression = match expiry {
+            Some(_) => "SET #exp = :exp",
+            None => "REMOVE #exp",
+        };
+        for key in layout.side_keys(session) {
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(self.schema.key(key)))
+                .update_expression(expression)
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", &self.schema.partition_key)
+                .expression_attribute_names("#exp", attr::EXPIRES_AT)
+                .set_expression_attribute_values(
+                    expiry.map(|e| HashMap::from([(":exp".to_owned(), n(e))])),
+                );
+            // Refused: a slot not written yet (it gets its own), or removed.
+            refused_is_done(update.send().await)?;
+        }
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .condition_expression("#g = :g")
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#se", attr::SLOTS_EXPIRE_AT)
+            .expression_attribute_values(":g", s(after.generation.as_str()));
+        let update = match expiry {
+            Some(e) => update
+                .update_expression("SET #se = :se")
+                .expression_attribute_values(":se", n(e)),
+            None => update.update_expression("REMOVE #se"),
+        };
+        refused_is_done(update.send().await)
     }
 
     /// A spilled run's parts, each put once (a retry writes the same text again).
@@ -754,6 +926,7 @@ impl DynamoStore {
             item.insert(attr::FIELD.into(), s(field.name()));
             item.insert(attr::TEXT.into(), s(body.as_str()));
             item.insert(attr::CREATED_AT.into(), n(now.secs));
+            self.side_expiry(&mut item);
             self.client
                 .put_item()
                 .table_name(&self.table)
@@ -877,32 +1050,61 @@ impl DynamoStore {
             self.put_summary(session, generation, summary, slot_of(&summary.through))
                 .await?;
         }
-        if let Some(dropped) = dropped_by(turn.slot, changes.memory.max_runs) {
-            let old = self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(self.schema.key(run_key(session, generation, dropped))))
-                .return_values(ReturnValue::AllOld)
-                .send()
-                .await
-                .map_err(sdk_error)?
-                .attributes;
-            // A dropped run's parts go with it: MAX_RUNS bounds every copy of its text.
-            if let Some(old) = old {
-                if let Some(spill) = slot_spill(&old)? {
-                    let mut layout = Layout::empty(generation.to_owned());
-                    let id = text(&old, attr::RUN_ID)?.unwrap_or_default().to_owned();
-                    layout.spilled.insert(id, spill);
-                    for key in layout.side_keys(session) {
-                        self.client
-                            .delete_item()
-                            .table_name(&self.table)
-                            .set_key(Some(self.schema.key(key)))
-                            .send()
-                            .await
-                            .map_err(sdk_error)?;
-                    }
+        Ok(())
+    }
+
+    /// MAX_RUNS bounds every stored copy of a run: the slots (and parts) it leaves behind are
+    /// deleted, the one this turn drops and, after MAX_RUNS was set or lowered, up to
+    /// `MAX_PRUNED` more a turn. The slot before which all are gone, for the head.
+    async fn drop_beyond(
+        &self,
+        session: &SessionKey,
+        changes: &Changes<'_>,
+        turn: &LogTurn,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(keep_from) = dropped_by(turn.slot + 1, changes.memory.max_runs) else {
+            return Ok(None);
+        };
+        let generation = turn.head.generation.as_str();
+        let from = turn.head.dropped_to.max(turn.head.base);
+        let to = keep_from.min(from + MAX_PRUNED as u64);
+        for dropped in from..to {
+            self.drop_slot(session, generation, dropped).await?;
+        }
+        Ok(Some(to.max(from)))
+    }
+
+    /// Deletes a slot and its run's parts.
+    async fn drop_slot(
+        &self,
+        session: &SessionKey,
+        generation: &str,
+        dropped: u64,
+    ) -> Result<(), StoreError> {
+        let old = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(run_key(session, generation, dropped))))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(sdk_error)?
+            .attributes;
+        // A dropped run's parts go with it: MAX_RUNS bounds every copy of its text.
+        if let Some(old) = old {
+            if let Some(spill) = slot_spill(&old)? {
+                let mut layout = Layout::empty(generation.to_owned());
+                let id = text(&old, attr::RUN_ID)?.unwrap_or_default().to_owned();
+                layout.spilled.insert(id, spill);
+                for key in layout.side_keys(session) {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(self.schema.key(key)))
+                        .send()
+                        .await
+                        .map_err(sdk_error)?;
                 }
             }
         }
@@ -945,6 +1147,7 @@ impl DynamoStore {
         item.insert(attr::SUMMARY_THROUGH.into(), s(summary.through.as_str()));
         item.insert(attr::SLOT.into(), n(through_slot));
         item.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        self.side_expiry(&mut item);
         item
     }
 
@@ -974,7 +1177,7 @@ impl DynamoStore {
         &self,
         session: &SessionKey,
         turn: &LogTurn,
-        run: &Run,
+        run: Option<&Run>,
         after: &Head,
         max_runs: Option<u64>,
     ) -> Result<(Vec<Run>, u64), StoreError> {
@@ -990,13 +1193,15 @@ impl DynamoStore {
         for (i, state) in turn.slots.iter().enumerate() {
             states.insert(turn.first + i as u64, state.clone());
         }
-        states.insert(
-            turn.slot,
-            SlotState::Run {
+        let reserved_ms = turn.head.reserved_ms;
+        let own = match run {
+            Some(run) => SlotState::Run {
                 run: run.clone(),
-                reserved_ms: turn.head.reserved_ms,
+                reserved_ms,
             },
-        );
+            None => SlotState::Hole { reserved_ms },
+        };
+        states.insert(turn.slot, own);
         let missing: Vec<u64> = (lo..=through)
             .filter(|i| {
                 !matches!(
@@ -1031,7 +1236,7 @@ impl DynamoStore {
         session: &SessionKey,
         changes: &Changes<'_>,
         turn: &LogTurn,
-        run: &Run,
+        run: Option<&Run>,
         after: &Head,
     ) -> Result<(), StoreError> {
         let generation = turn.head.generation.as_str();
@@ -1053,7 +1258,8 @@ impl DynamoStore {
                 .send()
                 .await;
             match result {
-                Ok(_) => return Ok(()),
+                Ok(_) if after.viewed => return Ok(()),
+                Ok(_) => return self.mark_viewed(session, generation).await,
                 Err(e) if is_condition_failure(&e) => {
                     match self.view_to_replace(session, generation, through).await? {
                         Some(now) => seen = now,
@@ -1199,7 +1405,9 @@ impl DynamoStore {
         snapshot.fresh = !had_root && runs.is_empty() && turn.head.done == 0;
         let mut turn = turn;
         turn.first_turn = snapshot.fresh && !had_tombstone;
+        let max_runs = snapshot.memory.max_runs;
         snapshot.memory = snapshot.memory.with_runs(runs);
+        snapshot.memory.max_runs = max_runs;
         snapshot.window_from = None;
         snapshot.summary = match summary {
             Some(item) => Some(Summary {
@@ -1208,7 +1416,10 @@ impl DynamoStore {
             }),
             None => None,
         };
-        snapshot.layout = Layout::empty(turn.head.generation.clone());
+        // A live session's layout (a migrated one's pages, spilled runs); a fresh one's empty.
+        if !had_root || snapshot.layout.generation != turn.head.generation {
+            snapshot.layout = Layout::empty(turn.head.generation.clone());
+        }
         snapshot.log = Some(turn);
         Ok(snapshot)
     }
@@ -1361,10 +1572,19 @@ fn is_item_layout(item: &Item) -> bool {
     !item.contains_key(attr::LOG) && !item.contains_key(attr::TOMBSTONE)
 }
 
-fn classify(root: Option<Item>, head: &Head) -> Root {
+fn classify(root: Option<Item>, head: &Head, now_secs: u64) -> Root {
     let Some(item) = root else {
-        return Root::Fresh(None);
+        // Never written yet (the first burst is in flight), or removed by TTL.
+        return if head.viewed {
+            Root::Stale
+        } else {
+            Root::Fresh(None)
+        };
     };
+    let expired = count(&item, attr::EXPIRES_AT).ok().flatten();
+    if expired.is_some_and(|t| t <= now_secs) && !item.contains_key(attr::TOMBSTONE) {
+        return Root::Expired;
+    }
     let generation = |name: &str| text(&item, name).ok().flatten().map(str::to_owned);
     if item.contains_key(attr::TOMBSTONE) {
         return if generation(attr::NEXT_GENERATION).as_deref() == Some(&head.generation) {
@@ -1403,6 +1623,9 @@ pub(super) fn decode_head(item: &Item) -> Result<Head, StoreError> {
                 .collect::<Result<_, _>>()?,
             _ => Default::default(),
         },
+        slots_expire_at: count(item, attr::SLOTS_EXPIRE_AT)?,
+        viewed: item.contains_key(attr::VIEWED),
+        dropped_to: number(attr::DROPPED_TO)?,
     })
 }
 

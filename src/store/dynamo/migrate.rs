@@ -85,6 +85,7 @@ impl DynamoStore {
                 .as_deref()
                 .and_then(slot_of)
                 .unwrap_or(base),
+            viewed: true,
             ..Head::empty(generation.clone())
         };
         // Over no head, or the head a turn's reservation made before it found this item (no

@@ -125,7 +125,7 @@ impl SessionStore for DynamoStore {
 
     async fn release(&self, session: &SessionKey, read: &Snapshot) -> Result<(), StoreError> {
         match &read.log {
-            Some(turn) => self.release_log(session, turn).await,
+            Some(turn) => self.release_log(session, turn, Some(read)).await,
             None => Ok(()),
         }
     }

@@ -112,6 +112,15 @@ impl TestEnv {
         self.app_with(&[]).await
     }
 
+    /// Every run a session holds, oldest first, as its history pages return them (whatever
+    /// the storage layout keeps in the session item's `value`).
+    pub async fn stored_runs(&self, session_id: &str) -> Vec<serde_json::Value> {
+        let app = self.app().await;
+        crate::storage::all_runs(&app, session_id, 200)
+            .await
+            .unwrap_or_default()
+    }
+
     pub async fn app_with(&self, extra: &[(&str, &str)]) -> App {
         session_chat::build_app_with(&self.config(extra), &sdk_config(&self.endpoint).await)
             .await

@@ -244,11 +244,12 @@ impl DynamoStore {
                 )
                 .expression_attribute_names("#g", attr::GENERATION);
         }
-        // A head expires with its session (its TTL is the session's), so an expired session's
-        // runs are never continued: its head is replaced by a new generation's.
+        // A head outlives its session item by half a TTL, as the other side items do (so TTL
+        // never removes it first); an expired session item makes the next turn begin a new
+        // generation, so an expired session's runs are never continued.
         let expression = match self.session_ttl_secs {
             Some(ttl) => {
-                update = update.expression_attribute_values(":exp", n(now.secs + ttl));
+                update = update.expression_attribute_values(":exp", n(now.secs + ttl + ttl / 2));
                 format!("ADD #next :one SET {}, #exp = :exp", sets.join(", "))
             }
             None => format!("ADD #next :one SET {} REMOVE #exp", sets.join(", ")),
@@ -376,7 +377,7 @@ impl DynamoStore {
             item.insert(name.into(), n(value));
         }
         if let Some(ttl) = self.session_ttl_secs {
-            item.insert(attr::EXPIRES_AT.into(), n(now.secs + ttl));
+            item.insert(attr::EXPIRES_AT.into(), n(now.secs + ttl + ttl / 2));
         }
         if head.viewed {
             item.insert(attr::VIEWED.into(), n(1));
@@ -422,24 +423,6 @@ impl DynamoStore {
             .condition_expression("#exp <= :now")
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":now", n(Now::current().secs))
-            .send()
-            .await;
-        refused_is_done(result)
-    }
-
-    /// Marks a head's generation as viewed, after its first view write.
-    async fn mark_viewed(&self, session: &SessionKey, generation: &str) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
-            .update_expression("SET #v = :one")
-            .condition_expression("#g = :g")
-            .expression_attribute_names("#v", attr::VIEWED)
-            .expression_attribute_names("#g", attr::GENERATION)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":g", s(generation))
             .send()
             .await;
         refused_is_done(result)
@@ -565,7 +548,7 @@ impl DynamoStore {
         (done, holes): (u64, u64),
         token: Option<&str>,
     ) -> Result<Option<Head>, StoreError> {
-        self.count_done_dropping(session, generation, (done, holes), token, None)
+        self.count_done_dropping(session, generation, (done, holes), token, (None, false))
             .await
     }
 
@@ -576,11 +559,18 @@ impl DynamoStore {
         generation: &str,
         (done, holes): (u64, u64),
         token: Option<&str>,
-        dropped_to: Option<u64>,
+        (dropped_to, viewed): (Option<u64>, bool),
     ) -> Result<Option<Head>, StoreError> {
-        let set = match dropped_to {
-            Some(_) => " SET #dt = :dt",
-            None => "",
+        let mut sets = Vec::new();
+        if dropped_to.is_some() {
+            sets.push("#dt = :dt");
+        }
+        if viewed {
+            sets.push("#vw = :one");
+        }
+        let set = match sets.is_empty() {
+            true => String::new(),
+            false => format!(" SET {}", sets.join(", ")),
         };
         let mut update = self
             .client
@@ -599,6 +589,11 @@ impl DynamoStore {
             update = update
                 .expression_attribute_names("#dt", attr::DROPPED_TO)
                 .expression_attribute_values(":dt", n(to));
+        }
+        if viewed {
+            update = update
+                .expression_attribute_names("#vw", attr::VIEWED)
+                .expression_attribute_values(":one", n(1));
         }
         update = match token {
             Some(token) => update
@@ -708,7 +703,15 @@ impl DynamoStore {
         self.put_run(session, &changes, read, turn, run).await?;
         let dropped_to = self.drop_beyond(session, &changes, turn).await?;
         let Some(after) = self
-            .count_done_dropping(session, generation, (1, 0), Some(&turn.token), dropped_to)
+            // A turn that read the view marks the head `viewed` (a session item missing later
+            // was removed by TTL), at no extra call.
+            .count_done_dropping(
+                session,
+                generation,
+                (1, 0),
+                Some(&turn.token),
+                (dropped_to, turn.seen.is_some() && !turn.head.viewed),
+            )
             .await?
         else {
             // A delete closed the log meanwhile: this run goes with it, and the turn begins
@@ -1258,8 +1261,7 @@ impl DynamoStore {
                 .send()
                 .await;
             match result {
-                Ok(_) if after.viewed => return Ok(()),
-                Ok(_) => return self.mark_viewed(session, generation).await,
+                Ok(_) => return Ok(()),
                 Err(e) if is_condition_failure(&e) => {
                     match self.view_to_replace(session, generation, through).await? {
                         Some(now) => seen = now,

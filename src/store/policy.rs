@@ -164,13 +164,7 @@ fn spill(
         runs.push(short);
         layout.spilled.insert(run.id.clone(), spill);
     }
-    let spilled_bytes: usize = parts
-        .iter()
-        .map(|p| match p {
-            NewItem::Part { text, .. } => text.len(),
-            NewItem::Page { .. } => 0,
-        })
-        .sum();
+    let spilled_bytes = part_bytes(&parts);
     if spilled_bytes > MAX_SPILL_BYTES {
         return Err(StoreError::TooLarge(spilled_bytes));
     }
@@ -193,17 +187,22 @@ pub fn spill_slot(
     }
     let mut parts = Vec::new();
     let (short, spill) = spill_run(run, slot, &mut parts);
-    let bytes: usize = parts
+    let bytes = part_bytes(&parts);
+    if bytes > MAX_SPILL_BYTES {
+        return Err(StoreError::TooLarge(bytes));
+    }
+    Ok(Some((short, spill, parts)))
+}
+
+/// The text bytes of the parts among `items`.
+fn part_bytes(items: &[NewItem]) -> usize {
+    items
         .iter()
         .map(|p| match p {
             NewItem::Part { text, .. } => text.len(),
             NewItem::Page { .. } => 0,
         })
-        .sum();
-    if bytes > MAX_SPILL_BYTES {
-        return Err(StoreError::TooLarge(bytes));
-    }
-    Ok(Some((short, spill, parts)))
+        .sum()
 }
 
 /// Run `number`'s long texts as parts, and the shortened run the item keeps instead.

@@ -346,17 +346,8 @@ impl DynamoStore {
                     .build(),
             );
         }
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_cancelled(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
+        // Refused: another turn began the generation first, as good as winning.
+        self.transact_all(items).await.map(|_| ())
     }
 
     /// A head's item as it begins: a new generation's, or a migrated session's. (A first turn's

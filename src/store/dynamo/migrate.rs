@@ -321,7 +321,10 @@ impl DynamoStore {
     }
 
     /// A transaction; `false` when a condition refused it (another writer got there first).
-    async fn transact_all(&self, items: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
+    pub(super) async fn transact_all(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client
             .transact_write_items()

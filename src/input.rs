@@ -33,6 +33,10 @@ pub enum InputError {
     Title,
     #[error("message is {actual} bytes, the limit is {limit}")]
     MessageTooLong { actual: usize, limit: usize },
+    #[error("run_id must be 1-{MAX_RUN_ID_LEN} characters of letters, digits, - and _")]
+    RunId,
+    #[error("feedback must be {{\"rating\": \"up\" or \"down\", \"comment\": at most {MAX_COMMENT_CHARS} characters}}")]
+    Feedback,
 }
 
 impl SessionId {
@@ -155,6 +159,58 @@ impl OwnerKey {
     }
 }
 
+/// Longest run id accepted (ours and griptape's are 32 hex digits).
+pub const MAX_RUN_ID_LEN: usize = 64;
+
+/// A run's id, as `GET /sessions/{id}` gives it: 1-64 letters, digits, `-` and `_`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn parse(raw: &str) -> Result<RunId, InputError> {
+        let ok = (1..=MAX_RUN_ID_LEN).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        match ok {
+            true => Ok(RunId(raw.to_owned())),
+            false => Err(InputError::RunId),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Longest feedback comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+
+/// A reader's rating of a reply: up or down, with an optional comment (at most 2,000
+/// characters, not blank).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rating {
+    pub up: bool,
+    pub comment: Option<String>,
+}
+
+impl Rating {
+    pub fn parse(rating: &str, comment: Option<&str>) -> Result<Rating, InputError> {
+        let up = match rating {
+            "up" => true,
+            "down" => false,
+            _ => return Err(InputError::Feedback),
+        };
+        let comment = match comment {
+            Some(c) if c.trim().is_empty() || c.chars().count() > MAX_COMMENT_CHARS => {
+                return Err(InputError::Feedback)
+            }
+            other => other.map(str::to_owned),
+        };
+        Ok(Rating { up, comment })
+    }
+}
+
 /// A conversation's title: 1-200 characters, not blank, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Title(String);
@@ -232,6 +288,26 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_and_ratings() {
+        assert!(RunId::parse("8c403fb92b134b14a0af8847e52e6212").is_ok());
+        for bad in ["", "a/b", "a b", &"a".repeat(65)] {
+            assert_eq!(RunId::parse(bad), Err(InputError::RunId), "{bad:?}");
+        }
+        assert!(Rating::parse("up", None).unwrap().up);
+        assert_eq!(
+            Rating::parse("down", Some("wrong"))
+                .unwrap()
+                .comment
+                .as_deref(),
+            Some("wrong")
+        );
+        assert_eq!(Rating::parse("meh", None), Err(InputError::Feedback));
+        assert_eq!(Rating::parse("up", Some(" ")), Err(InputError::Feedback));
+        let long = "x".repeat(MAX_COMMENT_CHARS + 1);
+        assert_eq!(Rating::parse("up", Some(&long)), Err(InputError::Feedback));
+    }
 
     #[test]
     fn session_ids() {

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::deadline::{Deadline, SAVE_RESERVE, STORE_MARGIN};
-use crate::input::{IdempotencyKey, Message, OwnerKey, SessionKey};
+use crate::input::{IdempotencyKey, Message, OwnerKey, Rating, SessionKey};
 use crate::memory::Format;
 use crate::model::{ChatModel, ModelError, Usage};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{message_digest, Branch, SessionStore, StoreError};
 // What the session routes read, re-exported so the adapters need only this module.
-pub use crate::store::{Cursor, Deleted, HistoryPage, Listed, PageLimit, SessionList, Span};
+pub use crate::store::{
+    Cursor, Deleted, Feedback, HistoryPage, Listed, PageLimit, RunNotes, SessionList, Span,
+};
 
 pub use erase::Erased;
 pub use prompt::{
@@ -131,6 +133,19 @@ pub enum ChatError {
     /// Listing sessions needs the owner index, which this deployment does not have.
     #[error("listing sessions is not enabled here (no OWNER_INDEX)")]
     ListingDisabled,
+    /// No run with this id in the session.
+    #[error("no such run in this session")]
+    RunNotFound,
+    /// The run is not on the conversation's active path (an edit), or there is no run to
+    /// regenerate.
+    #[error("the run is not on the conversation's active path")]
+    RunNotOnPath,
+    /// A place holds as many versions as it may keep, or the session as many forks.
+    #[error("no more versions can be kept here (16 at one place, 200 in a session)")]
+    TooManyVersions,
+    /// Versions, deleting one run and feedback need the log layout.
+    #[error("this session is stored in the item layout; editing needs the log layout (STORAGE_LAYOUT=log), which it moves into on its next message")]
+    LogLayoutRequired,
     /// Anything else the store refused.
     #[error("the session store failed")]
     Internal(#[source] StoreError),
@@ -157,6 +172,10 @@ impl From<StoreError> for ChatError {
             StoreError::Conflict | StoreError::ReceiptExists => ChatError::Busy(1),
             StoreError::OwnerMismatch => ChatError::Forbidden,
             StoreError::NoIndex => ChatError::ListingDisabled,
+            StoreError::RunNotFound => ChatError::RunNotFound,
+            StoreError::RunNotOnPath => ChatError::RunNotOnPath,
+            StoreError::TooManyVersions => ChatError::TooManyVersions,
+            StoreError::LogLayoutRequired => ChatError::LogLayoutRequired,
             StoreError::Failed(_) => ChatError::Internal(e),
         }
     }
@@ -167,7 +186,8 @@ impl From<StoreError> for ChatError {
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
     pub session: SessionKey,
-    pub message: Message,
+    /// What the turn answers: a new message, or another version of a run.
+    pub say: Say,
     /// The owner a new session becomes theirs; a session of another owner is refused.
     pub owner: Option<OwnerKey>,
     /// A retry with the same key gets the saved reply, without asking the model again.
@@ -176,12 +196,47 @@ pub struct TurnRequest {
     pub deadline: Deadline,
 }
 
+/// What a turn answers (docs/api.md, "Versions").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Say {
+    /// A new message after the conversation's last run.
+    New(Message),
+    /// The last run's message, answered again in its place.
+    Regenerate,
+    /// A new message in the place of this run (its id).
+    Edit(String, Message),
+}
+
+impl Say {
+    /// Where the store puts the turn's run.
+    pub fn branch(&self) -> Branch {
+        match self {
+            Say::New(_) => Branch::Append,
+            Say::Regenerate => Branch::Regenerate,
+            Say::Edit(run_id, _) => Branch::Edit(run_id.clone()),
+        }
+    }
+
+    /// What a receipt keeps to tell a retry of this request from another use of its key: a
+    /// message's digest, or (never equal to one) the regeneration or the edit it asked for.
+    pub fn digest(&self) -> String {
+        match self {
+            Say::New(message) => message_digest(message.as_str()),
+            Say::Regenerate => "regenerate".to_owned(),
+            Say::Edit(run_id, message) => format!(
+                "edit:{}",
+                crate::input::sha256_hex(&format!("{run_id}\n{}", message.as_str()))
+            ),
+        }
+    }
+}
+
 impl TurnRequest {
     /// A turn with no owner, no idempotency key and no deadline.
     pub fn new(session: SessionKey, message: Message) -> TurnRequest {
         TurnRequest {
             session,
-            message,
+            say: Say::New(message),
             owner: None,
             idempotency_key: None,
             deadline: Deadline::NONE,
@@ -261,6 +316,46 @@ impl ChatService {
         deadline: Deadline,
     ) -> Result<bool, ChatError> {
         Ok(bounded(deadline, self.store.set_title(session, title)).await??)
+    }
+
+    /// Makes the active path go through a run (and its newest branch after it).
+    pub async fn select(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        deadline: Deadline,
+    ) -> Result<(), ChatError> {
+        Ok(bounded(deadline, self.store.select(session, run_id)).await??)
+    }
+
+    /// Removes one run's texts from everything stored.
+    pub async fn delete_run(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        deadline: Deadline,
+    ) -> Result<(), ChatError> {
+        Ok(bounded(deadline, self.store.delete_run(session, run_id)).await??)
+    }
+
+    /// Keeps a reader's rating with a run.
+    pub async fn rate(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        rating: &Rating,
+        deadline: Deadline,
+    ) -> Result<(), ChatError> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let feedback = Feedback {
+            up: rating.up,
+            comment: rating.comment.clone(),
+            at,
+        };
+        let call = self.store.set_feedback(session, run_id, &feedback);
+        Ok(bounded(deadline, call).await??)
     }
 
     /// Forgets a session with everything stored beside it.

@@ -8,13 +8,13 @@ use tokio::time::Instant;
 
 use super::prompt::{build_prompt, calibration, plan_window, prompt_tokens, FoldJob, UNSCALED};
 use super::{
-    bounded, ms_since, ChatError, ChatService, ContextChange, Reply, Timings, TurnEvent,
+    bounded, ms_since, ChatError, ChatService, ContextChange, Reply, Say, Timings, TurnEvent,
     TurnRequest,
 };
 use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{Completion, Prompt};
-use crate::store::{message_digest, Changes, Receipt, Snapshot, StoreError, Summary};
+use crate::store::{Changes, Receipt, Snapshot, StoreError, Summary};
 
 /// A turn after its read: replayed from a receipt, or ready for the model.
 enum Prepared {
@@ -25,6 +25,8 @@ enum Prepared {
 /// What a turn carries from its read to its save.
 struct Asking {
     snapshot: Snapshot,
+    /// The message answered (a regeneration's is the replaced run's).
+    message: Message,
     prompt: Prompt,
     /// The window steps: the runs before this one leave it, folded by `fold` beside the reply.
     step_to: Option<usize>,
@@ -123,7 +125,9 @@ impl ChatService {
     async fn prepare(&self, turn: &TurnRequest) -> Result<Prepared, ChatError> {
         let mut timings = Timings::default();
         let started = Instant::now();
-        let snapshot = bounded(turn.deadline, self.store.load(&turn.session)).await??;
+        let branch = turn.say.branch();
+        let load = self.store.load_branch(&turn.session, &branch);
+        let snapshot = bounded(turn.deadline, load).await??;
         if let (Some(have), Some(want)) = (snapshot.owner.as_deref(), &turn.owner) {
             if have != want.as_str() {
                 return Err(self.released(turn, &snapshot, ChatError::Forbidden).await);
@@ -138,12 +142,16 @@ impl ChatService {
             };
             if let Some(receipt) = found {
                 // The turn stores nothing: its slot (a log session's) is given back.
-                let replayed = replay(receipt, &turn.message, timings);
+                let replayed = replay(receipt, &turn.say, timings);
                 self.release(turn, &snapshot).await;
                 return replayed.map(Prepared::Replayed);
             }
         }
         timings.load_ms = ms_since(started);
+        let message = match self.message_of(turn, &snapshot) {
+            Ok(message) => message,
+            Err(e) => return Err(self.released(turn, &snapshot, e).await),
+        };
 
         let model_started = Instant::now();
         let model_deadline = turn.deadline.cap(
@@ -171,7 +179,7 @@ impl ChatService {
                 .filter(|_| summarize)
                 .map(|s| s.text.as_str()),
             &snapshot.memory.runs[plan.start..],
-            &turn.message,
+            &message,
         );
         let prompt = Prompt {
             messages,
@@ -179,6 +187,7 @@ impl ChatService {
         };
         Ok(Prepared::Ask(Box::new(Asking {
             snapshot,
+            message,
             prompt,
             step_to: plan.step_to,
             fold,
@@ -199,6 +208,7 @@ impl ChatService {
     ) -> Result<Reply, ChatError> {
         let Asking {
             mut snapshot,
+            message,
             prompt,
             step_to,
             model_started,
@@ -215,7 +225,7 @@ impl ChatService {
         if completion.truncated {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
         }
-        let run = Run::new(turn.message.as_str(), completion.text);
+        let run = Run::new(message.as_str(), completion.text);
         // The next window's first run: the one the window stepped to, or this one if every
         // earlier run left it.
         let window_from = step_to.map(|i| match snapshot.memory.runs.get(i) {
@@ -227,7 +237,7 @@ impl ChatService {
             .and_then(|u| calibration(u.prompt_tokens, prompt_tokens(&prompt.messages)));
         let receipt = turn.idempotency_key.as_ref().map(|key| Receipt {
             key: key.clone(),
-            message_digest: message_digest(turn.message.as_str()),
+            message_digest: turn.say.digest(),
             run_id: run.id.clone(),
             reply: run.output.clone(),
         });
@@ -282,6 +292,19 @@ impl ChatService {
         }
         let busy = ChatError::Busy(self.settings.max_save_attempts);
         Err(self.released(turn, &snapshot, busy).await)
+    }
+
+    /// The message a turn answers: the request's, or for a regeneration the replaced run's.
+    fn message_of(&self, turn: &TurnRequest, snapshot: &Snapshot) -> Result<Message, ChatError> {
+        match &turn.say {
+            Say::New(message) | Say::Edit(_, message) => Ok(message.clone()),
+            Say::Regenerate => {
+                let fork = snapshot.log.as_ref().and_then(|l| l.fork.as_ref());
+                let stored = fork.and_then(|f| f.message.as_deref()).unwrap_or_default();
+                // A stored message is never blank; one that is has nothing to answer again.
+                Message::parse(stored, usize::MAX).map_err(|_| ChatError::RunNotFound)
+            }
+        }
     }
 
     /// Gives back what the read took for a turn that stores nothing (a log session's slot
@@ -377,11 +400,7 @@ impl ChatService {
         .await;
         self.release(turn, &snapshot).await;
         let found = found??;
-        replay(
-            found.ok_or(ChatError::Busy(attempt))?,
-            &turn.message,
-            timings,
-        )
+        replay(found.ok_or(ChatError::Busy(attempt))?, &turn.say, timings)
     }
 }
 
@@ -403,8 +422,8 @@ fn cache_key(session: &SessionKey) -> String {
     digest[..32.min(digest.len())].to_owned()
 }
 
-fn replay(receipt: Receipt, message: &Message, timings: Timings) -> Result<Reply, ChatError> {
-    if receipt.message_digest != message_digest(message.as_str()) {
+fn replay(receipt: Receipt, say: &Say, timings: Timings) -> Result<Reply, ChatError> {
+    if receipt.message_digest != say.digest() {
         return Err(ChatError::KeyReused);
     }
     Ok(Reply {

@@ -38,7 +38,7 @@ impl App {
             session: self.session_key(call.request, session_id)?,
             owner: self.owner(call.request, body.owner.as_deref())?,
             idempotency_key: idempotency_key(call.request)?,
-            message: body.message,
+            say: body.say,
             deadline: call.deadline,
         };
         if wants_events(call.request) {

@@ -100,6 +100,8 @@ fn describe_input(e: &InputError, message: String) -> Described {
         InputError::IdempotencyKey => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
         InputError::Owner => (StatusCode::BAD_REQUEST, "invalid_owner"),
         InputError::Title => (StatusCode::BAD_REQUEST, "invalid_title"),
+        InputError::RunId => (StatusCode::BAD_REQUEST, "invalid_run_id"),
+        InputError::Feedback => (StatusCode::BAD_REQUEST, "invalid_feedback"),
         InputError::SessionIdLength(_)
         | InputError::SessionIdCharacter(_)
         | InputError::SessionIdDots => (StatusCode::BAD_REQUEST, "invalid_session_id"),
@@ -160,6 +162,14 @@ fn describe_chat(e: &ChatError) -> Described {
         ChatError::Forbidden => said(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
         ChatError::ListingDisabled => {
             said(StatusCode::NOT_FOUND, "listing_disabled", e.to_string())
+        }
+        ChatError::RunNotFound => said(StatusCode::NOT_FOUND, "run_not_found", e.to_string()),
+        ChatError::RunNotOnPath => said(StatusCode::CONFLICT, "run_not_on_path", e.to_string()),
+        ChatError::TooManyVersions => {
+            said(StatusCode::CONFLICT, "too_many_versions", e.to_string())
+        }
+        ChatError::LogLayoutRequired => {
+            said(StatusCode::CONFLICT, "log_layout_required", e.to_string())
         }
     }
 }
@@ -282,6 +292,8 @@ mod tests {
             (input(InputError::BlankMessage), 400, "invalid_message"),
             (input(InputError::Owner), 400, "invalid_owner"),
             (input(InputError::Title), 400, "invalid_title"),
+            (input(InputError::RunId), 400, "invalid_run_id"),
+            (input(InputError::Feedback), 400, "invalid_feedback"),
             (
                 input(InputError::MessageTooLong {
                     actual: 9,
@@ -321,6 +333,14 @@ mod tests {
             (chat(ChatError::Forbidden), 403, "forbidden"),
             (chat(ChatError::ListingDisabled), 404, "listing_disabled"),
             (chat(ChatError::Internal(store())), 500, "internal"),
+            (chat(ChatError::RunNotFound), 404, "run_not_found"),
+            (chat(ChatError::RunNotOnPath), 409, "run_not_on_path"),
+            (chat(ChatError::TooManyVersions), 409, "too_many_versions"),
+            (
+                chat(ChatError::LogLayoutRequired),
+                409,
+                "log_layout_required",
+            ),
         ]
     }
 
@@ -343,6 +363,8 @@ mod tests {
                 InputError::BlankMessage => "BlankMessage",
                 InputError::Owner => "Owner",
                 InputError::Title => "Title",
+                InputError::RunId => "RunId",
+                InputError::Feedback => "Feedback",
                 InputError::MessageTooLong { .. } => "MessageTooLong",
             },
             ApiError::Chat(c) => match c {
@@ -359,12 +381,16 @@ mod tests {
                 ChatError::Forbidden => "Forbidden",
                 ChatError::ListingDisabled => "ListingDisabled",
                 ChatError::Internal(_) => "Internal",
+                ChatError::RunNotFound => "RunNotFound",
+                ChatError::RunNotOnPath => "RunNotOnPath",
+                ChatError::TooManyVersions => "TooManyVersions",
+                ChatError::LogLayoutRequired => "LogLayoutRequired",
             },
         }
     }
 
     /// As many as `variant` names.
-    const VARIANTS: usize = 7 + 8 + 13;
+    const VARIANTS: usize = 7 + 10 + 17;
 
     #[test]
     fn every_variant_is_in_the_table() {

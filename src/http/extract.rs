@@ -6,24 +6,63 @@ use lambda_http::{Body, Request};
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::chat::{Cursor, Span};
-use crate::input::{IdempotencyKey, InputError, Message, SessionId, Title};
+use crate::chat::{Cursor, Say, Span};
+use crate::input::{IdempotencyKey, InputError, Message, Rating, RunId, SessionId, Title};
 
 /// A checked `POST /chat` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRequest {
     pub session_id: SessionId,
-    pub message: Message,
+    /// A new message, a regeneration of the last reply, or an edit of an earlier message.
+    pub say: Say,
     /// The user a trusted backend says the session is for (listings), if any.
     pub owner: Option<String>,
 }
 
 /// Parses a `POST /chat` body: a JSON object with string fields `session_id` and `message`,
-/// and optionally `owner`. Other fields are ignored; of a field given twice, the last counts.
+/// and optionally `owner`; or `"regenerate": true` instead of `message`; or `"edit": "<run
+/// id>"` beside it. Other fields are ignored; of a field given twice, the last counts.
 pub fn parse_chat_body(bytes: &[u8], max_message_bytes: usize) -> Result<ChatRequest, ApiError> {
     let fields = json_object(bytes)?;
     let session_id = SessionId::parse(string_field(&fields, "session_id")?)?;
-    let message = Message::parse(string_field(&fields, "message")?, max_message_bytes)?;
+    let regenerate = match fields.get("regenerate") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "regenerate must be true or false".into(),
+            ))
+        }
+    };
+    let edit = match fields.get("edit") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(RunId::parse(id)?),
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "edit must be a run id (a string)".into(),
+            ))
+        }
+    };
+    let say = match (regenerate, edit) {
+        (true, Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "give regenerate or edit, not both".into(),
+            ))
+        }
+        (true, None) if fields.contains_key("message") => {
+            return Err(ApiError::InvalidRequest(
+                "regenerate answers the last message again: it takes no message".into(),
+            ))
+        }
+        (true, None) => Say::Regenerate,
+        (false, edit) => {
+            let message = Message::parse(string_field(&fields, "message")?, max_message_bytes)?;
+            match edit {
+                Some(run) => Say::Edit(run.as_str().to_owned(), message),
+                None => Say::New(message),
+            }
+        }
+    };
     let owner = match fields.get("owner") {
         None | Some(Value::Null) => None,
         Some(Value::String(owner)) => Some(owner.clone()),
@@ -31,9 +70,30 @@ pub fn parse_chat_body(bytes: &[u8], max_message_bytes: usize) -> Result<ChatReq
     };
     Ok(ChatRequest {
         session_id,
-        message,
+        say,
         owner,
     })
+}
+
+/// Parses a `POST /sessions/{id}/select` body: `{"run_id": "..."}`.
+pub fn parse_select_body(bytes: &[u8]) -> Result<RunId, ApiError> {
+    let fields = json_object(bytes)?;
+    Ok(RunId::parse(string_field(&fields, "run_id")?)?)
+}
+
+/// Parses a `PUT .../feedback` body: `{"rating": "up"|"down", "comment"?: "..."}`.
+pub fn parse_feedback_body(bytes: &[u8]) -> Result<Rating, ApiError> {
+    let fields = json_object(bytes)?;
+    let comment = match fields.get("comment") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.as_str()),
+        Some(_) => return Err(InputError::Feedback.into()),
+    };
+    let rating = match fields.get("rating") {
+        Some(Value::String(r)) => r.as_str(),
+        _ => return Err(InputError::Feedback.into()),
+    };
+    Ok(Rating::parse(rating, comment)?)
 }
 
 /// Parses a `PATCH /sessions/{id}` body: `{"title": "..."}`.
@@ -174,7 +234,7 @@ mod tests {
     #[test]
     fn chat_bodies() {
         let ok = parse_chat_body(br#"{"session_id": "s", "message": "hi", "extra": 1}"#, 10);
-        assert_eq!(ok.unwrap().message.as_str(), "hi");
+        assert_eq!(ok.unwrap().say, Say::New(Message::parse("hi", 10).unwrap()));
         for (body, code) in [
             (&b""[..], "invalid_request"),
             (b"\xff\xfe", "invalid_request"),

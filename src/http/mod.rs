@@ -18,6 +18,7 @@ mod extract;
 mod page;
 mod sessions;
 mod stream;
+mod versions;
 
 use std::sync::{Arc, OnceLock};
 
@@ -28,7 +29,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use crate::chat::ChatService;
 use crate::config::{AuthMode, Config};
 use crate::deadline::Deadline;
-use crate::input::SessionId;
+use crate::input::{SessionId, SessionKey};
 
 pub use error::ApiError;
 pub use extract::{parse_chat_body, ChatRequest};
@@ -150,6 +151,12 @@ enum Route<'a> {
     Sessions,
     /// `/sessions/{session_id}`, the segment still percent-encoded.
     Session(&'a str),
+    /// `/sessions/{session_id}/select`
+    Select(&'a str),
+    /// `/sessions/{session_id}/runs/{run_id}`
+    Run(&'a str, &'a str),
+    /// `/sessions/{session_id}/runs/{run_id}/feedback`
+    Feedback(&'a str, &'a str),
     NotFound,
 }
 
@@ -159,10 +166,22 @@ impl<'a> Route<'a> {
             "" => Route::Page,
             "/chat" => Route::Chat,
             "/sessions" => Route::Sessions,
-            _ => match path.strip_prefix("/sessions/") {
-                Some(id) if !id.is_empty() && !id.contains('/') => Route::Session(id),
-                _ => Route::NotFound,
-            },
+            _ => {
+                let Some(rest) = path.strip_prefix("/sessions/") else {
+                    return Route::NotFound;
+                };
+                let parts: Vec<&str> = rest.split('/').collect();
+                if parts.iter().any(|p| p.is_empty()) {
+                    return Route::NotFound;
+                }
+                match parts.as_slice() {
+                    [id] => Route::Session(id),
+                    [id, "select"] => Route::Select(id),
+                    [id, "runs", run] => Route::Run(id, run),
+                    [id, "runs", run, "feedback"] => Route::Feedback(id, run),
+                    _ => Route::NotFound,
+                }
+            }
         }
     }
 }
@@ -207,9 +226,7 @@ impl App {
             Route::Chat if method == Method::POST => self.post_chat(call).await,
             Route::Chat => Err(not_allowed("POST")),
             Route::Session(segment) => {
-                let id = extract::percent_decode(segment).ok_or(ApiError::BadPath)?;
-                let session_id = call.about(SessionId::parse(&id)?);
-                let key = self.session_key(call.request, session_id)?;
+                let (session_id, key) = self.session_of(call, segment)?;
                 let response = match *method {
                     Method::GET => self.get_session(call, session_id, &key).await,
                     Method::DELETE => self.delete_session(call, session_id, &key).await,
@@ -217,6 +234,32 @@ impl App {
                     _ => Err(not_allowed("GET, DELETE, PATCH")),
                 };
                 response.map(Answer::Whole)
+            }
+            Route::Select(segment) => {
+                let (session_id, key) = self.session_of(call, segment)?;
+                match *method {
+                    Method::POST => self.post_select(call, session_id, &key).await,
+                    _ => Err(not_allowed("POST")),
+                }
+                .map(Answer::Whole)
+            }
+            Route::Run(segment, run) => {
+                let (session_id, key) = self.session_of(call, segment)?;
+                let run = run_in_path(run)?;
+                match *method {
+                    Method::DELETE => self.delete_run(call, session_id, &key, &run).await,
+                    _ => Err(not_allowed("DELETE")),
+                }
+                .map(Answer::Whole)
+            }
+            Route::Feedback(segment, run) => {
+                let (session_id, key) = self.session_of(call, segment)?;
+                let run = run_in_path(run)?;
+                match *method {
+                    Method::PUT => self.put_feedback(call, session_id, &key, &run).await,
+                    _ => Err(not_allowed("PUT")),
+                }
+                .map(Answer::Whole)
             }
             Route::Sessions => match *method {
                 Method::GET => self.list_sessions(call).await.map(Answer::Whole),
@@ -228,6 +271,18 @@ impl App {
                 call.request.raw_http_path()
             ))),
         }
+    }
+
+    /// The session a path's segment names, and the caller's key of it.
+    fn session_of<'c>(
+        &self,
+        call: &'c Call<'_>,
+        segment: &str,
+    ) -> Result<(&'c SessionId, SessionKey), ApiError> {
+        let id = extract::percent_decode(segment).ok_or(ApiError::BadPath)?;
+        let session_id = call.about(SessionId::parse(&id)?);
+        let key = self.session_key(call.request, session_id)?;
+        Ok((session_id, key))
     }
 
     fn page(&self, call: &Call<'_>) -> Answer {
@@ -288,4 +343,10 @@ fn no_content() -> Response<Body> {
     let mut response = Response::new(Body::Empty);
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
+}
+
+/// A run id in the path, percent-decoded and checked.
+fn run_in_path(segment: &str) -> Result<crate::input::RunId, ApiError> {
+    let id = extract::percent_decode(segment).ok_or(ApiError::BadPath)?;
+    Ok(crate::input::RunId::parse(&id)?)
 }

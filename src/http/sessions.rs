@@ -43,6 +43,17 @@ struct RunBody<'a> {
     id: &'a str,
     input: &'a str,
     output: &'a str,
+    /// The other versions at this run's place, oldest first.
+    alternatives: &'a [String],
+    feedback: Option<FeedbackBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct FeedbackBody<'a> {
+    rating: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+    at: u64,
 }
 
 #[derive(Serialize)]
@@ -159,10 +170,21 @@ impl App {
         let runs: Vec<RunBody<'_>> = page
             .runs
             .iter()
-            .map(|r| RunBody {
-                id: &r.id,
-                input: &r.input,
-                output: &r.output,
+            .map(|r| {
+                let notes = page.notes.get(&r.id);
+                RunBody {
+                    id: &r.id,
+                    input: &r.input,
+                    output: &r.output,
+                    alternatives: notes.map_or(&[][..], |n| n.alternatives.as_slice()),
+                    feedback: notes
+                        .and_then(|n| n.feedback.as_ref())
+                        .map(|f| FeedbackBody {
+                            rating: if f.up { "up" } else { "down" },
+                            comment: f.comment.as_deref(),
+                            at: f.at,
+                        }),
+                }
             })
             .collect();
         tracing::info!(request_id = call.request_id(), session_id = %session_id, runs = runs.len(), outcome = "read", "session read");

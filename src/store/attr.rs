@@ -60,6 +60,20 @@ pub const DROPPED_TO: &str = "dropped_to";
 /// Prefixes the head's attribute naming a reservation's slot (`token_<token>`), until the
 /// reserving turn is counted done.
 pub const TOKEN_PREFIX: &str = "token_";
+/// On a head: the versions of its runs (docs/storage.md, "Versions"): `forks` (SS of
+/// `<slot>:<parent>`), `tip` (the active path's end after a select), `moves` (changes of the
+/// active path); on the view, `view_moves`, the `moves` it was written at.
+pub const FORKS: &str = "forks";
+pub const TIP: &str = "tip";
+pub const MOVES: &str = "moves";
+pub const VIEW_MOVES: &str = "view_moves";
+/// On a slot: a reader's rating of its reply (M: `rating`, `comment`, `at`); a run deleted by
+/// its user is a hole marked `deleted`.
+pub const FEEDBACK: &str = "feedback";
+pub const RATING: &str = "rating";
+pub const COMMENT: &str = "comment";
+pub const AT: &str = "at";
+pub const DELETED: &str = "deleted";
 
 /// Written by earlier releases; dropped at the next save.
 pub const LEGACY_ARCHIVED: &str = "archived";
@@ -124,6 +138,7 @@ pub const OWNED: &[&str] = &[
     VIEW_SIZE,
     VIEW_LAST,
     NEXT_GENERATION,
+    VIEW_MOVES,
 ];
 
 /// Attributes of side items (and `created_at`) beside those in [`OWNED`].
@@ -147,6 +162,11 @@ pub const SIDE: &[&str] = &[
     SLOTS_EXPIRE_AT,
     VIEWED,
     DROPPED_TO,
+    FORKS,
+    TIP,
+    MOVES,
+    FEEDBACK,
+    DELETED,
 ];
 
 /// What the owner index projects: what a listing reads.

@@ -161,6 +161,7 @@ impl Fill {
             next: next.map(at),
             prev: (first > w.keep_from).then(|| at(first)),
             runs: self.runs.into_iter().map(|(_, run)| run).collect(),
+            notes: Default::default(),
         }
     }
 }

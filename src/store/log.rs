@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 
+use super::branch::Tree;
 use super::layout::Spill;
 use super::policy::{shortened, INLINE_CHARS};
 
@@ -48,6 +49,13 @@ pub struct Head {
     pub viewed: bool,
     /// Every slot before this one was dropped by MAX_RUNS (0: none yet).
     pub dropped_to: u64,
+    /// Slots whose parent is not the slot before them (regenerations, edits, the first turn
+    /// after a select), and the active path's end when it is not the newest slot.
+    pub forks: BTreeMap<u64, Option<u64>>,
+    pub tip: Option<u64>,
+    /// Changes of the active path (forks, selects, deletes): a view records it, so a view of
+    /// an older path never replaces a newer one.
+    pub moves: u64,
 }
 
 impl Head {
@@ -66,6 +74,19 @@ impl Head {
             slots_expire_at: None,
             viewed: false,
             dropped_to: 0,
+            forks: BTreeMap::new(),
+            tip: None,
+            moves: 0,
+        }
+    }
+
+    /// Which slot follows which.
+    pub fn tree(&self) -> Tree {
+        Tree {
+            base: self.base,
+            next: self.next,
+            forks: self.forks.clone(),
+            tip: self.tip,
         }
     }
 
@@ -281,6 +302,9 @@ mod tests {
             slots_expire_at: None,
             viewed: false,
             dropped_to: 0,
+            forks: BTreeMap::new(),
+            tip: None,
+            moves: 0,
         }
     }
 

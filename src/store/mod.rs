@@ -5,6 +5,7 @@
 //! key and invariant, and how each write path keeps them.
 
 pub mod attr;
+pub mod branch;
 pub mod dynamo;
 pub mod history;
 #[cfg(test)]
@@ -145,6 +146,48 @@ pub struct LogTurn {
     pub first_turn: bool,
     /// The newest slot the view showed when read.
     pub view_through: Option<u64>,
+    /// A regeneration or an edit, or the first turn after a select: the turn's slot follows
+    /// another than the one before it.
+    pub fork: Option<Fork>,
+}
+
+/// A turn whose slot was reserved with a parent of its own (docs/storage.md, "Versions").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    /// The run whose place the new one takes (none: a turn after a select).
+    pub replaces: Option<String>,
+    /// A regeneration's message: the replaced run's.
+    pub message: Option<String>,
+    /// The active path's end before the fork: a turn that stores nothing puts it back.
+    pub prev_leaf: Option<u64>,
+}
+
+/// Which run a turn answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Branch {
+    /// A new message after the active path's last run.
+    Append,
+    /// The active path's last run's message, answered again in its place.
+    Regenerate,
+    /// A new message in the place of this run (on the active path).
+    Edit(String),
+}
+
+/// A reader's rating of a reply, kept with its run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub up: bool,
+    pub comment: Option<String>,
+    /// When it was given (epoch seconds).
+    pub at: u64,
+}
+
+/// What `GET` tells of a run beside its texts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunNotes {
+    /// The ids of the other versions at its place, oldest first.
+    pub alternatives: Vec<String>,
+    pub feedback: Option<Feedback>,
 }
 
 impl LogTurn {
@@ -164,6 +207,7 @@ impl LogTurn {
             seen,
             first_turn: false,
             view_through: None,
+            fork: None,
         }
     }
 
@@ -329,6 +373,8 @@ pub struct HistoryPage {
     /// Where the page starts, to read the runs before it ([`Span::Before`]); `None` when it
     /// starts at the session's first run.
     pub prev: Option<Cursor>,
+    /// Versions and feedback of the page's runs, by run id (a log session's).
+    pub notes: std::collections::HashMap<String, RunNotes>,
 }
 
 /// How much one history read returns at most.
@@ -381,6 +427,18 @@ pub enum StoreError {
     /// The deadline came before the work was done; nothing was changed.
     #[error("the session table did not answer in time")]
     OutOfTime,
+    /// No run with this id in the session (or only in a migrated session's pages).
+    #[error("no such run in this session")]
+    RunNotFound,
+    /// The run is not on the active path, where the request needs it.
+    #[error("the run is not on the conversation's active path")]
+    RunNotOnPath,
+    /// A place holds `branch::MAX_VERSIONS` versions, or the session `branch::MAX_FORKS`.
+    #[error("no more versions can be kept here")]
+    TooManyVersions,
+    /// Versions, deleting one run and feedback need the log layout.
+    #[error("this session is stored in the item layout")]
+    LogLayoutRequired,
     /// Anything else the store refused (HTTP 500).
     #[error("the session store failed")]
     Failed(#[source] BoxError),
@@ -447,5 +505,38 @@ pub trait SessionStore: Send + Sync {
     /// a save that may have landed: a hole never replaces a run.
     async fn release(&self, _session: &SessionKey, _read: &Snapshot) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// [`SessionStore::load`] for a turn that answers `branch`: a regeneration or an edit
+    /// takes a slot in the place of the run it replaces (the log layout only).
+    async fn load_branch(
+        &self,
+        session: &SessionKey,
+        branch: &Branch,
+    ) -> Result<Snapshot, StoreError> {
+        match branch {
+            Branch::Append => self.load(session).await,
+            Branch::Regenerate | Branch::Edit(_) => Err(StoreError::LogLayoutRequired),
+        }
+    }
+
+    /// Makes the active path go through this run (and its newest branch after it).
+    async fn select(&self, _session: &SessionKey, _run_id: &str) -> Result<(), StoreError> {
+        Err(StoreError::LogLayoutRequired)
+    }
+
+    /// Removes one run's texts from everything stored; the path goes on over it.
+    async fn delete_run(&self, _session: &SessionKey, _run_id: &str) -> Result<(), StoreError> {
+        Err(StoreError::LogLayoutRequired)
+    }
+
+    /// Keeps a reader's rating with a run, replacing an earlier one.
+    async fn set_feedback(
+        &self,
+        _session: &SessionKey,
+        _run_id: &str,
+        _feedback: &Feedback,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::LogLayoutRequired)
     }
 }

@@ -138,7 +138,11 @@ impl DynamoStore {
     }
 
     /// Deletes items in batches of 25 until done or the deadline; `true` when all are gone.
-    async fn delete_keys(&self, keys: Vec<String>, deadline: Deadline) -> Result<bool, StoreError> {
+    pub(super) async fn delete_keys(
+        &self,
+        keys: Vec<String>,
+        deadline: Deadline,
+    ) -> Result<bool, StoreError> {
         let stop = deadline.less(CLEANUP_MARGIN);
         let mut pending: Vec<WriteRequest> = Vec::with_capacity(keys.len());
         for key in keys {

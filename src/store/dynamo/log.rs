@@ -13,9 +13,11 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 
+use super::versions::feedback_of;
 use super::{built, is_condition_failure, refused_is_done, sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::memory::{new_run_id, Memory, Run};
+use crate::store::branch::parse_fork;
 use crate::store::history::Window;
 use crate::store::item::{count, decode_session, n, receipt_item, s, text, Item, Now};
 use crate::store::layout::{Layout, Spill};
@@ -25,12 +27,16 @@ use crate::store::log::{
 };
 use crate::store::policy::{spill_slot, NewItem, MAX_PRUNED};
 use crate::store::{
-    attr, Changes, HistoryPage, LogTurn, PageLimit, Snapshot, Span, StoreError, Summary,
+    attr, Branch, Changes, Fork, HistoryPage, LogTurn, PageLimit, Snapshot, Span, StoreError,
+    Summary,
 };
 
 /// How many times a turn begins again when a delete or another turn's new generation gets in
 /// its way.
 const BEGIN_ATTEMPTS: usize = 4;
+/// How many times a regeneration or an edit reserves again when other turns take the slot it
+/// asked for (its reservation is conditional on the head's `next`).
+const FORK_ATTEMPTS: usize = 8;
 /// Slots a turn reads at most for its window (the window steps long before).
 const MAX_WINDOW_SLOTS: u64 = 4 * SLOTS_PER_READ as u64;
 /// Largest run a slot holds (the item stays under DynamoDB's 400 KB).
@@ -41,6 +47,15 @@ const MAX_SLOT_BYTES: usize = 350_000;
 pub(super) enum Reserved {
     Slot(Head, u64),
     Refused(Option<Item>),
+}
+
+/// What [`DynamoStore::take_slot`] did.
+enum Taken {
+    Slot(Box<Head>, u64, Option<Fork>),
+    /// Lost a race (or began a generation): reserve again.
+    Again,
+    /// The session is of the item layout.
+    ItemLayout,
 }
 
 /// What the session item says about a log head.
@@ -58,34 +73,24 @@ enum Root {
 }
 
 impl DynamoStore {
-    /// Begins a turn of a log-layout session: its slot reserved and its window read. `None`:
-    /// the session is of the item layout (and new sessions are too, by configuration).
+    /// Begins a turn of a log-layout session: its slot reserved (in the place `branch` says)
+    /// and its window read. `None`: the session is of the item layout (and new sessions are
+    /// too, by configuration).
     pub(super) async fn begin_log(
         &self,
         session: &SessionKey,
+        branch: &Branch,
     ) -> Result<Option<Snapshot>, StoreError> {
-        for _ in 0..BEGIN_ATTEMPTS {
+        let attempts = match branch {
+            Branch::Append => BEGIN_ATTEMPTS,
+            Branch::Regenerate | Branch::Edit(_) => FORK_ATTEMPTS,
+        };
+        for _ in 0..attempts {
             let token = new_run_id();
-            let (head, slot) = match self.reserve(session, &token, 1).await? {
-                Reserved::Slot(head, slot) => (head, slot),
-                Reserved::Refused(head) => {
-                    let root = self.get(session.as_str().to_owned()).await?;
-                    if root.as_ref().is_some_and(is_item_layout) {
-                        return Ok(None);
-                    }
-                    if root.is_none() && head.is_none() && !self.log_layout {
-                        return Ok(None);
-                    }
-                    if let Some(open) = &head {
-                        if is_open(open, Now::current().secs)? {
-                            // Another turn began this generation meanwhile: take a slot of it.
-                            continue;
-                        }
-                    }
-                    self.start_generation(session, root.as_ref(), head.as_ref())
-                        .await?;
-                    continue;
-                }
+            let (head, slot, fork) = match self.take_slot(session, &token, branch).await? {
+                Taken::Slot(head, slot, fork) => (*head, slot, fork),
+                Taken::Again => continue,
+                Taken::ItemLayout => return Ok(None),
             };
             let first = head
                 .window_from
@@ -111,7 +116,8 @@ impl DynamoStore {
                     let slots = (first..slot)
                         .map(|i| decode_slot(got.remove(&run_key(session, &head.generation, i))))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let turn = LogTurn::new(head, slot, token, (first, slots), None);
+                    let mut turn = LogTurn::new(head, slot, token, (first, slots), None);
+                    turn.fork = fork;
                     if self.over_item_layout(session, item, &turn).await? {
                         continue;
                     }
@@ -133,6 +139,7 @@ impl DynamoStore {
                         .and_then(|r| text(r, &self.schema.value_attribute).ok().flatten())
                         .map(str::to_owned);
                     let mut turn = LogTurn::new(head, slot, token, (first, slots), seen);
+                    turn.fork = fork;
                     turn.view_through = match &root {
                         Some(r) if !r.contains_key(attr::TOMBSTONE) => {
                             count(r, attr::VIEW_THROUGH)?
@@ -149,12 +156,74 @@ impl DynamoStore {
                             continue;
                         }
                     }
+                    if !turn.head.tree().is_linear() {
+                        self.widen_to_path(session, &mut turn, summary.as_ref())
+                            .await?;
+                    }
                     self.fill_dead(session, &turn).await?;
                     return self.snapshot_of(root, summary, turn).map(Some);
                 }
             }
         }
         Err(StoreError::Conflict)
+    }
+
+    /// Reserves a turn's slot: the next one (after a select, in the selected path's place), or
+    /// for a regeneration or an edit, one whose parent is the replaced run's.
+    async fn take_slot(
+        &self,
+        session: &SessionKey,
+        token: &str,
+        branch: &Branch,
+    ) -> Result<Taken, StoreError> {
+        if !matches!(branch, Branch::Append) {
+            let head = match self.get(head_key(session)).await? {
+                Some(item) if is_open(&item, Now::current().secs)? => decode_head(&item)?,
+                Some(_) | None => return Err(self.no_log_to_edit(session).await?),
+            };
+            let (parent, fork) = self.plan_fork(session, &head, branch).await?;
+            return Ok(
+                match self.reserve_after(session, token, &head, parent).await? {
+                    Reserved::Slot(head, slot) => Taken::Slot(Box::new(head), slot, Some(fork)),
+                    Reserved::Refused(_) => Taken::Again,
+                },
+            );
+        }
+        let head = match self.reserve(session, token, 1).await? {
+            Reserved::Slot(head, slot) => return Ok(Taken::Slot(Box::new(head), slot, None)),
+            Reserved::Refused(head) => head,
+        };
+        if let Some(open) = &head {
+            if is_open(open, Now::current().secs)? {
+                let met = decode_head(open)?;
+                if met.tip.is_none() {
+                    // Another turn began this generation meanwhile: take a slot of it.
+                    return Ok(Taken::Again);
+                }
+                // The first turn after a select follows the selected path.
+                let fork = Fork {
+                    replaces: None,
+                    message: None,
+                    prev_leaf: met.tip,
+                };
+                return Ok(
+                    match self.reserve_after(session, token, &met, met.tip).await? {
+                        Reserved::Slot(head, slot) => Taken::Slot(Box::new(head), slot, Some(fork)),
+                        Reserved::Refused(_) => Taken::Again,
+                    },
+                );
+            }
+        }
+        let root = self.get(session.as_str().to_owned()).await?;
+        if root.as_ref().is_some_and(is_item_layout) {
+            return Ok(Taken::ItemLayout);
+        }
+        if root.is_none() && head.is_none() && !self.log_layout {
+            return Ok(Taken::ItemLayout);
+        }
+        self.start_generation(session, root.as_ref(), head.as_ref())
+            .await?;
+        Ok(Taken::Again)
     }
 
     /// A turn that found a session item of the item layout: griptape's `PutItem` over a log
@@ -202,6 +271,8 @@ impl DynamoStore {
             .expression_attribute_names("#r", attr::RESERVED_MS)
             .expression_attribute_names("#c", attr::CLOSED)
             .expression_attribute_names("#tok", token_attribute(token))
+            // After a select, the next turn's slot follows the selected path: see `reserve_after`.
+            .expression_attribute_names("#tip", attr::TIP)
             .expression_attribute_values(":one", n(slots))
             .expression_attribute_values(":now", n(now.millis))
             .return_values(ReturnValue::AllNew)
@@ -223,7 +294,7 @@ impl DynamoStore {
             update = update
                 .condition_expression(
                     "attribute_not_exists(#c) AND attribute_not_exists(#tok) \
-                     AND (attribute_not_exists(#exp) OR #exp > :secs)",
+                     AND (attribute_not_exists(#exp) OR #exp > :secs) AND attribute_not_exists(#tip)",
                 )
                 .expression_attribute_names("#g", attr::GENERATION)
                 .expression_attribute_names("#b", attr::BASE)
@@ -240,7 +311,7 @@ impl DynamoStore {
             update = update
                 .condition_expression(
                     "attribute_exists(#g) AND attribute_not_exists(#c) AND attribute_not_exists(#tok) \
-                     AND (attribute_not_exists(#exp) OR #exp > :secs)",
+                     AND (attribute_not_exists(#exp) OR #exp > :secs) AND attribute_not_exists(#tip)",
                 )
                 .expression_attribute_names("#g", attr::GENERATION);
         }
@@ -428,7 +499,10 @@ impl DynamoStore {
     }
 
     /// Consistent reads of many items, by key; the ones that exist.
-    async fn batch_get(&self, keys: &[String]) -> Result<HashMap<String, Item>, StoreError> {
+    pub(super) async fn batch_get(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, Item>, StoreError> {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
             let mut pending = KeysAndAttributes::builder()
@@ -646,6 +720,10 @@ impl DynamoStore {
                 }
                 Err(e) => return Err(sdk_error(e)),
             }
+        }
+        if read.is_some() && turn.fork.is_some() {
+            // A failed regeneration or edit leaves the active path as it was.
+            self.restore_path(session, turn).await?;
         }
         let after = self
             .hole(
@@ -1176,7 +1254,12 @@ impl DynamoStore {
         max_runs: Option<u64>,
     ) -> Result<(Vec<Run>, u64), StoreError> {
         let generation = turn.head.generation.as_str();
-        let through = after.next.saturating_sub(1).max(turn.slot);
+        let tree = after.tree();
+        // The active path's end (the newest slot, for a conversation never edited).
+        let through = match tree.is_linear() {
+            true => after.next.saturating_sub(1).max(turn.slot),
+            false => tree.leaf().unwrap_or(turn.slot),
+        };
         // Never a slot `MAX_RUNS` has dropped (this turn may have read it before dropping it).
         let kept_from = max_runs.map_or(0, |max| (through + 1).saturating_sub(max));
         let lo = turn
@@ -1196,7 +1279,14 @@ impl DynamoStore {
             None => SlotState::Hole { reserved_ms },
         };
         states.insert(turn.slot, own);
+        let on_path: Option<std::collections::BTreeSet<u64>> = (!tree.is_linear()).then(|| {
+            tree.path_from(through, lo.checked_sub(1))
+                .into_iter()
+                .collect()
+        });
+        let shown = |i: &u64| on_path.as_ref().is_none_or(|p| p.contains(i));
         let missing: Vec<u64> = (lo..=through)
+            .filter(shown)
             .filter(|i| {
                 !matches!(
                     states.get(i),
@@ -1213,6 +1303,7 @@ impl DynamoStore {
             states.insert(*i, decode_slot(got.remove(key))?);
         }
         let runs: Vec<Run> = (lo..=through)
+            .filter(shown)
             .filter_map(|i| match states.remove(&i) {
                 Some(SlotState::Run { run, .. }) => Some(run),
                 _ => None,
@@ -1254,7 +1345,10 @@ impl DynamoStore {
             match result {
                 Ok(_) => return Ok(()),
                 Err(e) if is_condition_failure(&e) => {
-                    match self.view_to_replace(session, generation, through).await? {
+                    match self
+                        .view_to_replace(session, generation, (after.moves, through))
+                        .await?
+                    {
                         Some(now) => seen = now,
                         // A newer view, griptape's write, or a delete: nothing to write.
                         None => return Ok(()),
@@ -1272,7 +1366,7 @@ impl DynamoStore {
         &self,
         session: &SessionKey,
         generation: &str,
-        through: u64,
+        (moves, through): (u64, u64),
     ) -> Result<Option<String>, StoreError> {
         let Some(item) = self.get(session.as_str().to_owned()).await? else {
             return Ok(None);
@@ -1282,12 +1376,15 @@ impl DynamoStore {
             && !item.contains_key(attr::TOMBSTONE)
             && text(&item, attr::GENERATION)? == Some(generation)
             && !written_over(value, count(&item, attr::VIEW_SIZE)?);
-        let older = count(&item, attr::VIEW_THROUGH)?.is_none_or(|t| t < through);
+        let shown_moves = count(&item, attr::VIEW_MOVES)?.unwrap_or(0);
+        let older = shown_moves < moves
+            || (shown_moves == moves
+                && count(&item, attr::VIEW_THROUGH)?.is_none_or(|t| t < through));
         Ok((ours && older).then(|| value.to_owned()))
     }
 
     /// The view's UpdateItem, but for `:seen` (the value it must land over).
-    fn view_update(
+    pub(super) fn view_update(
         &self,
         session: &SessionKey,
         changes: &Changes<'_>,
@@ -1313,7 +1410,7 @@ impl DynamoStore {
         let mut set = vec![
             "#val = :val, #vt = :vt, #gen = :gen, #log = :one, #ver = if_not_exists(#ver, :one)",
             "#ca = if_not_exists(#ca, :secs), #sid = :sid, #ua = :secs, #am = :ms, #rc = :rc",
-            "#vs = :vs, #vl = :vl",
+            "#vs = :vs, #vl = :vl, #vm = :vm",
         ];
         set.push(if dropped {
             "#prev = :prev"
@@ -1321,17 +1418,23 @@ impl DynamoStore {
             "#prev = if_not_exists(#prev, :prev)"
         });
         let last = shown.runs.last().map_or("", |r| r.id.as_str());
+        // A view of a newer path (more moves) or, on the same path, of a newer slot.
+        let newer = match after.moves {
+            0 => "((attribute_not_exists(#vm) OR #vm = :vm) AND #vt < :vt)",
+            _ => "(attribute_not_exists(#vm) OR #vm < :vm OR (#vm = :vm AND #vt < :vt))",
+        };
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.schema.key(session.as_str())))
-            .condition_expression(
+            .condition_expression(format!(
                 "(attribute_not_exists(#pk) OR (attribute_exists(#tomb) AND #ng = :gen) \
                  OR (#gen = :gen AND attribute_not_exists(#tomb) AND attribute_exists(#log) \
                  AND #val = :seen)) \
-                 AND (attribute_not_exists(#vt) OR #vt < :vt OR attribute_exists(#tomb))",
-            )
+                 AND (attribute_not_exists(#vt) OR attribute_exists(#tomb) OR {newer})"
+            ))
+            .expression_attribute_values(":vm", n(after.moves))
             .set_expression_attribute_names(Some(view_names(&self.schema)))
             .expression_attribute_values(":vs", n(value.len() as u64))
             .expression_attribute_values(":vl", s(last))
@@ -1372,6 +1475,48 @@ impl DynamoStore {
         update.update_expression(expression)
     }
 
+    /// An edited conversation's turn reads its path's runs below its window too: those after
+    /// the summary when the summary is of its path, else after the slots MAX_RUNS dropped.
+    async fn widen_to_path(
+        &self,
+        session: &SessionKey,
+        turn: &mut LogTurn,
+        summary: Option<&Item>,
+    ) -> Result<(), StoreError> {
+        let tree = turn.head.tree();
+        let summarized = match summary {
+            Some(item) => count(item, attr::SLOT)?,
+            None => None,
+        };
+        let valid = summarized.filter(|s| tree.is_on_path(*s, turn.slot));
+        let floor = valid.or(turn.head.dropped_to.max(turn.head.base).checked_sub(1));
+        let path = tree.path_from(turn.slot, floor);
+        let Some(&lowest) = path
+            .iter()
+            .skip(1)
+            .take(MAX_WINDOW_SLOTS as usize)
+            .next_back()
+        else {
+            return Ok(());
+        };
+        if lowest >= turn.first {
+            return Ok(());
+        }
+        let generation = turn.head.generation.clone();
+        let keys: Vec<String> = (lowest..turn.first)
+            .map(|i| run_key(session, &generation, i))
+            .collect();
+        let mut got = self.batch_get(&keys).await?;
+        let mut below = keys
+            .iter()
+            .map(|k| decode_slot(got.remove(k)))
+            .collect::<Result<Vec<_>, _>>()?;
+        below.append(&mut turn.slots);
+        turn.slots = below;
+        turn.first = lowest;
+        Ok(())
+    }
+
     /// The snapshot a turn of a log session works from: the view's envelope, the runs read.
     fn snapshot_of(
         &self,
@@ -1387,14 +1532,25 @@ impl DynamoStore {
             Some(item) => decode_session(item, &self.schema)?,
             None => Snapshot::new_session(),
         };
+        // An edited conversation: the prompt holds the turn's own path only.
+        let tree = turn.head.tree();
+        let path: Option<std::collections::BTreeSet<u64>> =
+            (!tree.is_linear()).then(|| tree.path_from(turn.slot, None).into_iter().collect());
+        let on_path = |slot: u64| path.as_ref().is_none_or(|p| p.contains(&slot));
         let runs: Vec<Run> = turn
             .slots
             .iter()
-            .filter_map(|s| match s {
+            .enumerate()
+            .filter(|(i, _)| on_path(turn.first + *i as u64))
+            .filter_map(|(_, s)| match s {
                 SlotState::Run { run, .. } => Some(run.clone()),
                 _ => None,
             })
             .collect();
+        let summary = match summary {
+            Some(item) if count(&item, attr::SLOT)?.is_none_or(on_path) => Some(item),
+            _ => None,
+        };
         snapshot.fresh = !had_root && runs.is_empty() && turn.head.done == 0;
         let mut turn = turn;
         turn.first_turn = snapshot.fresh && !had_tombstone;
@@ -1483,6 +1639,11 @@ impl DynamoStore {
             let runs = runs.into_iter().take((end - first) as usize);
             fill.offer_all(first, runs.map(std::borrow::Cow::Owned), &layout);
         }
+        // An edited conversation shows its active path; each run with its versions.
+        let tree = head.tree();
+        let active = (!tree.is_linear()).then(|| tree.active(None));
+        let mut slots_of: HashMap<String, u64> = HashMap::new();
+        let mut feedback = HashMap::new();
         let mut at = start.max(head.base);
         'read: while at < stop && !fill.is_full() {
             let end = (at + SLOTS_PER_READ as u64).min(stop);
@@ -1491,15 +1652,24 @@ impl DynamoStore {
                 .collect();
             let mut got = self.batch_get(&keys).await?;
             for (i, key) in (at..end).zip(&keys) {
+                if active.as_ref().is_some_and(|a| !a.contains(&i)) {
+                    continue;
+                }
                 let item = got.remove(key);
                 if let Some(found) = &item {
                     if let Some(spill) = slot_spill(found)? {
                         let id = text(found, attr::RUN_ID)?.unwrap_or_default();
                         layout.spilled.insert(id.to_owned(), spill);
                     }
+                    if let (Some(given), Some(id)) =
+                        (feedback_of(found), text(found, attr::RUN_ID)?)
+                    {
+                        feedback.insert(id.to_owned(), given);
+                    }
                 }
                 match decode_slot(item)? {
                     SlotState::Run { run, .. } => {
+                        slots_of.insert(run.id.clone(), i);
                         if fill.offer(i, std::borrow::Cow::Owned(run), &layout) {
                             break 'read;
                         }
@@ -1520,6 +1690,8 @@ impl DynamoStore {
                 return Ok(None);
             }
         }
+        slots_of.retain(|id, _| page.runs.iter().any(|r| r.id == *id));
+        page.notes = self.notes_of(session, &head, &slots_of, feedback).await?;
         Ok(Some(page))
     }
 }
@@ -1543,6 +1715,7 @@ fn view_names(schema: &crate::store::KeySchema) -> HashMap<String, String> {
         ("#ng", attr::NEXT_GENERATION),
         ("#vs", attr::VIEW_SIZE),
         ("#vl", attr::VIEW_LAST),
+        ("#vm", attr::VIEW_MOVES),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -1619,11 +1792,20 @@ pub(super) fn decode_head(item: &Item) -> Result<Head, StoreError> {
         slots_expire_at: count(item, attr::SLOTS_EXPIRE_AT)?,
         viewed: item.contains_key(attr::VIEWED),
         dropped_to: number(attr::DROPPED_TO)?,
+        forks: match item.get(attr::FORKS) {
+            Some(AttributeValue::Ss(entries)) => entries
+                .iter()
+                .map(|e| parse_fork(e).ok_or_else(|| StoreError::corrupt("the head's forks")))
+                .collect::<Result<_, _>>()?,
+            _ => Default::default(),
+        },
+        tip: count(item, attr::TIP)?,
+        moves: number(attr::MOVES)?,
     })
 }
 
 /// Where a slot's spilled run has its texts, if it was spilled.
-fn slot_spill(item: &Item) -> Result<Option<Spill>, StoreError> {
+pub(super) fn slot_spill(item: &Item) -> Result<Option<Spill>, StoreError> {
     match text(item, attr::SPILLED)? {
         Some(t) => Spill::parse(t)
             .map(Some)
@@ -1632,7 +1814,7 @@ fn slot_spill(item: &Item) -> Result<Option<Spill>, StoreError> {
     }
 }
 
-fn decode_slot(item: Option<Item>) -> Result<SlotState, StoreError> {
+pub(super) fn decode_slot(item: Option<Item>) -> Result<SlotState, StoreError> {
     let Some(item) = item else {
         return Ok(SlotState::Pending);
     };

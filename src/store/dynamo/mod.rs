@@ -9,6 +9,7 @@ mod log;
 mod migrate;
 mod read;
 mod save;
+mod versions;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -20,7 +21,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::item::{n, Item};
 use super::{attr, Changes, Deleted, HistoryPage, KeySchema, PageLimit, Receipt, SessionList};
-use super::{SessionStore, Snapshot, Span, StoreError, Version};
+use super::{Branch, Feedback, SessionStore, Snapshot, Span, StoreError, Version};
 use crate::deadline::Deadline;
 use crate::input::{IdempotencyKey, SessionKey};
 
@@ -97,14 +98,14 @@ impl DynamoStore {
 impl SessionStore for DynamoStore {
     async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError> {
         if self.log_layout {
-            if let Some(read) = self.begin_log(session).await? {
+            if let Some(read) = self.begin_log(session, &Branch::Append).await? {
                 return Ok(read);
             }
         }
         let read = self.snapshot(session).await?;
         if read.as_ref().is_some_and(|r| r.log_view) {
             // A log session read with the layout off: its turns go on in it.
-            if let Some(read) = self.begin_log(session).await? {
+            if let Some(read) = self.begin_log(session, &Branch::Append).await? {
                 return Ok(read);
             }
         }
@@ -169,6 +170,37 @@ impl SessionStore for DynamoStore {
 
     async fn set_title(&self, session: &SessionKey, title: &str) -> Result<bool, StoreError> {
         self.write_title(session, title).await
+    }
+
+    async fn load_branch(
+        &self,
+        session: &SessionKey,
+        branch: &Branch,
+    ) -> Result<Snapshot, StoreError> {
+        if matches!(branch, Branch::Append) {
+            return self.load(session).await;
+        }
+        match self.begin_log(session, branch).await? {
+            Some(read) => Ok(read),
+            None => Err(StoreError::LogLayoutRequired),
+        }
+    }
+
+    async fn select(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError> {
+        self.select_run(session, run_id).await
+    }
+
+    async fn delete_run(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError> {
+        self.delete_one(session, run_id).await
+    }
+
+    async fn set_feedback(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        feedback: &Feedback,
+    ) -> Result<(), StoreError> {
+        self.put_feedback(session, run_id, feedback).await
     }
 }
 

@@ -1,0 +1,643 @@
+//! Versions of a log session's runs, and edits of one run (docs/storage.md, "Versions"): a
+//! reservation in the place of a replaced run, select, deleting one run, feedback, and the view
+//! written again after them. The rules are [`crate::store::branch`]'s.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use super::log::{decode_head, decode_slot, is_open, slot_spill, token_attribute, Reserved};
+use super::{is_condition_failure, refused_is_done, sdk_error, DynamoStore};
+use crate::deadline::Deadline;
+use crate::input::SessionKey;
+use crate::memory::{Memory, Run};
+use crate::store::branch::{encode_fork, MAX_FORKS, MAX_VERSIONS};
+use crate::store::item::{count, n, s, text, Item, Now};
+use crate::store::layout::Layout;
+use crate::store::log::{
+    encode_spilled, head_key, run_key, summary_key, view, Head, SlotState, SLOTS_PER_READ,
+};
+use crate::store::{attr, Branch, Changes, Feedback, Fork, LogTurn, RunNotes, StoreError};
+
+/// How many times a select or a delete writes again when a turn changed the head meanwhile.
+const EDIT_ATTEMPTS: usize = 8;
+
+impl DynamoStore {
+    /// Why a session has no log to edit: it is of the item layout, or there is no such run.
+    pub(super) async fn no_log_to_edit(
+        &self,
+        session: &SessionKey,
+    ) -> Result<StoreError, StoreError> {
+        let root = self.get(session.as_str().to_owned()).await?;
+        let item_layout = root
+            .as_ref()
+            .is_some_and(|r| !r.contains_key(attr::LOG) && !r.contains_key(attr::TOMBSTONE));
+        Ok(match item_layout {
+            true => StoreError::LogLayoutRequired,
+            false => StoreError::RunNotFound,
+        })
+    }
+
+    /// The open head of a session that can be edited.
+    async fn editable_head(&self, session: &SessionKey) -> Result<Head, StoreError> {
+        match self.get(head_key(session)).await? {
+            Some(item) if is_open(&item, Now::current().secs)? => decode_head(&item),
+            Some(_) | None => Err(self.no_log_to_edit(session).await?),
+        }
+    }
+
+    /// Where a regeneration's or an edit's slot goes: the replaced run's parent.
+    pub(super) async fn plan_fork(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        branch: &Branch,
+    ) -> Result<(Option<u64>, Fork), StoreError> {
+        let tree = head.tree();
+        let (slot, run) = match branch {
+            Branch::Regenerate => self.newest_run(session, head).await?,
+            Branch::Edit(id) => {
+                let (slot, item) = self
+                    .find_slot(session, head, id)
+                    .await?
+                    .ok_or(StoreError::RunNotFound)?;
+                if !tree.active(None).contains(&slot) {
+                    return Err(StoreError::RunNotOnPath);
+                }
+                (slot, self.joined_run(session, head, item).await?)
+            }
+            Branch::Append => return Err(StoreError::RunNotOnPath),
+        };
+        if head.forks.len() >= MAX_FORKS || tree.versions(slot).len() >= MAX_VERSIONS {
+            return Err(StoreError::TooManyVersions);
+        }
+        let fork = Fork {
+            message: matches!(branch, Branch::Regenerate).then(|| run.input.clone()),
+            replaces: Some(run.id),
+            prev_leaf: tree.leaf(),
+        };
+        Ok((tree.parent(slot), fork))
+    }
+
+    /// The active path's newest run (holes passed over); busy while a slot after it is
+    /// still being written.
+    async fn newest_run(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+    ) -> Result<(u64, Run), StoreError> {
+        let tree = head.tree();
+        let floor = head.dropped_to.max(head.base);
+        let path: Vec<u64> = match tree.leaf() {
+            Some(leaf) => tree.path_from(leaf, floor.checked_sub(1)),
+            None => Vec::new(),
+        };
+        for chunk in path.chunks(16) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|i| run_key(session, &head.generation, *i))
+                .collect();
+            let mut got = self.batch_get(&keys).await?;
+            for (slot, key) in chunk.iter().zip(&keys) {
+                let item = got.remove(key);
+                match decode_slot(item.clone())? {
+                    SlotState::Pending => return Err(StoreError::Conflict),
+                    SlotState::Hole { .. } => {}
+                    SlotState::Run { .. } => {
+                        let item = item.unwrap_or_default();
+                        return Ok((*slot, self.joined_run(session, head, item).await?));
+                    }
+                }
+            }
+        }
+        Err(StoreError::RunNotFound)
+    }
+
+    /// A slot's run with its spilled parts joined.
+    async fn joined_run(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        item: Item,
+    ) -> Result<Run, StoreError> {
+        let mut layout = Layout::empty(head.generation.clone());
+        if let Some(spill) = slot_spill(&item)? {
+            let id = text(&item, attr::RUN_ID)?.unwrap_or_default().to_owned();
+            layout.spilled.insert(id, spill);
+        }
+        let SlotState::Run { mut run, .. } = decode_slot(Some(item))? else {
+            return Err(StoreError::RunNotFound);
+        };
+        match self.unspill(session, &layout, &mut run).await? {
+            Some(()) => Ok(run),
+            None => Err(StoreError::RunNotFound),
+        }
+    }
+
+    /// The slot holding a run, by its id: the active path's slots first, newest first, then
+    /// every other slot of the log (96 a read).
+    pub(super) async fn find_slot(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        run_id: &str,
+    ) -> Result<Option<(u64, Item)>, StoreError> {
+        let tree = head.tree();
+        let floor = head.dropped_to.max(head.base);
+        let active: Vec<u64> = match tree.leaf() {
+            Some(leaf) => tree.path_from(leaf, floor.checked_sub(1)),
+            None => Vec::new(),
+        };
+        let on_path: BTreeSet<u64> = active.iter().copied().collect();
+        let rest = (floor..head.next).rev().filter(|i| !on_path.contains(i));
+        let order: Vec<u64> = active.iter().copied().chain(rest).collect();
+        for chunk in order.chunks(SLOTS_PER_READ) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|i| run_key(session, &head.generation, *i))
+                .collect();
+            let mut got = self.batch_get(&keys).await?;
+            for (slot, key) in chunk.iter().zip(&keys) {
+                if let Some(item) = got.remove(key) {
+                    let is_run = text(&item, attr::KIND)? == Some(attr::KIND_RUN);
+                    if is_run && text(&item, attr::RUN_ID)? == Some(run_id) {
+                        return Ok(Some((*slot, item)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reserves slot `met.next` with its own parent (a regeneration, an edit, the first turn
+    /// after a select): conditional on the head as met, so no other turn took that slot.
+    pub(super) async fn reserve_after(
+        &self,
+        session: &SessionKey,
+        token: &str,
+        met: &Head,
+        parent: Option<u64>,
+    ) -> Result<Reserved, StoreError> {
+        let now = Now::current();
+        let slot = met.next;
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#next", attr::NEXT)
+            .expression_attribute_names("#tok", token_attribute(token))
+            .expression_attribute_names("#r", attr::RESERVED_MS)
+            .expression_attribute_names("#c", attr::CLOSED)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_names("#f", attr::FORKS)
+            .expression_attribute_names("#mv", attr::MOVES)
+            .expression_attribute_names("#tip", attr::TIP)
+            .expression_attribute_values(":g", s(met.generation.as_str()))
+            .expression_attribute_values(":n", n(slot))
+            .expression_attribute_values(":n1", n(slot + 1))
+            .expression_attribute_values(":now", n(now.millis))
+            .expression_attribute_values(":secs", n(now.secs))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(
+                ":fork",
+                AttributeValue::Ss(vec![encode_fork(slot, parent)]),
+            )
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let tip = match met.tip {
+            Some(tip) => {
+                update = update.expression_attribute_values(":tip", n(tip));
+                "#tip = :tip"
+            }
+            None => "attribute_not_exists(#tip)",
+        };
+        update = update.condition_expression(format!(
+            "#g = :g AND #next = :n AND attribute_not_exists(#c) AND attribute_not_exists(#tok) \
+             AND (attribute_not_exists(#exp) OR #exp > :secs) AND {tip}"
+        ));
+        let sets = "#next = :n1, #tok = :n, #r = :now";
+        let expression = match self.session_ttl_secs {
+            Some(ttl) => {
+                update = update.expression_attribute_values(":exp", n(now.secs + ttl + ttl / 2));
+                format!("SET {sets}, #exp = :exp ADD #f :fork, #mv :one REMOVE #tip")
+            }
+            None => format!("SET {sets} ADD #f :fork, #mv :one REMOVE #tip, #exp"),
+        };
+        let item = match update.update_expression(expression).send().await {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if is_condition_failure(&e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    c.item().cloned().unwrap_or_default()
+                }
+                _ => Item::default(),
+            },
+            Err(e) => return Err(sdk_error(e)),
+        };
+        // Our token there: reserved (a retry of a reservation whose answer was lost, too).
+        match count(&item, &token_attribute(token))? {
+            Some(slot) => Ok(Reserved::Slot(decode_head(&item)?, slot)),
+            None => Ok(Reserved::Refused(Some(item))),
+        }
+    }
+
+    /// A fork's turn that stores nothing puts the active path back where it was, unless a
+    /// turn or a select came after it.
+    pub(super) async fn restore_path(
+        &self,
+        session: &SessionKey,
+        turn: &LogTurn,
+    ) -> Result<(), StoreError> {
+        let Some(prev) = turn.fork.as_ref().and_then(|f| f.prev_leaf) else {
+            return Ok(());
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .update_expression("SET #tip = :tip ADD #mv :one")
+            .condition_expression("#g = :g AND #next = :n AND #mv = :mv")
+            .expression_attribute_names("#tip", attr::TIP)
+            .expression_attribute_names("#mv", attr::MOVES)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#next", attr::NEXT)
+            .expression_attribute_values(":tip", n(prev))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":g", s(turn.head.generation.as_str()))
+            .expression_attribute_values(":n", n(turn.slot + 1))
+            .expression_attribute_values(":mv", n(turn.head.moves))
+            .send()
+            .await;
+        refused_is_done(result)
+    }
+
+    /// Makes the active path go through a run and down its newest branch, then writes the
+    /// view of it.
+    pub(super) async fn select_run(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<(), StoreError> {
+        for _ in 0..EDIT_ATTEMPTS {
+            let head = self.editable_head(session).await?;
+            let (slot, _) = self
+                .find_slot(session, &head, run_id)
+                .await?
+                .ok_or(StoreError::RunNotFound)?;
+            let tree = head.tree();
+            let leaf = tree.leaf_under(slot);
+            if tree.leaf() == Some(leaf) {
+                return Ok(());
+            }
+            let moves = match head.moves {
+                0 => "attribute_not_exists(#mv)",
+                _ => "#mv = :mv",
+            };
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(self.schema.key(head_key(session))))
+                .condition_expression(format!(
+                    "#g = :g AND #next = :n AND attribute_not_exists(#c) AND {moves}"
+                ))
+                .expression_attribute_names("#tip", attr::TIP)
+                .expression_attribute_names("#mv", attr::MOVES)
+                .expression_attribute_names("#g", attr::GENERATION)
+                .expression_attribute_names("#next", attr::NEXT)
+                .expression_attribute_names("#c", attr::CLOSED)
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":g", s(head.generation.as_str()))
+                .expression_attribute_values(":n", n(head.next))
+                .return_values(ReturnValue::AllNew);
+            if head.moves > 0 {
+                update = update.expression_attribute_values(":mv", n(head.moves));
+            }
+            update = match leaf + 1 == head.next {
+                true => update.update_expression("REMOVE #tip ADD #mv :one"),
+                false => update
+                    .update_expression("SET #tip = :tip ADD #mv :one")
+                    .expression_attribute_values(":tip", n(leaf)),
+            };
+            match update.send().await {
+                Ok(out) => {
+                    let after = decode_head(&out.attributes.unwrap_or_default())?;
+                    return self.refresh_view(session, &after, None).await;
+                }
+                Err(e) if is_condition_failure(&e) => continue,
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Removes one run's texts: its slot becomes a hole marked `deleted` (the path goes on
+    /// through it), its parts go, the summary goes when the run was folded into it, and the
+    /// view is written again without it.
+    pub(super) async fn delete_one(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<(), StoreError> {
+        let head = self.editable_head(session).await?;
+        let Some((slot, item)) = self.find_slot(session, &head, run_id).await? else {
+            return Err(StoreError::RunNotFound);
+        };
+        let generation = head.generation.as_str();
+        let mut hole = self.schema.key(run_key(session, generation, slot));
+        hole.insert(attr::KIND.into(), s(attr::KIND_HOLE));
+        hole.insert(attr::DELETED.into(), n(Now::current().secs));
+        let reserved = count(&item, attr::RESERVED_MS)?.unwrap_or(0);
+        hole.insert(attr::RESERVED_MS.into(), n(reserved));
+        hole.insert(attr::CREATED_AT.into(), n(Now::current().secs));
+        self.side_expiry(&mut hole);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(hole))
+            .condition_expression("#rid = :rid")
+            .expression_attribute_names("#rid", attr::RUN_ID)
+            .expression_attribute_values(":rid", s(run_id))
+            .send()
+            .await;
+        match put {
+            Ok(_) => {}
+            // Deleted meanwhile by another request: as good.
+            Err(e) if is_condition_failure(&e) => return Ok(()),
+            Err(e) => return Err(sdk_error(e)),
+        }
+        let spill = slot_spill(&item)?;
+        if let Some(spill) = spill {
+            let mut layout = Layout::empty(generation.to_owned());
+            layout.spilled.insert(run_id.to_owned(), spill);
+            self.delete_keys(layout.side_keys(session), Deadline::NONE)
+                .await?;
+        }
+        let after = self.count_deleted(session, &head, run_id, spill).await?;
+        self.drop_folded_summary(session, &after, slot).await?;
+        self.refresh_view(session, &after, Some(run_id)).await
+    }
+
+    /// Counts a deleted run as a hole on the head, and takes its parts off `spilled`.
+    async fn count_deleted(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        run_id: &str,
+        spill: Option<crate::store::layout::Spill>,
+    ) -> Result<Head, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .condition_expression("#g = :g")
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#h", attr::HOLES)
+            .expression_attribute_names("#mv", attr::MOVES)
+            .expression_attribute_values(":g", s(head.generation.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew);
+        update = match spill {
+            Some(spill) => update
+                .update_expression("ADD #h :one, #mv :one DELETE #sp :sp")
+                .expression_attribute_names("#sp", attr::SPILLED)
+                .expression_attribute_values(
+                    ":sp",
+                    AttributeValue::Ss(vec![encode_spilled(run_id, &spill)]),
+                ),
+            None => update.update_expression("ADD #h :one, #mv :one"),
+        };
+        match update.send().await {
+            Ok(out) => decode_head(&out.attributes.unwrap_or_default()),
+            // Closed or begun anew meanwhile (a delete of the session): nothing left to fix.
+            Err(e) if is_condition_failure(&e) => Err(StoreError::RunNotFound),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Deletes the summary when the run in `slot` was folded into it: the next step folds
+    /// again from what is left.
+    async fn drop_folded_summary(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        slot: u64,
+    ) -> Result<(), StoreError> {
+        let key = summary_key(session, &head.generation);
+        let Some(summary) = self.get(key.clone()).await? else {
+            return Ok(());
+        };
+        let Some(through) = count(&summary, attr::SLOT)? else {
+            return Ok(());
+        };
+        if through < slot || !head.tree().is_on_path(slot, through) {
+            return Ok(());
+        }
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(key)))
+            .condition_expression("#slot = :slot")
+            .expression_attribute_names("#slot", attr::SLOT)
+            .expression_attribute_values(":slot", n(through))
+            .send()
+            .await;
+        refused_is_done(result)
+    }
+
+    /// Keeps a reader's rating with a run's slot, replacing an earlier one.
+    pub(super) async fn put_feedback(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        feedback: &Feedback,
+    ) -> Result<(), StoreError> {
+        let head = self.editable_head(session).await?;
+        let Some((slot, _)) = self.find_slot(session, &head, run_id).await? else {
+            return Err(StoreError::RunNotFound);
+        };
+        let mut fields = HashMap::from([
+            (
+                attr::RATING.to_owned(),
+                s(if feedback.up { "up" } else { "down" }),
+            ),
+            (attr::AT.to_owned(), n(feedback.at)),
+        ]);
+        if let Some(comment) = &feedback.comment {
+            fields.insert(attr::COMMENT.to_owned(), s(comment.as_str()));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(run_key(
+                session,
+                &head.generation,
+                slot,
+            ))))
+            .update_expression("SET #fb = :fb")
+            .condition_expression("#rid = :rid AND #k = :run")
+            .expression_attribute_names("#fb", attr::FEEDBACK)
+            .expression_attribute_names("#rid", attr::RUN_ID)
+            .expression_attribute_names("#k", attr::KIND)
+            .expression_attribute_values(":fb", AttributeValue::M(fields))
+            .expression_attribute_values(":rid", s(run_id))
+            .expression_attribute_values(":run", s(attr::KIND_RUN))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Deleted in between.
+            Err(e) if is_condition_failure(&e) => Err(StoreError::RunNotFound),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    /// Writes griptape's view of the active path again (after a select or a delete): over the
+    /// view read, retried when a turn's view came in between and still shows `gone`.
+    async fn refresh_view(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        gone: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let tree = head.tree();
+        let floor = head.dropped_to.max(head.base).checked_sub(1);
+        for attempt in 0..EDIT_ATTEMPTS {
+            let Some(root) = self.get(session.as_str().to_owned()).await? else {
+                return Ok(());
+            };
+            let ours = root.contains_key(attr::LOG)
+                && !root.contains_key(attr::TOMBSTONE)
+                && text(&root, attr::GENERATION)? == Some(head.generation.as_str());
+            let seen = text(&root, &self.schema.value_attribute)?
+                .unwrap_or_default()
+                .to_owned();
+            // A turn's view came in between: done once it no longer shows the deleted run.
+            let shown_gone = attempt > 0 && gone.is_some_and(|id| !seen.contains(id));
+            if !ours || shown_gone {
+                return Ok(());
+            }
+            let template = Memory::decode(&seen).map_err(StoreError::Corrupt)?;
+            let leaf = tree.leaf().unwrap_or(head.base);
+            let mut path = tree.path_from(leaf, floor);
+            path.truncate(SLOTS_PER_READ);
+            path.reverse();
+            let keys: Vec<String> = path
+                .iter()
+                .map(|i| run_key(session, &head.generation, *i))
+                .collect();
+            let mut got = self.batch_get(&keys).await?;
+            let mut runs = Vec::new();
+            for key in &keys {
+                if let SlotState::Run { run, .. } = decode_slot(got.remove(key))? {
+                    runs.push(run);
+                }
+            }
+            let shown = view(&template, &runs, self.view_bytes, self.max_item_bytes / 2);
+            let changes = Changes {
+                memory: &template,
+                receipt: None,
+                summary: None,
+                window_from: None,
+                token_scale: None,
+                owner: None,
+            };
+            let result = self
+                .view_update(session, &changes, &shown, head, leaf)
+                .expression_attribute_values(":seen", s(seen.as_str()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if is_condition_failure(&e) && gone.is_some() => continue,
+                Err(e) if is_condition_failure(&e) => return Ok(()),
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Versions and feedback of a history page's runs (`slots`: run id -> slot, `feedback` as
+    /// read with them).
+    pub(super) async fn notes_of(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        slots: &HashMap<String, u64>,
+        mut feedback: HashMap<String, Feedback>,
+    ) -> Result<HashMap<String, RunNotes>, StoreError> {
+        let tree = head.tree();
+        let mut versions: HashMap<&str, Vec<u64>> = HashMap::new();
+        let mut wanted = BTreeSet::new();
+        if !tree.is_linear() {
+            for (id, slot) in slots {
+                let others: Vec<u64> = tree
+                    .versions(*slot)
+                    .into_iter()
+                    .filter(|v| v != slot)
+                    .collect();
+                wanted.extend(others.iter().copied());
+                versions.insert(id.as_str(), others);
+            }
+        }
+        let keys: Vec<(u64, String)> = wanted
+            .iter()
+            .map(|i| (*i, run_key(session, &head.generation, *i)))
+            .collect();
+        let key_list: Vec<String> = keys.iter().map(|(_, k)| k.clone()).collect();
+        let mut got = self.batch_get(&key_list).await?;
+        let mut ids: HashMap<u64, String> = HashMap::new();
+        for (slot, key) in keys {
+            if let Some(item) = got.remove(&key) {
+                if text(&item, attr::KIND)? == Some(attr::KIND_RUN) {
+                    if let Some(id) = text(&item, attr::RUN_ID)? {
+                        ids.insert(slot, id.to_owned());
+                    }
+                }
+            }
+        }
+        let mut notes = HashMap::new();
+        for id in slots.keys() {
+            let alternatives = versions
+                .get(id.as_str())
+                .map(|v| v.iter().filter_map(|s| ids.get(s).cloned()).collect())
+                .unwrap_or_default();
+            let feedback = feedback.remove(id);
+            notes.insert(
+                id.clone(),
+                RunNotes {
+                    alternatives,
+                    feedback,
+                },
+            );
+        }
+        Ok(notes)
+    }
+}
+
+/// A slot's feedback, if given.
+pub(super) fn feedback_of(item: &Item) -> Option<Feedback> {
+    let AttributeValue::M(fields) = item.get(attr::FEEDBACK)? else {
+        return None;
+    };
+    let rating = fields.get(attr::RATING)?.as_s().ok()?;
+    Some(Feedback {
+        up: rating == "up",
+        comment: fields
+            .get(attr::COMMENT)
+            .and_then(|c| c.as_s().ok())
+            .cloned(),
+        at: fields
+            .get(attr::AT)
+            .and_then(|a| a.as_n().ok())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0),
+    })
+}

@@ -16,5 +16,6 @@ mod reliability;
 mod sessions;
 mod storage;
 mod streaming;
+mod versions;
 mod walkthrough;
 mod watch;

@@ -349,7 +349,9 @@ impl DynamoStore {
         let generation = head.generation.as_str();
         let mut hole = self.schema.key(run_key(session, generation, slot));
         hole.insert(attr::KIND.into(), s(attr::KIND_HOLE));
-        hole.insert(attr::DELETED.into(), n(Now::current().secs));
+        // Names this delete, so the SDK's retry of a put that landed (its answer lost) passes.
+        let by = crate::memory::new_run_id();
+        hole.insert(attr::DELETED.into(), s(by.as_str()));
         let reserved = count(&item, attr::RESERVED_MS)?.unwrap_or(0);
         hole.insert(attr::RESERVED_MS.into(), n(reserved));
         hole.insert(attr::CREATED_AT.into(), n(Now::current().secs));
@@ -359,14 +361,16 @@ impl DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(hole))
-            .condition_expression("#rid = :rid")
+            .condition_expression("#rid = :rid OR #del = :by")
             .expression_attribute_names("#rid", attr::RUN_ID)
+            .expression_attribute_names("#del", attr::DELETED)
             .expression_attribute_values(":rid", s(run_id))
+            .expression_attribute_values(":by", s(by.as_str()))
             .send()
             .await;
         match put {
             Ok(_) => {}
-            // Deleted meanwhile by another request: as good.
+            // Deleted meanwhile by another request, which finishes the rest: as good.
             Err(e) if is_condition_failure(&e) => return Ok(()),
             Err(e) => return Err(sdk_error(e)),
         }
@@ -420,8 +424,8 @@ impl DynamoStore {
         }
     }
 
-    /// Deletes the summary when the run in `slot` was folded into it: the next step folds
-    /// again from what is left.
+    /// Deletes the summary when the run in `slot` was folded into it, and starts the window
+    /// over: the next step folds again from what is left.
     async fn drop_folded_summary(
         &self,
         session: &SessionKey,
@@ -446,6 +450,22 @@ impl DynamoStore {
             .condition_expression("#slot = :slot")
             .expression_attribute_names("#slot", attr::SLOT)
             .expression_attribute_values(":slot", n(through))
+            .send()
+            .await;
+        refused_is_done(result)?;
+        // The window starts over from the first run kept: the next turn's prompt holds what is
+        // left, and its step folds it again.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .update_expression("SET #w = :w")
+            .condition_expression("#g = :g")
+            .expression_attribute_names("#w", attr::WINDOW_FROM)
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_values(":w", n(head.dropped_to.max(head.base)))
+            .expression_attribute_values(":g", s(head.generation.as_str()))
             .send()
             .await;
         refused_is_done(result)

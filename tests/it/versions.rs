@@ -1,0 +1,457 @@
+//! Conversations people can correct (docs/storage.md, "Versions"; docs/api.md): regenerate,
+//! edit and branch, select a version, delete one message, rate a reply.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use session_chat::http::App;
+
+use crate::storage::{delete, get_history};
+use crate::support::*;
+
+fn regenerate(session_id: &str) -> Req {
+    Req::http("POST", "/chat").body(json!({"session_id": session_id, "regenerate": true}))
+}
+
+fn edit(session_id: &str, run_id: &str, message: &str) -> Req {
+    Req::http("POST", "/chat").body(json!({
+        "session_id": session_id, "edit": run_id, "message": message
+    }))
+}
+
+fn select(session_id: &str, run_id: &str) -> Req {
+    Req::http("POST", &format!("/sessions/{session_id}/select")).body(json!({"run_id": run_id}))
+}
+
+fn delete_run(session_id: &str, run_id: &str) -> Req {
+    Req::http("DELETE", &format!("/sessions/{session_id}/runs/{run_id}"))
+}
+
+fn feedback(session_id: &str, run_id: &str, body: Value) -> Req {
+    Req::http(
+        "PUT",
+        &format!("/sessions/{session_id}/runs/{run_id}/feedback"),
+    )
+    .body(body)
+}
+
+/// The active path as `GET` returns it: (id, input, alternatives) of each run.
+async fn path(app: &App, session_id: &str) -> Vec<(String, String, Vec<String>)> {
+    let (status, body) = get_history(session_id, &[("before", "end")])
+        .call_json(app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let alternatives = r["alternatives"].as_array().expect("alternatives");
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["input"].as_str().unwrap().to_owned(),
+                alternatives
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn ids(path: &[(String, String, Vec<String>)]) -> Vec<&str> {
+    path.iter().map(|(id, _, _)| id.as_str()).collect()
+}
+
+async fn say(app: &App, session_id: &str, message: &str) -> String {
+    let (status, body) = Req::chat(session_id, message).call_json(app).await;
+    assert_eq!(status, 200, "{body}");
+    body["run_id"].as_str().unwrap().to_owned()
+}
+
+/// The user messages of the model's newest request.
+async fn last_prompt(model: &ScriptedModel) -> Vec<String> {
+    let requests = model.requests().await;
+    let last = requests
+        .iter()
+        .rev()
+        .find(|r| r["summary"] != true)
+        .unwrap();
+    last["body"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Ids of the runs in griptape's `value`.
+async fn view_ids(env: &TestEnv, session_id: &str) -> Vec<String> {
+    view_ids_owned(env, session_id).await
+}
+
+async fn view_ids_owned(env: &TestEnv, session_id: &str) -> Vec<String> {
+    let value: Value = serde_json::from_str(&env.value(session_id).await.unwrap()).unwrap();
+    value["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn regenerate_edit_and_select_keep_every_version() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let r0 = say(&app, "v", "I'm Ann").await;
+    let r1 = say(&app, "v", "hello there").await;
+    let r2 = say(&app, "v", "what is my name?").await;
+
+    // Regenerate: the last message answered again, in its place.
+    env.model.script(json!([{"reply": "A second take."}])).await;
+    let (status, body) = regenerate("v").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["reply"], "A second take.");
+    let r2b = body["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        last_prompt(&env.model).await,
+        ["I'm Ann", "hello there", "what is my name?"],
+        "the regeneration's prompt holds the path before the replaced run, and its message"
+    );
+    let now = path(&app, "v").await;
+    assert_eq!(ids(&now), [&r0, &r1, &r2b]);
+    assert_eq!(now[2].1, "what is my name?");
+    assert_eq!(
+        now[2].2,
+        std::slice::from_ref(&r2),
+        "the old reply is the new one's alternative"
+    );
+    assert!(now[0].2.is_empty() && now[1].2.is_empty());
+    assert_eq!(
+        view_ids(&env, "v").await,
+        [&r0, &r1, &r2b].map(|s| s.to_string()),
+        "griptape sees the path"
+    );
+
+    // Edit an earlier message: the runs after it leave the path.
+    let (status, body) = edit("v", &r1, "I'm Bob actually").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let r1b = body["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        last_prompt(&env.model).await,
+        ["I'm Ann", "I'm Bob actually"]
+    );
+    let now = path(&app, "v").await;
+    assert_eq!(ids(&now), [&r0, &r1b]);
+    assert_eq!(now[1].2, std::slice::from_ref(&r1));
+    let (_, body) = Req::chat("v", "what is my name?").call_json(&app).await;
+    assert_eq!(body["reply"], "Your name is Bob.");
+    assert_eq!(
+        last_prompt(&env.model).await,
+        ["I'm Ann", "I'm Bob actually", "what is my name?"],
+        "only the active path is prompted"
+    );
+    let r3 = body["run_id"].as_str().unwrap().to_owned();
+
+    // Select the first branch again: down its newest version.
+    let reply = select("v", &r1).call(&app).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let now = path(&app, "v").await;
+    assert_eq!(ids(&now), [&r0, &r1, &r2b]);
+    assert_eq!(now[1].2, std::slice::from_ref(&r1b));
+    assert_eq!(
+        view_ids(&env, "v").await,
+        [&r0, &r1, &r2b].map(|s| s.to_string())
+    );
+    // The next turn follows the selected path.
+    let r4 = say(&app, "v", "and now?").await;
+    assert_eq!(
+        last_prompt(&env.model).await,
+        ["I'm Ann", "hello there", "what is my name?", "and now?"]
+    );
+    assert_eq!(ids(&path(&app, "v").await), [&r0, &r1, &r2b, &r4]);
+    // An older version of the last place; then back to the edited branch.
+    assert_eq!(select("v", &r2).call(&app).await.status, 204);
+    assert_eq!(ids(&path(&app, "v").await), [&r0, &r1, &r2]);
+    assert_eq!(select("v", &r1b).call(&app).await.status, 204);
+    assert_eq!(ids(&path(&app, "v").await), [&r0, &r1b, &r3]);
+
+    // Refusals change nothing.
+    let refusals = [
+        (edit("v", "0123abcd", "x"), 404, "run_not_found"),
+        (edit("v", &r2, "x"), 409, "run_not_on_path"),
+        (edit("v", "not/an/id", "x"), 400, "invalid_run_id"),
+        (
+            Req::http("POST", "/chat")
+                .body(json!({"session_id": "v", "regenerate": true, "message": "x"})),
+            400,
+            "invalid_request",
+        ),
+        (select("v", "0123abcd"), 404, "run_not_found"),
+        (regenerate("nobody-here"), 404, "run_not_found"),
+    ];
+    for (req, want, code) in refusals {
+        let (status, body) = req.call_json(&app).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (want, Some(code)),
+            "{body}"
+        );
+    }
+    assert_eq!(ids(&path(&app, "v").await), [&r0, &r1b, &r3]);
+
+    // A delete of the session takes every branch.
+    assert_eq!(delete("v").call(&app).await.status, 204);
+    assert!(items_with_prefix(&env, "v#").await.is_empty());
+}
+
+#[tokio::test]
+async fn an_idempotent_regenerate_retried_is_replayed_and_a_failed_one_changes_nothing() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let r0 = say(&app, "r", "I'm Ann").await;
+    let r1 = say(&app, "r", "tell me a story").await;
+    let calls = env.model.requests().await.len();
+    let keyed = || regenerate("r").header("Idempotency-Key", "regen-1");
+    let (status, first) = keyed().call_json(&app).await;
+    assert_eq!(status, 200, "{first}");
+    let reply = keyed().call(&app).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.headers["idempotent-replayed"], "true");
+    let again: Value = serde_json::from_str(&reply.text()).unwrap();
+    assert_eq!(again["run_id"], first["run_id"], "the same version");
+    assert_eq!(
+        env.model.requests().await.len(),
+        calls + 1,
+        "one model call"
+    );
+    let r1b = first["run_id"].as_str().unwrap().to_owned();
+    let now = path(&app, "r").await;
+    assert_eq!(ids(&now), [&r0, &r1b]);
+    assert_eq!(
+        now[1].2,
+        std::slice::from_ref(&r1),
+        "no version made by the retry"
+    );
+
+    // The same key for another request is a reuse.
+    let (status, body) = edit("r", &r1b, "other")
+        .header("Idempotency-Key", "regen-1")
+        .call_json(&app)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
+
+    // A regeneration the model fails leaves the path as it was.
+    env.model
+        .script(json!([{"status": 500}, {"status": 500}, {"status": 500}, {"status": 500}]))
+        .await;
+    let (status, body) = regenerate("r").call_json(&app).await;
+    assert_eq!(status, 502, "{body}");
+    let now = path(&app, "r").await;
+    assert_eq!(ids(&now), [&r0, &r1b], "the failed version is not shown");
+    assert_eq!(now[1].2, std::slice::from_ref(&r1));
+    let r2 = say(&app, "r", "go on").await;
+    assert_eq!(ids(&path(&app, "r").await), [&r0, &r1b, &r2]);
+}
+
+#[tokio::test]
+async fn an_edit_racing_a_turn_keeps_both() {
+    let env = TestEnv::new().await;
+    let model = ScriptedModel::start_with(&["--answer-delay", "1"]);
+    let url = model.base_url();
+    let app = Arc::new(env.app_with(&[("OPENAI_BASE_URL", url.as_str())]).await);
+    let r0 = say(&app, "race", "I'm Ann").await;
+    let r1 = say(&app, "race", "first question").await;
+    let turn = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { Req::chat("race", "a slow question").call_json(&app).await })
+    };
+    // The turn has taken its slot; the edit comes while its model thinks.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (status, body) = edit("race", &r1, "I'm Bob").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let r1b = body["run_id"].as_str().unwrap().to_owned();
+    let (status, body) = turn.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let slow = body["run_id"].as_str().unwrap().to_owned();
+    // The edit's path is active; the racing turn's run is kept on the branch it was asked on.
+    let now = path(&app, "race").await;
+    assert_eq!(ids(&now), [&r0, &r1b]);
+    assert_eq!(now[1].2, std::slice::from_ref(&r1));
+    assert_eq!(
+        view_ids(&env, "race").await,
+        [&r0, &r1b].map(|s| s.to_string())
+    );
+    assert_eq!(select("race", &r1).call(&app).await.status, 204);
+    assert_eq!(ids(&path(&app, "race").await), [&r0, &r1, &slow]);
+}
+
+#[tokio::test]
+async fn a_deleted_message_is_gone_from_everything_stored() {
+    let env = TestEnv::new().await;
+    let proxy = FaultProxy::start();
+    let app = env.app_via(&proxy, &[]).await;
+    // A small window, so the message of the second session is folded into its summary.
+    let folding = env
+        .app_with(&[("HISTORY_TOKEN_BUDGET", "60"), ("SUMMARIZE", "true")])
+        .await;
+    let mut secrets = Vec::new();
+    for (app, session_id) in [(&app, "del"), (&folding, "fold")] {
+        say(app, session_id, "I'm Ann").await;
+        secrets.push(say(app, session_id, "my password is hunter2, I'm Ann").await);
+        for i in 0..3 {
+            say(app, session_id, &format!("question {i}, weather")).await;
+        }
+    }
+    let anywhere = |texts: Vec<String>| texts.iter().any(|t| t.contains("hunter2"));
+    assert!(
+        env.value("del").await.unwrap().contains("hunter2"),
+        "griptape's view shows it"
+    );
+    let summary = |keys: Vec<String>| keys.iter().any(|k| k.ends_with("#summary"));
+    assert!(
+        summary(env.keys().await),
+        "the message was folded into a summary"
+    );
+
+    // The hole's put lands and its answer is lost: the SDK's retry passes as ours.
+    proxy
+        .arm(json!([{"op": "PutItem", "action": "drop_after"}]))
+        .await;
+    let reply = delete_run("del", &secrets[0]).call(&app).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(proxy
+        .log()
+        .await
+        .iter()
+        .any(|l| l["action"] == "drop_after"));
+    let reply = delete_run("fold", &secrets[1]).call(&folding).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(
+        !anywhere(all_texts(&env).await),
+        "no item holds the deleted message or its reply"
+    );
+    assert!(
+        !summary(env.keys().await),
+        "the summary it was folded into is gone"
+    );
+    for (app, session_id, secret) in [(&app, "del", &secrets[0]), (&folding, "fold", &secrets[1])] {
+        let now = path(app, session_id).await;
+        assert_eq!(now.len(), 4, "the path closes over it");
+        assert!(!ids(&now).contains(&secret.as_str()));
+        let (status, body) = delete_run(session_id, secret).call_json(app).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("run_not_found"))
+        );
+        // The conversation goes on, the name told before the deleted message remembered (in
+        // the folded session, from the summary folded again: the window started over).
+        say(app, session_id, "what is my name?").await;
+        let (_, body) = Req::chat(session_id, "what is my name?")
+            .call_json(app)
+            .await;
+        assert_eq!(body["reply"], "Your name is Ann.", "{session_id}");
+    }
+}
+
+/// Every string attribute of every item in the table.
+async fn all_texts(env: &TestEnv) -> Vec<String> {
+    let out = env
+        .dynamodb
+        .scan()
+        .table_name(&env.table)
+        .send()
+        .await
+        .unwrap();
+    out.items()
+        .iter()
+        .flat_map(|item| item.values())
+        .filter_map(|v| v.as_s().ok().cloned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reply_is_rated_and_the_rating_read_back() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let r0 = say(&app, "fb", "hello").await;
+    let reply = feedback("fb", &r0, json!({"rating": "down", "comment": "too vague"}))
+        .call(&app)
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let (_, body) = get_history("fb", &[]).call_json(&app).await;
+    assert_eq!(body["runs"][0]["feedback"]["rating"], "down");
+    assert_eq!(body["runs"][0]["feedback"]["comment"], "too vague");
+    assert!(body["runs"][0]["feedback"]["at"].as_u64().unwrap() > 0);
+    // A later rating replaces it.
+    let reply = feedback("fb", &r0, json!({"rating": "up"}))
+        .call(&app)
+        .await;
+    assert_eq!(reply.status, 204);
+    let (_, body) = get_history("fb", &[]).call_json(&app).await;
+    assert_eq!(
+        body["runs"][0]["feedback"],
+        json!({"rating": "up", "at": body["runs"][0]["feedback"]["at"]})
+    );
+    let refusals = [
+        (json!({"rating": "meh"}), 400, "invalid_feedback"),
+        (
+            json!({"rating": "up", "comment": "x".repeat(2001)}),
+            400,
+            "invalid_feedback",
+        ),
+        (
+            json!({"rating": "up", "comment": 3}),
+            400,
+            "invalid_feedback",
+        ),
+    ];
+    for (body, want, code) in refusals {
+        let (status, got) = feedback("fb", &r0, body).call_json(&app).await;
+        assert_eq!(
+            (status, got["error"]["code"].as_str()),
+            (want, Some(code)),
+            "{got}"
+        );
+    }
+    let (status, got) = feedback("fb", "0123abcd", json!({"rating": "up"}))
+        .call_json(&app)
+        .await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (404, Some("run_not_found"))
+    );
+    let (status, _) = Req::http("GET", &format!("/sessions/fb/runs/{r0}/feedback"))
+        .call_json(&app)
+        .await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn an_item_layout_session_says_editing_needs_the_log_layout() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("STORAGE_LAYOUT", "item")]).await;
+    let r0 = say(&app, "old", "hello").await;
+    for req in [
+        regenerate("old"),
+        edit("old", &r0, "x"),
+        select("old", &r0),
+        delete_run("old", &r0),
+        feedback("old", &r0, json!({"rating": "up"})),
+    ] {
+        let (status, body) = req.call_json(&app).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("log_layout_required")),
+            "{body}"
+        );
+    }
+    let (_, body) = get_history("old", &[]).call_json(&app).await;
+    assert_eq!(body["runs"][0]["alternatives"], json!([]));
+    assert_eq!(body["runs"][0]["feedback"], Value::Null);
+}

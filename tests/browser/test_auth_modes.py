@@ -45,3 +45,17 @@ def test_iam_mode_says_plainly_that_a_browser_cannot_sign(iam_stack, browser):
     assert not browser.find_element(By.ID, "new").is_enabled()
     assert browser.find_element(By.ID, "sessions-status").text == "Not available with AWS_IAM (see above)."
     assert js(browser, "return window.__posts.length") == 0
+
+
+def test_jwt_a_linked_conversation_stays_when_signing_in(jwt_stack, browser):
+    load(browser, jwt_stack)
+    js(browser, "sessionStorage.clear()")
+    load(browser, jwt_stack, "?session=shared-thread-1")
+    assert browser.switch_to.active_element.get_attribute("id") == "token"
+    browser.switch_to.active_element.send_keys(TOKEN, Keys.ENTER)
+    assert js(browser, "return new URLSearchParams(location.search).get('session')") == "shared-thread-1"
+    got = say(browser, "Hello my name is Collin.")
+    assert got["state"] == "error" and "(unauthorized)" in got["note"], got
+    assert posts(browser)[-1]["body"]["session_id"] == "shared-thread-1"
+    assert js(browser, "return new URLSearchParams(location.search).get('session')") == "shared-thread-1"
+    browser.find_element(By.ID, "sign-out").click()

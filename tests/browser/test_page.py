@@ -445,3 +445,34 @@ def test_keyboard_labels_and_a_phone_screen(stack, browser):
         assert box["x"] >= 0 and box["x"] + box["width"] <= 360
     finally:
         browser.set_window_size(1280, 800)
+
+
+def test_a_linked_conversation_stays_when_a_name_is_picked(stack, browser):
+    """A shared link (a group thread) opened before a user name is picked: picking one keeps
+    that conversation, shows it, and the message goes to it."""
+    session = "linked-" + uuid.uuid4().hex[:8]
+    status, body = stack.api("POST", "/chat", {"session_id": session, "message": WALKTHROUGH_GROUP[0][0], "owner": USER})
+    assert status == 200, body
+    load(browser, stack)
+    js(browser, "localStorage.clear()")
+    load(browser, stack, f"?session={session}")
+    assert browser.switch_to.active_element.get_attribute("id") == "user"
+    assert current_session(browser) == session
+    # Typed before a name: the page asks for one and keeps the message in the box.
+    send(browser, WALKTHROUGH_GROUP[1][0])
+    assert posts(browser) == []
+    assert browser.find_element(By.ID, "who").text == "Pick a user name first."
+    set_user(browser, USER)
+    assert current_session(browser) == session
+    wait(browser, lambda d: exchanges(d) == WALKTHROUGH_GROUP[:1])
+    assert browser.find_element(By.ID, "message").get_attribute("value") == WALKTHROUGH_GROUP[1][0]
+    before = len(replies(browser))
+    browser.find_element(By.ID, "message").send_keys(Keys.ENTER)
+    got = wait(browser, lambda d: (lambda r: r[before] if len(r) > before and r[before]["state"] != "pending"
+                                   and r[before]["state"] != "streaming" else None)(replies(d)))
+    assert (got["state"], got["text"]) == ("saved", WALKTHROUGH_GROUP[1][1])
+    assert [p["body"]["session_id"] for p in posts(browser)] == [session]
+    assert current_session(browser) == session
+    assert exchanges(browser) == WALKTHROUGH_GROUP[:2]
+    assert [r["input"] for r in stored_runs(stack, session)] == [m for m, _ in WALKTHROUGH_GROUP[:2]]
+    wait(browser, lambda d: sidebar(d) and sidebar(d)[0]["id"] == session and sidebar(d)[0]["current"])

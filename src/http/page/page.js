@@ -138,12 +138,16 @@
         return;
       }
       const changed = name !== state.owner;
+      const first = !state.owner;
       state.owner = name;
       localStorage.setItem("session-chat.user", name);
       showWho();
       if (changed) {
         loadSessions(true);
-        newConversation(false);
+        // A first name keeps the conversation the page was opened on (a shared link); another
+        // user starts a new one.
+        if (first && !state.fresh) openSession(state.current, false);
+        else newConversation(false);
       }
     } else if (mode === "JWT") {
       const token = el.token.value.trim().replace(/^Bearer\s+/i, "");
@@ -336,7 +340,10 @@
   async function openSession(id, push) {
     resetView(id, false);
     setUrl(id, push);
-    if (!ready()) return;
+    if (!ready()) {
+      if (mode !== "AWS_IAM") el.logStatus.textContent = mode === "JWT" ? "Sign in to open this conversation." : "Pick a user name to open this conversation.";
+      return;
+    }
     const view = state.view;
     el.logStatus.textContent = "Loading the conversation…";
     try {

@@ -411,7 +411,10 @@ fn the_template_matches_the_code() {
                 "DELETE /sessions",
                 "GET /sessions/{session_id}",
                 "PATCH /sessions/{session_id}",
-                "DELETE /sessions/{session_id}"
+                "DELETE /sessions/{session_id}",
+                "POST /sessions/{session_id}/select",
+                "DELETE /sessions/{session_id}/runs/{run_id}",
+                "PUT /sessions/{session_id}/runs/{run_id}/feedback"
             ]
             .map(String::from)
         )

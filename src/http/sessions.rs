@@ -45,6 +45,8 @@ struct RunBody<'a> {
     output: &'a str,
     /// The other versions at this run's place, oldest first.
     alternatives: &'a [String],
+    /// Its own place among its versions, from 1: `version` of `alternatives.len() + 1`.
+    version: usize,
     feedback: Option<FeedbackBody<'a>>,
 }
 
@@ -177,6 +179,7 @@ impl App {
                     input: &r.input,
                     output: &r.output,
                     alternatives: notes.map_or(&[][..], |n| n.alternatives.as_slice()),
+                    version: notes.map_or(1, |n| n.version),
                     feedback: notes
                         .and_then(|n| n.feedback.as_ref())
                         .map(|f| FeedbackBody {

@@ -183,10 +183,12 @@ pub struct Feedback {
 }
 
 /// What `GET` tells of a run beside its texts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunNotes {
     /// The ids of the other versions at its place, oldest first.
     pub alternatives: Vec<String>,
+    /// Its own place among all its versions, from 1 (oldest first, as `alternatives`).
+    pub version: usize,
     pub feedback: Option<Feedback>,
 }
 

@@ -59,6 +59,23 @@ async fn path(app: &App, session_id: &str) -> Vec<(String, String, Vec<String>)>
         .collect()
 }
 
+/// (version, versions) of each run on the active path.
+async fn versions(app: &App, session_id: &str) -> Vec<(u64, usize)> {
+    let (status, body) = get_history(session_id, &[("before", "end")])
+        .call_json(app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let others = r["alternatives"].as_array().expect("alternatives").len();
+            (r["version"].as_u64().expect("version"), others + 1)
+        })
+        .collect()
+}
+
 fn ids(path: &[(String, String, Vec<String>)]) -> Vec<&str> {
     path.iter().map(|(id, _, _)| id.as_str()).collect()
 }
@@ -175,8 +192,14 @@ async fn regenerate_edit_and_select_keep_every_version() {
     // An older version of the last place; then back to the edited branch.
     assert_eq!(select("v", &r2).call(&app).await.status, 204);
     assert_eq!(ids(&path(&app, "v").await), [&r0, &r1, &r2]);
+    assert_eq!(
+        versions(&app, "v").await,
+        [(1, 1), (1, 2), (1, 2)],
+        "each run's place among its versions, of how many (the page's `1/2`)"
+    );
     assert_eq!(select("v", &r1b).call(&app).await.status, 204);
     assert_eq!(ids(&path(&app, "v").await), [&r0, &r1b, &r3]);
+    assert_eq!(versions(&app, "v").await, [(1, 1), (2, 2), (1, 1)]);
 
     // Refusals change nothing.
     let refusals = [

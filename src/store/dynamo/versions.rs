@@ -624,16 +624,23 @@ impl DynamoStore {
             }
         }
         let mut notes = HashMap::new();
-        for id in slots.keys() {
-            let alternatives = versions
-                .get(id.as_str())
+        for (id, slot) in slots {
+            let others = versions.get(id.as_str());
+            let alternatives = others
                 .map(|v| v.iter().filter_map(|s| ids.get(s).cloned()).collect())
                 .unwrap_or_default();
+            // Its place among the versions still stored (deleted ones are holes, not counted).
+            let version = 1 + others.map_or(0, |v| {
+                v.iter()
+                    .filter(|s| *s < slot && ids.contains_key(*s))
+                    .count()
+            });
             let feedback = feedback.remove(id);
             notes.insert(
                 id.clone(),
                 RunNotes {
                     alternatives,
+                    version,
                     feedback,
                 },
             );

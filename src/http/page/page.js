@@ -1,6 +1,7 @@
 "use strict";
 // session-chat's page: a client of the public API and nothing more. Everything from the
-// server or the user is written with textContent, never parsed as HTML.
+// server or the user is written as text (textContent, and replies formatted with DOM calls),
+// never parsed as HTML.
 (() => {
   const $ = (id) => document.getElementById(id);
   const mode = document.documentElement.dataset.authMode; // NONE, JWT or AWS_IAM
@@ -16,7 +17,9 @@
     renameDialog: $("rename-dialog"), renameForm: $("rename-form"),
     renameInput: $("rename-input"), renameError: $("rename-error"),
     deleteDialog: $("delete-dialog"), deleteForm: $("delete-form"),
-    deleteText: $("delete-text"), deleteError: $("delete-error"),
+    deleteText: $("delete-text"), deleteError: $("delete-error"), notice: $("notice"),
+    runDeleteDialog: $("run-delete-dialog"), runDeleteForm: $("run-delete-form"),
+    runDeleteError: $("run-delete-error"),
   };
   const PAGE_RUNS = 30;
   const LIST_PAGE = 20;
@@ -325,6 +328,7 @@
     el.older.hidden = true;
     el.messages.replaceChildren();
     el.logStatus.textContent = "";
+    el.notice.textContent = "";
     busy(false);
     for (const entry of state.sessions.values()) markCurrent(entry.li);
     showTitle();
@@ -351,6 +355,7 @@
       if (view !== state.view) return;
       el.logStatus.textContent = "";
       for (const run of page.runs) el.messages.append(...runNodes(run));
+      lastTools();
       state.older.cursor = page.prev_cursor;
       el.older.hidden = !page.prev_cursor;
       el.log.scrollTop = el.log.scrollHeight;
@@ -400,6 +405,196 @@
     if (entries.some((e) => e.isIntersecting) && !state.older.failed) loadOlder();
   }, {root: el.log, rootMargin: "100px"}).observe(el.older);
 
+  // ---- replies as formatted text: a small Markdown subset built with DOM calls only (the
+  // model's text is never parsed as HTML; markup in it stays characters)
+
+  function make(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text) e.textContent = text;
+    return e;
+  }
+
+  const FENCE = /^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)/;
+  const HEADING = /^ {0,3}(#{1,6})(?:\s+(.*?))?(?:\s+#+)?\s*$/;
+  const RULE = /^ {0,3}([-*_])(?:\s*\1){2,}\s*$/;
+  const QUOTE = /^ {0,3}> ?/;
+  const ITEM = /^( *)([-*+]|\d{1,9}[.)])(?: +|$)/;
+  // An escaped mark; `code`; [text](url); a bare web address; *, **, *** (or _) emphasis.
+  const INLINE = /\\([!-/:-@[-`{-~])|(`+)([\s\S]*?[^`])\2(?!`)|\[((?:[^[\]\n]|\[[^[\]\n]*\])*)\]\(\s*([^\s()]*(?:\([^\s()]*\)[^\s()]*)*)(?:\s+"[^"\n]*")?\s*\)|(https?:\/\/[^\s<>]*[^\s<>.,:;!?'")\]*_~])|(\*{1,3})(?=\S)([\s\S]*?[^\s*])\7(?!\*)|(_{1,3})(?=\S)([\s\S]*?[^\s_])\9(?!_)/g;
+
+  const starts = (line) => FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) || ITEM.test(line);
+
+  function markdown(text) {
+    const box = document.createDocumentFragment();
+    blocks(text.split(/\r\n?|\n/), box);
+    return box;
+  }
+
+  function blocks(lines, parent) {
+    for (let i = 0; i < lines.length;) {
+      const line = lines[i];
+      let m;
+      if (!line.trim()) {
+        i++;
+      } else if ((m = FENCE.exec(line))) {
+        const close = new RegExp("^ {0,3}" + m[1][0] + "{" + m[1].length + ",}\\s*$");
+        const code = [];
+        for (i++; i < lines.length && !close.test(lines[i]); i++) code.push(lines[i]);
+        i++;
+        parent.append(codeBlock(code.join("\n"), m[2]));
+      } else if (RULE.test(line)) {
+        parent.append(make("hr"));
+        i++;
+      } else if ((m = HEADING.exec(line))) {
+        // Under the page's own h1 and h2: # is h3, ## h4, and so on to h6.
+        const h = make("h" + Math.min(6, m[1].length + 2));
+        inline(m[2] || "", h);
+        parent.append(h);
+        i++;
+      } else if (QUOTE.test(line)) {
+        const quoted = [];
+        while (i < lines.length && QUOTE.test(lines[i])) quoted.push(lines[i++].replace(QUOTE, ""));
+        const q = make("blockquote");
+        blocks(quoted, q);
+        parent.append(q);
+      } else if (ITEM.test(line)) {
+        i = list(lines, i, parent);
+      } else {
+        const para = [line.trim()];
+        for (i++; i < lines.length && lines[i].trim() && !starts(lines[i]); i++) para.push(lines[i].trim());
+        const p = make("p");
+        inline(para.join("\n"), p);
+        parent.append(p);
+      }
+    }
+  }
+
+  // A list from line i: its items at the first item's indent; what is indented under an item
+  // (a nested list, a code block, more paragraphs) is that item's. Returns the next line.
+  function list(lines, i, parent) {
+    const head = ITEM.exec(lines[i]);
+    const indent = head[1].length;
+    const ordered = /\d/.test(head[2]);
+    const box = make(ordered ? "ol" : "ul");
+    if (ordered && parseInt(head[2], 10) !== 1) box.start = parseInt(head[2], 10);
+    parent.append(box);
+    let m;
+    while (i < lines.length && (m = ITEM.exec(lines[i])) && m[1].length === indent && /\d/.test(m[2]) === ordered) {
+      const col = m[0].length;
+      const body = [lines[i].slice(col)];
+      let gap = false;
+      for (i++; i < lines.length; i++) {
+        const line = lines[i];
+        const lead = line.length - line.trimStart().length;
+        const sub = ITEM.test(line);
+        if (!line.trim()) body.push("");
+        else if (lead >= col || (sub && lead > indent)) body.push(line.slice(Math.min(lead, col)));
+        else if (!gap && !starts(line)) body.push(line.trim());
+        else break;
+        gap = !line.trim();
+      }
+      const li = make("li");
+      blocks(body, li);
+      box.append(li);
+    }
+    return i;
+  }
+
+  // Text joined to the text before it (one text node, not a run of them).
+  function add(parent, text) {
+    const last = parent.lastChild;
+    if (!text) return;
+    if (last && last.nodeType === 3) last.appendData(text);
+    else parent.append(text);
+  }
+
+  function inline(text, parent, inLink) {
+    let at = 0;
+    let m;
+    INLINE.lastIndex = 0;
+    while ((m = INLINE.exec(text))) {
+      const end = INLINE.lastIndex;
+      add(parent, text.slice(at, m.index));
+      at = end;
+      if (m[1]) {
+        add(parent, m[1]);
+      } else if (m[2]) {
+        const t = m[3];
+        parent.append(make("code", "", /^ .*\S.* $/s.test(t) ? t.slice(1, -1) : t));
+      } else if (m[5] !== undefined || m[6]) {
+        const href = !inLink && safeUrl(m[6] || m[5]);
+        if (!href) {
+          add(parent, m[0]); // not a web address: shown as written
+        } else {
+          const a = make("a");
+          a.href = href;
+          a.target = "_blank";
+          a.rel = "noopener noreferrer";
+          if (m[6]) a.append(m[6]);
+          else inline(m[4], a, true);
+          parent.append(a);
+        }
+      } else {
+        const marks = m[7] || m[9];
+        const inner = m[7] ? m[8] : m[10];
+        if (m[9] && (/\w/.test(text[m.index - 1] || "") || /\w/.test(text[end] || ""))) {
+          at = m.index + marks.length; // snake_case_words: no emphasis inside a word
+          add(parent, marks);
+        } else {
+          let outer = make(marks.length === 1 ? "em" : "strong");
+          parent.append(outer);
+          if (marks.length === 3) outer.append(outer = make("em"));
+          inline(inner, outer, inLink);
+        }
+      }
+      INLINE.lastIndex = at;
+    }
+    add(parent, text.slice(at));
+  }
+
+  function safeUrl(text) {
+    try {
+      const u = new URL(text);
+      return u.protocol === "http:" || u.protocol === "https:" ? u.href : "";
+    } catch (_) {
+      return ""; // relative, or not an address
+    }
+  }
+
+  function codeBlock(text, lang) {
+    const box = make("div", "code");
+    const bar = make("div", "code-bar");
+    const note = make("span", "copied");
+    note.setAttribute("role", "status");
+    const copy = make("button", "copy", "Copy");
+    copy.type = "button";
+    copy.setAttribute("aria-label", "Copy the code" + (lang ? " (" + lang + ")" : ""));
+    let timer = 0;
+    copy.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(text);
+        note.textContent = "Copied";
+      } catch (_) {
+        note.textContent = "Could not copy";
+      }
+      clearTimeout(timer);
+      timer = setTimeout(() => { note.textContent = ""; }, 2500);
+    });
+    bar.append(make("span", "lang", lang), note, copy);
+    const pre = make("pre");
+    pre.append(make("code", "", text));
+    box.append(bar, pre);
+    return box;
+  }
+
+  // A reply's text, formatted; `raw` keeps what was written.
+  function showReply(li, raw) {
+    const box = li.querySelector(".text");
+    box.raw = raw;
+    box.replaceChildren(markdown(raw));
+  }
+
   function messageNode(role, text) {
     const li = document.createElement("li");
     li.className = "msg " + role;
@@ -408,16 +603,19 @@
     who.textContent = role === "user" ? "You" : "Model";
     const body = document.createElement("div");
     body.className = "text";
-    body.textContent = text;
     li.append(who, body);
+    if (role === "user") body.textContent = text;
+    else showReply(li, text);
     return li;
   }
 
   function runNodes(run) {
+    const user = messageNode("user", run.input);
     const reply = messageNode("bot", run.output);
     reply.dataset.state = "saved";
-    reply.dataset.run = run.id;
-    return [messageNode("user", run.input), reply];
+    runTools(user, reply, {id: run.id, alternatives: run.alternatives || [], version: run.version || 1,
+      rating: run.feedback ? run.feedback.rating : null});
+    return [user, reply];
   }
 
   // The line under a reply that says what became of it.
@@ -427,7 +625,7 @@
     if (!line) {
       line = document.createElement("p");
       line.className = "state";
-      li.append(line);
+      li.insertBefore(line, li.querySelector(".tools"));
     }
     const words = document.createElement("span");
     words.textContent = text;
@@ -442,6 +640,7 @@
   function busy(on) {
     el.stop.hidden = !on;
     el.send.disabled = on || mode === "AWS_IAM";
+    el.messages.classList.toggle("busy", on);
   }
 
   // ---- sending: every message carries an Idempotency-Key, kept for its retries
@@ -458,9 +657,12 @@
     if (state.sending) return;
     el.message.value = "";
     el.logStatus.textContent = "";
-    const exchange = {id: state.current, text, key: uuid(), view: state.view};
+    const exchange = {id: state.current, text, key: uuid(), view: state.view, say: {message: text}};
+    exchange.user = messageNode("user", text);
     exchange.reply = messageNode("bot", "");
-    el.messages.append(messageNode("user", text), exchange.reply);
+    el.messages.append(exchange.user, exchange.reply);
+    el.notice.textContent = "";
+    lastTools();
     el.log.scrollTop = el.log.scrollHeight;
     turn(exchange);
   });
@@ -487,12 +689,15 @@
       state.sending = ex;
       busy(true);
     }
-    const text = ex.reply.querySelector(".text");
-    const words = document.createTextNode("");
-    text.replaceChildren(words);
+    ex.raw = "";
+    showReply(ex.reply, "");
+    for (const li of [ex.user, ex.reply]) {
+      const tools = li.querySelector(".tools");
+      if (tools) tools.remove();
+    }
     ex.reply.setAttribute("aria-busy", "true");
-    setState(ex.reply, "pending", "Waiting for the reply…");
-    const body = {session_id: ex.id, message: ex.text, ...(mode === "NONE" ? {owner: state.owner} : {})};
+    setState(ex.reply, "pending", ex.say.regenerate ? "Writing another version…" : "Waiting for the reply…");
+    const body = {session_id: ex.id, ...ex.say, ...(mode === "NONE" ? {owner: state.owner} : {})};
     let outcome;
     try {
       const response = await fetch(url("chat"), {
@@ -503,14 +708,10 @@
       });
       if (!response.ok) throw await errorOf(response);
       if ((response.headers.get("content-type") || "").startsWith("text/event-stream")) {
-        outcome = await readStream(response, ex, words);
+        outcome = await readStream(response, ex);
         outcome.replayed = response.headers.get("idempotent-replayed") === "true";
       } else {
-        const done = await response.json();
-        const follow = ex.view === state.view && nearBottom();
-        words.data = done.reply;
-        if (follow) el.log.scrollTop = el.log.scrollHeight;
-        outcome = {done, replayed: response.headers.get("idempotent-replayed") === "true"};
+        outcome = {done: await response.json(), replayed: response.headers.get("idempotent-replayed") === "true"};
       }
     } catch (e) {
       outcome = {error: e};
@@ -519,7 +720,18 @@
   }
 
   // Server-sent events read from the response body: delta, done, error.
-  async function readStream(response, ex, words) {
+  // The reply formatted again from its whole text, at most once a frame while it grows.
+  function draw(ex) {
+    if (ex.frame) return;
+    ex.frame = requestAnimationFrame(() => {
+      ex.frame = 0;
+      const follow = ex.view === state.view && nearBottom();
+      showReply(ex.reply, ex.raw);
+      if (follow) el.log.scrollTop = el.log.scrollHeight;
+    });
+  }
+
+  async function readStream(response, ex) {
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -531,10 +743,9 @@
         let payload = null;
         try { payload = JSON.parse(data.join("\n")); } catch (_) { /* not JSON: ignored */ }
         if (name === "delta" && payload && typeof payload.text === "string") {
-          const follow = nearBottom();
-          words.appendData(payload.text);
+          ex.raw += payload.text;
+          draw(ex);
           if (ex.reply.dataset.state !== "streaming") setState(ex.reply, "streaming", "Writing…");
-          if (follow && ex.view === state.view) el.log.scrollTop = el.log.scrollHeight;
         } else if (name === "done" && payload) {
           result = {done: payload};
         } else if (name === "error") {
@@ -575,13 +786,21 @@
     const reply = ex.reply;
     const follow = ex.view === state.view && nearBottom();
     reply.removeAttribute("aria-busy");
-    if (outcome.done) {
-      const words = reply.querySelector(".text");
-      if (typeof outcome.done.reply === "string" && words.textContent !== outcome.done.reply) {
-        words.textContent = outcome.done.reply; // what was stored is what counts
-      }
-      reply.dataset.run = outcome.done.run_id || "";
-      setState(reply, "saved", outcome.replayed ? "Saved (an earlier try had saved it)" : "Saved");
+    cancelAnimationFrame(ex.frame);
+    ex.frame = 0;
+    // What was stored is what counts; otherwise the words that came.
+    if (outcome.done && typeof outcome.done.reply === "string") ex.raw = outcome.done.reply;
+    showReply(reply, ex.raw);
+    if (ex.was && !outcome.done) {
+      versionFailed(ex, outcome, stopped);
+    } else if (outcome.done) {
+      // A new version is the newest at its place: the others, the replaced one among them, come first.
+      const others = ex.was ? ex.was.alternatives.slice() : [];
+      if (ex.was) others.splice(ex.was.version - 1, 0, ex.was.id);
+      runTools(ex.user, reply, {id: outcome.done.run_id || "", alternatives: others, version: others.length + 1, rating: null});
+      lastTools();
+      const saved = ex.say.regenerate ? "Saved as a new version" : ex.say.edit ? "Saved (edited)" : "Saved";
+      setState(reply, "saved", outcome.replayed ? saved + " (an earlier try had saved it)" : saved);
       if (ex.view === state.view) state.fresh = false;
       noteActivity(ex.id, ex.text);
     } else {
@@ -620,10 +839,221 @@
     }
   }
 
+  // ---- a run's tools: versions (< 2/3 >), regenerate, edit, rating, delete
+
+  function button(cls, text, label, onClick) {
+    const b = make("button", cls, text);
+    b.type = "button";
+    if (label) b.setAttribute("aria-label", label);
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  // The versions at a run's place, oldest first, itself among them.
+  function versionsOf(run) {
+    const all = run.alternatives.slice();
+    all.splice(run.version - 1, 0, run.id);
+    return all;
+  }
+
+  function runTools(user, reply, run) {
+    reply.run = run;
+    reply.dataset.run = run.id;
+    user.dataset.run = run.id;
+    const bar = make("div", "tools");
+    const all = versionsOf(run);
+    if (all.length > 1) {
+      const group = make("span", "versions");
+      group.setAttribute("role", "group");
+      group.setAttribute("aria-label", "Version " + run.version + " of " + all.length);
+      const prev = button("prev", "‹", "Previous version", () => select(all[run.version - 2]));
+      const next = button("next", "›", "Next version", () => select(all[run.version]));
+      prev.disabled = run.version === 1;
+      next.disabled = run.version === all.length;
+      const count = make("span", "count", run.version + "/" + all.length);
+      count.setAttribute("aria-hidden", "true");
+      group.append(prev, count, next);
+      bar.append(group);
+    }
+    bar.append(button("regenerate", "↻ Regenerate", "Regenerate this reply", () => regenerate(user, reply)));
+    for (const [rating, text, label] of [["up", "👍", "Good reply"], ["down", "👎", "Bad reply"]]) {
+      const b = button("rate " + rating, text, label, () => rate(reply, rating));
+      b.setAttribute("aria-pressed", String(run.rating === rating));
+      bar.append(b);
+    }
+    bar.append(button("delete-run", "Delete", "Delete this message and its reply", (event) => askDeleteRun(reply, event.currentTarget)));
+    const old = reply.querySelector(".tools");
+    if (old) old.replaceWith(bar);
+    else reply.append(bar);
+    const mine = make("div", "tools");
+    mine.append(button("edit", "Edit", "Edit this message", () => startEdit(user)));
+    const was = user.querySelector(".tools");
+    if (was) was.replaceWith(mine);
+    else user.append(mine);
+  }
+
+  // Regenerate is offered on the last reply only.
+  function lastTools() {
+    const all = el.messages.querySelectorAll("li.msg.bot .regenerate");
+    all.forEach((b, i) => { b.hidden = i !== all.length - 1 || el.messages.lastElementChild !== b.closest("li"); });
+  }
+
+  function canChange() {
+    if (state.sending) {
+      el.notice.textContent = "Wait for the reply being written (or stop it) first.";
+      return false;
+    }
+    if (!ready()) return false;
+    el.notice.textContent = "";
+    return true;
+  }
+
+  function regenerate(user, reply) {
+    if (!canChange() || !reply.run) return;
+    turn({id: state.current, text: user.querySelector(".text").textContent, key: uuid(), view: state.view,
+      say: {regenerate: true}, user, reply, was: reply.run});
+  }
+
+  function startEdit(user) {
+    if (!canChange() || user.querySelector("form.edit")) return;
+    const box = user.querySelector(".text");
+    const form = make("form", "edit");
+    const field = make("textarea");
+    field.value = box.textContent;
+    field.rows = Math.min(8, field.value.split("\n").length + 1);
+    field.setAttribute("aria-label", "Your message, edited");
+    const cancel = button("cancel", "Cancel", "", () => close());
+    const send = make("button", "", "Send");
+    send.type = "submit";
+    form.append(field, make("div", "actions"));
+    form.lastChild.append(cancel, send);
+    const tools = user.querySelector(".tools");
+    box.hidden = true;
+    if (tools) tools.hidden = true;
+    user.append(form);
+    field.focus();
+    const close = () => {
+      form.remove();
+      box.hidden = false;
+      if (tools) tools.hidden = false;
+      const again = user.querySelector(".edit");
+      if (again) again.focus();
+    };
+    field.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      } else if (event.key === "Escape") {
+        event.stopPropagation();
+        close();
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = field.value;
+      const reply = user.nextElementSibling;
+      if (!text.trim() || !reply || !reply.run || !canChange()) return;
+      form.remove();
+      box.hidden = false;
+      box.textContent = text;
+      // The runs after it leave the path (kept on the server as the other branch).
+      while (reply.nextElementSibling) reply.nextElementSibling.remove();
+      turn({id: state.current, text, key: uuid(), view: state.view, say: {edit: reply.run.id, message: text},
+        user, reply, was: reply.run});
+      el.message.focus();
+    });
+  }
+
+  // A regeneration or an edit that did not come back saved: what is shown is read again from
+  // the server (a reply cut off may have been stored after all; a refusal changed nothing).
+  async function versionFailed(ex, outcome, stopped) {
+    const e = outcome.error;
+    const what = ex.say.regenerate ? "regenerated" : "edited";
+    const text = stopped ? "Stopped: the message was not " + what + " (unless the model had finished)."
+      : outcome.cut ? "The reply was cut off: not confirmed as " + what + "."
+      : e instanceof ApiError && e.code !== "save_unconfirmed" ? "Not " + what + ": " + e.message + " (" + e.code + ")."
+      : "Not confirmed as " + what + ": " + describe(e) + ".";
+    if (ex.view !== state.view) return;
+    await reload();
+    el.notice.textContent = text + " Shown as stored.";
+  }
+
+  // The open conversation read again, the view staying where it was.
+  async function reload() {
+    const top = el.log.scrollTop;
+    await openSession(state.current, false);
+    el.log.scrollTop = top;
+  }
+
+  const runPath = (run) => sessionPath(state.current) + "/runs/" + encodeURIComponent(run.id);
+
+  async function select(id) {
+    if (!canChange() || !id) return;
+    try {
+      await api("POST", sessionPath(state.current) + "/select", {body: {run_id: id}});
+    } catch (e) {
+      el.notice.textContent = "Could not switch versions: " + describe(e);
+      return;
+    }
+    await reload();
+    // Focus stays on the switcher of the same place, now showing the selected version.
+    const li = el.messages.querySelector("li.msg.bot[data-run=\"" + CSS.escape(id) + "\"]");
+    const target = li && (li.querySelector(".versions .next:not(:disabled)") || li.querySelector(".versions .prev"));
+    if (target) target.focus();
+  }
+
+  async function rate(reply, rating) {
+    const run = reply.run;
+    if (!run || !ready()) return;
+    try {
+      await api("PUT", runPath(run) + "/feedback", {body: {rating}});
+    } catch (e) {
+      el.notice.textContent = "Not rated: " + describe(e);
+      return;
+    }
+    run.rating = rating;
+    el.notice.textContent = "";
+    for (const b of reply.querySelectorAll(".tools .rate")) b.setAttribute("aria-pressed", String(b.classList.contains(rating)));
+  }
+
+  let doomed = null; // the reply whose run the delete dialog is about
+  function askDeleteRun(reply, from) {
+    if (!canChange() || !reply.run) return;
+    doomed = reply;
+    opener = from;
+    el.runDeleteError.textContent = "";
+    el.runDeleteDialog.showModal();
+    el.runDeleteDialog.querySelector(".cancel").focus();
+  }
+
+  el.runDeleteForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const reply = doomed;
+    if (!reply || !reply.run) return el.runDeleteDialog.close();
+    try {
+      await api("DELETE", runPath(reply.run));
+    } catch (e) {
+      if (e.code !== "run_not_found") {
+        el.runDeleteError.textContent = "Not deleted: " + describe(e);
+        return;
+      }
+    }
+    // The path closes over it: the runs after it stay.
+    const user = reply.previousElementSibling;
+    const after = reply.nextElementSibling;
+    if (user && user.dataset.run === reply.run.id) user.remove();
+    reply.remove();
+    doomed = null;
+    opener = after ? after.querySelector("button") : null;
+    el.runDeleteDialog.close();
+    el.notice.textContent = "Message deleted.";
+    lastTools();
+  });
+
   // ---- rename and delete, each in a dialog
 
   let opener = null;
-  for (const dialog of [el.renameDialog, el.deleteDialog]) {
+  for (const dialog of [el.renameDialog, el.deleteDialog, el.runDeleteDialog]) {
     dialog.querySelector(".cancel").addEventListener("click", () => dialog.close());
     dialog.addEventListener("close", () => {
       if (opener && opener.isConnected) opener.focus();

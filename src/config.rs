@@ -119,6 +119,13 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     /// `INVOKE_MODE`: `BUFFERED` (default) or `RESPONSE_STREAM`.
     pub invoke_mode: InvokeMode,
+    /// `METRICS_NAMESPACE`: the CloudWatch namespace of the metrics (default `SessionChat`).
+    pub metrics_namespace: String,
+    /// `QUOTA_TURNS_PER_MINUTE`: turns one owner may start in a minute; unset, no limit.
+    pub quota_turns_per_minute: Option<u64>,
+    /// `QUOTA_TOKENS_PER_DAY`: model tokens (in and out, as the provider reports them) one
+    /// owner may spend in a UTC day; unset, no limit.
+    pub quota_tokens_per_day: Option<u64>,
 }
 
 /// A configuration value that cannot be used; the text names the variable and what it expects.
@@ -209,6 +216,9 @@ impl Config {
             owner_index: env.get("OWNER_INDEX"),
             jwt_audience: env.get("JWT_AUDIENCE").map(|a| a.trim().to_owned()),
             invoke_mode,
+            metrics_namespace: env.metrics_namespace()?,
+            quota_turns_per_minute: env.positive("QUOTA_TURNS_PER_MINUTE")?,
+            quota_tokens_per_day: env.positive("QUOTA_TOKENS_PER_DAY")?,
         })
     }
 }
@@ -371,6 +381,22 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             )),
             None => Ok(crate::store::log::DEFAULT_VIEW_BYTES),
         }
+    }
+
+    /// CloudWatch's rule for a namespace: 1-255 of letters, digits and `.-_/#: `, and not `AWS/`.
+    fn metrics_namespace(&self) -> Result<String, ConfigError> {
+        let Some(value) = self.get("METRICS_NAMESPACE") else {
+            return Ok(crate::metrics::DEFAULT_NAMESPACE.to_owned());
+        };
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+        if value.len() > 255 || !value.chars().all(allowed) || value.starts_with("AWS/") {
+            return Err(invalid(
+                "METRICS_NAMESPACE",
+                value,
+                "1-255 letters, digits or . - _ / # : space, not starting with AWS/",
+            ));
+        }
+        Ok(value)
     }
 
     fn session_ttl_days(&self) -> Result<Option<u64>, ConfigError> {

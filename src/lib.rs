@@ -19,6 +19,7 @@ pub mod http;
 pub mod input;
 pub mod lambda;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod startup;
 pub mod store;

@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    session_chat::metrics::set_namespace(&config.metrics_namespace);
     let app = match session_chat::startup::build_app(&config).await {
         Ok(app) => app,
         Err(e) => {

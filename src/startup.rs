@@ -8,6 +8,7 @@ use crate::chat::{ChatService, ChatSettings};
 use crate::config::{self, Config, Provider, Secret};
 use crate::http::{App, HttpSettings};
 use crate::model::{BedrockModel, ChatModel, OpenAiModel};
+use crate::store::quota::Quotas;
 use crate::store::DynamoStore;
 use crate::tls;
 
@@ -146,6 +147,10 @@ pub fn chat_with_model(
         history_token_budget: config.history_token_budget,
         summarize: config.summarize,
         new_session_format: config.memory_format,
+        quotas: Quotas {
+            turns_per_minute: config.quota_turns_per_minute,
+            tokens_per_day: config.quota_tokens_per_day,
+        },
         ..ChatSettings::default()
     };
     ChatService::new(Arc::new(store), model, settings)

@@ -15,6 +15,7 @@ use crate::deadline::{Deadline, SAVE_RESERVE, STORE_MARGIN};
 use crate::input::{IdempotencyKey, Message, OwnerKey, Rating, SessionKey};
 use crate::memory::Format;
 use crate::model::{ChatModel, ModelError, Usage};
+use crate::store::quota::{QuotaKind, Quotas};
 use crate::store::{message_digest, Branch, SessionStore, StoreError};
 // What the session routes read, re-exported so the adapters need only this module.
 pub use crate::store::{
@@ -44,6 +45,8 @@ pub struct ChatSettings {
     pub summarize: bool,
     /// The shape new sessions are stored in; existing sessions keep theirs.
     pub new_session_format: Format,
+    /// Per-owner limits, checked before the model is called (off by default).
+    pub quotas: Quotas,
 }
 
 impl Default for ChatSettings {
@@ -57,6 +60,7 @@ impl Default for ChatSettings {
             history_token_budget: crate::config::DEFAULT_HISTORY_TOKEN_BUDGET,
             summarize: true,
             new_session_format: Format::Seed,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -143,6 +147,9 @@ pub enum ChatError {
     /// A place holds as many versions as it may keep, or the session as many forks.
     #[error("no more versions can be kept here (16 at one place, 200 in a session)")]
     TooManyVersions,
+    /// The caller's quota is spent: `retry_after` seconds until its window ends.
+    #[error("the {} quota is spent", match kind { QuotaKind::TurnsPerMinute => "turns-per-minute", QuotaKind::TokensPerDay => "tokens-per-day" })]
+    QuotaExceeded { kind: QuotaKind, retry_after: u64 },
     /// Versions, deleting one run and feedback need the log layout.
     #[error("this session is stored in the item layout; editing needs the log layout (STORAGE_LAYOUT=log), which it moves into on its next message")]
     LogLayoutRequired,

@@ -13,6 +13,7 @@ use crate::input::{IdempotencyKey, Message, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{ChatModel, Completion, ModelError, Prompt, Role};
 use crate::store::in_memory::InMemoryStore;
+use crate::store::quota::{QuotaKind, Quotas};
 use crate::store::SessionStore;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -588,4 +589,51 @@ async fn short_conversations_send_the_prompts_they_always_did() {
         );
     }
     assert!(model.folds.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_spent_turn_quota_refuses_before_the_model_and_a_saved_turn_is_replayed() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Scripted::default());
+    let settings = ChatSettings {
+        quotas: Quotas {
+            turns_per_minute: Some(2),
+            tokens_per_day: None,
+        },
+        ..ChatSettings::default()
+    };
+    let chat = ChatService::new(
+        Arc::clone(&store) as Arc<dyn SessionStore>,
+        Arc::clone(&model) as Arc<dyn ChatModel>,
+        settings,
+    );
+    let key = IdempotencyKey::parse("k-1").unwrap();
+    let first = chat
+        .send(&turn("one", Deadline::NONE, Some(&key)))
+        .await
+        .unwrap();
+    chat.send(&turn("two", Deadline::NONE, None)).await.unwrap();
+    let refused = chat.send(&turn("three", Deadline::NONE, None)).await;
+    let Err(ChatError::QuotaExceeded { kind, retry_after }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(kind, QuotaKind::TurnsPerMinute);
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        model.calls.load(Ordering::SeqCst),
+        2,
+        "the model was not asked"
+    );
+    assert_eq!(store.runs(&session()).len(), 2, "nothing stored");
+    // Over the quota, a keyed retry of a saved turn is still its reply.
+    let again = chat
+        .send(&turn("one", Deadline::NONE, Some(&key)))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.run_id, first.run_id);
+    assert!(matches!(
+        chat.send(&turn("four", Deadline::NONE, None)).await,
+        Err(ChatError::QuotaExceeded { .. })
+    ));
 }

@@ -13,7 +13,8 @@ use super::{
 };
 use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
-use crate::model::{Completion, Prompt};
+use crate::model::{Completion, Prompt, Usage};
+use crate::store::quota::{self, Counter, QuotaKind};
 use crate::store::{Changes, Receipt, Snapshot, StoreError, Summary};
 
 /// A turn after its read: replayed from a receipt, or ready for the model.
@@ -34,6 +35,16 @@ struct Asking {
     model_started: Instant,
     model_deadline: Instant,
     timings: Timings,
+    /// The token counter the answer's tokens go on (a quota of tokens is set).
+    spend: Option<Counter>,
+}
+
+/// What a turn's quota check took.
+#[derive(Default)]
+struct Admitted {
+    /// The turn counter it counted on (given back if the turn is a replay).
+    counted: Option<Counter>,
+    spend: Option<Counter>,
 }
 
 /// What the model calls of a turn gave: the reply, and the fold's outcome if one ran (a new
@@ -66,8 +77,10 @@ impl ChatService {
             Ok(c) => c,
             Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
         };
+        let spend = self.spend(asking.spend.take(), completion.usage);
         let answered = Answered { completion, fold };
-        self.save_turn(turn, *asking, answered).await
+        let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
+        saved
     }
 
     /// Runs one turn as [`ChatService::send`] does, in a task of its own, so it goes on (and
@@ -114,8 +127,10 @@ impl ChatService {
         };
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
+        let spend = self.spend(asking.spend.take(), completion.usage);
         let answered = Answered { completion, fold };
-        let mut reply = self.save_turn(turn, *asking, answered).await?;
+        let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
+        let mut reply = saved?;
         reply.timings.first_piece_ms = first_piece;
         Ok(reply)
     }
@@ -127,7 +142,9 @@ impl ChatService {
         let started = Instant::now();
         let branch = turn.say.branch();
         let load = self.store.load_branch(&turn.session, &branch);
-        let snapshot = bounded(turn.deadline, load).await??;
+        // The quotas are checked beside the read: no wait of their own.
+        let (loaded, admitted) = tokio::join!(bounded(turn.deadline, load), self.admit(turn));
+        let snapshot = loaded??;
         if let (Some(have), Some(want)) = (snapshot.owner.as_deref(), &turn.owner) {
             if have != want.as_str() {
                 return Err(self.released(turn, &snapshot, ChatError::Forbidden).await);
@@ -141,12 +158,24 @@ impl ChatService {
                 Err(e) => return Err(self.released(turn, &snapshot, e).await),
             };
             if let Some(receipt) = found {
-                // The turn stores nothing: its slot (a log session's) is given back.
+                // The turn stores nothing: its slot (a log session's) is given back, and the
+                // count it took (a replay is not a turn).
                 let replayed = replay(receipt, &turn.say, timings);
                 self.release(turn, &snapshot).await;
+                if let Ok(Admitted {
+                    counted: Some(counter),
+                    ..
+                }) = &admitted
+                {
+                    self.give_back(counter).await;
+                }
                 return replayed.map(Prepared::Replayed);
             }
         }
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(e) => return Err(self.released(turn, &snapshot, e).await),
+        };
         timings.load_ms = ms_since(started);
         let message = match self.message_of(turn, &snapshot) {
             Ok(message) => message,
@@ -194,7 +223,83 @@ impl ChatService {
             model_started,
             model_deadline,
             timings,
+            spend: admitted.spend,
         })))
+    }
+
+    /// Checks the caller's quotas (docs/storage.md, "Quotas"): counts the turn in its minute
+    /// unless the minute's quota is spent, and reads the day's tokens.
+    async fn admit(&self, turn: &TurnRequest) -> Result<Admitted, ChatError> {
+        let limits = self.settings.quotas;
+        if limits.is_off() {
+            return Ok(Admitted::default());
+        }
+        let now = crate::store::item::Now::current().secs;
+        let who = quota::who(turn.owner.as_ref(), &turn.session);
+        let turns = limits
+            .turns_per_minute
+            .map(|limit| (quota::turns(&who, now), limit));
+        let tokens = limits
+            .tokens_per_day
+            .map(|limit| (quota::tokens(&who, now), limit));
+        let count = async {
+            match &turns {
+                Some((counter, limit)) => self.store.count_turn(counter, *limit).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let spent = async {
+            match &tokens {
+                Some((counter, _)) => self.store.tokens_spent(counter).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (count, spent) =
+            tokio::join!(bounded(turn.deadline, count), bounded(turn.deadline, spent));
+        let counted = match (turns, count??) {
+            (Some((counter, _)), Some(false)) => {
+                return Err(ChatError::QuotaExceeded {
+                    kind: QuotaKind::TurnsPerMinute,
+                    retry_after: counter.retry_after,
+                })
+            }
+            (Some((counter, _)), Some(true)) => Some(counter),
+            _ => None,
+        };
+        let spent = spent??;
+        if let (Some((counter, limit)), Some(spent)) = (&tokens, spent) {
+            if spent >= *limit {
+                if let Some(counted) = &counted {
+                    self.give_back(counted).await;
+                }
+                return Err(ChatError::QuotaExceeded {
+                    kind: QuotaKind::TokensPerDay,
+                    retry_after: counter.retry_after,
+                });
+            }
+        }
+        Ok(Admitted {
+            counted,
+            spend: tokens.map(|(counter, _)| counter),
+        })
+    }
+
+    /// Gives back a turn's count; a failure only costs the caller one turn of the minute.
+    async fn give_back(&self, counter: &Counter) {
+        if let Err(e) = self.store.uncount_turn(counter).await {
+            tracing::warn!(error = %crate::error::chain(&e), "a quota count was not given back");
+        }
+    }
+
+    /// Counts an answer's tokens, as the provider reported them, on the day's counter.
+    async fn spend(&self, counter: Option<Counter>, usage: Option<Usage>) {
+        let (Some(counter), Some(usage)) = (counter, usage) else {
+            return;
+        };
+        let tokens = usage.prompt_tokens + usage.completion_tokens;
+        if let Err(e) = self.store.spend_tokens(&counter, tokens).await {
+            tracing::warn!(error = %crate::error::chain(&e), tokens, "an answer's tokens were not counted");
+        }
     }
 
     /// Appends the model's answer to the session and saves it: conditional on the version

@@ -1,6 +1,8 @@
 //! `POST /chat`: one turn, answered as one JSON response (or handed to `stream` for clients
 //! that take server-sent events).
 
+use std::time::Instant;
+
 use lambda_http::http::{header, StatusCode};
 use serde::Serialize;
 
@@ -8,6 +10,7 @@ use super::extract::{body_bytes, idempotency_key, parse_chat_body, wants_events}
 use super::{json_ok, stream, Answer, ApiError, App, Call};
 use crate::chat::{Reply, TurnRequest};
 use crate::input::SessionId;
+use crate::metrics::{self, Values};
 
 /// A turn's answer: the JSON response, and the data of a streamed turn's `done` event.
 #[derive(Serialize)]
@@ -43,10 +46,17 @@ impl App {
         };
         if wants_events(call.request) {
             let request_id = call.request_id().to_owned();
-            return stream::start(&self.chat, turn, request_id, session_id.clone()).await;
+            return stream::start(
+                &self.chat,
+                turn,
+                request_id,
+                session_id.clone(),
+                call.started,
+            )
+            .await;
         }
         let reply = self.chat.send(&turn).await?;
-        log_turn(call.request_id(), session_id, &reply, false);
+        log_turn(call.request_id(), session_id, &reply, false, call.started);
         let mut response = json_ok(StatusCode::OK, &ReplyBody::new(session_id, &reply));
         if reply.replayed {
             mark_replayed(response.headers_mut());
@@ -56,8 +66,15 @@ impl App {
 }
 
 /// The request's one line for a turn that was answered.
-pub(super) fn log_turn(request_id: &str, session_id: &SessionId, reply: &Reply, streamed: bool) {
+pub(super) fn log_turn(
+    request_id: &str,
+    session_id: &SessionId,
+    reply: &Reply,
+    streamed: bool,
+    started: Instant,
+) {
     let t = reply.timings;
+    let emf = turn_metrics(reply, started);
     tracing::info!(
         request_id,
         session_id = %session_id,
@@ -75,8 +92,33 @@ pub(super) fn log_turn(request_id: &str, session_id: &SessionId, reply: &Reply, 
         window_stepped = reply.context.stepped,
         summary_folded = reply.context.folded,
         outcome = if reply.replayed { "replayed" } else { "ok" },
+        emf = %emf,
         "chat turn"
     );
+}
+
+/// A turn's metrics: a replay counts as one, with nothing of the model's.
+fn turn_metrics(reply: &Reply, started: Instant) -> Values {
+    let mut v = Values::request(started, 200);
+    if reply.replayed {
+        v.set(metrics::REPLAYS, 1.0);
+        return v;
+    }
+    let t = reply.timings;
+    v.set(metrics::TURNS, 1.0);
+    v.set(metrics::MODEL_LATENCY, t.model_ms as f64);
+    v.set_some(metrics::FIRST_TOKEN_LATENCY, t.first_piece_ms);
+    v.set(metrics::SAVE_ATTEMPTS, f64::from(t.save_attempts));
+    v.set(
+        metrics::SAVE_CONFLICTS,
+        f64::from(t.save_attempts.saturating_sub(1)),
+    );
+    if let Some(u) = reply.usage {
+        v.set(metrics::TOKENS_IN, u.prompt_tokens as f64);
+        v.set(metrics::TOKENS_OUT, u.completion_tokens as f64);
+        v.set(metrics::TOKENS_CACHED, u.cached_tokens.unwrap_or(0) as f64);
+    }
+    v
 }
 
 /// `Idempotent-Replayed: true`: the reply was saved by an earlier request with the same key.

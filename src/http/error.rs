@@ -3,6 +3,7 @@
 //! added without saying how it is answered.
 
 use std::borrow::Cow;
+use std::time::Instant;
 
 use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Response};
@@ -12,6 +13,8 @@ use super::json_response;
 use crate::chat::ChatError;
 use crate::error::chain;
 use crate::input::InputError;
+use crate::metrics::{self, Values};
+use crate::store::quota::QuotaKind;
 
 /// Seconds a client is asked to wait before retrying a 503.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -47,6 +50,22 @@ pub enum ApiError {
     /// A streamed turn's task ended without an outcome.
     #[error("the turn ended without an outcome")]
     TurnLost,
+}
+
+/// An error answer's metrics: `Errors` by code, and which part failed.
+fn error_metrics(started: Instant, status: StatusCode, code: &'static str) -> Values {
+    let mut v = Values::request(started, status.as_u16());
+    v.error(code);
+    let part = match code {
+        "model_error" | "model_timeout" => Some(metrics::MODEL_ERRORS),
+        "store_unavailable" | "corrupt_session" | "save_unconfirmed" => Some(metrics::STORE_ERRORS),
+        "quota_exceeded" => Some(metrics::QUOTA_REFUSALS),
+        _ => None,
+    };
+    if let Some(part) = part {
+        v.set(part, 1.0);
+    }
+    v
 }
 
 /// How a failure is answered.
@@ -171,6 +190,18 @@ fn describe_chat(e: &ChatError) -> Described {
         ChatError::LogLayoutRequired => {
             said(StatusCode::CONFLICT, "log_layout_required", e.to_string())
         }
+        ChatError::QuotaExceeded { kind, .. } => said(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            match kind {
+                QuotaKind::TurnsPerMinute => {
+                    "too many turns this minute for this user; nothing was stored, retry after the time Retry-After says"
+                }
+                QuotaKind::TokensPerDay => {
+                    "this user's model tokens for today are spent; nothing was stored, retry after the time Retry-After says"
+                }
+            },
+        ),
     }
 }
 
@@ -196,13 +227,14 @@ impl ApiError {
     }
 
     /// Logs the request's one line: the cause chain for server errors (never sent to the
-    /// client), the refusal for client errors.
-    pub(crate) fn log(&self, request_id: &str, session_id: Option<&str>) {
+    /// client), the refusal for client errors; and its metrics.
+    pub(crate) fn log(&self, request_id: &str, session_id: Option<&str>, started: Instant) {
         let Described { status, code, .. } = describe(self);
+        let emf = error_metrics(started, status, code);
         if status.is_server_error() {
-            tracing::error!(request_id, session_id, outcome = code, status = status.as_u16(), cause = %chain(self), "request failed");
+            tracing::error!(request_id, session_id, outcome = code, status = status.as_u16(), cause = %chain(self), emf = %emf, "request failed");
         } else {
-            tracing::info!(request_id, session_id, outcome = code, status = status.as_u16(), error = %self, "request refused");
+            tracing::info!(request_id, session_id, outcome = code, status = status.as_u16(), error = %self, emf = %emf, "request refused");
         }
     }
 
@@ -218,13 +250,23 @@ impl ApiError {
         serde_json::to_string(&body).unwrap_or_default()
     }
 
-    /// The response, after logging the request's one line.
+    /// The response to a request that came just now, after logging its one line.
     pub(crate) fn into_response(
         self,
         request_id: &str,
         session_id: Option<&str>,
     ) -> Response<Body> {
-        self.log(request_id, session_id);
+        self.answer(request_id, session_id, Instant::now())
+    }
+
+    /// The response to a request that came at `started`, after logging its one line.
+    pub(crate) fn answer(
+        self,
+        request_id: &str,
+        session_id: Option<&str>,
+        started: Instant,
+    ) -> Response<Body> {
+        self.log(request_id, session_id, started);
         let status = self.status();
         let mut response = json_response(status, self.body());
         if let ApiError::MethodNotAllowed { allowed, .. } = &self {
@@ -236,6 +278,11 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
+        }
+        if let ApiError::Chat(ChatError::QuotaExceeded { retry_after, .. }) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, (*retry_after).into());
         }
         response
     }
@@ -341,6 +388,22 @@ mod tests {
                 409,
                 "log_layout_required",
             ),
+            (
+                chat(ChatError::QuotaExceeded {
+                    kind: QuotaKind::TurnsPerMinute,
+                    retry_after: 7,
+                }),
+                429,
+                "quota_exceeded",
+            ),
+            (
+                chat(ChatError::QuotaExceeded {
+                    kind: QuotaKind::TokensPerDay,
+                    retry_after: 3600,
+                }),
+                429,
+                "quota_exceeded",
+            ),
         ]
     }
 
@@ -385,12 +448,13 @@ mod tests {
                 ChatError::RunNotOnPath => "RunNotOnPath",
                 ChatError::TooManyVersions => "TooManyVersions",
                 ChatError::LogLayoutRequired => "LogLayoutRequired",
+                ChatError::QuotaExceeded { .. } => "QuotaExceeded",
             },
         }
     }
 
     /// As many as `variant` names.
-    const VARIANTS: usize = 7 + 10 + 17;
+    const VARIANTS: usize = 7 + 10 + 18;
 
     #[test]
     fn every_variant_is_in_the_table() {
@@ -433,5 +497,16 @@ mod tests {
         };
         let json: Value = serde_json::from_str(text).unwrap();
         assert_eq!(json["error"]["code"], "session_busy");
+        let spent = ApiError::Chat(ChatError::QuotaExceeded {
+            kind: QuotaKind::TurnsPerMinute,
+            retry_after: 17,
+        });
+        let response = spent.into_response("r2", Some("s"));
+        assert_eq!(response.status(), 429);
+        assert_eq!(
+            response.headers()[header::RETRY_AFTER],
+            "17",
+            "the seconds to the window's end"
+        );
     }
 }

@@ -21,6 +21,7 @@ mod stream;
 mod versions;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::request::RequestContext;
@@ -30,6 +31,7 @@ use crate::chat::ChatService;
 use crate::config::{AuthMode, Config};
 use crate::deadline::Deadline;
 use crate::input::{SessionId, SessionKey};
+use crate::metrics::Values;
 
 pub use error::ApiError;
 pub use extract::{parse_chat_body, ChatRequest};
@@ -103,6 +105,8 @@ impl Answer {
 pub(crate) struct Call<'r> {
     pub request: &'r Request,
     pub deadline: Deadline,
+    /// When the request came, for its `Latency`.
+    pub started: Instant,
     session: OnceLock<SessionId>,
 }
 
@@ -112,6 +116,7 @@ impl<'r> Call<'r> {
         Call {
             request,
             deadline: context.map_or(Deadline::NONE, |c| Deadline::from_epoch_ms(c.deadline)),
+            started: Instant::now(),
             session: OnceLock::new(),
         }
     }
@@ -121,6 +126,11 @@ impl<'r> Call<'r> {
         self.request
             .lambda_context_ref()
             .map_or("", |c| c.request_id.as_str())
+    }
+
+    /// The metrics of this request answered with `status` (its log line's `emf` field).
+    pub fn metrics(&self, status: u16) -> Values {
+        Values::request(self.started, status)
     }
 
     /// Notes the session the request is about, and hands it back.
@@ -210,7 +220,7 @@ impl App {
         let call = Call::new(&request);
         match self.route(&call).await {
             Ok(answer) => answer,
-            Err(e) => Answer::Whole(e.into_response(call.request_id(), call.session_id())),
+            Err(e) => Answer::Whole(e.answer(call.request_id(), call.session_id(), call.started)),
         }
     }
 

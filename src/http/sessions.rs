@@ -97,6 +97,7 @@ impl App {
         tracing::info!(
             request_id = call.request_id(),
             sessions = sessions.len(),
+            emf = %call.metrics(200),
             outcome = "listed",
             "sessions listed"
         );
@@ -114,6 +115,7 @@ impl App {
             request_id = call.request_id(),
             deleted = erased.deleted,
             remaining = erased.remaining,
+            emf = %call.metrics(200),
             outcome = "erased",
             "sessions erased"
         );
@@ -141,6 +143,7 @@ impl App {
         {
             return Err(ApiError::SessionNotFound(session_id.to_string()));
         }
+        tracing::info!(request_id = call.request_id(), session_id = %session_id, emf = %call.metrics(200), outcome = "renamed", "session renamed");
         let body = TitleBody {
             session_id: session_id.as_str(),
             title: title.as_str(),
@@ -190,7 +193,7 @@ impl App {
                 }
             })
             .collect();
-        tracing::info!(request_id = call.request_id(), session_id = %session_id, runs = runs.len(), outcome = "read", "session read");
+        tracing::info!(request_id = call.request_id(), session_id = %session_id, runs = runs.len(), emf = %call.metrics(200), outcome = "read", "session read");
         let body = HistoryBody {
             session_id: session_id.as_str(),
             runs,
@@ -210,11 +213,11 @@ impl App {
         match self.chat.forget(key, call.deadline).await? {
             Deleted::NotFound => Err(ApiError::SessionNotFound(session_id.to_string())),
             Deleted::Gone { complete: true } => {
-                tracing::info!(request_id, session_id = %session_id, outcome = "deleted", "session deleted");
+                tracing::info!(request_id, session_id = %session_id, emf = %call.metrics(204), outcome = "deleted", "session deleted");
                 Ok(no_content())
             }
             Deleted::Gone { complete: false } => {
-                tracing::info!(request_id, session_id = %session_id, outcome = "deleted_partly", "session deleted; cleanup goes on");
+                tracing::info!(request_id, session_id = %session_id, emf = %call.metrics(202), outcome = "deleted_partly", "session deleted; cleanup goes on");
                 let body = DeletedPartlyBody {
                     deleted: true,
                     complete: false,

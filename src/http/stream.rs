@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use lambda_http::http::header;
 use lambda_http::Response;
@@ -41,11 +42,13 @@ pub(super) async fn start(
     turn: TurnRequest,
     request_id: String,
     session_id: SessionId,
+    started: Instant,
 ) -> Result<Answer, ApiError> {
     let mut events = EventStream {
         rx: chat.stream(turn),
         request_id,
         session_id,
+        started,
         ended: false,
         first: None,
     };
@@ -62,7 +65,13 @@ pub(super) async fn start(
         Some(TurnEvent::Asking) => {}
         Some(TurnEvent::Finished(Ok(reply))) => {
             // Replayed from a receipt: the saved reply as one delta, then done.
-            log_turn(&events.request_id, &events.session_id, &reply, true);
+            log_turn(
+                &events.request_id,
+                &events.session_id,
+                &reply,
+                true,
+                events.started,
+            );
             mark_replayed(head.headers_mut());
             events.first = Some(format!("{}{}", delta(&reply.text), events.done(&reply)));
             events.ended = true;
@@ -79,6 +88,8 @@ pub struct EventStream {
     rx: mpsc::UnboundedReceiver<TurnEvent>,
     request_id: String,
     session_id: SessionId,
+    /// When the request came: the turn's `Latency` runs to its last event.
+    started: Instant,
     /// The last event was written.
     ended: bool,
     /// An event written before the stream was handed on.
@@ -104,7 +115,13 @@ impl EventStream {
                 Some(TurnEvent::Delta(piece)) => delta(&piece),
                 Some(TurnEvent::Finished(Ok(reply))) => {
                     self.ended = true;
-                    log_turn(&self.request_id, &self.session_id, &reply, true);
+                    log_turn(
+                        &self.request_id,
+                        &self.session_id,
+                        &reply,
+                        true,
+                        self.started,
+                    );
                     self.done(&reply)
                 }
                 Some(TurnEvent::Finished(Err(e))) => self.error(e.into()),
@@ -126,7 +143,11 @@ impl EventStream {
     /// last event. Nothing was stored (but for `save_unconfirmed`, as without streaming).
     fn error(&mut self, e: ApiError) -> String {
         self.ended = true;
-        e.log(&self.request_id, Some(self.session_id.as_str()));
+        e.log(
+            &self.request_id,
+            Some(self.session_id.as_str()),
+            self.started,
+        );
         sse("error", &e.body())
     }
 }

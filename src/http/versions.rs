@@ -17,7 +17,7 @@ impl App {
     ) -> Result<Response<Body>, ApiError> {
         let run = parse_select_body(body_bytes(call.request.body()))?;
         self.chat.select(key, run.as_str(), call.deadline).await?;
-        tracing::info!(request_id = call.request_id(), session_id = %session_id, run_id = run.as_str(), outcome = "selected", "version selected");
+        tracing::info!(request_id = call.request_id(), session_id = %session_id, run_id = run.as_str(), emf = %call.metrics(204), outcome = "selected", "version selected");
         Ok(no_content())
     }
 
@@ -31,7 +31,7 @@ impl App {
         self.chat
             .delete_run(key, run.as_str(), call.deadline)
             .await?;
-        tracing::info!(request_id = call.request_id(), session_id = %session_id, run_id = run.as_str(), outcome = "run_deleted", "run deleted");
+        tracing::info!(request_id = call.request_id(), session_id = %session_id, run_id = run.as_str(), emf = %call.metrics(204), outcome = "run_deleted", "run deleted");
         Ok(no_content())
     }
 
@@ -46,7 +46,7 @@ impl App {
         self.chat
             .rate(key, run.as_str(), &rating, call.deadline)
             .await?;
-        tracing::info!(request_id = call.request_id(), session_id = %session_id, run_id = run.as_str(), rating = if rating.up { "up" } else { "down" }, outcome = "rated", "feedback kept");
+        tracing::info!(request_id = call.request_id(), session_id = %session_id, run_id = run.as_str(), rating = if rating.up { "up" } else { "down" }, emf = %call.metrics(204), outcome = "rated", "feedback kept");
         Ok(no_content())
     }
 }

@@ -98,6 +98,10 @@ pub const RUN_ID: &str = "run_id";
 pub const MEMORY: &str = "run_memory";
 pub const SLOT: &str = "slot";
 
+/// A quota counter's count (its own item: docs/storage.md, "Quotas").
+pub const QUOTA_TURNS: &str = "turns";
+pub const QUOTA_TOKENS: &str = "tokens";
+
 /// Values of [`KIND`].
 pub const KIND_RUNS: &str = "runs";
 pub const KIND_PART: &str = "part";

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 
 use super::history::Window;
 use super::policy::{plan_save, Plan};
+use super::quota;
 use super::{
     Changes, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot, Span,
     StoreError, Summary, Version,
@@ -55,6 +56,8 @@ pub struct Faults {
 pub struct InMemoryStore {
     sessions: Mutex<HashMap<String, Stored>>,
     receipts: Mutex<HashMap<String, Receipt>>,
+    /// Quota counters by key.
+    counters: Mutex<HashMap<String, u64>>,
     pub faults: Mutex<Faults>,
     pub max_item_bytes: usize,
 }
@@ -120,8 +123,50 @@ impl InMemoryStore {
     }
 }
 
+impl InMemoryStore {
+    fn counter(&self, key: &str, change: impl FnOnce(&mut u64) -> bool) -> bool {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        change(counters.entry(key.to_owned()).or_default())
+    }
+}
+
 #[async_trait]
 impl SessionStore for InMemoryStore {
+    async fn count_turn(&self, counter: &quota::Counter, limit: u64) -> Result<bool, StoreError> {
+        Ok(self.counter(&counter.key, |n| {
+            let pass = *n < limit;
+            if pass {
+                *n += 1;
+            }
+            pass
+        }))
+    }
+
+    async fn uncount_turn(&self, counter: &quota::Counter) -> Result<(), StoreError> {
+        self.counter(&counter.key, |n| {
+            *n = n.saturating_sub(1);
+            true
+        });
+        Ok(())
+    }
+
+    async fn tokens_spent(&self, counter: &quota::Counter) -> Result<u64, StoreError> {
+        let mut spent = 0;
+        self.counter(&counter.key, |n| {
+            spent = *n;
+            true
+        });
+        Ok(spent)
+    }
+
+    async fn spend_tokens(&self, counter: &quota::Counter, tokens: u64) -> Result<(), StoreError> {
+        self.counter(&counter.key, |n| {
+            *n += tokens;
+            true
+        });
+        Ok(())
+    }
+
     async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         Ok(match sessions.get(session.as_str()) {

@@ -14,6 +14,7 @@ pub mod item;
 pub mod layout;
 pub mod log;
 pub mod policy;
+pub mod quota;
 
 use std::error::Error as StdError;
 
@@ -541,4 +542,17 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<(), StoreError> {
         Err(StoreError::LogLayoutRequired)
     }
+
+    /// Counts a turn on `counter` unless `limit` are counted there already: `false` when
+    /// refused (docs/storage.md, "Quotas").
+    async fn count_turn(&self, counter: &quota::Counter, limit: u64) -> Result<bool, StoreError>;
+
+    /// Gives back a count [`SessionStore::count_turn`] took.
+    async fn uncount_turn(&self, counter: &quota::Counter) -> Result<(), StoreError>;
+
+    /// The tokens counted on `counter`.
+    async fn tokens_spent(&self, counter: &quota::Counter) -> Result<u64, StoreError>;
+
+    /// Adds `tokens` to `counter`.
+    async fn spend_tokens(&self, counter: &quota::Counter, tokens: u64) -> Result<(), StoreError>;
 }

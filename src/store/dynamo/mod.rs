@@ -7,6 +7,7 @@ mod delete;
 mod list;
 mod log;
 mod migrate;
+mod quota;
 mod read;
 mod save;
 mod versions;
@@ -96,6 +97,36 @@ impl DynamoStore {
 
 #[async_trait]
 impl SessionStore for DynamoStore {
+    async fn count_turn(
+        &self,
+        counter: &super::quota::Counter,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        self.add_to_counter(counter, attr::QUOTA_TURNS, 1, Some(limit))
+            .await
+    }
+
+    async fn uncount_turn(&self, counter: &super::quota::Counter) -> Result<(), StoreError> {
+        self.add_to_counter(counter, attr::QUOTA_TURNS, -1, None)
+            .await
+            .map(drop)
+    }
+
+    async fn tokens_spent(&self, counter: &super::quota::Counter) -> Result<u64, StoreError> {
+        self.counted(counter, attr::QUOTA_TOKENS).await
+    }
+
+    async fn spend_tokens(
+        &self,
+        counter: &super::quota::Counter,
+        tokens: u64,
+    ) -> Result<(), StoreError> {
+        let by = i64::try_from(tokens).unwrap_or(i64::MAX);
+        self.add_to_counter(counter, attr::QUOTA_TOKENS, by, None)
+            .await
+            .map(drop)
+    }
+
     async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError> {
         if self.log_layout {
             if let Some(read) = self.begin_log(session, &Branch::Append).await? {

@@ -12,6 +12,7 @@ mod griptape;
 mod log_layout;
 mod managed;
 mod production;
+mod quota;
 mod reliability;
 mod sessions;
 mod storage;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::{python, repo, Req, ScriptedModel, TestEnv};
 
 /// Runs tools/concurrent_runtime.py: the debug build of the function, 32 workers, `events`.
-fn drive(
+pub(crate) fn drive(
     env: &TestEnv,
     model: &ScriptedModel,
     events: Vec<Value>,

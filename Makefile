@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup browser tokencount build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick bench-storage bench-storage-quick clean
+.PHONY: setup browser tokencount build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick bench-storage bench-storage-quick bench-quotas clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -128,6 +128,11 @@ bench-storage: setup
 
 bench-storage-quick: STORAGE_ARGS = --quick
 bench-storage-quick: bench-storage
+
+## The table's cost of the quotas: bench-storage on the log layout with both quotas on (limits no
+## turn reaches), to bench/quotas.json.
+bench-quotas: setup
+	$(PY) bench/storage.py --layouts log --env QUOTA_TURNS_PER_MINUTE=100000 --env QUOTA_TOKENS_PER_DAY=1000000000 --out bench/quotas.json $(STORAGE_ARGS)
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: CONTEXT_ARGS = --quick

@@ -53,7 +53,11 @@ constant per call whatever the item's size (the probe says so if that ever chang
 Writes bench/storage.json and prints a table. Stops everything it starts.
 
     storage.py [--quick] [--turns 200] [--burst 64] [--processes 2] [--workers 32]
-               [--model-seconds 1] [--no-build] [--binary PATH] [--out bench/storage.json]
+               [--model-seconds 1] [--no-build] [--binary PATH] [--env NAME=VALUE ...]
+               [--out bench/storage.json]
+
+`make bench-quotas` runs it with both quotas on (limits no turn reaches), to bench/quotas.json:
+the cost of the counters, beside storage.json's figures without them.
 """
 import argparse
 import base64
@@ -121,10 +125,14 @@ def cost_message(turn: int) -> str:
     return f"turn {turn}: " + "ipsum " * 165  # ~1 KB; the scripted model echoes it
 
 
+EXTRA_ENV = {}  # --env NAME=VALUE: settings of every function the bench runs
+
+
 def function_env(db_port, model_port, table):
     env = bench.function_env(db_port, model_port, {"TABLE_NAME": table})
     env.pop("HISTORY_TOKEN_BUDGET")  # the function's default
     env["STORAGE_LAYOUT"] = table.rsplit("-", 1)[-1]  # each layout has its tables
+    env.update(EXTRA_ENV)
     return env
 
 
@@ -660,8 +668,13 @@ def main() -> int:
     p.add_argument("--binary", help="the function binary to run (implies --no-build)")
     p.add_argument("--layouts", default="item,log",
                    help="STORAGE_LAYOUT values to measure, each on tables of its own")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting for the function (e.g. QUOTA_TURNS_PER_MINUTE=1000); repeatable")
     p.add_argument("--out", default=str(HERE / "storage.json"))
     a = p.parse_args()
+    for setting in a.env:
+        name, _, value = setting.partition("=")
+        EXTRA_ENV[name] = value
     if a.quick:
         a.turns = 50
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what we started
@@ -681,7 +694,7 @@ def main() -> int:
          "binary": str(binary),
          "commit": commit(),
          "config": {"burst_turns": a.burst, "processes": a.processes, "workers": a.workers,
-                    "model_seconds": a.model_seconds, "cost_turns": a.turns,
+                    "model_seconds": a.model_seconds, "cost_turns": a.turns, "env": EXTRA_ENV,
                     "dynamodb": "tools/dynamodb_local.py (moto, one request at a time) "
                                 "through tools/fault_proxy.py",
                     "units": "from item sizes (see bench/storage.py's docstring), not from the "

@@ -594,6 +594,21 @@ mod tests {
         assert_eq!(secret.openai_api_key_secret_id.as_deref(), Some("s"));
         assert_eq!(secret.auth_mode, AuthMode::Jwt);
         let base = [("TABLE_NAME", "t"), ("OPENAI_API_KEY", "k")];
+        let quotas = load(&[
+            ("TABLE_NAME", "t"),
+            ("OPENAI_API_KEY", "k"),
+            ("QUOTA_TURNS_PER_MINUTE", "20"),
+            ("QUOTA_TOKENS_PER_DAY", ""),
+            ("METRICS_NAMESPACE", "Team/Chat Prod"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (quotas.quota_turns_per_minute, quotas.quota_tokens_per_day),
+            (Some(20), None),
+            "empty is unset: no quota"
+        );
+        assert_eq!(quotas.metrics_namespace, "Team/Chat Prod");
+        assert_eq!(load(&base).unwrap().metrics_namespace, "SessionChat");
         for (var, value) in [
             ("MAX_RUNS", "0"),
             ("MAX_RUNS", "ten"),
@@ -612,6 +627,10 @@ mod tests {
             ("AUTH_MODE", "basic"),
             ("MEMORY_FORMAT", "json"),
             ("INVOKE_MODE", "stream"),
+            ("METRICS_NAMESPACE", "AWS/Lambda"),
+            ("METRICS_NAMESPACE", "not{this}"),
+            ("QUOTA_TURNS_PER_MINUTE", "many"),
+            ("QUOTA_TOKENS_PER_DAY", "-5"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));

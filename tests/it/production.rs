@@ -534,3 +534,370 @@ fn the_template_streams_post_chat_in_every_auth_mode() {
         .contains("${StreamApi}/*"));
     assert!(t["Outputs"]["StreamChatUrl"]["Value"] != Yaml::Null);
 }
+
+/// `!Ref name`'s name.
+fn ref_name(v: &Yaml) -> Option<&str> {
+    match v {
+        Yaml::Tagged(t) if t.tag == "!Ref" => t.value.as_str(),
+        _ => None,
+    }
+}
+
+/// Where a metric an alarm or the dashboard reads lives.
+#[derive(Debug, PartialEq)]
+enum Namespace {
+    /// The function's own, `MetricsNamespace`.
+    Ours,
+    /// A service's, `AWS/...`.
+    Aws(String),
+}
+
+impl Namespace {
+    /// An alarm's `Namespace`: `!Ref MetricsNamespace` or an `AWS/` one, never a name of ours
+    /// written out (it would miss a stack with another namespace).
+    fn of_alarm(v: &Yaml, what: &str) -> Namespace {
+        match (ref_name(v), v.as_str()) {
+            (Some("MetricsNamespace"), _) => Namespace::Ours,
+            (_, Some(aws)) if aws.starts_with("AWS/") => Namespace::Aws(aws.to_owned()),
+            _ => panic!("{what}: namespace {v:?} is neither !Ref MetricsNamespace nor AWS/"),
+        }
+    }
+
+    /// A dashboard's namespace, in its `!Sub` text.
+    fn of_dashboard(name: &str, what: &str) -> Namespace {
+        match name {
+            "${MetricsNamespace}" => Namespace::Ours,
+            aws if aws.starts_with("AWS/") => Namespace::Aws(aws.to_owned()),
+            _ => panic!("{what}: namespace {name:?} is neither ${{MetricsNamespace}} nor AWS/"),
+        }
+    }
+}
+
+/// A metric of ours that an alarm or the dashboard reads is one the code emits, with no
+/// dimension but `ErrorCode` on `Errors`.
+fn assert_emitted(name: &str, dimensions: &[String], what: &str) {
+    use session_chat::metrics::{ERRORS, ERROR_CODE, METRICS};
+    assert!(
+        METRICS.iter().any(|m| m.name == name),
+        "{what} reads {name}, which the code never emits"
+    );
+    for dimension in dimensions {
+        assert!(
+            name == ERRORS && dimension == ERROR_CODE,
+            "{what}: {name} is never emitted by {dimension}"
+        );
+    }
+}
+
+/// An alarm's metrics as (namespace, name, dimension names, dimension values, statistic): its
+/// own, or each `MetricStat` of its metric math.
+fn alarm_metrics(name: &str, alarm: &Yaml) -> Vec<(Namespace, String, Vec<String>, Yaml, String)> {
+    let p = &alarm["Properties"];
+    let read = |metric: &Yaml, stat: &Yaml| {
+        let dimensions = metric["Dimensions"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        (
+            Namespace::of_alarm(&metric["Namespace"], name),
+            metric["MetricName"].as_str().unwrap().to_owned(),
+            dimensions
+                .iter()
+                .map(|d| d["Name"].as_str().unwrap().to_owned())
+                .collect(),
+            Yaml::Sequence(dimensions.iter().map(|d| d["Value"].clone()).collect()),
+            stat.as_str().unwrap().to_owned(),
+        )
+    };
+    match p["Metrics"].as_sequence() {
+        Some(math) => math
+            .iter()
+            .filter(|m| m.get("MetricStat").is_some())
+            .map(|m| read(&m["MetricStat"]["Metric"], &m["MetricStat"]["Stat"]))
+            .collect(),
+        None => {
+            let stat = match p.get("ExtendedStatistic") {
+                Some(extended) => extended,
+                None => &p["Statistic"],
+            };
+            vec![read(p, stat)]
+        }
+    }
+}
+
+#[test]
+fn every_alarm_reads_a_metric_the_code_emits() {
+    let t = template();
+    let resources = t["Resources"].as_mapping().unwrap();
+    let alarms: Vec<(&str, &Yaml)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(name, r)| (name.as_str().unwrap(), r))
+        .collect();
+
+    let mut read = Vec::new();
+    let mut throttled_functions = BTreeSet::new();
+    for (name, alarm) in &alarms {
+        let p = &alarm["Properties"];
+        for (namespace, metric, dimensions, values, stat) in alarm_metrics(name, alarm) {
+            if namespace == Namespace::Ours {
+                assert_emitted(&metric, &dimensions, name);
+            }
+            if metric == "Throttles" {
+                // The function the stack has: a plain !Ref only under that function's condition.
+                let functions = strings(&values);
+                if let [only] = &values.as_sequence().unwrap()[..] {
+                    if let Some(function) = ref_name(only) {
+                        assert_eq!(
+                            alarm["Condition"], resources[function]["Condition"],
+                            "{name}"
+                        );
+                    }
+                }
+                throttled_functions.extend(functions);
+            }
+            read.push((namespace, metric, stat));
+        }
+        // Its threshold is a parameter, missing data is no alarm, and it notifies the topic
+        // only when AlarmEmail gives one.
+        let threshold =
+            ref_name(&p["Threshold"]).unwrap_or_else(|| panic!("{name}: Threshold is not a !Ref"));
+        assert!(
+            t["Parameters"][threshold].is_mapping(),
+            "{name}: {threshold} is not a parameter"
+        );
+        assert_eq!(p["TreatMissingData"], "notBreaching", "{name}");
+        assert!(
+            p["AlarmDescription"]
+                .as_str()
+                .unwrap()
+                .contains("docs/operations.md#"),
+            "{name}"
+        );
+        for actions in ["AlarmActions", "OKActions"] {
+            let Yaml::Tagged(choice) = &p[actions] else {
+                panic!("{name}: {actions} is not an !If")
+            };
+            assert_eq!(choice.tag, "!If", "{name}: {actions}");
+            assert_eq!(choice.value[0], "HasAlarmEmail", "{name}: {actions}");
+            assert_eq!(
+                strings(&choice.value[1]),
+                ["AlarmTopic"],
+                "{name}: {actions}"
+            );
+            assert_eq!(
+                ref_name(&choice.value[2]),
+                Some("AWS::NoValue"),
+                "{name}: {actions}"
+            );
+        }
+        assert!(p.get("InsufficientDataActions").is_none(), "{name}");
+    }
+
+    // The five alarms: 5xx rate, model errors, throttles of whichever function the stack has,
+    // store errors, p99 latency.
+    let lambda = || Namespace::Aws("AWS/Lambda".to_owned());
+    for (namespace, metric, stat) in [
+        (Namespace::Ours, "ServerErrors", "Average"),
+        (Namespace::Ours, "ModelErrors", "Sum"),
+        (lambda(), "Throttles", "Sum"),
+        (Namespace::Ours, "StoreErrors", "Sum"),
+        (Namespace::Ours, "Latency", "p99"),
+    ] {
+        assert!(
+            read.iter()
+                .any(|(n, m, s)| *n == namespace && m == metric && s == stat),
+            "no alarm on {metric} {stat}: {read:?}"
+        );
+    }
+    for function in ["ChatFunction", "ChatFunctionManaged"] {
+        assert!(
+            throttled_functions.contains(function),
+            "{function}'s throttles: {throttled_functions:?}"
+        );
+    }
+
+    // The topic exists only with an address, which it mails.
+    assert_eq!(t["Parameters"]["AlarmEmail"]["Default"], "");
+    assert_eq!(
+        strings(&t["Conditions"]["HasAlarmEmail"]),
+        ["AlarmEmail", ""]
+    );
+    assert_eq!(resources["AlarmTopic"]["Type"], "AWS::SNS::Topic");
+    assert_eq!(resources["AlarmTopic"]["Condition"], "HasAlarmEmail");
+    let subscriptions: Vec<&Yaml> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::SNS::Subscription")
+        .collect();
+    assert_eq!(subscriptions.len(), 1);
+    let subscription = subscriptions[0];
+    assert_eq!(subscription["Condition"], "HasAlarmEmail");
+    assert_eq!(subscription["Properties"]["Protocol"], "email");
+    assert_eq!(
+        ref_name(&subscription["Properties"]["Endpoint"]),
+        Some("AlarmEmail")
+    );
+    assert_eq!(
+        ref_name(&subscription["Properties"]["TopicArn"]),
+        Some("AlarmTopic")
+    );
+}
+
+/// A dashboard `SEARCH('{namespace,dimension...} MetricName="name"', ...)` as (namespace,
+/// dimensions, metric name). The schema ends at its first `}` outside double quotes (a quoted
+/// `"${MetricsNamespace}"` holds one).
+fn search_terms(expression: &str) -> (String, Vec<String>, Option<String>) {
+    let start = expression.find('{').unwrap() + 1;
+    let mut quoted = false;
+    let end = start
+        + expression[start..]
+            .find(|c| {
+                quoted ^= c == '"';
+                c == '}' && !quoted
+            })
+            .unwrap();
+    let mut parts = expression[start..end]
+        .split(',')
+        .map(|p| p.trim().trim_matches('"').to_owned());
+    let namespace = parts.next().unwrap();
+    let name = expression[end..]
+        .split_once("MetricName=\"")
+        .map(|(_, rest)| rest.split('"').next().unwrap().to_owned());
+    (namespace, parts.collect(), name)
+}
+
+#[test]
+fn the_dashboard_graphs_every_metric_the_code_emits() {
+    let t = template();
+    let dashboards: Vec<&Yaml> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
+        .collect();
+    assert_eq!(dashboards.len(), 1);
+    let Yaml::Tagged(sub) = &dashboards[0]["Properties"]["DashboardBody"] else {
+        panic!("DashboardBody is not a !Sub")
+    };
+    assert_eq!(sub.tag, "!Sub");
+    let text = match &sub.value {
+        Yaml::Sequence(parts) => parts[0].as_str().unwrap(),
+        other => other.as_str().unwrap(),
+    };
+    let body: serde_json::Value = serde_json::from_str(text).expect("the body is JSON");
+
+    let mut graphed = BTreeSet::new();
+    for widget in body["widgets"].as_array().unwrap() {
+        if widget["type"] != "metric" {
+            continue;
+        }
+        let what = format!("the dashboard's {}", widget["properties"]["title"]);
+        let (mut namespace, mut name) = (String::new(), String::new());
+        for row in widget["properties"]["metrics"].as_array().unwrap() {
+            let row = row.as_array().unwrap();
+            if let Some(expression) = row[0].get("expression") {
+                let expression = expression.as_str().unwrap();
+                if !expression.contains("SEARCH(") {
+                    continue; // math over the widget's other rows
+                }
+                let (namespace, dimensions, name) = search_terms(expression);
+                if Namespace::of_dashboard(&namespace, &what) == Namespace::Ours {
+                    let name = name.unwrap_or_else(|| panic!("{what}: a search names no metric"));
+                    assert_emitted(&name, &dimensions, &what);
+                    graphed.insert(name);
+                }
+                continue;
+            }
+            // [namespace, name, dimension, value, ..., {options}], "." repeating the row above.
+            let field = |i: usize, above: &str| match row[i].as_str().unwrap() {
+                "." => above.to_owned(),
+                s => s.to_owned(),
+            };
+            namespace = field(0, &namespace);
+            name = field(1, &name);
+            let dimensions: Vec<String> = row[2..]
+                .iter()
+                .take_while(|v| v.is_string())
+                .step_by(2)
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            if Namespace::of_dashboard(&namespace, &what) == Namespace::Ours {
+                assert_emitted(&name, &dimensions, &what);
+                graphed.insert(name.clone());
+            }
+        }
+    }
+    let emitted: BTreeSet<String> = session_chat::metrics::METRICS
+        .iter()
+        .map(|m| m.name.to_owned())
+        .collect();
+    assert_eq!(
+        graphed, emitted,
+        "the dashboard graphs every metric, and only those"
+    );
+    assert!(t["Outputs"]["DashboardUrl"]["Value"] != Yaml::Null);
+}
+
+#[test]
+fn quotas_and_the_namespace_come_from_parameters() {
+    let t = template();
+    let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(
+        ref_name(&env["METRICS_NAMESPACE"]),
+        Some("MetricsNamespace")
+    );
+    assert_eq!(
+        t["Parameters"]["MetricsNamespace"]["Default"],
+        session_chat::metrics::DEFAULT_NAMESPACE
+    );
+    // 0 turns a quota off: the variable is then empty, which the code reads as unset.
+    let mut defaults = Vec::new();
+    for (variable, parameter, condition) in [
+        (
+            "QUOTA_TURNS_PER_MINUTE",
+            "QuotaTurnsPerMinute",
+            "HasTurnQuota",
+        ),
+        ("QUOTA_TOKENS_PER_DAY", "QuotaTokensPerDay", "HasTokenQuota"),
+    ] {
+        let Yaml::Tagged(choice) = &env[variable] else {
+            panic!("{variable} is not an !If")
+        };
+        assert_eq!(choice.tag, "!If");
+        assert_eq!(choice.value[0], condition);
+        assert_eq!(ref_name(&choice.value[1]), Some(parameter));
+        assert_eq!(choice.value[2], "");
+        assert_eq!(strings(&t["Conditions"][condition]), [parameter, "0"]);
+        let default = t["Parameters"][parameter]["Default"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        defaults.push((variable, default));
+    }
+    let config = |values: &[(&str, String)]| {
+        session_chat::config::Config::from_lookup(|key| match key {
+            "TABLE_NAME" => Some("t".into()),
+            "OPENAI_API_KEY" => Some("k".into()),
+            _ => values
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone()),
+        })
+        .unwrap()
+    };
+    let on = config(&defaults);
+    assert_eq!(
+        (on.quota_turns_per_minute, on.quota_tokens_per_day),
+        (Some(20), Some(1_000_000))
+    );
+    let off = config(
+        &defaults
+            .iter()
+            .map(|(k, _)| (*k, String::new()))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        (off.quota_turns_per_minute, off.quota_tokens_per_day),
+        (None, None)
+    );
+}

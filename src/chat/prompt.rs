@@ -7,6 +7,7 @@ use super::ChatService;
 use crate::input::{Message, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{ChatMessage, Prompt, Role};
+use crate::store::quota::Counter;
 use crate::store::{Snapshot, Summary};
 
 /// Longest summary kept, in characters: a fold's answer is cut (at a word) to this.
@@ -58,13 +59,18 @@ impl ChatService {
         session: &SessionKey,
         job: Option<FoldJob>,
         deadline: Instant,
+        spend: Option<&Counter>,
     ) -> Option<Option<Summary>> {
         let job = job?;
         Some(match self.model.complete(&job.request, deadline).await {
-            Ok(completion) => Some(Summary {
-                text: bounded_summary(completion.text),
-                through: job.through,
-            }),
+            Ok(completion) => {
+                // A fold's tokens are the caller's too.
+                self.spend(spend, completion.usage).await;
+                Some(Summary {
+                    text: bounded_summary(completion.text),
+                    through: job.through,
+                })
+            }
             Err(e) => {
                 tracing::warn!(session_id = %session, error = %e, "could not update the summary; keeping the old one");
                 None

@@ -637,3 +637,42 @@ async fn a_spent_turn_quota_refuses_before_the_model_and_a_saved_turn_is_replaye
         Err(ChatError::QuotaExceeded { .. })
     ));
 }
+
+#[tokio::test]
+async fn the_token_quota_counts_the_replies_and_the_folds() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Folding {
+        token_factor: 1,
+        ..Folding::default()
+    });
+    let chat = ChatService::new(
+        Arc::clone(&store) as Arc<dyn SessionStore>,
+        Arc::clone(&model) as Arc<dyn ChatModel>,
+        ChatSettings {
+            history_token_budget: 600,
+            quotas: Quotas {
+                turns_per_minute: None,
+                tokens_per_day: Some(1 << 40),
+            },
+            ..ChatSettings::default()
+        },
+    );
+    for i in 0..40 {
+        chat.send(&turn(&long_message(i), Deadline::NONE, None))
+            .await
+            .unwrap();
+    }
+    let folds = model.folds.lock().unwrap().clone();
+    assert!(!folds.is_empty(), "the window stepped and folded");
+    let reported: u64 = model
+        .replies
+        .lock()
+        .unwrap()
+        .iter()
+        .chain(&folds)
+        .map(|p| prompt_tokens(&p.messages))
+        .sum();
+    let now = crate::store::item::Now::current().secs;
+    let counter = crate::store::quota::tokens(&crate::store::quota::who(None, &session()), now);
+    assert_eq!(store.tokens_spent(&counter).await.unwrap(), reported);
+}

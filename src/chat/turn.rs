@@ -70,14 +70,20 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         // A fold runs beside the reply, never before it.
-        let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
+        let counter = asking.spend.take();
+        let fold = self.run_fold(
+            &turn.session,
+            asking.fold.take(),
+            asking.model_deadline,
+            counter.as_ref(),
+        );
         let reply = self.model.complete(&asking.prompt, asking.model_deadline);
         let (completion, fold) = tokio::join!(reply, fold);
         let completion = match completion {
             Ok(c) => c,
             Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
         };
-        let spend = self.spend(asking.spend.take(), completion.usage);
+        let spend = self.spend(counter.as_ref(), completion.usage);
         let answered = Answered { completion, fold };
         let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
         saved
@@ -108,7 +114,13 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         let _ = events.send(TurnEvent::Asking);
-        let fold = self.run_fold(&turn.session, asking.fold.take(), asking.model_deadline);
+        let counter = asking.spend.take();
+        let fold = self.run_fold(
+            &turn.session,
+            asking.fold.take(),
+            asking.model_deadline,
+            counter.as_ref(),
+        );
         let mut streamed = String::new();
         let mut first_piece = None;
         let model_started = Instant::now();
@@ -127,7 +139,7 @@ impl ChatService {
         };
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
-        let spend = self.spend(asking.spend.take(), completion.usage);
+        let spend = self.spend(counter.as_ref(), completion.usage);
         let answered = Answered { completion, fold };
         let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
         let mut reply = saved?;
@@ -292,12 +304,12 @@ impl ChatService {
     }
 
     /// Counts an answer's tokens, as the provider reported them, on the day's counter.
-    async fn spend(&self, counter: Option<Counter>, usage: Option<Usage>) {
+    pub(super) async fn spend(&self, counter: Option<&Counter>, usage: Option<Usage>) {
         let (Some(counter), Some(usage)) = (counter, usage) else {
             return;
         };
         let tokens = usage.prompt_tokens + usage.completion_tokens;
-        if let Err(e) = self.store.spend_tokens(&counter, tokens).await {
+        if let Err(e) = self.store.spend_tokens(counter, tokens).await {
             tracing::warn!(error = %crate::error::chain(&e), tokens, "an answer's tokens were not counted");
         }
     }

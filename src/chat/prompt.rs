@@ -4,6 +4,7 @@
 use tokio::time::Instant;
 
 use super::ChatService;
+use crate::deadline::Deadline;
 use crate::input::{Message, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{ChatMessage, Prompt, Role};
@@ -65,7 +66,8 @@ impl ChatService {
         Some(match self.model.complete(&job.request, deadline).await {
             Ok(completion) => {
                 // A fold's tokens are the caller's too.
-                self.spend(spend, completion.usage).await;
+                self.spend(spend, completion.usage, Deadline::at(deadline))
+                    .await;
                 Some(Summary {
                     text: bounded_summary(completion.text),
                     through: job.through,

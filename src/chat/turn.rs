@@ -11,6 +11,7 @@ use super::{
     bounded, ms_since, ChatError, ChatService, ContextChange, Reply, Say, Timings, TurnEvent,
     TurnRequest,
 };
+use crate::deadline::Deadline;
 use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{Completion, Prompt, Usage};
@@ -32,7 +33,6 @@ struct Asking {
     /// The window steps: the runs before this one leave it, folded by `fold` beside the reply.
     step_to: Option<usize>,
     fold: Option<FoldJob>,
-    model_started: Instant,
     model_deadline: Instant,
     timings: Timings,
     /// The token counter the answer's tokens go on (a quota of tokens is set).
@@ -52,6 +52,15 @@ struct Admitted {
 struct Answered {
     completion: Completion,
     fold: Option<Option<Summary>>,
+    /// The reply's own call (a fold beside it may take longer).
+    model_ms: u64,
+}
+
+/// A future's output and the milliseconds it took.
+async fn timed<T>(call: impl std::future::Future<Output = T>) -> (T, u64) {
+    let started = Instant::now();
+    let out = call.await;
+    (out, ms_since(started))
 }
 
 /// What a save attempt's outcome leaves to do.
@@ -78,13 +87,17 @@ impl ChatService {
             counter.as_ref(),
         );
         let reply = self.model.complete(&asking.prompt, asking.model_deadline);
-        let (completion, fold) = tokio::join!(reply, fold);
+        let ((completion, model_ms), fold) = tokio::join!(timed(reply), fold);
         let completion = match completion {
             Ok(c) => c,
             Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
         };
-        let spend = self.spend(counter.as_ref(), completion.usage);
-        let answered = Answered { completion, fold };
+        let spend = self.spend(counter.as_ref(), completion.usage, turn.deadline);
+        let answered = Answered {
+            completion,
+            fold,
+            model_ms,
+        };
         let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
         saved
     }
@@ -132,15 +145,19 @@ impl ChatService {
         let reply = self
             .model
             .stream(&asking.prompt, asking.model_deadline, &mut forward);
-        let (completion, fold) = tokio::join!(reply, fold);
+        let ((completion, model_ms), fold) = tokio::join!(timed(reply), fold);
         let mut completion = match completion {
             Ok(c) => c,
             Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
         };
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
-        let spend = self.spend(counter.as_ref(), completion.usage);
-        let answered = Answered { completion, fold };
+        let spend = self.spend(counter.as_ref(), completion.usage, turn.deadline);
+        let answered = Answered {
+            completion,
+            fold,
+            model_ms,
+        };
         let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
         let mut reply = saved?;
         reply.timings.first_piece_ms = first_piece;
@@ -179,7 +196,7 @@ impl ChatService {
                     ..
                 }) = &admitted
                 {
-                    self.give_back(counter).await;
+                    self.give_back(counter, turn.deadline).await;
                 }
                 return replayed.map(Prepared::Replayed);
             }
@@ -232,7 +249,6 @@ impl ChatService {
             prompt,
             step_to: plan.step_to,
             fold,
-            model_started,
             model_deadline,
             timings,
             spend: admitted.spend,
@@ -278,11 +294,20 @@ impl ChatService {
             (Some((counter, _)), Some(true)) => Some(counter),
             _ => None,
         };
-        let spent = spent??;
+        let spent = match spent.and_then(|r| r.map_err(ChatError::from)) {
+            Ok(spent) => spent,
+            Err(e) => {
+                // The turn fails: the count it took is given back.
+                if let Some(counted) = &counted {
+                    self.give_back(counted, turn.deadline).await;
+                }
+                return Err(e);
+            }
+        };
         if let (Some((counter, limit)), Some(spent)) = (&tokens, spent) {
             if spent >= *limit {
                 if let Some(counted) = &counted {
-                    self.give_back(counted).await;
+                    self.give_back(counted, turn.deadline).await;
                 }
                 return Err(ChatError::QuotaExceeded {
                     kind: QuotaKind::TokensPerDay,
@@ -297,20 +322,35 @@ impl ChatService {
     }
 
     /// Gives back a turn's count; a failure only costs the caller one turn of the minute.
-    async fn give_back(&self, counter: &Counter) {
-        if let Err(e) = self.store.uncount_turn(counter).await {
-            tracing::warn!(error = %crate::error::chain(&e), "a quota count was not given back");
+    async fn give_back(&self, counter: &Counter, deadline: Deadline) {
+        match bounded(deadline, self.store.uncount_turn(counter)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::error::chain(&e), "a quota count was not given back")
+            }
+            Err(_) => tracing::warn!("a quota count was not given back in time"),
         }
     }
 
     /// Counts an answer's tokens, as the provider reported them, on the day's counter.
-    pub(super) async fn spend(&self, counter: Option<&Counter>, usage: Option<Usage>) {
+    /// Counts an answer's tokens, as the provider reported them, on the day's counter, within
+    /// the invocation's time (a count not made in time is logged, the turn goes on).
+    pub(super) async fn spend(
+        &self,
+        counter: Option<&Counter>,
+        usage: Option<Usage>,
+        deadline: Deadline,
+    ) {
         let (Some(counter), Some(usage)) = (counter, usage) else {
             return;
         };
-        let tokens = usage.prompt_tokens + usage.completion_tokens;
-        if let Err(e) = self.store.spend_tokens(counter, tokens).await {
-            tracing::warn!(error = %crate::error::chain(&e), tokens, "an answer's tokens were not counted");
+        let tokens = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+        match bounded(deadline, self.store.spend_tokens(counter, tokens)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::error::chain(&e), tokens, "an answer's tokens were not counted")
+            }
+            Err(_) => tracing::warn!(tokens, "an answer's tokens were not counted in time"),
         }
     }
 
@@ -328,7 +368,6 @@ impl ChatService {
             message,
             prompt,
             step_to,
-            model_started,
             mut timings,
             ..
         } = asking;
@@ -336,9 +375,13 @@ impl ChatService {
             stepped: step_to.is_some(),
             folded: answered.fold.as_ref().map(Option::is_some),
         };
-        let Answered { completion, fold } = answered;
+        let Answered {
+            completion,
+            fold,
+            model_ms,
+        } = answered;
         let summary = fold.flatten();
-        timings.model_ms = ms_since(model_started);
+        timings.model_ms = model_ms;
         if completion.truncated {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
         }

@@ -116,7 +116,7 @@ fn turn_metrics(reply: &Reply, started: Instant) -> Values {
     if let Some(u) = reply.usage {
         v.set(metrics::TOKENS_IN, u.prompt_tokens as f64);
         v.set(metrics::TOKENS_OUT, u.completion_tokens as f64);
-        v.set(metrics::TOKENS_CACHED, u.cached_tokens.unwrap_or(0) as f64);
+        v.set_some(metrics::TOKENS_CACHED, u.cached_tokens);
     }
     v
 }

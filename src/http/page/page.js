@@ -1002,18 +1002,55 @@
     if (target) target.focus();
   }
 
-  async function rate(reply, rating) {
+  async function rate(reply, rating, comment) {
     const run = reply.run;
-    if (!run || !ready()) return;
+    if (!run || !ready()) return false;
     try {
-      await api("PUT", runPath(run) + "/feedback", {body: {rating}});
+      await api("PUT", runPath(run) + "/feedback", {body: comment ? {rating, comment} : {rating}});
     } catch (e) {
       el.notice.textContent = "Not rated: " + describe(e);
-      return;
+      return false;
     }
     run.rating = rating;
-    el.notice.textContent = "";
+    el.notice.textContent = comment ? "Thanks: your comment is kept with the reply." : "";
     for (const b of reply.querySelectorAll(".tools .rate")) b.setAttribute("aria-pressed", String(b.classList.contains(rating)));
+    if (!comment) askComment(reply, rating);
+    return true;
+  }
+
+  // After a rating, a comment may follow (optional; kept with the rating).
+  function askComment(reply, rating) {
+    const old = reply.querySelector("form.comment");
+    if (old) old.remove();
+    const form = make("form", "comment");
+    const field = make("textarea");
+    field.rows = 2;
+    field.maxLength = 2000;
+    field.setAttribute("aria-label", rating === "up" ? "What was good? (optional)" : "What was wrong? (optional)");
+    field.placeholder = field.getAttribute("aria-label");
+    const send = make("button", "", "Send");
+    send.type = "submit";
+    const done = () => {
+      form.remove();
+      const back = reply.querySelector(".tools .rate." + rating);
+      if (back) back.focus();
+    };
+    const close = button("cancel", "Close", "Close the comment", done);
+    form.append(field, make("div", "actions"));
+    form.lastChild.append(close, send);
+    field.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.stopPropagation();
+        done();
+      }
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const comment = field.value.trim();
+      if (!comment) return done();
+      if (await rate(reply, rating, comment)) done();
+    });
+    reply.append(form);
   }
 
   let doomed = null; // the reply whose run the delete dialog is about

@@ -1,5 +1,6 @@
 //! Quota counters (docs/storage.md, "Quotas"): one atomic, conditional ADD a turn.
 
+use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{is_condition_failure, sdk_error, DynamoStore};
@@ -32,7 +33,21 @@ impl DynamoStore {
                 .condition_expression("attribute_not_exists(#c) OR #c < :limit")
                 .expression_attribute_values(":limit", n(limit));
         }
-        match update.send().await {
+        // ADD is not idempotent: the SDK's retry of an attempt that landed counts twice. For a
+        // count or a spend that only makes the quota stricter; a give-back is tried once, so a
+        // quota is never loosened (a lost give-back costs the caller one turn of the minute).
+        let sent = if by < 0 {
+            update
+                .customize()
+                .config_override(
+                    aws_sdk_dynamodb::config::Builder::new().retry_config(RetryConfig::disabled()),
+                )
+                .send()
+                .await
+        } else {
+            update.send().await
+        };
+        match sent {
             Ok(_) => Ok(true),
             Err(e) if limit.is_some() && is_condition_failure(&e) => Ok(false),
             Err(e) => Err(sdk_error(e)),
@@ -52,8 +67,9 @@ impl DynamoStore {
             .await
             .map_err(sdk_error)?
             .item;
+        // A count past u64 (adds of i64::MAX) is spent, not zero.
         Ok(item
-            .and_then(|i| i.get(count)?.as_n().ok()?.parse::<i64>().ok())
-            .map_or(0, |c| c.max(0) as u64))
+            .and_then(|i| i.get(count)?.as_n().ok()?.parse::<i128>().ok())
+            .map_or(0, |c| c.clamp(0, i128::from(u64::MAX)) as u64))
     }
 }

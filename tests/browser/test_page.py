@@ -137,7 +137,7 @@ def test_the_page_is_served_self_contained_with_its_headers(stack):
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert b'data-auth-mode="NONE"' in body
-    assert len(body) < 64 * 1024, len(body)  # docs/page.md states the size; the formatter and tools took it to 58 KB
+    assert len(body) < 64 * 1024, len(body)  # docs/page.md states the size; the formatter and tools took it to 59 KB
     status, again, rest = http("GET", stack.url + "/", headers={"If-None-Match": headers["ETag"]})
     assert (status, rest) == (304, b"")
     assert again["ETag"] == headers["ETag"]
@@ -848,6 +848,20 @@ def test_thumbs_up_and_down_are_kept_with_the_reply(stack, browser):
     down.click()
     wait(browser, lambda d: down.get_attribute("aria-pressed") == "true")
     assert up.get_attribute("aria-pressed") == "false" and rating() == "down"
+    # A comment may follow the rating, and is kept with it.
+    forms = reply.find_elements(By.CSS_SELECTOR, "form.comment")
+    assert len(forms) == 1, "one comment box, for the last rating"
+    field = forms[0].find_element(By.TAG_NAME, "textarea")
+    assert field.get_attribute("aria-label") == "What was wrong? (optional)"
+    assert field.get_attribute("maxlength") == "2000"
+    field.send_keys("It ignored my <b>question</b>.")
+    forms[0].find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser, lambda d: not reply.find_elements(By.CSS_SELECTOR, "form.comment"))
+    assert browser.switch_to.active_element == down, "focus goes back to the rating"
+    status, body = stack.api("GET", f"/sessions/{session}")
+    assert body["runs"][0]["feedback"]["rating"] == "down"
+    assert body["runs"][0]["feedback"]["comment"] == "It ignored my <b>question</b>."
+    assert browser.find_element(By.ID, "notice").text.startswith("Thanks")
     browser.refresh()
     wait(browser, lambda d: len(replies(d)) == 1)
     assert bots(browser)[0].find_element(By.CSS_SELECTOR, ".rate.down").get_attribute("aria-pressed") == "true"

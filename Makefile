@@ -44,7 +44,7 @@ browser:
 	@test -x /usr/bin/chromedriver || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-color-emoji; }
 
 ## Unit and integration tests (local DynamoDB-compatible server, scripted model, cargo lambda
 ## watch), then the chat page in headless Chromium (tests/browser).

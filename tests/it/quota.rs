@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use session_chat::metrics::METRICS;
 
 use crate::managed::drive;
-use crate::support::{items_with_prefix, Req, ScriptedModel, TestEnv};
+use crate::support::{items_with_prefix, FaultProxy, Req, ScriptedModel, TestEnv};
 
 fn turn(session_id: &str, message: &str, owner: &str) -> Req {
     Req::http("POST", "/chat")
@@ -291,4 +291,60 @@ async fn every_request_line_is_an_embedded_metric_document() {
     );
     let declared: BTreeSet<String> = METRICS.iter().map(|m| m.name.to_owned()).collect();
     assert_eq!(named(&lines), declared, "every declared metric is emitted");
+}
+
+/// The turn counter's count, read straight from the table.
+async fn turns_counted(env: &TestEnv, who: &str) -> Vec<String> {
+    items_with_prefix(env, &format!("#quota#turns#{who}#"))
+        .await
+        .iter()
+        .map(|i| i["turns"].as_n().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_lost_quota_answer_never_loosens_the_quota() {
+    let env = TestEnv::new().await;
+    let proxy = FaultProxy::start();
+    let app = env
+        .app_via(&proxy, &[("QUOTA_TURNS_PER_MINUTE", "3")])
+        .await;
+    early_in_a_minute().await;
+    let keyed = || turn("lost-q", "I'm Ann", "ann").header("Idempotency-Key", "lost-k1");
+    assert_eq!(keyed().call(&app).await.status, 200);
+    // The replay's give-back lands but its answer is lost: tried once, it subtracts once.
+    proxy
+        .arm(json!([{"op": "UpdateItem", "match": "\"N\":\"-1\"", "action": "drop_after"}]))
+        .await;
+    let again = keyed().call(&app).await;
+    assert_eq!(
+        (
+            again.status,
+            again.headers["idempotent-replayed"].to_str().unwrap()
+        ),
+        (200, "true")
+    );
+    assert_eq!(
+        turns_counted(&env, "user:ann").await,
+        ["1"],
+        "the replay's count was given back once"
+    );
+    // A count lands but its answer is lost: the SDK's retry counts it again (stricter).
+    proxy
+        .arm(json!([{"op": "UpdateItem", "match": "#quota#turns", "action": "drop_after"}]))
+        .await;
+    assert_eq!(turn("lost-q", "second", "ann").call(&app).await.status, 200);
+    assert_eq!(turns_counted(&env, "user:ann").await, ["3"]);
+    let over = turn("lost-q", "third", "ann").call(&app).await;
+    assert_eq!(over.status, 429, "{}", over.text());
+    // Had the give-back been retried (subtracting twice), this third turn would have passed.
+    assert_eq!(
+        env.stored_runs("lost-q").await.len(),
+        2,
+        "never more than the quota"
+    );
+    assert_eq!(chat_calls(&env.model.requests().await), 2);
+    let log = proxy.log().await;
+    let dropped = log.iter().filter(|e| e["action"] == "drop_after").count();
+    assert_eq!(dropped, 2, "both faults fired");
 }

@@ -415,23 +415,31 @@
     return e;
   }
 
-  const FENCE = /^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)/;
+  // A backtick fence's line holds no other backtick (else it is inline code).
+  const FENCE = /^ {0,3}(`{3,}(?=[^`]*$)|~{3,})\s*([^`\s]*)/;
   const HEADING = /^ {0,3}(#{1,6})(?:\s+(.*?))?(?:\s+#+)?\s*$/;
   const RULE = /^ {0,3}([-*_])(?:\s*\1){2,}\s*$/;
   const QUOTE = /^ {0,3}> ?/;
   const ITEM = /^( *)([-*+]|\d{1,9}[.)])(?: +|$)/;
-  // An escaped mark; `code`; [text](url); a bare web address; *, **, *** (or _) emphasis.
-  const INLINE = /\\([!-/:-@[-`{-~])|(`+)([\s\S]*?[^`])\2(?!`)|\[((?:[^[\]\n]|\[[^[\]\n]*\])*)\]\(\s*([^\s()]*(?:\([^\s()]*\)[^\s()]*)*)(?:\s+"[^"\n]*")?\s*\)|(https?:\/\/[^\s<>]*[^\s<>.,:;!?'")\]*_~])|(\*{1,3})(?=\S)([\s\S]*?[^\s*])\7(?!\*)|(_{1,3})(?=\S)([\s\S]*?[^\s_])\9(?!_)/g;
+  // A link, [text](url), and a bare web address, each tried where it may start (sticky). Both
+  // are linear: their alternatives cannot match the same characters.
+  const LINK = /\[((?:[^[\]\n]|\[[^[\]\n]*\])*)\]\(\s*([^\s()]*(?:\([^\s()]*\)[^\s()]*)*)(?:\s+"[^"\n]*")?\s*\)/y;
+  const BARE = /https?:\/\/[^\s<>]*[^\s<>.,:;!?'")\]*_~]/y;
+  const ESCAPABLE = /[!-/:-@[-`{-~]/;
 
   const starts = (line) => FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) || ITEM.test(line);
 
   function markdown(text) {
     const box = document.createDocumentFragment();
-    blocks(text.split(/\r\n?|\n/), box);
+    blocks(text.split(/\r\n?|\n/), box, 0);
     return box;
   }
 
-  function blocks(lines, parent) {
+  // Quotes and lists nest up to this depth; deeper, their lines are paragraphs' text.
+  const MAX_DEPTH = 12;
+
+  function blocks(lines, parent, depth) {
+    const deep = depth >= MAX_DEPTH;
     for (let i = 0; i < lines.length;) {
       const line = lines[i];
       let m;
@@ -452,17 +460,17 @@
         inline(m[2] || "", h);
         parent.append(h);
         i++;
-      } else if (QUOTE.test(line)) {
+      } else if (!deep && QUOTE.test(line)) {
         const quoted = [];
         while (i < lines.length && QUOTE.test(lines[i])) quoted.push(lines[i++].replace(QUOTE, ""));
         const q = make("blockquote");
-        blocks(quoted, q);
+        blocks(quoted, q, depth + 1);
         parent.append(q);
-      } else if (ITEM.test(line)) {
-        i = list(lines, i, parent);
+      } else if (!deep && ITEM.test(line)) {
+        i = list(lines, i, parent, depth);
       } else {
         const para = [line.trim()];
-        for (i++; i < lines.length && lines[i].trim() && !starts(lines[i]); i++) para.push(lines[i].trim());
+        for (i++; i < lines.length && lines[i].trim() && (deep || !starts(lines[i])); i++) para.push(lines[i].trim());
         const p = make("p");
         inline(para.join("\n"), p);
         parent.append(p);
@@ -472,7 +480,7 @@
 
   // A list from line i: its items at the first item's indent; what is indented under an item
   // (a nested list, a code block, more paragraphs) is that item's. Returns the next line.
-  function list(lines, i, parent) {
+  function list(lines, i, parent, depth) {
     const head = ITEM.exec(lines[i]);
     const indent = head[1].length;
     const ordered = /\d/.test(head[2]);
@@ -495,7 +503,7 @@
         gap = !line.trim();
       }
       const li = make("li");
-      blocks(body, li);
+      blocks(body, li, depth + 1);
       box.append(li);
     }
     return i;
@@ -509,48 +517,99 @@
     else parent.append(text);
   }
 
-  function inline(text, parent, inLink) {
-    let at = 0;
-    let m;
-    INLINE.lastIndex = 0;
-    while ((m = INLINE.exec(text))) {
-      const end = INLINE.lastIndex;
-      add(parent, text.slice(at, m.index));
-      at = end;
-      if (m[1]) {
-        add(parent, m[1]);
-      } else if (m[2]) {
-        const t = m[3];
-        parent.append(make("code", "", /^ .*\S.* $/s.test(t) ? t.slice(1, -1) : t));
-      } else if (m[5] !== undefined || m[6]) {
-        const href = !inLink && safeUrl(m[6] || m[5]);
-        if (!href) {
-          add(parent, m[0]); // not a web address: shown as written
-        } else {
-          const a = make("a");
-          a.href = href;
-          a.target = "_blank";
-          a.rel = "noopener noreferrer";
-          if (m[6]) a.append(m[6]);
-          else inline(m[4], a, true);
-          parent.append(a);
-        }
-      } else {
-        const marks = m[7] || m[9];
-        const inner = m[7] ? m[8] : m[10];
-        if (m[9] && (/\w/.test(text[m.index - 1] || "") || /\w/.test(text[end] || ""))) {
-          at = m.index + marks.length; // snake_case_words: no emphasis inside a word
-          add(parent, marks);
-        } else {
-          let outer = make(marks.length === 1 ? "em" : "strong");
-          parent.append(outer);
-          if (marks.length === 3) outer.append(outer = make("em"));
-          inline(inner, outer, inLink);
-        }
-      }
-      INLINE.lastIndex = at;
+  // The length of the run of `mark` at i.
+  function runAt(text, i, mark) {
+    let j = i;
+    while (text[j] === mark) j++;
+    return j - i;
+  }
+
+  // Where a run of exactly n `mark`s closes what opened before `from` (for emphasis, after a
+  // character that is neither space nor the mark), or -1.
+  function closer(text, from, mark, n, emphasis) {
+    for (let j = text.indexOf(mark, from); j >= 0; j = text.indexOf(mark, j)) {
+      const len = runAt(text, j, mark);
+      if (len === n && (!emphasis || !/\s/.test(text[j - 1]))) return j;
+      j += len;
     }
-    add(parent, text.slice(at));
+    return -1;
+  }
+
+  // Inline marks, scanned once from left to right: an escaped mark; `code`; [text](url); a
+  // bare web address; *, **, *** (or _) emphasis. A mark that never closes is text, and is
+  // remembered as such (`open`), so no input makes this scan more than about linear.
+  function inline(text, parent, inLink) {
+    const open = new Set(); // runs known to have no closer further on
+    let at = 0;
+    let i = 0;
+    const flush = (to) => add(parent, text.slice(at, to));
+    while (i < text.length) {
+      const c = text[i];
+      let m;
+      if (c === "\\" && ESCAPABLE.test(text[i + 1] || "")) {
+        flush(i);
+        add(parent, text[i + 1]);
+        i += 2;
+        at = i;
+      } else if (c === "`") {
+        const n = runAt(text, i, c);
+        const end = open.has(c + n) ? -1 : closer(text, i + n, c, n, false);
+        if (end < 0) {
+          open.add(c + n);
+          i += n;
+          continue;
+        }
+        flush(i);
+        const t = text.slice(i + n, end);
+        parent.append(make("code", "", /^ .*\S.* $/s.test(t) ? t.slice(1, -1) : t));
+        i = end + n;
+        at = i;
+      } else if ((c === "[" && ((LINK.lastIndex = i), (m = LINK.exec(text)))) ||
+                 (c === "h" && ((BARE.lastIndex = i), (m = BARE.exec(text))))) {
+        const bare = c === "h";
+        const href = !inLink && safeUrl(bare ? m[0] : m[2]);
+        if (!href) {
+          // Not a web address: shown as written (a bare one's text is plain anyway).
+          i += bare ? m[0].length : 1;
+          continue;
+        }
+        flush(i);
+        const a = make("a");
+        a.href = href;
+        a.target = "_blank";
+        a.rel = "noopener noreferrer";
+        if (bare) a.append(m[0]);
+        else inline(m[1], a, true);
+        parent.append(a);
+        i += m[0].length;
+        at = i;
+      } else if (c === "*" || c === "_") {
+        const n = runAt(text, i, c);
+        const next = text[i + n] || "";
+        // No emphasis inside a word (snake_case), with more than three marks, or before a space.
+        const inWord = c === "_" && /\w/.test(text[i - 1] || "");
+        if (n > 3 || inWord || !next || /\s/.test(next) || open.has(c + n)) {
+          i += n;
+          continue;
+        }
+        const end = closer(text, i + n + 1, c, n, true);
+        if (end < 0 || (c === "_" && /\w/.test(text[end + n] || ""))) {
+          if (end < 0) open.add(c + n);
+          i += n;
+          continue;
+        }
+        flush(i);
+        let outer = make(n === 1 ? "em" : "strong");
+        parent.append(outer);
+        if (n === 3) outer.append(outer = make("em"));
+        inline(text.slice(i + n, end), outer, inLink);
+        i = end + n;
+        at = i;
+      } else {
+        i++;
+      }
+    }
+    flush(text.length);
   }
 
   function safeUrl(text) {

@@ -478,3 +478,41 @@ async fn an_item_layout_session_says_editing_needs_the_log_layout() {
     assert_eq!(body["runs"][0]["alternatives"], json!([]));
     assert_eq!(body["runs"][0]["feedback"], Value::Null);
 }
+
+/// The session item's listing preview.
+async fn preview(env: &TestEnv, session_id: &str) -> Option<String> {
+    let items = items_with_prefix(env, session_id).await;
+    let root = items
+        .iter()
+        .find(|i| i["id"].as_s().is_ok_and(|k| k == session_id))
+        .expect("the session item");
+    root.get("preview").map(|p| p.as_s().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn deleting_the_first_message_takes_it_out_of_the_listing_preview() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let first = say(&app, "pv", "my password is hunter2, oops").await;
+    let second = say(&app, "pv", "a second message").await;
+    assert_eq!(
+        preview(&env, "pv").await.as_deref(),
+        Some("my password is hunter2, oops")
+    );
+    assert_eq!(delete_run("pv", &first).call(&app).await.status, 204);
+    assert_eq!(
+        preview(&env, "pv").await.as_deref(),
+        Some("a second message"),
+        "the first message left is the preview"
+    );
+    assert!(!all_texts(&env).await.iter().any(|t| t.contains("hunter2")));
+    assert_eq!(delete_run("pv", &second).call(&app).await.status, 204);
+    assert_eq!(preview(&env, "pv").await, None, "no message, no preview");
+    assert!(!all_texts(&env)
+        .await
+        .iter()
+        .any(|t| t.contains("a second message")));
+    // A later turn's message becomes the preview again.
+    say(&app, "pv", "a fresh start").await;
+    assert_eq!(preview(&env, "pv").await.as_deref(), Some("a fresh start"));
+}

@@ -347,6 +347,11 @@ impl DynamoStore {
             return Err(StoreError::RunNotFound);
         };
         let generation = head.generation.as_str();
+        // The listing's preview is the first message's start: it may be this one's.
+        let preview = match decode_slot(Some(item.clone()))? {
+            SlotState::Run { run, .. } => Some(preview_of(&run.input)),
+            _ => None,
+        };
         let mut hole = self.schema.key(run_key(session, generation, slot));
         hole.insert(attr::KIND.into(), s(attr::KIND_HOLE));
         // Names this delete, so the SDK's retry of a put that landed (its answer lost) passes.
@@ -383,7 +388,63 @@ impl DynamoStore {
         }
         let after = self.count_deleted(session, &head, run_id, spill).await?;
         self.drop_folded_summary(session, &after, slot).await?;
-        self.refresh_view(session, &after, Some(run_id)).await
+        self.refresh_view(session, &after, Some(run_id)).await?;
+        match preview {
+            Some(gone) => self.replace_preview(session, &after, &gone).await,
+            None => Ok(()),
+        }
+    }
+
+    /// When the listing's preview is the deleted message's start, it becomes the first message
+    /// left on the active path (or goes, when none is near its start): the text is nowhere.
+    async fn replace_preview(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        gone: &str,
+    ) -> Result<(), StoreError> {
+        let Some(root) = self.get(session.as_str().to_owned()).await? else {
+            return Ok(());
+        };
+        if text(&root, attr::PREVIEW)? != Some(gone) {
+            return Ok(());
+        }
+        let tree = head.tree();
+        let floor = head.dropped_to.max(head.base).checked_sub(1);
+        let mut first_slots = tree
+            .leaf()
+            .map_or_else(Vec::new, |l| tree.path_from(l, floor));
+        first_slots.reverse();
+        first_slots.truncate(8);
+        let keys: Vec<String> = first_slots
+            .iter()
+            .map(|i| run_key(session, &head.generation, *i))
+            .collect();
+        let mut got = self.batch_get(&keys).await?;
+        let mut next = None;
+        for key in &keys {
+            if let SlotState::Run { run, .. } = decode_slot(got.remove(key))? {
+                next = Some(preview_of(&run.input));
+                break;
+            }
+        }
+        // Runs before the log (a migrated session's pages) hold the first message: none here.
+        let next = next.filter(|_| head.base == 0);
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(session.as_str())))
+            .condition_expression("#prev = :gone")
+            .expression_attribute_names("#prev", attr::PREVIEW)
+            .expression_attribute_values(":gone", s(gone));
+        let update = match next {
+            Some(text) => update
+                .update_expression("SET #prev = :next")
+                .expression_attribute_values(":next", s(text)),
+            None => update.update_expression("REMOVE #prev"),
+        };
+        refused_is_done(update.send().await)
     }
 
     /// Counts a deleted run as a hole on the head, and takes its parts off `spilled`.
@@ -647,6 +708,11 @@ impl DynamoStore {
         }
         Ok(notes)
     }
+}
+
+/// A listing's preview of a message: its first characters.
+fn preview_of(input: &str) -> String {
+    input.chars().take(super::PREVIEW_CHARS).collect()
 }
 
 /// A slot's feedback, if given.

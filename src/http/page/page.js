@@ -30,6 +30,7 @@
     current: null, fresh: false, view: 0,
     older: {cursor: null, loading: false, failed: false},
     sending: null, // the exchange whose reply is on its way in this view
+    loading: false, // the open conversation is being read (again)
   };
 
   class ApiError extends Error {
@@ -324,6 +325,7 @@
     state.current = id;
     state.fresh = fresh;
     state.sending = null;
+    state.loading = false;
     state.older = {cursor: null, loading: false, failed: false};
     el.older.hidden = true;
     el.messages.replaceChildren();
@@ -350,6 +352,7 @@
     }
     const view = state.view;
     el.logStatus.textContent = "Loading the conversation…";
+    state.loading = true;
     try {
       const page = await api("GET", sessionPath(id), {params: {before: "end", limit: PAGE_RUNS}});
       if (view !== state.view) return;
@@ -364,6 +367,8 @@
       el.logStatus.textContent = e.code === "session_not_found"
         ? "No messages here yet. Say something to start this conversation."
         : "Could not load this conversation: " + describe(e);
+    } finally {
+      if (view === state.view) state.loading = false;
     }
   }
 
@@ -417,7 +422,7 @@
 
   // A backtick fence's line holds no other backtick (else it is inline code).
   const FENCE = /^ {0,3}(`{3,}(?=[^`]*$)|~{3,})\s*([^`\s]*)/;
-  const HEADING = /^ {0,3}(#{1,6})(?:\s+(.*?))?(?:\s+#+)?\s*$/;
+  const HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*))?$/;
   const RULE = /^ {0,3}([-*_])(?:\s*\1){2,}\s*$/;
   const QUOTE = /^ {0,3}> ?/;
   const ITEM = /^( *)([-*+]|\d{1,9}[.)])(?: +|$)/;
@@ -433,6 +438,15 @@
     const box = document.createDocumentFragment();
     blocks(text.split(/\r\n?|\n/), box, 0);
     return box;
+  }
+
+  // A heading's text without its closing #s (by hand: a pattern for them backtracks).
+  function headingText(text) {
+    let t = text.trimEnd();
+    let j = t.length;
+    while (j > 0 && t[j - 1] === "#") j--;
+    if (j < t.length && (j === 0 || /\s/.test(t[j - 1]))) t = t.slice(0, j).trimEnd();
+    return t;
   }
 
   // Quotes and lists nest up to this depth; deeper, their lines are paragraphs' text.
@@ -457,7 +471,7 @@
       } else if ((m = HEADING.exec(line))) {
         // Under the page's own h1 and h2: # is h3, ## h4, and so on to h6.
         const h = make("h" + Math.min(6, m[1].length + 2));
-        inline(m[2] || "", h);
+        inline(headingText(m[2] || ""), h);
         parent.append(h);
         i++;
       } else if (!deep && QUOTE.test(line)) {
@@ -651,7 +665,11 @@
   function showReply(li, raw) {
     const box = li.querySelector(".text");
     box.raw = raw;
-    box.replaceChildren(markdown(raw));
+    try {
+      box.replaceChildren(markdown(raw));
+    } catch (_) {
+      box.textContent = raw; // whatever the formatter met, the reply is shown
+    }
   }
 
   function messageNode(role, text) {
@@ -714,6 +732,10 @@
       return;
     }
     if (state.sending) return;
+    if (state.loading) {
+      el.notice.textContent = "Wait until the conversation is loaded, then send.";
+      return;
+    }
     el.message.value = "";
     el.logStatus.textContent = "";
     const exchange = {id: state.current, text, key: uuid(), view: state.view, say: {message: text}};
@@ -750,10 +772,11 @@
     }
     ex.raw = "";
     showReply(ex.reply, "");
+    const focused = ex.reply.contains(document.activeElement);
     for (const li of [ex.user, ex.reply]) {
-      const tools = li.querySelector(".tools");
-      if (tools) tools.remove();
+      for (const old of li.querySelectorAll(".tools, form.comment")) old.remove();
     }
+    if (focused) el.message.focus(); // its button is gone
     ex.reply.setAttribute("aria-busy", "true");
     setState(ex.reply, "pending", ex.say.regenerate ? "Writing another version…" : "Waiting for the reply…");
     const body = {session_id: ex.id, ...ex.say, ...(mode === "NONE" ? {owner: state.owner} : {})};
@@ -780,14 +803,18 @@
 
   // Server-sent events read from the response body: delta, done, error.
   // The reply formatted again from its whole text, at most once a frame while it grows.
+  // A long reply is formatted less often: the wait is four times what the last format took,
+  // so formatting never holds the page more than a fifth of the time.
   function draw(ex) {
     if (ex.frame) return;
-    ex.frame = requestAnimationFrame(() => {
+    ex.frame = setTimeout(() => {
       ex.frame = 0;
       const follow = ex.view === state.view && nearBottom();
+      const started = performance.now();
       showReply(ex.reply, ex.raw);
+      ex.cost = performance.now() - started;
       if (follow) el.log.scrollTop = el.log.scrollHeight;
-    });
+    }, Math.max(16, Math.min(1000, 4 * (ex.cost || 0))));
   }
 
   async function readStream(response, ex) {
@@ -845,7 +872,7 @@
     const reply = ex.reply;
     const follow = ex.view === state.view && nearBottom();
     reply.removeAttribute("aria-busy");
-    cancelAnimationFrame(ex.frame);
+    clearTimeout(ex.frame);
     ex.frame = 0;
     // What was stored is what counts; otherwise the words that came.
     if (outcome.done && typeof outcome.done.reply === "string") ex.raw = outcome.done.reply;
@@ -962,13 +989,37 @@
       el.notice.textContent = "Wait for the reply being written (or stop it) first.";
       return false;
     }
+    if (state.loading) {
+      el.notice.textContent = "Wait until the conversation is loaded.";
+      return false;
+    }
     if (!ready()) return false;
     el.notice.textContent = "";
     return true;
   }
 
-  function regenerate(user, reply) {
+  // The server regenerates the conversation's last run: first make sure it is the one shown
+  // (another tab or member may have written since).
+  async function regenerate(user, reply) {
     if (!canChange() || !reply.run) return;
+    const view = state.view;
+    state.loading = true;
+    let last = null;
+    try {
+      const page = await api("GET", sessionPath(state.current), {params: {before: "end", limit: 1}});
+      last = page.runs.length ? page.runs[page.runs.length - 1].id : null;
+    } catch (e) {
+      el.notice.textContent = "Not regenerated: " + describe(e);
+      return;
+    } finally {
+      if (view === state.view) state.loading = false;
+    }
+    if (view !== state.view || state.sending) return;
+    if (last !== reply.run.id) {
+      await reload();
+      el.notice.textContent = "The conversation changed elsewhere: shown as stored now. Regenerate again if you like.";
+      return;
+    }
     turn({id: state.current, text: user.querySelector(".text").textContent, key: uuid(), view: state.view,
       say: {regenerate: true}, user, reply, was: reply.run});
   }
@@ -1011,7 +1062,11 @@
       event.preventDefault();
       const text = field.value;
       const reply = user.nextElementSibling;
-      if (!text.trim() || !reply || !reply.run || !canChange()) return;
+      if (!text.trim()) {
+        el.notice.textContent = "A message cannot be blank: write something, or press Escape to keep it.";
+        return;
+      }
+      if (!reply || !reply.run || !canChange()) return;
       form.remove();
       box.hidden = false;
       box.textContent = text;
@@ -1034,7 +1089,10 @@
       : "Not confirmed as " + what + ": " + describe(e) + ".";
     if (ex.view !== state.view) return;
     await reload();
-    el.notice.textContent = text + " Shown as stored.";
+    // An edit's text is not lost: it waits in the message box.
+    const kept = ex.say.edit && !el.message.value.trim();
+    if (kept) el.message.value = ex.text;
+    el.notice.textContent = text + " Shown as stored." + (kept ? " Your edited message is in the message box." : "");
   }
 
   // The open conversation read again, the view staying where it was.
@@ -1126,6 +1184,9 @@
     event.preventDefault();
     const reply = doomed;
     if (!reply || !reply.run) return el.runDeleteDialog.close();
+    const confirm = el.runDeleteForm.querySelector("button.danger");
+    if (confirm.disabled) return; // one delete at a time
+    confirm.disabled = true;
     try {
       await api("DELETE", runPath(reply.run));
     } catch (e) {
@@ -1133,6 +1194,8 @@
         el.runDeleteError.textContent = "Not deleted: " + describe(e);
         return;
       }
+    } finally {
+      confirm.disabled = false;
     }
     // The path closes over it: the runs after it stay.
     const user = reply.previousElementSibling;
@@ -1144,6 +1207,7 @@
     el.runDeleteDialog.close();
     el.notice.textContent = "Message deleted.";
     lastTools();
+    loadSessions(true); // its count, and its preview if it was the first message
   });
 
   // ---- rename and delete, each in a dialog

@@ -18,6 +18,11 @@ pub type Item = HashMap<String, AttributeValue>;
 
 /// Preview of a session in listings: the start of its first message.
 pub const PREVIEW_CHARS: usize = 100;
+
+/// A message's preview: its first [`PREVIEW_CHARS`] characters.
+pub fn preview_of(message: &str) -> String {
+    message.chars().take(PREVIEW_CHARS).collect()
+}
 /// Receipts answer retries for this long.
 pub const RECEIPT_TTL_SECS: u64 = 24 * 60 * 60;
 
@@ -301,7 +306,7 @@ pub fn session_item(
     let dropped = changes.memory.max_runs.is_some_and(|max| end > max);
     let preview = read.preview.clone().filter(|_| !dropped).or_else(|| {
         let first = changes.memory.runs.first()?;
-        Some(first.input.chars().take(PREVIEW_CHARS).collect())
+        Some(preview_of(&first.input))
     });
     if let Some(preview) = preview {
         item.insert(attr::PREVIEW.into(), s(preview));

@@ -19,7 +19,7 @@ use crate::input::SessionKey;
 use crate::memory::{new_run_id, Memory, Run};
 use crate::store::branch::parse_fork;
 use crate::store::history::Window;
-use crate::store::item::{count, decode_session, n, receipt_item, s, text, Item, Now};
+use crate::store::item::{count, decode_session, n, preview_of, receipt_item, s, text, Item, Now};
 use crate::store::layout::{Layout, Spill};
 use crate::store::log::{
     dead_slots, dropped_by, encode_spilled, expiry_due, head_key, parse_spilled, run_key,
@@ -1399,10 +1399,7 @@ impl DynamoStore {
         if let Some(max) = changes.memory.max_runs {
             kept = kept.min(max);
         }
-        let preview = shown.runs.first().map(|r| {
-            let chars = r.input.chars().take(super::PREVIEW_CHARS);
-            chars.collect::<String>()
-        });
+        let preview = shown.runs.first().map(|r| preview_of(&r.input));
         let dropped = changes
             .memory
             .max_runs

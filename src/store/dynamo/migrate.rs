@@ -9,10 +9,10 @@ use std::collections::HashSet;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::log::{is_cancelled, Reserved};
-use super::{built, sdk_error, DynamoStore, PREVIEW_CHARS};
+use super::{built, sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::memory::{new_run_id, Memory, Run};
-use crate::store::item::{count, decode_session, n, put_layout, s, text, Item, Now};
+use crate::store::item::{count, decode_session, n, preview_of, put_layout, s, text, Item, Now};
 use crate::store::layout::Layout;
 use crate::store::log::{adopted, migrated_to_page, view, Head};
 use crate::store::{attr, StoreError};
@@ -142,8 +142,7 @@ impl DynamoStore {
         item.entry(attr::RUN_COUNT.into())
             .or_insert_with(|| n(runs));
         if let (false, Some(first)) = (item.contains_key(attr::PREVIEW), shown.runs.first()) {
-            let preview: String = first.input.chars().take(PREVIEW_CHARS).collect();
-            item.insert(attr::PREVIEW.into(), s(preview));
+            item.insert(attr::PREVIEW.into(), s(preview_of(&first.input)));
         }
         item.entry(attr::CREATED_AT.into())
             .or_insert_with(|| n(now.secs));

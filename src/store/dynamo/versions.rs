@@ -13,7 +13,7 @@ use crate::deadline::Deadline;
 use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 use crate::store::branch::{encode_fork, MAX_FORKS, MAX_VERSIONS};
-use crate::store::item::{count, n, s, text, Item, Now};
+use crate::store::item::{count, n, preview_of, s, text, Item, Now};
 use crate::store::layout::Layout;
 use crate::store::log::{
     encode_spilled, head_key, run_key, summary_key, view, Head, SlotState, SLOTS_PER_READ,
@@ -708,11 +708,6 @@ impl DynamoStore {
         }
         Ok(notes)
     }
-}
-
-/// A listing's preview of a message: its first characters.
-fn preview_of(input: &str) -> String {
-    input.chars().take(super::PREVIEW_CHARS).collect()
 }
 
 /// A slot's feedback, if given.

@@ -79,12 +79,11 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         // A fold runs beside the reply, never before it.
-        let counter = asking.spend.take();
         let fold = self.run_fold(
             &turn.session,
             asking.fold.take(),
             asking.model_deadline,
-            counter.as_ref(),
+            asking.spend.as_ref(),
         );
         let reply = self.model.complete(&asking.prompt, asking.model_deadline);
         let ((completion, model_ms), fold) = tokio::join!(timed(reply), fold);
@@ -92,14 +91,12 @@ impl ChatService {
             Ok(c) => c,
             Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
         };
-        let spend = self.spend(counter.as_ref(), completion.usage, turn.deadline);
         let answered = Answered {
             completion,
             fold,
             model_ms,
         };
-        let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
-        saved
+        self.save_answered(turn, *asking, answered).await
     }
 
     /// Runs one turn as [`ChatService::send`] does, in a task of its own, so it goes on (and
@@ -127,12 +124,11 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         let _ = events.send(TurnEvent::Asking);
-        let counter = asking.spend.take();
         let fold = self.run_fold(
             &turn.session,
             asking.fold.take(),
             asking.model_deadline,
-            counter.as_ref(),
+            asking.spend.as_ref(),
         );
         let mut streamed = String::new();
         let mut first_piece = None;
@@ -152,14 +148,12 @@ impl ChatService {
         };
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
-        let spend = self.spend(counter.as_ref(), completion.usage, turn.deadline);
         let answered = Answered {
             completion,
             fold,
             model_ms,
         };
-        let (saved, ()) = tokio::join!(self.save_turn(turn, *asking, answered), spend);
-        let mut reply = saved?;
+        let mut reply = self.save_answered(turn, *asking, answered).await?;
         reply.timings.first_piece_ms = first_piece;
         Ok(reply)
     }
@@ -352,6 +346,19 @@ impl ChatService {
             }
             Err(_) => tracing::warn!(tokens, "an answer's tokens were not counted in time"),
         }
+    }
+
+    /// Saves an answered turn and, beside the save, counts its tokens on the caller's day.
+    async fn save_answered(
+        &self,
+        turn: &TurnRequest,
+        asking: Asking,
+        answered: Answered,
+    ) -> Result<Reply, ChatError> {
+        let counter = asking.spend.clone();
+        let spend = self.spend(counter.as_ref(), answered.completion.usage, turn.deadline);
+        let (saved, ()) = tokio::join!(self.save_turn(turn, asking, answered), spend);
+        saved
     }
 
     /// Appends the model's answer to the session and saves it: conditional on the version

@@ -166,10 +166,18 @@ async fn a_streamed_turn_shares_the_save_loop() {
 }
 
 fn service(store: &Arc<InMemoryStore>, model: &Arc<Scripted>) -> Arc<ChatService> {
+    service_with(store, model, ChatSettings::default())
+}
+
+fn service_with<M: ChatModel + 'static>(
+    store: &Arc<InMemoryStore>,
+    model: &Arc<M>,
+    settings: ChatSettings,
+) -> Arc<ChatService> {
     Arc::new(ChatService::new(
         Arc::clone(store) as Arc<dyn SessionStore>,
         Arc::clone(model) as Arc<dyn ChatModel>,
-        ChatSettings::default(),
+        settings,
     ))
 }
 
@@ -397,14 +405,11 @@ fn folding_service(
     model: &Arc<Folding>,
     budget: u64,
 ) -> Arc<ChatService> {
-    Arc::new(ChatService::new(
-        Arc::clone(store) as Arc<dyn SessionStore>,
-        Arc::clone(model) as Arc<dyn ChatModel>,
-        ChatSettings {
-            history_token_budget: budget,
-            ..ChatSettings::default()
-        },
-    ))
+    let settings = ChatSettings {
+        history_token_budget: budget,
+        ..ChatSettings::default()
+    };
+    service_with(store, model, settings)
 }
 
 /// A message of about 100 characters: 29 estimated tokens, and its reply as many more.
@@ -602,11 +607,7 @@ async fn a_spent_turn_quota_refuses_before_the_model_and_a_saved_turn_is_replaye
         },
         ..ChatSettings::default()
     };
-    let chat = ChatService::new(
-        Arc::clone(&store) as Arc<dyn SessionStore>,
-        Arc::clone(&model) as Arc<dyn ChatModel>,
-        settings,
-    );
+    let chat = service_with(&store, &model, settings);
     let key = IdempotencyKey::parse("k-1").unwrap();
     let first = chat
         .send(&turn("one", Deadline::NONE, Some(&key)))
@@ -645,18 +646,15 @@ async fn the_token_quota_counts_the_replies_and_the_folds() {
         token_factor: 1,
         ..Folding::default()
     });
-    let chat = ChatService::new(
-        Arc::clone(&store) as Arc<dyn SessionStore>,
-        Arc::clone(&model) as Arc<dyn ChatModel>,
-        ChatSettings {
-            history_token_budget: 600,
-            quotas: Quotas {
-                turns_per_minute: None,
-                tokens_per_day: Some(1 << 40),
-            },
-            ..ChatSettings::default()
+    let settings = ChatSettings {
+        history_token_budget: 600,
+        quotas: Quotas {
+            turns_per_minute: None,
+            tokens_per_day: Some(1 << 40),
         },
-    );
+        ..ChatSettings::default()
+    };
+    let chat = service_with(&store, &model, settings);
     for i in 0..40 {
         chat.send(&turn(&long_message(i), Deadline::NONE, None))
             .await

@@ -35,15 +35,19 @@ fn feedback(session_id: &str, run_id: &str, body: Value) -> Req {
     .body(body)
 }
 
-/// The active path as `GET` returns it: (id, input, alternatives) of each run.
-async fn path(app: &App, session_id: &str) -> Vec<(String, String, Vec<String>)> {
+/// The runs of the active path's newest page, as `GET` returns them.
+async fn newest_runs(app: &App, session_id: &str) -> Vec<Value> {
     let (status, body) = get_history(session_id, &[("before", "end")])
         .call_json(app)
         .await;
     assert_eq!(status, 200, "{body}");
-    body["runs"]
-        .as_array()
-        .unwrap()
+    body["runs"].as_array().unwrap().clone()
+}
+
+/// The active path as `GET` returns it: (id, input, alternatives) of each run.
+async fn path(app: &App, session_id: &str) -> Vec<(String, String, Vec<String>)> {
+    newest_runs(app, session_id)
+        .await
         .iter()
         .map(|r| {
             let alternatives = r["alternatives"].as_array().expect("alternatives");
@@ -61,13 +65,8 @@ async fn path(app: &App, session_id: &str) -> Vec<(String, String, Vec<String>)>
 
 /// (version, versions) of each run on the active path.
 async fn versions(app: &App, session_id: &str) -> Vec<(u64, usize)> {
-    let (status, body) = get_history(session_id, &[("before", "end")])
-        .call_json(app)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["runs"]
-        .as_array()
-        .unwrap()
+    newest_runs(app, session_id)
+        .await
         .iter()
         .map(|r| {
             let others = r["alternatives"].as_array().expect("alternatives").len();

@@ -1024,24 +1024,36 @@
       say: {regenerate: true}, user, reply, was: reply.run});
   }
 
-  function startEdit(user) {
-    if (!canChange() || user.querySelector("form.edit")) return;
-    const box = user.querySelector(".text");
-    const form = make("form", "edit");
+  // A small form under a message: a text field, a close button and Send. Escape closes it;
+  // with `enterSends`, Enter sends (Shift+Enter adds a line), as in the message box.
+  function textForm(cls, label, closer, onClose, onSend, enterSends) {
+    const form = make("form", cls);
     const field = make("textarea");
-    field.value = box.textContent;
-    field.rows = Math.min(8, field.value.split("\n").length + 1);
-    field.setAttribute("aria-label", "Your message, edited");
-    const cancel = button("cancel", "Cancel", "", () => close());
+    field.setAttribute("aria-label", label);
     const send = make("button", "", "Send");
     send.type = "submit";
     form.append(field, make("div", "actions"));
-    form.lastChild.append(cancel, send);
+    form.lastChild.append(button("cancel", closer[0], closer[1], onClose), send);
+    field.addEventListener("keydown", (event) => {
+      if (enterSends && event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      } else if (event.key === "Escape") {
+        event.stopPropagation();
+        onClose();
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      onSend(field.value);
+    });
+    return {form, field};
+  }
+
+  function startEdit(user) {
+    if (!canChange() || user.querySelector("form.edit")) return;
+    const box = user.querySelector(".text");
     const tools = user.querySelector(".tools");
-    box.hidden = true;
-    if (tools) tools.hidden = true;
-    user.append(form);
-    field.focus();
     const close = () => {
       form.remove();
       box.hidden = false;
@@ -1049,18 +1061,7 @@
       const again = user.querySelector(".edit");
       if (again) again.focus();
     };
-    field.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        form.requestSubmit();
-      } else if (event.key === "Escape") {
-        event.stopPropagation();
-        close();
-      }
-    });
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const text = field.value;
+    const {form, field} = textForm("edit", "Your message, edited", ["Cancel", ""], close, (text) => {
       const reply = user.nextElementSibling;
       if (!text.trim()) {
         el.notice.textContent = "A message cannot be blank: write something, or press Escape to keep it.";
@@ -1075,7 +1076,13 @@
       turn({id: state.current, text, key: uuid(), view: state.view, say: {edit: reply.run.id, message: text},
         user, reply, was: reply.run});
       el.message.focus();
-    });
+    }, true);
+    field.value = box.textContent;
+    field.rows = Math.min(8, field.value.split("\n").length + 1);
+    box.hidden = true;
+    if (tools) tools.hidden = true;
+    user.append(form);
+    field.focus();
   }
 
   // A regeneration or an edit that did not come back saved: what is shown is read again from
@@ -1139,34 +1146,20 @@
   function askComment(reply, rating) {
     const old = reply.querySelector("form.comment");
     if (old) old.remove();
-    const form = make("form", "comment");
-    const field = make("textarea");
-    field.rows = 2;
-    field.maxLength = 2000;
-    field.setAttribute("aria-label", rating === "up" ? "What was good? (optional)" : "What was wrong? (optional)");
-    field.placeholder = field.getAttribute("aria-label");
-    const send = make("button", "", "Send");
-    send.type = "submit";
     const done = () => {
       form.remove();
       const back = reply.querySelector(".tools .rate." + rating);
       if (back) back.focus();
     };
-    const close = button("cancel", "Close", "Close the comment", done);
-    form.append(field, make("div", "actions"));
-    form.lastChild.append(close, send);
-    field.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") {
-        event.stopPropagation();
-        done();
-      }
-    });
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const comment = field.value.trim();
+    const label = rating === "up" ? "What was good? (optional)" : "What was wrong? (optional)";
+    const {form, field} = textForm("comment", label, ["Close", "Close the comment"], done, async (text) => {
+      const comment = text.trim();
       if (!comment) return done();
       if (await rate(reply, rating, comment)) done();
-    });
+    }, false);
+    field.rows = 2;
+    field.maxLength = 2000;
+    field.placeholder = label;
     reply.append(form);
   }
 

@@ -174,20 +174,32 @@ def iam_stack():
         yield s
 
 
-@pytest.fixture(scope="session")
-def browser():
+def chromium():
+    """A new headless Chromium under selenium; the caller quits it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    # A tab sent to the background by another one is not throttled: when the front tab closes,
+    # chromedriver can otherwise wait on it until the page load timeout.
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,800", "--lang=en-US", "--force-device-scale-factor=1"):
+                "--window-size=1280,800", "--lang=en-US", "--force-device-scale-factor=1",
+                "--disable-backgrounding-occluded-windows", "--disable-renderer-backgrounding",
+                "--disable-background-timer-throttling"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     driver.set_script_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One browser for every test, in one tab: a test that needs a second tab uses its own
+    browser (`chromium()`), since a headless tab left behind can stall later navigations."""
+    driver = chromium()
     try:
         yield driver
     finally:

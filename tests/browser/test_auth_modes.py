@@ -54,6 +54,9 @@ def test_jwt_a_linked_conversation_stays_when_signing_in(jwt_stack, browser):
     assert browser.switch_to.active_element.get_attribute("id") == "token"
     browser.switch_to.active_element.send_keys(TOKEN, Keys.ENTER)
     assert js(browser, "return new URLSearchParams(location.search).get('session')") == "shared-thread-1"
+    # Signing in reads the linked conversation (refused here); a message sent while it loads
+    # is held back, so wait until the read has settled.
+    wait(browser, lambda d: d.find_element(By.ID, "log-status").text.startswith("Could not load this conversation"))
     got = say(browser, "Hello my name is Collin.")
     assert got["state"] == "error" and "(unauthorized)" in got["note"], got
     assert posts(browser)[-1]["body"]["session_id"] == "shared-thread-1"

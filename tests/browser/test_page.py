@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import REPO, http
+from conftest import REPO, chromium, http
 
 WAIT = 30
 USER = "collin"
@@ -536,18 +536,23 @@ def test_a_reply_with_links_opens_them_safely(stack, browser):
         a => [a.href, a.target, a.rel]);""", text)
     assert links == [[target, "_blank", "noopener noreferrer"],
                      ["https://example.com/a_(b)?x=1", "_blank", "noopener noreferrer"]]
-    # It opens in a new tab that has no hold on this page and was sent no referrer.
-    first = browser.current_window_handle
-    text.find_element(By.TAG_NAME, "a").click()
-    wait(browser, lambda d: len(d.window_handles) == 2)
-    other = [h for h in browser.window_handles if h != first][0]
-    browser.switch_to.window(other)
+    # It opens in a new tab that has no hold on this page and was sent no referrer. Tried in a
+    # browser of its own, opened on the same conversation, so the shared one keeps one tab.
+    session = current_session(browser)
+    other = chromium()
     try:
-        wait(browser, lambda d: d.current_url.startswith(target) and js(d, "return document.readyState") == "complete")
-        assert js(browser, "return [window.opener, document.referrer]") == [None, ""]
+        load(other, stack)
+        set_user(other, USER)
+        load(other, stack, f"?session={session}")
+        link = wait(other, lambda d: d.find_elements(By.CSS_SELECTOR, "#messages li.msg.bot .text a"))[0]
+        first = other.current_window_handle
+        link.click()
+        wait(other, lambda d: len(d.window_handles) == 2)
+        other.switch_to.window([h for h in other.window_handles if h != first][0])
+        wait(other, lambda d: d.current_url.startswith(target) and js(d, "return document.readyState") == "complete")
+        assert js(other, "return [window.opener, document.referrer]") == [None, ""]
     finally:
-        browser.close()
-        browser.switch_to.window(first)
+        other.quit()
 
 
 def test_a_reply_with_links_other_than_web_addresses_shows_them_as_text(stack, browser):

@@ -16,7 +16,7 @@ use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{Completion, Prompt, Usage};
 use crate::store::quota::{self, Counter, QuotaKind};
-use crate::store::{Changes, Receipt, Snapshot, StoreError, Summary};
+use crate::store::{Branch, Changes, Receipt, Snapshot, StoreError, Summary};
 
 /// A turn after its read: replayed from a receipt, or ready for the model.
 enum Prepared {
@@ -37,6 +37,12 @@ struct Asking {
     timings: Timings,
     /// The token counter the answer's tokens go on (a quota of tokens is set).
     spend: Option<Counter>,
+}
+
+/// A turn's read: replayed or refused before it, or the session with the quota check's outcome.
+enum Read {
+    Done(Prepared),
+    Session(Box<Snapshot>, Result<Admitted, ChatError>),
 }
 
 /// What a turn's quota check took.
@@ -163,11 +169,10 @@ impl ChatService {
     async fn prepare(&self, turn: &TurnRequest) -> Result<Prepared, ChatError> {
         let mut timings = Timings::default();
         let started = Instant::now();
-        let branch = turn.say.branch();
-        let load = self.store.load_branch(&turn.session, &branch);
-        // The quotas are checked beside the read: no wait of their own.
-        let (loaded, admitted) = tokio::join!(bounded(turn.deadline, load), self.admit(turn));
-        let snapshot = loaded??;
+        let (snapshot, admitted) = match self.read(turn).await? {
+            Read::Done(done) => return Ok(done),
+            Read::Session(snapshot, admitted) => (*snapshot, admitted),
+        };
         if let (Some(have), Some(want)) = (snapshot.owner.as_deref(), &turn.owner) {
             if have != want.as_str() {
                 return Err(self.released(turn, &snapshot, ChatError::Forbidden).await);
@@ -247,6 +252,93 @@ impl ChatService {
             timings,
             spend: admitted.spend,
         })))
+    }
+
+    /// The session's read and the quota check: beside each other for a new message; in turn
+    /// for a regeneration or an edit, whose refusals come before it takes a place.
+    async fn read(&self, turn: &TurnRequest) -> Result<Read, ChatError> {
+        let branch = turn.say.branch();
+        let (loaded, admitted) = match branch {
+            Branch::Append => {
+                let load = self.store.load_branch(&turn.session, &branch);
+                // The quotas are checked beside the read: no wait of their own.
+                tokio::join!(bounded(turn.deadline, load), self.admit(turn))
+            }
+            Branch::Regenerate | Branch::Edit(_) => {
+                let admitted = self.admit(turn).await?;
+                if let Some(done) = self.before_fork(turn, &admitted).await? {
+                    return Ok(Read::Done(done));
+                }
+                let load = self.store.load_branch(&turn.session, &branch);
+                (bounded(turn.deadline, load).await, Ok(admitted))
+            }
+        };
+        let snapshot = match loaded.and_then(|r| r.map_err(ChatError::from)) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // Nothing was taken: the count is given back.
+                if let Ok(Admitted {
+                    counted: Some(counter),
+                    ..
+                }) = &admitted
+                {
+                    self.give_back(counter, turn.deadline).await;
+                }
+                return Err(e);
+            }
+        };
+        Ok(Read::Session(Box::new(snapshot), admitted))
+    }
+
+    /// What can refuse a regeneration or an edit, checked before it takes a place among the
+    /// versions (docs/storage.md, "Versions"): a refused one leaves no trace. Another owner's
+    /// session is forbidden; a keyed retry of one saved is replayed (its edited run may have
+    /// left the path since). The quota was checked before this.
+    async fn before_fork(
+        &self,
+        turn: &TurnRequest,
+        admitted: &Admitted,
+    ) -> Result<Option<Prepared>, ChatError> {
+        let refused = |e: ChatError| async move {
+            if let Some(counter) = &admitted.counted {
+                self.give_back(counter, turn.deadline).await;
+            }
+            e
+        };
+        if let Some(want) = &turn.owner {
+            let owner = bounded(turn.deadline, self.store.owner_of(&turn.session)).await;
+            match owner.and_then(|r| r.map_err(ChatError::from)) {
+                Ok(Some(have)) if have != want.as_str() => {
+                    return Err(refused(ChatError::Forbidden).await)
+                }
+                Ok(_) => {}
+                Err(e) => return Err(refused(e).await),
+            }
+        }
+        let Some(key) = &turn.idempotency_key else {
+            return Ok(None);
+        };
+        let read = match bounded(turn.deadline, self.store.load(&turn.session)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => return Err(refused(e.into()).await),
+            Err(e) => return Err(refused(e).await),
+        };
+        let found = bounded(turn.deadline, self.store.receipt(&turn.session, &read, key)).await;
+        self.release(turn, &read).await;
+        match found.and_then(|r| r.map_err(ChatError::from)) {
+            // A replay takes no count, and a key used for another request neither.
+            Ok(Some(receipt)) => match replay(receipt, &turn.say, Timings::default()) {
+                Ok(reply) => {
+                    if let Some(counter) = &admitted.counted {
+                        self.give_back(counter, turn.deadline).await;
+                    }
+                    Ok(Some(Prepared::Replayed(reply)))
+                }
+                Err(e) => Err(refused(e).await),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(refused(e).await),
+        }
     }
 
     /// Checks the caller's quotas (docs/storage.md, "Quotas"): counts the turn in its minute

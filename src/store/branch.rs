@@ -12,6 +12,11 @@ pub const MAX_VERSIONS: usize = 16;
 /// (about 12 bytes each; 200 keep the head within 4 KB).
 pub const MAX_FORKS: usize = 200;
 
+/// Fork entries the head keeps at most, those of turns that stored nothing (a failed or
+/// refused regeneration, a replay after a select) included: the limits above count only
+/// versions that hold a run, and this bounds the head (about 10 KB).
+pub const MAX_FORK_ENTRIES: usize = 4 * MAX_FORKS;
+
 /// The shape of a session's slots: which slot follows which.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {

@@ -510,6 +510,12 @@ pub trait SessionStore: Send + Sync {
         Ok(())
     }
 
+    /// The owner a session records, read without taking anything (a regeneration's or an
+    /// edit's check before it takes a place); a store that records none answers `None`.
+    async fn owner_of(&self, _session: &SessionKey) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
     /// [`SessionStore::load`] for a turn that answers `branch`: a regeneration or an edit
     /// takes a slot in the place of the run it replaces (the log layout only).
     async fn load_branch(

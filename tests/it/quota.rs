@@ -17,7 +17,7 @@ fn turn(session_id: &str, message: &str, owner: &str) -> Req {
 }
 
 /// Waits until a minute has at least 40 seconds left, so a test's turns fall in one window.
-async fn early_in_a_minute() {
+pub(crate) async fn early_in_a_minute() {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -27,7 +27,7 @@ async fn early_in_a_minute() {
     }
 }
 
-fn chat_calls(requests: &[Value]) -> usize {
+pub(crate) fn chat_calls(requests: &[Value]) -> usize {
     requests.iter().filter(|r| r["summary"] != true).count()
 }
 

@@ -515,3 +515,245 @@ async fn deleting_the_first_message_takes_it_out_of_the_listing_preview() {
     say(&app, "pv", "a fresh start").await;
     assert_eq!(preview(&env, "pv").await.as_deref(), Some("a fresh start"));
 }
+
+// ---- refusals leave no trace (a hostile review's findings, 2026-12-03)
+
+/// The head's fork entries, as stored.
+async fn fork_entries(env: &TestEnv, session_id: &str) -> usize {
+    let heads = items_with_prefix(env, &format!("{session_id}#head")).await;
+    heads
+        .first()
+        .and_then(|h| h.get("forks"))
+        .and_then(|f| f.as_ss().ok())
+        .map_or(0, Vec::len)
+}
+
+fn owned(session_id: &str, owner: &str, body: Value) -> Req {
+    let mut body = body;
+    body["session_id"] = json!(session_id);
+    body["owner"] = json!(owner);
+    Req::http("POST", "/chat").body(body)
+}
+
+#[tokio::test]
+async fn refused_regenerations_leave_no_trace() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    for message in ["I'm Ann", "hello"] {
+        let (status, body) = owned("ann-s", "ann", json!({"message": message}))
+            .call_json(&app)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let last = path(&app, "ann-s").await.pop().unwrap().0;
+    // Another owner's regenerations and edits, more than a place holds: each 403, none kept.
+    for i in 0..17 {
+        let asked = match i % 2 {
+            0 => json!({"regenerate": true}),
+            _ => json!({"edit": last, "message": "mine now"}),
+        };
+        let (status, body) = owned("ann-s", "mallory", asked).call_json(&app).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{i}: {body}"
+        );
+    }
+    assert_eq!(fork_entries(&env, "ann-s").await, 0, "no fork was taken");
+    assert_eq!(
+        env.model.requests().await.len(),
+        2,
+        "the model was not asked"
+    );
+    let (status, body) = owned("ann-s", "ann", json!({"regenerate": true}))
+        .call_json(&app)
+        .await;
+    assert_eq!(status, 200, "the owner's own regeneration: {body}");
+    assert_eq!(versions(&app, "ann-s").await, vec![(1, 1), (2, 2)]);
+}
+
+#[tokio::test]
+async fn keyed_retries_of_an_edit_and_a_regeneration_are_replayed() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    say(&app, "kr", "I'm Ann").await;
+    let edited = say(&app, "kr", "hello").await;
+    // An edit: its retry comes after the edited run left the path.
+    let keyed_edit = || edit("kr", &edited, "I'm Bob").header("Idempotency-Key", "edit-1");
+    let (status, first) = keyed_edit().call_json(&app).await;
+    assert_eq!(status, 200, "{first}");
+    let calls = env.model.requests().await.len();
+    let again = keyed_edit().call(&app).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json()["run_id"], first["run_id"]);
+    // A regeneration retried 20 times: replayed each time, no version taken.
+    let keyed = || regenerate("kr").header("Idempotency-Key", "regen-1");
+    let (status, regenerated) = keyed().call_json(&app).await;
+    assert_eq!(status, 200, "{regenerated}");
+    let forks = fork_entries(&env, "kr").await;
+    for i in 0..20 {
+        let (status, body) = keyed().call_json(&app).await;
+        assert_eq!(
+            (status, &body["run_id"]),
+            (200, &regenerated["run_id"]),
+            "retry {i}: {body}"
+        );
+    }
+    assert_eq!(
+        fork_entries(&env, "kr").await,
+        forks,
+        "a replay takes no fork"
+    );
+    assert_eq!(
+        env.model.requests().await.len(),
+        calls + 1,
+        "only the first regeneration asked"
+    );
+    // The key used for another request is refused, and takes nothing either.
+    let (status, body) = regenerate("kr")
+        .header("Idempotency-Key", "edit-1")
+        .call_json(&app)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("idempotency_key_reused")),
+        "{body}"
+    );
+    assert_eq!(fork_entries(&env, "kr").await, forks);
+    // "hello", its edit and the edit's regeneration: three versions at the second place.
+    assert_eq!(versions(&app, "kr").await, vec![(1, 1), (3, 3)]);
+}
+
+#[tokio::test]
+async fn refused_edits_give_their_quota_count_back() {
+    let env = TestEnv::new().await;
+    let app = env.app_with(&[("QUOTA_TURNS_PER_MINUTE", "3")]).await;
+    crate::quota::early_in_a_minute().await;
+    let (status, body) = owned("q-e", "ann", json!({"message": "hi"}))
+        .call_json(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..3 {
+        let (status, body) = owned("q-e", "ann", json!({"edit": "0123abcd", "message": "x"}))
+            .call_json(&app)
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("run_not_found")),
+            "{body}"
+        );
+    }
+    for message in ["two", "three"] {
+        let (status, body) = owned("q-e", "ann", json!({"message": message}))
+            .call_json(&app)
+            .await;
+        assert_eq!(status, 200, "refused edits took no count: {body}");
+    }
+    let (status, body) = owned("q-e", "ann", json!({"message": "four"}))
+        .call_json(&app)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn failed_regenerations_take_no_version() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    say(&app, "fv", "I'm Ann").await;
+    say(&app, "fv", "hello").await;
+    for i in 0..17 {
+        env.model.script(json!([{"status": 400}])).await;
+        let (status, body) = regenerate("fv").call_json(&app).await;
+        assert_eq!(status, 502, "{i}: {body}");
+    }
+    // 15 more regenerations fill the place (16 versions), the next is refused.
+    for i in 0..15 {
+        let (status, body) = regenerate("fv").call_json(&app).await;
+        assert_eq!(status, 200, "version {}: {body}", i + 2);
+    }
+    assert_eq!(versions(&app, "fv").await, vec![(1, 1), (16, 16)]);
+    let (status, body) = regenerate("fv").call_json(&app).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("too_many_versions")),
+        "{body}"
+    );
+    // A deleted version frees its place.
+    let newest = path(&app, "fv").await.pop().unwrap().0;
+    assert_eq!(delete_run("fv", &newest).call(&app).await.status, 204);
+    let (status, body) = regenerate("fv").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_keyed_retry_of_a_deleted_turn_is_a_new_turn() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    say(&app, "kd", "I'm Ann").await;
+    let turn = || Req::chat("kd", "my secret");
+    let regeneration = || regenerate("kd");
+    for (key, asked) in [
+        ("turn-1", &turn as &dyn Fn() -> Req),
+        ("regen-1", &regeneration),
+    ] {
+        let keyed = || asked().header("Idempotency-Key", key);
+        let (status, first) = keyed().call_json(&app).await;
+        assert_eq!(status, 200, "{key}: {first}");
+        let run_id = first["run_id"].as_str().unwrap().to_owned();
+        assert_eq!(delete_run("kd", &run_id).call(&app).await.status, 204);
+        let calls = crate::quota::chat_calls(&env.model.requests().await);
+        let (status, again) = keyed().call_json(&app).await;
+        assert_eq!(status, 200, "{key}: {again}");
+        assert_ne!(again["run_id"], first["run_id"], "{key}: a new turn");
+        assert_eq!(
+            crate::quota::chat_calls(&env.model.requests().await),
+            calls + 1
+        );
+        // ... whose own retry is replayed.
+        let (status, third) = keyed().call_json(&app).await;
+        assert_eq!(
+            (status, &third["run_id"]),
+            (200, &again["run_id"]),
+            "{key}: {third}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_turn_racing_a_delete_does_not_show_the_deleted_run_again() {
+    let env = TestEnv::new().await;
+    let app = Arc::new(env.app().await);
+    say(&app, "rv", "I'm Ann").await;
+    let secret = say(&app, "rv", "my password is hunter2").await;
+    // A slow turn reads the run, the delete and a quick turn pass it, then it settles the burst.
+    env.model.script(json!([{"hang": 2.0}])).await;
+    let slow = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { Req::chat("rv", "slow question").call_json(&app).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deleted = delete_run("rv", &secret).call(&app).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    say(&app, "rv", "quick one").await;
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let leaked: Vec<String> = all_texts(&env)
+        .await
+        .into_iter()
+        .filter(|t| t.contains("hunter2"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the deleted text is stored again: {leaked:?}"
+    );
+    assert_eq!(
+        view_ids(&env, "rv").await.len(),
+        3,
+        "the view shows the three runs left"
+    );
+}

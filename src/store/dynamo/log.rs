@@ -17,7 +17,7 @@ use super::versions::feedback_of;
 use super::{built, is_condition_failure, refused_is_done, sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::memory::{new_run_id, Memory, Run};
-use crate::store::branch::parse_fork;
+use crate::store::branch::{parse_fork, MAX_FORK_ENTRIES};
 use crate::store::history::Window;
 use crate::store::item::{count, decode_session, n, preview_of, receipt_item, s, text, Item, Now};
 use crate::store::layout::{Layout, Spill};
@@ -200,7 +200,11 @@ impl DynamoStore {
                     // Another turn began this generation meanwhile: take a slot of it.
                     return Ok(Taken::Again);
                 }
-                // The first turn after a select follows the selected path.
+                // The first turn after a select follows the selected path: a fork of its own,
+                // so the head's bound holds here too.
+                if met.forks.len() >= MAX_FORK_ENTRIES {
+                    return Err(StoreError::TooManyVersions);
+                }
                 let fork = Fork {
                     replaces: None,
                     message: None,
@@ -1267,8 +1271,13 @@ impl DynamoStore {
             .max(through.saturating_sub(SLOTS_PER_READ as u64 - 1))
             .max(kept_from);
         let mut states: HashMap<u64, SlotState> = HashMap::new();
-        for (i, state) in turn.slots.iter().enumerate() {
-            states.insert(turn.first + i as u64, state.clone());
+        // A delete, a select or a fork since this turn's read (each moves the path) may have
+        // changed what those slots hold: a deleted run's text must not come back, so they are
+        // read again.
+        if after.moves == turn.head.moves {
+            for (i, state) in turn.slots.iter().enumerate() {
+                states.insert(turn.first + i as u64, state.clone());
+            }
         }
         let reserved_ms = turn.head.reserved_ms;
         let own = match run {

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
-use super::item::{n, Item};
+use super::item::{n, text, Item};
 use super::{attr, Changes, Deleted, HistoryPage, KeySchema, PageLimit, Receipt, SessionList};
 use super::{Branch, Feedback, SessionStore, Snapshot, Span, StoreError, Version};
 use crate::deadline::Deadline;
@@ -201,6 +201,15 @@ impl SessionStore for DynamoStore {
 
     async fn set_title(&self, session: &SessionKey, title: &str) -> Result<bool, StoreError> {
         self.write_title(session, title).await
+    }
+
+    async fn owner_of(&self, session: &SessionKey) -> Result<Option<String>, StoreError> {
+        let root = self.get(session.as_str().to_owned()).await?;
+        let live = root.filter(|r| !r.contains_key(attr::TOMBSTONE));
+        Ok(match live {
+            Some(item) => text(&item, attr::OWNER_KEY)?.map(str::to_owned),
+            None => None,
+        })
     }
 
     async fn load_branch(

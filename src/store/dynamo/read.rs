@@ -3,11 +3,11 @@
 
 use std::borrow::Cow;
 
-use super::DynamoStore;
+use super::{refused_is_done, DynamoStore};
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::store::history::Window;
-use crate::store::item::{count, decode_session, text, Now};
+use crate::store::item::{count, decode_session, s, text, Now};
 use crate::store::layout::{Field, Layout};
 use crate::store::log::written_over;
 use crate::store::{attr, HistoryPage, PageLimit, Receipt, Snapshot, Span, StoreError};
@@ -150,6 +150,21 @@ impl DynamoStore {
         Ok(whole.map(|()| run))
     }
 
+    /// Deletes a receipt that still names `run_id` (not one a new turn with the key wrote).
+    async fn remove_receipt(&self, receipt_key: String, run_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(receipt_key)))
+            .condition_expression("#r = :r")
+            .expression_attribute_names("#r", attr::RUN_ID)
+            .expression_attribute_values(":r", s(run_id))
+            .send()
+            .await;
+        refused_is_done(result)
+    }
+
     pub(super) async fn read_receipt(
         &self,
         session: &SessionKey,
@@ -178,7 +193,18 @@ impl DynamoStore {
         // The reply is the run's: a run since dropped (MAX_RUNS) leaves nothing to replay, and
         // the key counts as new.
         let found = match (&read.log, count(&item, attr::SLOT)?) {
-            (Some(turn), Some(slot)) => self.slot_run(session, turn, slot).await?,
+            (Some(turn), Some(slot)) => {
+                let found = self.slot_run(session, turn, slot).await?;
+                if found.as_ref().is_none_or(|r| r.id != run_id) {
+                    // The run was deleted or dropped (its slot is read as it is now, and a
+                    // receipt lands with its run): the key counts as new, so its receipt goes,
+                    // or the retry's save would meet it and never land.
+                    self.remove_receipt(read.layout.receipt_key(session, key), &run_id)
+                        .await?;
+                    return Ok(None);
+                }
+                found
+            }
             _ => self.find_run(session, read, &run_id).await?,
         };
         let Some(run) = found.filter(|r| r.id == run_id) else {

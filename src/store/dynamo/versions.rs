@@ -12,7 +12,7 @@ use super::{is_condition_failure, refused_is_done, sdk_error, DynamoStore};
 use crate::deadline::Deadline;
 use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
-use crate::store::branch::{encode_fork, MAX_FORKS, MAX_VERSIONS};
+use crate::store::branch::{encode_fork, MAX_FORKS, MAX_FORK_ENTRIES, MAX_VERSIONS};
 use crate::store::item::{count, n, preview_of, s, text, Item, Now};
 use crate::store::layout::Layout;
 use crate::store::log::{
@@ -69,7 +69,16 @@ impl DynamoStore {
             }
             Branch::Append => return Err(StoreError::RunNotOnPath),
         };
-        if head.forks.len() >= MAX_FORKS || tree.versions(slot).len() >= MAX_VERSIONS {
+        // A place or a session at a limit counts again, leaving out the versions of turns
+        // that stored nothing (holes): a failed regeneration takes no version.
+        let versions = tree.versions(slot);
+        let forked: Vec<u64> = head.forks.keys().copied().collect();
+        let full = head.forks.len() >= MAX_FORK_ENTRIES
+            || (versions.len() >= MAX_VERSIONS
+                && self.runs_among(session, head, &versions).await? >= MAX_VERSIONS)
+            || (forked.len() >= MAX_FORKS
+                && self.runs_among(session, head, &forked).await? >= MAX_FORKS);
+        if full {
             return Err(StoreError::TooManyVersions);
         }
         let fork = Fork {
@@ -78,6 +87,29 @@ impl DynamoStore {
             prev_leaf: tree.leaf(),
         };
         Ok((tree.parent(slot), fork))
+    }
+
+    /// How many of these slots hold a run (not a hole, nor one still being written).
+    async fn runs_among(
+        &self,
+        session: &SessionKey,
+        head: &Head,
+        slots: &[u64],
+    ) -> Result<usize, StoreError> {
+        let mut runs = 0;
+        for chunk in slots.chunks(SLOTS_PER_READ) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|i| run_key(session, &head.generation, *i))
+                .collect();
+            let mut got = self.batch_get(&keys).await?;
+            for key in &keys {
+                if matches!(decode_slot(got.remove(key))?, SlotState::Run { .. }) {
+                    runs += 1;
+                }
+            }
+        }
+        Ok(runs)
     }
 
     /// The active path's newest run (holes passed over); busy while a slot after it is

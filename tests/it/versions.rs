@@ -757,3 +757,81 @@ async fn a_turn_racing_a_delete_does_not_show_the_deleted_run_again() {
         "the view shows the three runs left"
     );
 }
+
+/// Every string attribute of one session's items.
+async fn texts_of(env: &TestEnv, session_id: &str) -> Vec<String> {
+    items_with_prefix(env, session_id)
+        .await
+        .iter()
+        .flat_map(|item| item.values())
+        .filter_map(|v| v.as_s().ok().cloned())
+        .collect()
+}
+
+/// The turn that first folds slot 1 of a conversation of `say`s: "I'm Ann", "I'm Zelda", then
+/// questions (the summary's `slot` says how far it folded).
+async fn summary_slot(env: &TestEnv, session_id: &str) -> Option<u64> {
+    items_with_prefix(env, &format!("{session_id}#"))
+        .await
+        .iter()
+        .find(|i| i["id"].as_s().unwrap().ends_with("#summary"))
+        .map(|i| i["slot"].as_n().unwrap().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_fold_racing_a_delete_leaves_the_run_out_of_the_summary() {
+    let env = TestEnv::new().await;
+    let settings = [("HISTORY_TOKEN_BUDGET", "60"), ("SUMMARIZE", "true")];
+    let app = Arc::new(env.app_with(&settings).await);
+    // A conversation played alone first: which turn folds "I'm Zelda" in.
+    say(&app, "alone", "I'm Ann").await;
+    say(&app, "alone", "I'm Zelda").await;
+    let mut folding = 0;
+    while summary_slot(&env, "alone")
+        .await
+        .is_none_or(|slot| slot < 1)
+    {
+        folding += 1;
+        assert!(folding < 20, "no fold of slot 1");
+        say(&app, "alone", &format!("question {folding}, weather")).await;
+    }
+    // The same conversation, with that turn's reply and fold slow and the run deleted meanwhile.
+    say(&app, "race", "I'm Ann").await;
+    let zelda = say(&app, "race", "I'm Zelda").await;
+    for i in 1..folding {
+        say(&app, "race", &format!("question {i}, weather")).await;
+    }
+    env.model
+        .script(json!([{"hang": 2.0}, {"hang": 2.0}]))
+        .await;
+    let slow = {
+        let app = Arc::clone(&app);
+        let message = format!("question {folding}, weather");
+        tokio::spawn(async move { Req::chat("race", &message).call_json(&app).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(delete_run("race", &zelda).call(&app).await.status, 204);
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let leaked: Vec<String> = texts_of(&env, "race")
+        .await
+        .into_iter()
+        .filter(|t| t.contains("Zelda"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the deleted run is folded in again: {leaked:?}"
+    );
+    // The next turns fold what is left.
+    for i in 0..3 {
+        say(&app, "race", &format!("later {i}, weather")).await;
+    }
+    assert!(
+        summary_slot(&env, "race").await.is_some(),
+        "a later step folds again"
+    );
+    assert!(!texts_of(&env, "race")
+        .await
+        .iter()
+        .any(|t| t.contains("Zelda")));
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
 use super::versions::feedback_of;
@@ -1104,27 +1104,41 @@ impl DynamoStore {
                 turn.slot_of(id)
             }
         };
+        // A summary and a step are of the runs this turn read: both land only while the head's
+        // `moves` is the one it read under, so a run deleted since (a delete moves it first,
+        // then drops the summary that folded the run) is never folded in again. Refused, the
+        // window stays and a later step folds again.
+        let moves = match turn.head.moves {
+            0 => "attribute_not_exists(#mv)",
+            _ => "#mv = :mv",
+        };
+        if let Some(summary) = changes.summary {
+            if !self
+                .put_summary(session, turn, summary, slot_of(&summary.through), moves)
+                .await?
+            {
+                return Ok(());
+            }
+        }
         if let Some(from) = changes.window_from.and_then(slot_of) {
             let from = step_bound(from, turn.first, &turn.slots);
-            let result = self
+            let mut update = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(self.schema.key(head_key(session))))
                 .update_expression("SET #w = :w")
-                .condition_expression("#g = :g AND #w < :w")
+                .condition_expression(format!("#g = :g AND #w < :w AND {moves}"))
                 .expression_attribute_names("#w", attr::WINDOW_FROM)
                 .expression_attribute_names("#g", attr::GENERATION)
+                .expression_attribute_names("#mv", attr::MOVES)
                 .expression_attribute_values(":w", n(from))
-                .expression_attribute_values(":g", s(generation))
-                .send()
-                .await;
-            // Refused: another turn moved the window further already.
-            refused_is_done(result)?;
-        }
-        if let Some(summary) = changes.summary {
-            self.put_summary(session, generation, summary, slot_of(&summary.through))
-                .await?;
+                .expression_attribute_values(":g", s(generation));
+            if turn.head.moves > 0 {
+                update = update.expression_attribute_values(":mv", n(turn.head.moves));
+            }
+            // Refused: another turn moved the window further already, or the path moved.
+            refused_is_done(update.send().await)?;
         }
         Ok(())
     }
@@ -1187,27 +1201,68 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// The summary, newer than the one stored, in one transaction with a check of the head's
+    /// `moves` (`moves`: its condition); `false` when the path moved since the turn's read.
     async fn put_summary(
         &self,
         session: &SessionKey,
-        generation: &str,
+        turn: &LogTurn,
         summary: &Summary,
         through_slot: Option<u64>,
-    ) -> Result<(), StoreError> {
+        moves: &str,
+    ) -> Result<bool, StoreError> {
+        let generation = turn.head.generation.as_str();
         let through_slot = through_slot.unwrap_or(0);
         let item = self.summary_item(session, generation, summary, through_slot);
-        let result = self
-            .client
-            .put_item()
+        let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk) OR #slot < :slot")
             .expression_attribute_names("#pk", &self.schema.partition_key)
             .expression_attribute_names("#slot", attr::SLOT)
-            .expression_attribute_values(":slot", n(through_slot))
+            .expression_attribute_values(":slot", n(through_slot));
+        let mut check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+            .condition_expression(format!("#g = :g AND {moves}"))
+            .expression_attribute_names("#g", attr::GENERATION)
+            .expression_attribute_names("#mv", attr::MOVES)
+            .expression_attribute_values(":g", s(generation));
+        if turn.head.moves > 0 {
+            check = check.expression_attribute_values(":mv", n(turn.head.moves));
+        }
+        let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(built(check.build())?)
+                .build(),
+            TransactWriteItem::builder()
+                .put(built(put.build())?)
+                .build(),
+        ];
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
             .send()
             .await;
-        refused_is_done(result)
+        let Err(e) = result else {
+            return Ok(true);
+        };
+        let refused: Vec<bool> = match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect(),
+            _ => return Err(sdk_error(e)),
+        };
+        match (refused.first().copied(), refused.get(1).copied()) {
+            // The path moved: neither the summary nor the step.
+            (Some(true), _) => Ok(false),
+            // A newer summary is there already: the step goes on.
+            (_, Some(true)) => Ok(true),
+            _ => Err(sdk_error(e)),
+        }
     }
 
     pub(super) fn summary_item(

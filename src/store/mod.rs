@@ -157,6 +157,8 @@ pub struct LogTurn {
 pub struct Fork {
     /// The run whose place the new one takes (none: a turn after a select).
     pub replaces: Option<String>,
+    /// That run's slot.
+    pub replaced_slot: Option<u64>,
     /// A regeneration's message: the replaced run's.
     pub message: Option<String>,
     /// The active path's end before the fork: a turn that stores nothing puts it back.

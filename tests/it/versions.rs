@@ -835,3 +835,38 @@ async fn a_fold_racing_a_delete_leaves_the_run_out_of_the_summary() {
         .iter()
         .any(|t| t.contains("Zelda")));
 }
+
+#[tokio::test]
+async fn a_regeneration_racing_the_delete_of_its_run_stores_nothing_of_it() {
+    let env = TestEnv::new().await;
+    let app = Arc::new(env.app().await);
+    say(&app, "rd", "I'm Ann").await;
+    let secret = say(&app, "rd", "my password is hunter2").await;
+    env.model.script(json!([{"hang": 2.0}])).await;
+    let regenerating = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { regenerate("rd").call_json(&app).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deleted = delete_run("rd", &secret).call(&app).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    // The message it answered is gone: the regeneration is refused, and stores nothing.
+    let (status, body) = regenerating.await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("run_not_found")),
+        "{body}"
+    );
+    let leaked: Vec<String> = texts_of(&env, "rd")
+        .await
+        .into_iter()
+        .filter(|t| t.contains("hunter2"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the deleted message is stored again: {leaked:?}"
+    );
+    assert_eq!(ids(&path(&app, "rd").await).len(), 1);
+    // The conversation goes on.
+    say(&app, "rd", "hello again").await;
+}

@@ -207,6 +207,7 @@ impl DynamoStore {
                 }
                 let fork = Fork {
                     replaces: None,
+                    replaced_slot: None,
                     message: None,
                     prev_leaf: met.tip,
                 };
@@ -835,7 +836,14 @@ impl DynamoStore {
                 item
             }
         };
-        let Some(receipt) = changes.receipt else {
+        // A regeneration answers the replaced run's message: it lands only while that run is
+        // there, so a delete of it meanwhile does not see its message stored again.
+        let regenerated = turn
+            .fork
+            .as_ref()
+            .filter(|f| f.message.is_some())
+            .and_then(|f| Some((f.replaced_slot?, f.replaces.as_deref()?)));
+        if changes.receipt.is_none() && regenerated.is_none() {
             // The common case: one conditional PutItem (a transaction would bill it twice).
             let put = self
                 .client
@@ -851,7 +859,7 @@ impl DynamoStore {
                 Err(e) if is_condition_failure(&e) => self.slot_holds(session, turn, run).await,
                 Err(e) => Err(sdk_error(e)),
             };
-        };
+        }
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -860,9 +868,24 @@ impl DynamoStore {
         let mut items = vec![TransactWriteItem::builder()
             .put(built(put.build())?)
             .build()];
-        let mut receipt = receipt_item(&self.schema, session, &read.layout, receipt, now);
-        receipt.insert(attr::SLOT.into(), n(turn.slot));
-        items.push(self.receipt_put(receipt, now)?);
+        if let Some(receipt) = changes.receipt {
+            let mut receipt = receipt_item(&self.schema, session, &read.layout, receipt, now);
+            receipt.insert(attr::SLOT.into(), n(turn.slot));
+            items.push(self.receipt_put(receipt, now)?);
+        }
+        if let Some((slot, run_id)) = regenerated {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(self.schema.key(run_key(session, generation, slot))))
+                .condition_expression("#rid = :rid")
+                .expression_attribute_names("#rid", attr::RUN_ID)
+                .expression_attribute_values(":rid", s(run_id));
+            items.push(
+                TransactWriteItem::builder()
+                    .condition_check(built(check.build())?)
+                    .build(),
+            );
+        }
         let result = self
             .client
             .transact_write_items()
@@ -880,10 +903,19 @@ impl DynamoStore {
                 .collect(),
             _ => return Err(sdk_error(e)),
         };
-        if reasons.get(1).copied().unwrap_or(false) && !reasons.first().copied().unwrap_or(false) {
+        let refused = |i: usize| reasons.get(i).copied().unwrap_or(false);
+        let slot_taken = refused(0);
+        if changes.receipt.is_some() && refused(1) && !slot_taken {
             return Err(StoreError::ReceiptExists);
         }
-        if !reasons.first().copied().unwrap_or(false) {
+        if regenerated.is_some()
+            && refused(1 + usize::from(changes.receipt.is_some()))
+            && !slot_taken
+        {
+            // The replaced run was deleted meanwhile: its message is not stored again.
+            return Err(StoreError::RunNotFound);
+        }
+        if !slot_taken {
             return Err(sdk_error(e));
         }
         self.slot_holds(session, turn, run).await

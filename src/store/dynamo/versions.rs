@@ -84,6 +84,7 @@ impl DynamoStore {
         let fork = Fork {
             message: matches!(branch, Branch::Regenerate).then(|| run.input.clone()),
             replaces: Some(run.id),
+            replaced_slot: Some(slot),
             prev_leaf: tree.leaf(),
         };
         Ok((tree.parent(slot), fork))

@@ -819,7 +819,6 @@ impl DynamoStore {
         run: &Run,
     ) -> Result<(), StoreError> {
         let generation = turn.head.generation.as_str();
-        let now = Now::current();
         let slot = (generation, turn.slot, turn.head.reserved_ms);
         let spill_over = self.max_item_bytes / 2;
         let item = match spill_slot(run, turn.slot, changes.memory.format, spill_over)? {
@@ -860,6 +859,23 @@ impl DynamoStore {
                 Err(e) => Err(sdk_error(e)),
             };
         }
+        self.put_run_transacted(session, changes, read, turn, run, (item, regenerated))
+            .await
+    }
+
+    /// [`Self::put_run`] with its receipt, or a regeneration's check of the run it replaces,
+    /// in one transaction.
+    async fn put_run_transacted(
+        &self,
+        session: &SessionKey,
+        changes: &Changes<'_>,
+        read: &Snapshot,
+        turn: &LogTurn,
+        run: &Run,
+        (item, regenerated): (Item, Option<(u64, &str)>),
+    ) -> Result<(), StoreError> {
+        let generation = turn.head.generation.as_str();
+        let now = Now::current();
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))

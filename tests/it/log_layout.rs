@@ -486,3 +486,40 @@ async fn concurrent_first_turns_migrate_a_session_once() {
     let head = env.item("racing#head").await.unwrap();
     assert_eq!((number(&head, "base"), number(&head, "next")), (0, 11));
 }
+
+#[tokio::test]
+async fn a_reservation_whose_answers_are_all_lost_gives_its_slot_back() {
+    let env = TestEnv::new().await;
+    let proxy = FaultProxy::start();
+    let app = env.app_via(&proxy, &[LOG]).await;
+    let (status, body) = Req::chat("lost-res", "first").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    // Every attempt of the next reservation lands and loses its answer (the SDK tries 4 times).
+    proxy
+        .arm(json!([{"op": "UpdateItem", "action": "drop_after", "times": 4, "match": "reserved_ms"}]))
+        .await;
+    let (status, body) = Req::chat("lost-res", "second").call_json(&app).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{body}"
+    );
+    assert_eq!(
+        proxy
+            .log()
+            .await
+            .iter()
+            .filter(|l| l["action"] == "drop_after")
+            .count(),
+        4
+    );
+    // Its slot was given back as a hole: nothing is pending.
+    let head = env.item("lost-res#head").await.unwrap();
+    assert_eq!(number(&head, "next"), 2);
+    assert_eq!(number(&head, "done"), 2, "the lost slot is counted done");
+    let (status, body) = Req::chat("lost-res", "third").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let runs = all_runs(&app, "lost-res", 1).await.unwrap();
+    let inputs: Vec<&str> = runs.iter().map(|r| r["input"].as_str().unwrap()).collect();
+    assert_eq!(inputs, ["first", "third"], "a forward page passes the hole");
+}

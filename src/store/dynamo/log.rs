@@ -189,7 +189,14 @@ impl DynamoStore {
                 },
             );
         }
-        let head = match self.reserve(session, token, 1).await? {
+        let reserved = match self.reserve(session, token, 1).await {
+            Ok(reserved) => reserved,
+            Err(e) => {
+                self.give_back_lost(session, token).await;
+                return Err(e);
+            }
+        };
+        let head = match reserved {
             Reserved::Slot(head, slot) => return Ok(Taken::Slot(Box::new(head), slot, None)),
             Reserved::Refused(head) => head,
         };
@@ -547,6 +554,30 @@ impl DynamoStore {
             }
         }
         Ok(found)
+    }
+
+    /// A reservation that failed may have landed with its answer lost past the SDK's retries:
+    /// the slot its token names, if any, is given back as a hole, so it does not stay pending
+    /// for `MAX_PENDING` (a forward page stops before a pending slot, and no view is written
+    /// until it is filled). Best effort: a table that is down leaves it to `fill_dead`.
+    async fn give_back_lost(&self, session: &SessionKey, token: &str) {
+        let given = async {
+            let Some(item) = self.get(head_key(session)).await? else {
+                return Ok(());
+            };
+            let Some(slot) = count(&item, &token_attribute(token))? else {
+                return Ok(());
+            };
+            let head = decode_head(&item)?;
+            tracing::warn!(session_id = %session, slot, "a reservation's answer was lost: its slot is given back");
+            self.hole(session, &head.generation, slot, 0, Some(token))
+                .await
+                .map(drop)
+        };
+        if let Err(e) = given.await {
+            let e: StoreError = e;
+            tracing::warn!(session_id = %session, error = %crate::error::chain(&e), "a lost reservation's slot was not given back");
+        }
     }
 
     /// Fills the slots of writers that died with holes, so the burst they were in settles.

@@ -116,6 +116,32 @@ fn with_trace_header(mut request: Request, context: &Context) -> Request {
 /// worker sharing the one app (its clients and configuration, built once).
 pub async fn run(app: App, invoke_mode: InvokeMode) -> Result<(), lambda_runtime::Error> {
     let app = Arc::new(app);
+    let mut quick_failures = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let served = serve(Arc::clone(&app), invoke_mode).await;
+        let Err(e) = served else {
+            return Ok(());
+        };
+        // A response the Runtime API would not take (seen under `cargo lambda watch` when a
+        // streaming client left mid-chunk) ends the runtime's loop. The turns in flight are
+        // tasks of their own and go on to save: the loop starts again rather than the process
+        // ending under them. Failing again at once, again and again, it gives up.
+        quick_failures = match started.elapsed() < std::time::Duration::from_secs(1) {
+            true => quick_failures + 1,
+            false => 1,
+        };
+        if quick_failures > MAX_QUICK_RESTARTS {
+            return Err(e);
+        }
+        tracing::error!(error = %e, "the runtime loop ended: starting it again");
+    }
+}
+
+/// Restarts of the runtime's loop in a row, each failing within a second, before giving up.
+const MAX_QUICK_RESTARTS: u32 = 3;
+
+async fn serve(app: Arc<App>, invoke_mode: InvokeMode) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run_concurrent(lambda_runtime::service_fn(
         move |event: LambdaEvent<Value>| {
             let app = Arc::clone(&app);

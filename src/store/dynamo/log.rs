@@ -942,13 +942,8 @@ impl DynamoStore {
         let Err(e) = result else {
             return Ok(());
         };
-        let reasons: Vec<bool> = match e.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                .collect(),
-            _ => return Err(sdk_error(e)),
+        let Some(reasons) = refused_items(&e) else {
+            return Err(sdk_error(e));
         };
         let refused = |i: usize| reasons.get(i).copied().unwrap_or(false);
         let slot_taken = refused(0);
@@ -1327,13 +1322,8 @@ impl DynamoStore {
         let Err(e) = result else {
             return Ok(true);
         };
-        let refused: Vec<bool> = match e.as_service_error() {
-            Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code() == Some("ConditionalCheckFailed"))
-                .collect(),
-            _ => return Err(sdk_error(e)),
+        let Some(refused) = refused_items(&e) else {
+            return Err(sdk_error(e));
         };
         match (refused.first().copied(), refused.get(1).copied()) {
             // The path moved: neither the summary nor the step.
@@ -1971,6 +1961,22 @@ pub(super) fn decode_slot(item: Option<Item>) -> Result<SlotState, StoreError> {
         .next()
         .ok_or_else(|| StoreError::corrupt("a slot's memory holds no run"))?;
     Ok(SlotState::Run { run, reserved_ms })
+}
+
+/// Which items of a cancelled transaction their condition refused, in order; `None` when the
+/// transaction failed otherwise.
+fn refused_items<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
+) -> Option<Vec<bool>> {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 pub(super) fn is_cancelled<R>(

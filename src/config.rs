@@ -102,10 +102,6 @@ pub struct Config {
     pub prompt_cache: bool,
     /// `MEMORY_FORMAT`: `seed` (default) or `griptape`, for new sessions.
     pub memory_format: Format,
-    /// `STORAGE_LAYOUT`: `log` (default: a run an item, sessions of the item layout migrated on
-    /// their next turn; docs/storage.md, "The log layout") or `item` (one item a session, for
-    /// new sessions).
-    pub log_layout: bool,
     /// `VIEW_BYTES`: the size of griptape's view in a log session's item.
     pub view_bytes: usize,
     /// `PARTITION_KEY`, `VALUE_ATTRIBUTE`, `SORT_KEY` / `SORT_KEY_VALUE` / `SORT_KEY_TYPE`: the
@@ -175,11 +171,12 @@ impl Config {
         let summarize = env.flag("SUMMARIZE", true)?;
         let prompt_cache = env.prompt_cache()?;
         let memory_format = env.memory_format()?;
-        let log_layout = env.one_of(
+        // One layout since 2026-12-07: an old setting other than `log` must not pass silently.
+        env.one_of(
             "STORAGE_LAYOUT",
-            true,
-            &[("item", false), ("log", true)],
-            "item or log",
+            (),
+            &[("log", ())],
+            "log or unset (the only layout: remove the variable; sessions of the item layout move into the log on their next turn)",
         )?;
         let view_bytes = env.view_bytes(max_item_bytes)?;
         let key_schema = env.key_schema()?;
@@ -196,7 +193,6 @@ impl Config {
             summarize,
             prompt_cache,
             memory_format,
-            log_layout,
             view_bytes,
             max_item_bytes,
             session_ttl_days,
@@ -631,6 +627,7 @@ mod tests {
             ("METRICS_NAMESPACE", "not{this}"),
             ("QUOTA_TURNS_PER_MINUTE", "many"),
             ("QUOTA_TOKENS_PER_DAY", "-5"),
+            ("STORAGE_LAYOUT", "item"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((var, value));
@@ -638,5 +635,15 @@ mod tests {
             assert!(err.starts_with(var), "{err}");
             assert!(err.contains(value), "{err}");
         }
+        let mut log = base.to_vec();
+        log.push(("STORAGE_LAYOUT", "log"));
+        assert!(load(&log).is_ok(), "the one layout may still be named");
+        let mut item = base.to_vec();
+        item.push(("STORAGE_LAYOUT", "item"));
+        let err = load(&item).unwrap_err().to_string();
+        assert!(
+            err.contains("remove the variable"),
+            "says what to do: {err}"
+        );
     }
 }

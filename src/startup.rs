@@ -139,7 +139,7 @@ pub fn chat_with_model(
     )
     .with_schema(config.key_schema.clone())
     .with_owner_index(config.owner_index.clone())
-    .with_log_layout(config.log_layout, config.view_bytes);
+    .with_view_bytes(config.view_bytes);
     let settings = ChatSettings {
         system_prompt: config.system_prompt.clone(),
         max_runs: config.max_runs,

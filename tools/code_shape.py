@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""The shape of src/: function lengths and the import graph between top-level modules.
+"""The shape of src/: function lengths and the import graphs between modules and files.
 
   tools/code_shape.py functions [N]   the N longest functions outside tests (default 15)
-  tools/code_shape.py cycles          import cycles between modules of src/ (exit 1 if any)
-  tools/code_shape.py check           both limits of the structure issue: no cycle, no function
-                                      outside tests over 100 lines (exit 1 if broken)
+  tools/code_shape.py cycles          import cycles between modules of src/, and between its
+                                      files (exit 1 if any)
+  tools/code_shape.py check           the structure's limits: no cycle of either kind, no
+                                      function outside tests over 100 lines (exit 1 if broken)
 
 A module is a top-level name under src/ (src/store/dynamo.rs belongs to `store`). An import is
-any `crate::name` path in a module's code outside `#[cfg(test)]` blocks. Lengths are counted by
-brace matching from the `fn` line to its closing brace.
+any `crate::name` path in a module's code outside `#[cfg(test)]` blocks. Between files, an import
+is a `crate::` or `super::` path (in a `use` tree or inline) that names another file's module;
+a `mod.rs` naming its own submodules (declaring or re-exporting them) is not one, since a parent
+holds its children. Lengths are counted by brace matching from the `fn` line to its closing
+brace.
 """
 import re
 import sys
@@ -91,6 +95,76 @@ def graph():
     return edges
 
 
+def file_module(path):
+    """The module path of a file: src/store/dynamo/read.rs -> ('store', 'dynamo', 'read')."""
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "mod":
+        parts.pop()
+    return tuple(parts)
+
+
+def use_paths(text):
+    """Every path a `use` tree names, expanded: `a::{b, c::d}` -> a::b, a::c::d."""
+    def expand(s):
+        s = s.strip()
+        if not s:
+            return []
+        i = s.find("{")
+        if i < 0:
+            return [s.split(" as ")[0].strip()]
+        prefix, inner = s[:i], s[i + 1:s.rindex("}")]
+        items, depth, start = [], 0, 0
+        for j, c in enumerate(inner):
+            depth += (c == "{") - (c == "}")
+            if c == "," and depth == 0:
+                items.append(inner[start:j])
+                start = j + 1
+        items.append(inner[start:])
+        return [prefix + p for item in items for p in expand(item)]
+    return expand(text)
+
+
+def file_graph():
+    files = {}
+    for path in SRC.rglob("*.rs"):
+        if path.parent.name == "bin" or path.name in ("main.rs", "lib.rs"):
+            continue
+        files[file_module(path)] = path
+    edges = {}
+    for mod, path in files.items():
+        is_dir = path.name == "mod.rs"
+        code = "\n".join(strip_strings(l) for l in code_lines(path))
+        paths = []
+        for m in re.finditer(r"\buse\s+([^;]+);", code):
+            paths += use_paths(m.group(1))
+        paths += re.findall(r"\b(?:crate|super)(?:::[A-Za-z_][A-Za-z0-9_]*)+", code)
+        for p in paths:
+            parts = [x for x in re.split(r"\s*::\s*", p.strip()) if x]
+            if not parts:
+                continue
+            if parts[0] == "crate":
+                base, rest = (), parts[1:]
+            elif parts[0] == "super":
+                # A file's `super` is its parent module, whether it is `x.rs` or `x/mod.rs`.
+                base, rest = mod[:-1], parts[1:]
+                while rest and rest[0] == "super":
+                    base, rest = base[:-1], rest[1:]
+            else:
+                continue
+            target = None
+            for k in range(len(rest), -1, -1):
+                cand = tuple(base) + tuple(rest[:k])
+                if cand in files:
+                    target = cand
+                    break
+            if target is None or target == mod:
+                continue
+            if is_dir and target[:len(mod)] == mod:
+                continue  # a parent naming its own children
+            edges.setdefault("/".join(mod), set()).add("/".join(target))
+    return edges
+
+
 def cycles(edges):
     """Every elementary cycle, each once (smallest module first)."""
     found = set()
@@ -116,18 +190,23 @@ def main():
             print(f"{length:5} {name:32} {where}")
         return 0
     found = cycles(graph())
+    between_files = cycles(file_graph())
     if cmd == "cycles":
         for c in found:
             print(" -> ".join(c + (c[0],)))
-        print(f"{len(found)} import cycles")
-        return 1 if found else 0
+        for c in between_files:
+            print("files: " + " -> ".join(c + (c[0],)))
+        print(f"{len(found)} import cycles between modules, {len(between_files)} between files")
+        return 1 if found or between_files else 0
     if cmd == "check":
         long = [f for f in functions() if f[0] > 100]
         for c in found:
             print("import cycle: " + " -> ".join(c + (c[0],)))
+        for c in between_files:
+            print("import cycle between files: " + " -> ".join(c + (c[0],)))
         for length, where, name in long:
             print(f"function over 100 lines: {name} ({length} lines) at {where}")
-        return 1 if found or long else 0
+        return 1 if found or between_files or long else 0
     print(__doc__)
     return 2
 

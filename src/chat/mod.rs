@@ -150,9 +150,6 @@ pub enum ChatError {
     /// The caller's quota is spent: `retry_after` seconds until its window ends.
     #[error("the {} quota is spent", match kind { QuotaKind::TurnsPerMinute => "turns-per-minute", QuotaKind::TokensPerDay => "tokens-per-day" })]
     QuotaExceeded { kind: QuotaKind, retry_after: u64 },
-    /// Versions, deleting one run and feedback need the log layout.
-    #[error("this session is stored in the item layout; editing needs the log layout (STORAGE_LAYOUT=log), which it moves into on its next message")]
-    LogLayoutRequired,
     /// Anything else the store refused.
     #[error("the session store failed")]
     Internal(#[source] StoreError),
@@ -182,7 +179,6 @@ impl From<StoreError> for ChatError {
             StoreError::RunNotFound => ChatError::RunNotFound,
             StoreError::RunNotOnPath => ChatError::RunNotOnPath,
             StoreError::TooManyVersions => ChatError::TooManyVersions,
-            StoreError::LogLayoutRequired => ChatError::LogLayoutRequired,
             StoreError::Failed(_) => ChatError::Internal(e),
         }
     }

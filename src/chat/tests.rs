@@ -290,7 +290,7 @@ async fn failures_store_nothing_and_oversized_replies_are_refused() {
         .answers
         .lock()
         .unwrap()
-        .push(Ok("x".repeat(crate::store::policy::MAX_SPILL_BYTES + 10)));
+        .push(Ok("x".repeat(crate::store::spill::MAX_SPILL_BYTES + 10)));
     let huge = chat.send(&turn("hi", Deadline::NONE, None)).await;
     assert!(matches!(huge, Err(ChatError::ReplyTooLarge(_))), "{huge:?}");
     assert!(store.runs(&session()).is_empty());

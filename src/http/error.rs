@@ -187,9 +187,6 @@ fn describe_chat(e: &ChatError) -> Described {
         ChatError::TooManyVersions => {
             said(StatusCode::CONFLICT, "too_many_versions", e.to_string())
         }
-        ChatError::LogLayoutRequired => {
-            said(StatusCode::CONFLICT, "log_layout_required", e.to_string())
-        }
         ChatError::QuotaExceeded { kind, .. } => said(
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exceeded",
@@ -384,11 +381,6 @@ mod tests {
             (chat(ChatError::RunNotOnPath), 409, "run_not_on_path"),
             (chat(ChatError::TooManyVersions), 409, "too_many_versions"),
             (
-                chat(ChatError::LogLayoutRequired),
-                409,
-                "log_layout_required",
-            ),
-            (
                 chat(ChatError::QuotaExceeded {
                     kind: QuotaKind::TurnsPerMinute,
                     retry_after: 7,
@@ -447,14 +439,13 @@ mod tests {
                 ChatError::RunNotFound => "RunNotFound",
                 ChatError::RunNotOnPath => "RunNotOnPath",
                 ChatError::TooManyVersions => "TooManyVersions",
-                ChatError::LogLayoutRequired => "LogLayoutRequired",
                 ChatError::QuotaExceeded { .. } => "QuotaExceeded",
             },
         }
     }
 
     /// As many as `variant` names.
-    const VARIANTS: usize = 7 + 10 + 18;
+    const VARIANTS: usize = 7 + 10 + 17;
 
     #[test]
     fn every_variant_is_in_the_table() {

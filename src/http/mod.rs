@@ -11,6 +11,7 @@
 //! - `sessions`: `/sessions` and `/sessions/{id}`;
 //! - `page`: the chat page at `GET /`.
 
+mod answered;
 mod auth;
 mod chat;
 pub mod error;

@@ -11,7 +11,7 @@ use lambda_http::Response;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::chat::{log_turn, mark_replayed, ReplyBody};
+use super::answered::{log_turn, mark_replayed, ReplyBody};
 use super::{Answer, ApiError};
 use crate::chat::{ChatService, Reply, TurnEvent, TurnRequest};
 use crate::input::SessionId;

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::layout::Layout;
-use super::policy::PART_MAX_BYTES;
+use super::spill::PART_MAX_BYTES;
 use super::{Cursor, HistoryPage, PageLimit, Span, StoreError};
 use crate::memory::Run;
 

@@ -10,11 +10,11 @@ use crate::deadline::Deadline;
 use async_trait::async_trait;
 
 use super::history::Window;
-use super::policy::{plan_save, Plan};
 use super::quota;
+use super::spill::spill_slot;
 use super::{
-    Changes, Deleted, HistoryPage, Layout, PageLimit, Receipt, SessionStore, Snapshot, Span,
-    StoreError, Summary, Version,
+    Branch, Changes, Deleted, Feedback, HistoryPage, Layout, PageLimit, Receipt, SessionStore,
+    Snapshot, Span, StoreError, Summary, Version,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
@@ -23,21 +23,11 @@ use crate::memory::{Memory, Run};
 struct Stored {
     memory: Memory,
     version: u64,
-    /// What the layout would be with every run in the item (see [`held`]).
+    /// Its generation, and the number of its first run kept (`MAX_RUNS` drops the oldest).
     layout: Layout,
     summary: Option<Summary>,
     window_from: Option<String>,
     token_scale: Option<u64>,
-}
-
-/// The double keeps every run in `memory`, none in pages or parts: its layout says so, so
-/// run numbers and history pages follow the DynamoDB store's rules.
-fn held(plan: Plan) -> Layout {
-    let mut layout = plan.layout;
-    layout.first_run -= plan.archived_runs as u64;
-    layout.pages.clear();
-    layout.spilled.clear();
-    layout
 }
 
 /// Faults for the next calls.
@@ -94,8 +84,20 @@ impl InMemoryStore {
         if current != expected {
             return Err(StoreError::Conflict);
         }
-        let read_ids: Vec<&str> = read.memory.runs.iter().map(|r| r.id.as_str()).collect();
-        let plan = plan_save(&read.layout, &read_ids, changes.memory, self.max_item_bytes)?;
+        // The double keeps every run in `memory`, none in parts; a run too large to store even
+        // in parts is refused as the DynamoDB store refuses it.
+        let new = changes
+            .memory
+            .runs
+            .iter()
+            .filter(|r| !read.holds_run(&r.id));
+        for run in new {
+            spill_slot(run, 0, changes.memory.format, self.max_item_bytes / 2)?;
+        }
+        let mut layout = read.layout.clone();
+        let dropped = read.memory.runs.iter();
+        let dropped = dropped.filter(|r| !changes.memory.runs.iter().any(|c| c.id == r.id));
+        layout.first_run += dropped.count() as u64;
         if let Some(r) = changes.receipt {
             let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
             let key = read.layout.receipt_key(session, &r.key);
@@ -110,7 +112,7 @@ impl InMemoryStore {
             Stored {
                 memory: changes.memory.clone(),
                 version: expected.map_or(1, |v| v + 1),
-                layout: held(plan),
+                layout,
                 summary: changes.summary.cloned().or_else(|| read.summary.clone()),
                 window_from: changes
                     .window_from
@@ -182,7 +184,6 @@ impl SessionStore for InMemoryStore {
                 owner: None,
                 preview: None,
                 title: None,
-                kept: Default::default(),
                 log: None,
                 log_view: false,
             },
@@ -281,5 +282,34 @@ impl SessionStore for InMemoryStore {
             None => Deleted::NotFound,
             Some(_) => Deleted::Gone { complete: true },
         })
+    }
+
+    async fn load_branch(
+        &self,
+        session: &SessionKey,
+        branch: &Branch,
+    ) -> Result<Snapshot, StoreError> {
+        match branch {
+            Branch::Append => self.load(session).await,
+            // The double keeps one line of runs: no versions, so no run to replace.
+            Branch::Regenerate | Branch::Edit(_) => Err(StoreError::RunNotFound),
+        }
+    }
+
+    async fn select(&self, _session: &SessionKey, _run_id: &str) -> Result<(), StoreError> {
+        Err(StoreError::RunNotFound)
+    }
+
+    async fn delete_run(&self, _session: &SessionKey, _run_id: &str) -> Result<(), StoreError> {
+        Err(StoreError::RunNotFound)
+    }
+
+    async fn set_feedback(
+        &self,
+        _session: &SessionKey,
+        _run_id: &str,
+        _feedback: &Feedback,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::RunNotFound)
     }
 }

@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::layout::{encode_pages, parse_pages, Layout, Spill, LEGACY_GENERATION};
-use super::policy::{NewItem, Plan};
-use super::{attr, Attribute, Changes, KeptAttributes, Listed, Receipt};
+use super::layout::{encode_pages, parse_pages, Layout, LEGACY_GENERATION};
+use super::spill::Spill;
+use super::{attr, Listed, Receipt};
 use super::{KeySchema, Snapshot, SortValue, StoreError, Summary, Version};
 use crate::input::SessionKey;
 use crate::memory::{Format, Memory};
@@ -121,7 +120,6 @@ pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, St
             )))
         }
     };
-    let kept = keep(item, schema);
     if tombstone {
         // The deleted generation and any it still owed are cleaned by the next delete.
         let mut fresh = Layout::new_generation();
@@ -130,7 +128,6 @@ pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, St
             layout: fresh,
             version,
             owner,
-            kept,
             ..Snapshot::new_session()
         });
     }
@@ -145,7 +142,6 @@ pub fn decode_session(mut item: Item, schema: &KeySchema) -> Result<Snapshot, St
         owner,
         preview,
         title,
-        kept,
         log: None,
         log_view,
     })
@@ -180,7 +176,6 @@ fn decode_layout(item: &Item) -> Result<Layout, StoreError> {
         layout.pages_next = legacy_pages + 1;
     }
     layout.spilled = decode_spilled(item)?;
-    layout.last_runs = strings(item, attr::LAST_RUNS)?;
     layout.archive_expires_at = count(item, attr::ARCHIVE_EXPIRES_AT)?;
     for line in strings(item, attr::CLEANUP)? {
         let owed = Layout::parse_cleanup(&line)
@@ -219,155 +214,6 @@ fn decode_summary(item: &Item) -> Result<Option<Summary>, StoreError> {
             _ => None,
         },
     )
-}
-
-/// What a save writes back as read: every attribute but ours and the key.
-fn keep(item: Item, schema: &KeySchema) -> KeptAttributes {
-    let theirs = item
-        .into_iter()
-        .filter(|(k, _)| !attr::OWNED.contains(&k.as_str()) && !schema.is_key(k));
-    KeptAttributes(theirs.map(|(k, v)| (k, to_attribute(v))).collect())
-}
-
-fn to_attribute(value: AttributeValue) -> Attribute {
-    let bytes = |b: Blob| b.into_inner();
-    match value {
-        AttributeValue::S(v) => Attribute::S(v),
-        AttributeValue::N(v) => Attribute::N(v),
-        AttributeValue::B(v) => Attribute::B(bytes(v)),
-        AttributeValue::Bool(v) => Attribute::Bool(v),
-        AttributeValue::Null(v) => Attribute::Null(v),
-        AttributeValue::L(v) => Attribute::L(v.into_iter().map(to_attribute).collect()),
-        AttributeValue::M(v) => {
-            Attribute::M(v.into_iter().map(|(k, v)| (k, to_attribute(v))).collect())
-        }
-        AttributeValue::Ss(v) => Attribute::Ss(v),
-        AttributeValue::Ns(v) => Attribute::Ns(v),
-        AttributeValue::Bs(v) => Attribute::Bs(v.into_iter().map(bytes).collect()),
-        _ => Attribute::Unknown,
-    }
-}
-
-fn to_value(attribute: &Attribute) -> Result<AttributeValue, StoreError> {
-    let list = |items: &[Attribute]| items.iter().map(to_value).collect::<Result<_, _>>();
-    Ok(match attribute {
-        Attribute::S(v) => AttributeValue::S(v.clone()),
-        Attribute::N(v) => AttributeValue::N(v.clone()),
-        Attribute::B(v) => AttributeValue::B(Blob::new(v.clone())),
-        Attribute::Bool(v) => AttributeValue::Bool(*v),
-        Attribute::Null(v) => AttributeValue::Null(*v),
-        Attribute::L(v) => AttributeValue::L(list(v)?),
-        Attribute::M(v) => AttributeValue::M(
-            v.iter()
-                .map(|(k, v)| Ok((k.clone(), to_value(v)?)))
-                .collect::<Result<_, StoreError>>()?,
-        ),
-        Attribute::Ss(v) => AttributeValue::Ss(v.clone()),
-        Attribute::Ns(v) => AttributeValue::Ns(v.clone()),
-        Attribute::Bs(v) => AttributeValue::Bs(v.iter().map(|b| Blob::new(b.clone())).collect()),
-        Attribute::Unknown => {
-            return Err(StoreError::Failed(
-                "the item holds an attribute of a type this build cannot write back".into(),
-            ))
-        }
-    })
-}
-
-/// What a save writes as the session item, taking the plan's value: every attribute kept as
-/// read (so other tools' survive; the version condition makes that safe), the new value and
-/// bookkeeping, and what a listing shows. The plan's `expires_at` is set by `plan_expiry`.
-pub fn session_item(
-    schema: &KeySchema,
-    session: &SessionKey,
-    read: &Snapshot,
-    changes: Changes<'_>,
-    plan: &mut Plan,
-    now: Now,
-) -> Result<Item, StoreError> {
-    let mut item: Item = read
-        .kept
-        .0
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), to_value(v)?)))
-        .collect::<Result<_, StoreError>>()?;
-    item.extend(schema.key(session.as_str()));
-    let value = std::mem::take(&mut plan.value);
-    item.insert(schema.value_attribute.clone(), s(value));
-    item.insert(attr::VERSION.into(), n(read.version.next()));
-    // What a listing shows: whose session, which, how long, how it began, its title.
-    if let Some(owner) = read.owner.as_deref().or(changes.owner) {
-        item.insert(attr::OWNER_KEY.into(), s(owner));
-    }
-    item.insert(attr::SESSION_ID.into(), s(session.session_id()));
-    item.insert(attr::RUN_COUNT.into(), n(plan.runs_kept));
-    // MAX_RUNS bounds every copy of a run's text: once the first run is dropped, the preview
-    // is the oldest kept message (the item's first run always is).
-    let end = read.layout.first_run + read.memory.runs.len() as u64 + 1;
-    let dropped = changes.memory.max_runs.is_some_and(|max| end > max);
-    let preview = read.preview.clone().filter(|_| !dropped).or_else(|| {
-        let first = changes.memory.runs.first()?;
-        Some(preview_of(&first.input))
-    });
-    if let Some(preview) = preview {
-        item.insert(attr::PREVIEW.into(), s(preview));
-    }
-    if let Some(title) = &read.title {
-        item.insert(attr::TITLE.into(), s(title.as_str()));
-    }
-    put_layout(&mut item, &plan.layout);
-    item.insert(attr::UPDATED_AT.into(), n(now.secs));
-    item.insert(attr::ACTIVE_MS.into(), n(now.millis));
-    item.entry(attr::CREATED_AT.into())
-        .or_insert_with(|| n(now.secs));
-    match plan.expires_at {
-        Some(e) => item.insert(attr::EXPIRES_AT.into(), n(e)),
-        None => item.remove(attr::EXPIRES_AT),
-    };
-    if let Some(summary) = changes.summary.or(read.summary.as_ref()) {
-        item.insert(attr::SUMMARY.into(), s(summary.text.as_str()));
-        item.insert(attr::SUMMARY_THROUGH.into(), s(summary.through.as_str()));
-    }
-    if let Some(first) = changes.window_from.or(read.window_from.as_deref()) {
-        item.insert(attr::WINDOW_FROM.into(), s(first));
-    }
-    if let Some(scale) = changes.token_scale.or(read.token_scale) {
-        item.insert(attr::TOKEN_SCALE.into(), n(scale));
-    }
-    Ok(item)
-}
-
-/// A page or part a save creates, expiring with the plan's side items.
-pub fn side_item(
-    schema: &KeySchema,
-    session: &SessionKey,
-    plan: &Plan,
-    new: &NewItem,
-    now: Now,
-) -> Item {
-    let mut item = schema.key(new.key(&plan.layout, session));
-    item.insert(attr::CREATED_AT.into(), n(now.secs));
-    match new {
-        NewItem::Page { first, value, .. } => {
-            item.insert(attr::KIND.into(), s(attr::KIND_RUNS));
-            item.insert(attr::FIRST.into(), n(*first));
-            item.insert(attr::PAGE_VALUE.into(), s(value.as_str()));
-        }
-        NewItem::Part {
-            run_id,
-            field,
-            text,
-            ..
-        } => {
-            item.insert(attr::KIND.into(), s(attr::KIND_PART));
-            item.insert(attr::RUN.into(), s(run_id.as_str()));
-            item.insert(attr::FIELD.into(), s(field.name()));
-            item.insert(attr::TEXT.into(), s(text.as_str()));
-        }
-    }
-    if let Some(e) = plan.side_expires_at {
-        item.insert(attr::EXPIRES_AT.into(), n(e));
-    }
-    item
 }
 
 /// A receipt under the generation of `layout`; it expires in a day.
@@ -457,8 +303,6 @@ pub fn put_layout(item: &mut Item, layout: &Layout) {
     let spilled = spilled.map(|(id, spill)| (id.clone(), s(spill.encode())));
     let spilled = (!layout.spilled.is_empty()).then(|| AttributeValue::M(spilled.collect()));
     set(attr::SPILLED, spilled);
-    let last = layout.last_runs.iter().map(|id| s(id.as_str())).collect();
-    set(attr::LAST_RUNS, Some(AttributeValue::L(last)));
     let expires = layout
         .archive_expires_at
         .filter(|_| layout.has_side_items());
@@ -494,11 +338,6 @@ pub fn listed(schema: &KeySchema, item: &Item) -> Option<Listed> {
 }
 
 impl KeySchema {
-    /// Whether `name` is one of the key attributes.
-    pub fn is_key(&self, name: &str) -> bool {
-        name == self.partition_key || self.sort_key.as_ref().is_some_and(|(n, _)| n == name)
-    }
-
     /// The key of the item stored under `key`.
     pub fn key(&self, key: impl Into<String>) -> Item {
         let mut item = Item::with_capacity(2);
@@ -531,46 +370,6 @@ mod tests {
 
     fn session() -> SessionKey {
         SessionKey::new(&SessionId::parse("s").unwrap(), None)
-    }
-
-    #[test]
-    fn other_tools_attributes_are_written_back_as_read() {
-        let schema = KeySchema::default();
-        let mut item = schema.key("s");
-        item.insert("value".into(), s(Memory::default().encode()));
-        item.insert(attr::VERSION.into(), n(4));
-        let theirs = AttributeValue::M(HashMap::from([
-            ("n".to_owned(), AttributeValue::N("1.50".into())),
-            ("b".to_owned(), AttributeValue::B(Blob::new(vec![0, 255]))),
-            (
-                "l".to_owned(),
-                AttributeValue::L(vec![AttributeValue::Null(true)]),
-            ),
-            ("ss".to_owned(), AttributeValue::Ss(vec!["x".into()])),
-        ]));
-        item.insert("theirs".into(), theirs.clone());
-        item.insert(attr::CREATED_AT.into(), n(7));
-        let read = decode_session(item, &schema).unwrap();
-        assert_eq!(read.version, Version::At(4));
-        let memory = Memory::default();
-        let changes = Changes {
-            memory: &memory,
-            receipt: None,
-            summary: None,
-            window_from: None,
-            token_scale: None,
-            owner: None,
-        };
-        let mut plan = super::super::policy::plan_save(&read.layout, &[], &memory, 4096).unwrap();
-        let now = Now {
-            secs: 100,
-            millis: 100_000,
-        };
-        let out = session_item(&schema, &session(), &read, changes, &mut plan, now).unwrap();
-        assert_eq!(out["theirs"], theirs);
-        assert_eq!(out[attr::CREATED_AT], n(7));
-        assert_eq!(out[attr::VERSION], n(5));
-        assert!(!out.contains_key(attr::EXPIRES_AT));
     }
 
     #[test]

@@ -1,69 +1,23 @@
-//! A session's bookkeeping: its generation, its pages of older runs, its spilled runs, the ids
-//! of its last saves. Pure data and key rules; see `docs/storage.md`.
+//! A session item's bookkeeping: its generation (which names its side items), the pages of
+//! older runs a migrated session keeps, its spilled runs, and the generations a delete still
+//! owes a cleanup. Pure data and key rules; see `docs/storage.md`.
 
 use std::collections::BTreeMap;
 
-use super::log;
+use super::keys::{page_key, receipt_key, run_key, summary_key};
+use super::spill::Spill;
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::new_run_id;
 
-/// How many of the newest saved run ids the session item remembers, to recognise a save whose
-/// answer was lost.
-pub const LAST_RUNS: usize = 16;
-
-/// The generation of sessions written by earlier session-chat releases, whose pages are at
-/// `<session>#archive#<n:08>`.
+/// The generation of sessions written by the earliest session-chat releases, whose pages are
+/// at `<session>#archive#<n:08>`.
 pub const LEGACY_GENERATION: &str = "archive";
-
-/// Where a spilled run's full texts are: parts per field, and the run's number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spill {
-    pub run: u64,
-    pub input_parts: u32,
-    pub output_parts: u32,
-}
-
-impl Spill {
-    pub fn encode(&self) -> String {
-        format!("{}:{}:{}", self.run, self.input_parts, self.output_parts)
-    }
-
-    pub fn parse(text: &str) -> Option<Spill> {
-        let mut it = text.split(':').map(|p| p.parse::<u64>().ok());
-        let (run, i, o) = (it.next()??, it.next()??, it.next()??);
-        if it.next().is_some() {
-            return None;
-        }
-        Some(Spill {
-            run,
-            input_parts: u32::try_from(i).ok()?,
-            output_parts: u32::try_from(o).ok()?,
-        })
-    }
-}
-
-/// Which text of a run a part holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Input,
-    Output,
-}
-
-impl Field {
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Input => "input",
-            Field::Output => "output",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Names this incarnation of the session's side items.
     pub generation: String,
-    /// The number of the first run in the item's `value` (runs before it are in pages or
-    /// dropped).
+    /// The number of the first run after the pages (a migrated session's first slot).
     pub first_run: u64,
     /// Live pages of older runs, oldest first: (page number, number of its first run).
     pub pages: Vec<(u64, u64)>,
@@ -71,8 +25,6 @@ pub struct Layout {
     pub pages_next: u64,
     /// Runs whose texts are in parts, by run id.
     pub spilled: BTreeMap<String, Spill>,
-    /// Ids of the newest runs saved, newest last.
-    pub last_runs: Vec<String>,
     /// When the pages and parts expire (epoch seconds), if they do.
     pub archive_expires_at: Option<u64>,
     /// Layouts of deleted generations whose leftovers a delete has not finished removing.
@@ -93,7 +45,6 @@ impl Layout {
             pages: Vec::new(),
             pages_next: 1,
             spilled: BTreeMap::new(),
-            last_runs: Vec::new(),
             archive_expires_at: None,
             cleanup: Vec::new(),
             log: None,
@@ -111,24 +62,12 @@ impl Layout {
         self.pages.get(i + 1).map_or(self.first_run, |p| p.1)
     }
 
-    fn prefix(&self, session: &SessionKey) -> String {
-        format!("{session}#{}", self.generation)
-    }
-
     pub fn page_key(&self, session: &SessionKey, page: u64) -> String {
-        format!("{}#{page:08}", self.prefix(session))
-    }
-
-    pub fn part_key(&self, session: &SessionKey, run_id: &str, field: Field, part: u32) -> String {
-        format!(
-            "{}#part#{run_id}#{}#{part:04}",
-            self.prefix(session),
-            field.name()
-        )
+        page_key(session, &self.generation, page)
     }
 
     pub fn receipt_key(&self, session: &SessionKey, key: &IdempotencyKey) -> String {
-        format!("{}#idem#{}", self.prefix(session), key.encoded())
+        receipt_key(session, &self.generation, key)
     }
 
     /// Every side item key of this layout: pages and parts (receipts are not listed: they
@@ -140,16 +79,11 @@ impl Layout {
             .map(|(page, _)| self.page_key(session, *page))
             .collect();
         for (run_id, spill) in &self.spilled {
-            for part in 1..=spill.input_parts {
-                keys.push(self.part_key(session, run_id, Field::Input, part));
-            }
-            for part in 1..=spill.output_parts {
-                keys.push(self.part_key(session, run_id, Field::Output, part));
-            }
+            keys.extend(spill.part_keys(session, &self.generation, run_id));
         }
         if let Some((base, next)) = self.log {
-            keys.extend((base..next).map(|slot| log::run_key(session, &self.generation, slot)));
-            keys.push(log::summary_key(session, &self.generation));
+            keys.extend((base..next).map(|slot| run_key(session, &self.generation, slot)));
+            keys.push(summary_key(session, &self.generation));
         }
         keys
     }

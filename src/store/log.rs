@@ -4,12 +4,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 
 use super::branch::Tree;
-use super::layout::Spill;
-use super::policy::{shortened, INLINE_CHARS};
+use super::spill::{shortened, Spill, INLINE_CHARS};
 
 /// A slot pending longer than this is a writer that died: no invocation lives past Lambda's
 /// 15 minutes, so a reader may fill it with a hole.
@@ -22,6 +20,9 @@ pub const DEFAULT_VIEW_BYTES: usize = 2048;
 /// Keys at most this many slots go in one BatchGetItem (DynamoDB's limit is 100 keys; the
 /// session item, the summary and a receipt take the rest).
 pub const SLOTS_PER_READ: usize = 96;
+
+/// Slots a turn reads at most for its window (the window steps long before).
+pub const MAX_WINDOW_SLOTS: u64 = 4 * SLOTS_PER_READ as u64;
 
 /// The head item: the session's slot counter and where its generation's log begins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,18 +103,6 @@ impl Head {
     }
 }
 
-pub fn head_key(session: &SessionKey) -> String {
-    format!("{session}#head")
-}
-
-pub fn run_key(session: &SessionKey, generation: &str, slot: u64) -> String {
-    format!("{session}#{generation}#run#{slot:010}")
-}
-
-pub fn summary_key(session: &SessionKey, generation: &str) -> String {
-    format!("{session}#{generation}#summary")
-}
-
 /// What a slot holds when read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SlotState {
@@ -162,6 +151,9 @@ pub fn step_bound(step_to: u64, first: u64, slots: &[SlotState]) -> u64 {
     let pending = slots.iter().position(|s| *s == SlotState::Pending);
     pending.map_or(step_to, |i| step_to.min(first + i as u64))
 }
+
+/// Slots one turn deletes at most when `MAX_RUNS` is set or lowered; later turns go on.
+pub const MAX_PRUNED: usize = 16;
 
 /// The slot `MAX_RUNS` leaves behind when `slot` is written: deleted with its parts, so no copy
 /// of a dropped run's text is kept.
@@ -266,26 +258,9 @@ pub fn parse_spilled(entry: &str) -> Option<(String, Spill)> {
     Some((id.to_owned(), Spill::parse(spill)?))
 }
 
-/// A log generation in a cleanup list: `<generation> log <base> <next>`, its slots to remove.
-pub fn encode_cleanup(generation: &str, base: u64, next: u64) -> String {
-    format!("{generation} log {base} {next}")
-}
-
-pub fn parse_cleanup(text: &str) -> Option<(String, u64, u64)> {
-    let mut parts = text.split(' ');
-    let generation = parts.next().filter(|g| !g.is_empty())?.to_owned();
-    if parts.next()? != "log" {
-        return None;
-    }
-    let base = parts.next()?.parse().ok()?;
-    let next: u64 = parts.next()?.parse().ok()?;
-    (parts.next().is_none() && next >= base).then_some((generation, base, next))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::SessionId;
     use crate::memory::Format;
 
     fn head(base: u64, next: u64, done: u64) -> Head {
@@ -313,16 +288,6 @@ mod tests {
         assert!(head(10, 13, 3).settled());
         assert!(!head(10, 13, 2).settled());
         assert_eq!(head(10, 13, 2).in_flight(), 1);
-    }
-
-    #[test]
-    fn keys_are_apart_from_every_other_item() {
-        let session = SessionKey::new(&SessionId::parse("s").unwrap(), None);
-        assert_eq!(head_key(&session), "s#head");
-        assert_eq!(run_key(&session, "g1", 7), "s#g1#run#0000000007");
-        assert_eq!(summary_key(&session, "g1"), "s#g1#summary");
-        // Slot keys sort in slot order.
-        assert!(run_key(&session, "g", 9) < run_key(&session, "g", 10));
     }
 
     #[test]
@@ -432,13 +397,5 @@ mod tests {
         assert!(written_over("abc", Some(4)));
         assert!(!written_over("abc", Some(3)));
         assert!(!written_over("abc", None));
-    }
-
-    #[test]
-    fn cleanup_lines_of_a_log_round_trip() {
-        let line = encode_cleanup("abc", 12, 40);
-        assert_eq!(parse_cleanup(&line), Some(("abc".into(), 12, 40)));
-        assert_eq!(parse_cleanup("abc 1:0 "), None);
-        assert_eq!(parse_cleanup("abc log 5 4"), None);
     }
 }

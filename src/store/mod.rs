@@ -1,8 +1,10 @@
-//! Where sessions live: the [`SessionStore`] trait and its domain types (no DynamoDB types), the
-//! attribute names ([`attr`]), the layout bookkeeping ([`layout`]), the pure rules of a save
-//! ([`policy`]) and of a history page ([`history`]), the item mapping ([`item`]) and the
-//! DynamoDB I/O ([`dynamo`]). `docs/storage.md` is the design: every item,
-//! key and invariant, and how each write path keeps them.
+//! Where sessions live: the [`SessionStore`] trait and its domain types (no DynamoDB types).
+//! Pure rules, from the bottom up: every key ([`keys`]) and attribute name ([`attr`]), the size
+//! policy ([`spill`]), a session item's bookkeeping ([`layout`]), the log's rules ([`log`]:
+//! head, slots, griptape's view), versions ([`branch`]), history pages ([`history`]), quotas
+//! ([`quota`]); the item mapping ([`item`], [`log_item`]); the DynamoDB I/O ([`dynamo`]).
+//! `docs/storage.md` is the design: every item, key and invariant, and how each write path
+//! keeps them.
 
 pub mod attr;
 pub mod branch;
@@ -11,10 +13,12 @@ pub mod history;
 #[cfg(test)]
 pub mod in_memory;
 pub mod item;
+pub mod keys;
 pub mod layout;
 pub mod log;
-pub mod policy;
+pub mod log_item;
 pub mod quota;
+pub mod spill;
 
 use std::error::Error as StdError;
 
@@ -22,14 +26,14 @@ use crate::deadline::Deadline;
 use async_trait::async_trait;
 
 pub use dynamo::DynamoStore;
-pub use layout::{Layout, Spill};
+pub use layout::Layout;
+pub use spill::Spill;
 
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{DecodeError, Memory, Run};
 
-/// Default budget of a session item's `value`: it holds the prompt window (8,000 estimated
-/// tokens is about 32 KB of text) after an archive step keeps half of it, and keeps a turn's
-/// read and write units low (see docs/storage.md, "Cost per turn").
+/// Default `MAX_ITEM_BYTES`: a run over half of it is spilled into parts, its slot keeping a
+/// shortened text (docs/storage.md, "Items").
 pub const DEFAULT_MAX_ITEM_BYTES: usize = 96 * 1024;
 
 /// How the table's items are keyed and where the memory JSON is: `id` / `value` as the recipe,
@@ -121,8 +125,6 @@ pub struct Snapshot {
     /// The start of its first message, and the title a user gave it.
     pub preview: Option<String>,
     pub title: Option<String>,
-    /// What a save writes back as read (attributes other tools keep); opaque to the cycle.
-    pub kept: KeptAttributes,
     /// A log-layout session: the slot this turn holds and the slots it read.
     pub log: Option<LogTurn>,
     /// The item is a log session's view (its runs are in slots).
@@ -250,43 +252,15 @@ impl Snapshot {
             owner: None,
             preview: None,
             title: None,
-            kept: KeptAttributes::default(),
             log: None,
             log_view: false,
         }
     }
 
-    /// Whether a run with this id was saved (it is in the item, or among the last saved): a
-    /// save whose answer was lost is recognised by this.
+    /// Whether a run with this id was read: a save whose answer was lost is recognised by it.
     pub fn holds_run(&self, run_id: &str) -> bool {
-        self.layout.last_runs.iter().any(|id| id == run_id)
-            || self.memory.runs.iter().any(|r| r.id == run_id)
+        self.memory.runs.iter().any(|r| r.id == run_id)
     }
-}
-
-/// The attributes of a session item that a save writes back exactly as read: those other
-/// tools keep on it, and `created_at`. Held in the store's own terms (the domain holds no
-/// DynamoDB type); `item` converts them.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct KeptAttributes(pub Vec<(String, Attribute)>);
-
-/// A stored attribute's value, typed as the table types it; numbers keep their text, so they
-/// are written back digit for digit.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Attribute {
-    S(String),
-    N(String),
-    B(Vec<u8>),
-    Bool(bool),
-    Null(bool),
-    L(Vec<Attribute>),
-    M(Vec<(String, Attribute)>),
-    Ss(Vec<String>),
-    Ns(Vec<String>),
-    Bs(Vec<Vec<u8>>),
-    /// A type newer than this build knows: it cannot be written back, so a save fails
-    /// rather than drop it.
-    Unknown,
 }
 
 /// A running summary of a session's older runs, stored beside `value` (`summary`,
@@ -423,7 +397,7 @@ pub enum StoreError {
     /// Listing needs the owner index, and none is configured.
     #[error("listing sessions needs the owner index (OWNER_INDEX)")]
     NoIndex,
-    /// A run too large to store even in parts (see `policy::MAX_SPILL_BYTES`).
+    /// A run too large to store even in parts (see `spill::MAX_SPILL_BYTES`).
     #[error("the run is {0} bytes, more than a session can store in one turn")]
     TooLarge(usize),
     /// The table could not be reached, does not exist, or kept throttling (HTTP 503).
@@ -441,9 +415,6 @@ pub enum StoreError {
     /// A place holds `branch::MAX_VERSIONS` versions, or the session `branch::MAX_FORKS`.
     #[error("no more versions can be kept here")]
     TooManyVersions,
-    /// Versions, deleting one run and feedback need the log layout.
-    #[error("this session is stored in the item layout")]
-    LogLayoutRequired,
     /// Anything else the store refused (HTTP 500).
     #[error("the session store failed")]
     Failed(#[source] BoxError),
@@ -519,37 +490,26 @@ pub trait SessionStore: Send + Sync {
     }
 
     /// [`SessionStore::load`] for a turn that answers `branch`: a regeneration or an edit
-    /// takes a slot in the place of the run it replaces (the log layout only).
+    /// takes a slot in the place of the run it replaces.
     async fn load_branch(
         &self,
         session: &SessionKey,
         branch: &Branch,
-    ) -> Result<Snapshot, StoreError> {
-        match branch {
-            Branch::Append => self.load(session).await,
-            Branch::Regenerate | Branch::Edit(_) => Err(StoreError::LogLayoutRequired),
-        }
-    }
+    ) -> Result<Snapshot, StoreError>;
 
     /// Makes the active path go through this run (and its newest branch after it).
-    async fn select(&self, _session: &SessionKey, _run_id: &str) -> Result<(), StoreError> {
-        Err(StoreError::LogLayoutRequired)
-    }
+    async fn select(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError>;
 
     /// Removes one run's texts from everything stored; the path goes on over it.
-    async fn delete_run(&self, _session: &SessionKey, _run_id: &str) -> Result<(), StoreError> {
-        Err(StoreError::LogLayoutRequired)
-    }
+    async fn delete_run(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError>;
 
     /// Keeps a reader's rating with a run, replacing an earlier one.
     async fn set_feedback(
         &self,
-        _session: &SessionKey,
-        _run_id: &str,
-        _feedback: &Feedback,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::LogLayoutRequired)
-    }
+        session: &SessionKey,
+        run_id: &str,
+        feedback: &Feedback,
+    ) -> Result<(), StoreError>;
 
     /// Counts a turn on `counter` unless `limit` are counted there already: `false` when
     /// refused (docs/storage.md, "Quotas").

@@ -67,7 +67,7 @@ impl DynamoStore {
 
     /// Replaces the session item by its tombstone if it is still the version read; the
     /// tombstone's version, or `None` when a turn saved first.
-    async fn write_tombstone(
+    pub(super) async fn write_tombstone(
         &self,
         session: &SessionKey,
         doomed: &Doomed,
@@ -94,7 +94,7 @@ impl DynamoStore {
     /// Removes what the tombstone lists, then the tombstone itself (if it is still the one
     /// written). The session is gone either way; `complete` says whether a repeated delete
     /// has work left.
-    async fn finish_delete(
+    pub(super) async fn finish_delete(
         &self,
         session: &SessionKey,
         owed: &[Layout],
@@ -107,7 +107,7 @@ impl DynamoStore {
         keys.dedup();
         if owed.iter().any(|l| l.log.is_some()) {
             // Last: it is the record of the slots to remove until they are gone.
-            keys.push(crate::store::log::head_key(session));
+            keys.push(crate::store::keys::head_key(session));
         }
         match self.delete_keys(keys, deadline).await {
             Ok(true) => {}

@@ -1,18 +1,19 @@
-//! Moving runs into the log layout (docs/storage.md, "The log layout", "Migration and
-//! griptape's writes"): a session of the item layout, griptape's or the Python original's on its
-//! first turn with `STORAGE_LAYOUT=log`, and the runs griptape wrote over a log session's view.
-//! Each is one transaction conditional on the session item as read, so nothing is moved twice
-//! and a write that came in between is never lost.
+//! Moving runs into the log (docs/storage.md, "Migration and griptape's writes"): a session of
+//! the item shape (griptape's, the Python original's, an earlier release's) on its first turn
+//! or edit, and the runs griptape wrote over a session's view. Each is one transaction
+//! conditional on the session item as read, so nothing is moved twice and a write that came in
+//! between is never lost. Reading the item shape itself is [`crate::store::item`]'s and
+//! `read`'s.
 
 use std::collections::HashSet;
 
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
-use super::log::{is_cancelled, Reserved};
-use super::{built, sdk_error, DynamoStore};
+use super::begin::Reserved;
+use super::{built, is_cancelled, sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::memory::{new_run_id, Memory, Run};
-use crate::store::item::{count, decode_session, n, preview_of, put_layout, s, text, Item, Now};
+use crate::store::item::{count, n, preview_of, put_layout, s, text, Item, Now};
 use crate::store::layout::Layout;
 use crate::store::log::{adopted, migrated_to_page, view, Head};
 use crate::store::{attr, StoreError};
@@ -21,22 +22,31 @@ use crate::store::{attr, StoreError};
 const MIGRATED_SLOT_BYTES: usize = 400_000;
 
 impl DynamoStore {
-    /// Migrates a session item of the item layout that has no head: its runs go into slots
-    /// numbered as its runs were (cursors stay valid, pages keep the older runs), the oldest
-    /// beyond one transaction into one more page. `false`: it stays in the item layout (an
-    /// earlier release's pages, whose run numbers are not known).
-    pub(super) async fn migrate(
+    /// The session item, when it is of the item shape, moved into the log: `false` when there
+    /// is nothing to move (no session item, a tombstone, or a session in the log already).
+    pub(super) async fn migrate_item_shaped(
         &self,
         session: &SessionKey,
-        root: Item,
     ) -> Result<bool, StoreError> {
-        let seen = self.value_of(&root)?.to_owned();
-        let version = count(&root, attr::VERSION)?;
-        let read = decode_session(root.clone(), &self.schema)?;
-        let mut layout = read.layout.clone();
-        if layout.pages.iter().any(|&(_, first)| first == u64::MAX) {
+        let Some(root) = self.get(session.as_str().to_owned()).await? else {
+            return Ok(false);
+        };
+        if root.contains_key(attr::LOG) || root.contains_key(attr::TOMBSTONE) {
             return Ok(false);
         }
+        self.migrate(session, root).await.map(|()| true)
+    }
+
+    /// Migrates a session item of the item shape that has no head with a counted slot: its
+    /// runs go into slots numbered as its runs were (cursors stay valid, pages keep the older
+    /// runs; an earlier release's pages are counted first), the oldest beyond one transaction
+    /// into one more page. Refused (another turn moved it first, or a writer changed the item),
+    /// nothing changes and the caller reads again.
+    pub(super) async fn migrate(&self, session: &SessionKey, root: Item) -> Result<(), StoreError> {
+        let seen = self.value_of(&root)?.to_owned();
+        let version = count(&root, attr::VERSION)?;
+        let read = self.decoded(session, root.clone()).await?;
+        let mut layout = read.layout.clone();
         let runs = &read.memory.runs;
         let to_page = migrated_to_page(runs.len());
         let first = layout.first_run;
@@ -112,12 +122,12 @@ impl DynamoStore {
         let root = self.migrated_root(session, (root, &seen, version), &layout, &shown, through);
         items.push(root?);
         tracing::info!(session_id = %session, runs = runs.len(), paged = to_page, "migrating a session into the log layout");
-        self.transact_all(items).await.map(|_| true)
+        self.transact_all(items).await.map(drop)
     }
 
     /// The session item after a migration: the view of the slotted runs, its bookkeeping kept
     /// for the pages, written only over the item as read.
-    fn migrated_root(
+    pub(super) fn migrated_root(
         &self,
         session: &SessionKey,
         (root, seen, version): (Item, &str, Option<u64>),
@@ -130,6 +140,9 @@ impl DynamoStore {
         put_layout(&mut item, layout);
         for name in [
             attr::LAST_RUNS,
+            // An earlier release's: its pages are numbered now, its receipts expire by themselves.
+            attr::LEGACY_ARCHIVED,
+            attr::LEGACY_RECEIPTS,
             attr::SUMMARY,
             attr::SUMMARY_THROUGH,
             attr::WINDOW_FROM,
@@ -226,7 +239,7 @@ impl DynamoStore {
 
     /// The session item's write in an adoption: griptape's `value` kept as it is (its bytes),
     /// now a view through the adopted runs; over griptape's `PutItem`, our bookkeeping again.
-    fn adopted_root(
+    pub(super) fn adopted_root(
         &self,
         session: &SessionKey,
         root: Item,
@@ -280,7 +293,7 @@ impl DynamoStore {
 
     /// Marks `item` as a log session's view: `value`, whose newest run is `last`, through slot
     /// `through`.
-    fn mark_view(
+    pub(super) fn mark_view(
         &self,
         item: &mut Item,
         session: &SessionKey,
@@ -302,13 +315,13 @@ impl DynamoStore {
         item.insert(attr::UPDATED_AT.into(), n(Now::current().secs));
     }
 
-    fn value_of<'a>(&self, item: &'a Item) -> Result<&'a str, StoreError> {
+    pub(super) fn value_of<'a>(&self, item: &'a Item) -> Result<&'a str, StoreError> {
         text(item, &self.schema.value_attribute)?
             .ok_or_else(|| StoreError::corrupt("the session item has no value"))
     }
 
     /// A put of an item that must not exist yet.
-    fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))

@@ -1,26 +1,41 @@
-//! The DynamoDB I/O of the session store, one concern per file: reads ([`read`]: the session,
-//! its pages and parts, receipts, history), saves ([`save`]), deletes ([`delete`]) and listings
-//! ([`list`]). What is written where, and why it is safe, is `docs/storage.md`; the pure parts
-//! are [`super::policy`], [`super::history`] and [`super::item`].
+//! The DynamoDB I/O of the session store, one concern per file. A turn: [`begin`] (its slot
+//! reserved, its window read), [`window`] (the snapshot it works from), [`append`] (its run into
+//! its slot), [`slots`] (holes and counts), [`summary`] (the prompt's context it saves),
+//! [`retention`] (`MAX_RUNS` and TTL), [`view`] (griptape's view). Beside turns: [`read`]
+//! (history, receipts, parts), [`migrate`] (sessions of the item shape, griptape's writes),
+//! [`versions`] and [`one_run`] (editing), [`delete`], [`list`], [`quota`]. What is written
+//! where, and why it is safe, is `docs/storage.md`; the pure rules are in the modules of
+//! [`super`].
 
+mod append;
+mod begin;
 mod delete;
 mod list;
-mod log;
 mod migrate;
+mod one_run;
 mod quota;
 mod read;
-mod save;
+mod retention;
+mod slots;
+mod summary;
 mod versions;
+mod view;
+mod window;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
 
 use super::item::{n, text, Item};
+use super::keys::head_key;
+use super::log::Head;
+use super::log_item::decode_head;
 use super::{attr, Changes, Deleted, HistoryPage, KeySchema, PageLimit, Receipt, SessionList};
 use super::{Branch, Feedback, SessionStore, Snapshot, Span, StoreError, Version};
 use crate::deadline::Deadline;
@@ -37,9 +52,7 @@ pub struct DynamoStore {
     schema: KeySchema,
     /// The global secondary index on `owner_key` and `active_ms`, for listings.
     owner_index: Option<String>,
-    /// New sessions take the log layout (docs/storage.md, "The log layout").
-    log_layout: bool,
-    /// Bytes of griptape's view in a log session's item.
+    /// Bytes of griptape's view in a session's item.
     view_bytes: usize,
 }
 
@@ -57,14 +70,12 @@ impl DynamoStore {
             session_ttl_secs,
             schema: KeySchema::default(),
             owner_index: None,
-            log_layout: false,
             view_bytes: super::log::DEFAULT_VIEW_BYTES,
         }
     }
 
-    /// New sessions take the log layout, with a view of `view_bytes`.
-    pub fn with_log_layout(mut self, on: bool, view_bytes: usize) -> Self {
-        self.log_layout = on;
+    /// Griptape's view holds the newest runs within `view_bytes`.
+    pub fn with_view_bytes(mut self, view_bytes: usize) -> Self {
         self.view_bytes = view_bytes;
         self
     }
@@ -92,6 +103,60 @@ impl DynamoStore {
             .await
             .map(|out| out.item)
             .map_err(sdk_error)
+    }
+
+    /// The head item as it is, if any.
+    pub(super) async fn read_head(&self, session: &SessionKey) -> Result<Option<Head>, StoreError> {
+        match self.get(head_key(session)).await? {
+            Some(item) => decode_head(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Consistent reads of many items, by key; the ones that exist.
+    pub(super) async fn batch_get(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, Item>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending = KeysAndAttributes::builder()
+                .set_keys(Some(
+                    chunk.iter().map(|k| self.schema.key(k.as_str())).collect(),
+                ))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Failed(e.into()))?;
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(key) = self.schema.key_of(&item) {
+                        found.insert(key.to_owned(), item);
+                    }
+                }
+                match out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    Some(rest) if !rest.keys().is_empty() => {
+                        pending = rest;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -128,19 +193,7 @@ impl SessionStore for DynamoStore {
     }
 
     async fn load(&self, session: &SessionKey) -> Result<Snapshot, StoreError> {
-        if self.log_layout {
-            if let Some(read) = self.begin_log(session, &Branch::Append).await? {
-                return Ok(read);
-            }
-        }
-        let read = self.snapshot(session).await?;
-        if read.as_ref().is_some_and(|r| r.log_view) {
-            // A log session read with the layout off: its turns go on in it.
-            if let Some(read) = self.begin_log(session, &Branch::Append).await? {
-                return Ok(read);
-            }
-        }
-        Ok(read.unwrap_or_else(Snapshot::new_session))
+        self.begin_turn(session, &Branch::Append).await
     }
 
     async fn save(
@@ -150,14 +203,17 @@ impl SessionStore for DynamoStore {
         read: &Snapshot,
     ) -> Result<(), StoreError> {
         match &read.log {
-            Some(turn) => self.save_log(session, changes, read, turn).await,
-            None => self.save_changes(session, changes, read).await,
+            Some(turn) => self.save_run(session, changes, read, turn).await,
+            // Every turn's read takes a slot: a snapshot without one was not read for a turn.
+            None => Err(StoreError::Failed(
+                "a save of a session not read for a turn".into(),
+            )),
         }
     }
 
     async fn release(&self, session: &SessionKey, read: &Snapshot) -> Result<(), StoreError> {
         match &read.log {
-            Some(turn) => self.release_log(session, turn, Some(read)).await,
+            Some(turn) => self.release_slot(session, turn, Some(read)).await,
             None => Ok(()),
         }
     }
@@ -217,13 +273,7 @@ impl SessionStore for DynamoStore {
         session: &SessionKey,
         branch: &Branch,
     ) -> Result<Snapshot, StoreError> {
-        if matches!(branch, Branch::Append) {
-            return self.load(session).await;
-        }
-        match self.begin_log(session, branch).await? {
-            Some(read) => Ok(read),
-            None => Err(StoreError::LogLayoutRequired),
-        }
+        self.begin_turn(session, branch).await
     }
 
     async fn select(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError> {
@@ -244,6 +294,29 @@ impl SessionStore for DynamoStore {
     }
 }
 
+/// Which items of a cancelled transaction their condition refused, in order; `None` when the
+/// transaction failed otherwise.
+pub(super) fn refused_items<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
+) -> Option<Vec<bool>> {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+pub(super) fn is_cancelled<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>,
+) -> bool {
+    matches!(
+        e.as_service_error(),
+        Some(TransactWriteItemsError::TransactionCanceledException(_))
+    )
+}
 /// A write's condition: it lands only over the version read. The one place that rule is
 /// written, for saves and deletes alike.
 #[derive(Debug, Clone, PartialEq)]

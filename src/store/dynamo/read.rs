@@ -1,15 +1,19 @@
-//! Reads: the session item, its pages and parts, receipts, and history pages (their rules are
-//! [`crate::store::history`]'s).
+//! Reads: the session item (of the log, or still of the item shape), its pages and parts,
+//! receipts, and history pages (their rules are [`crate::store::history`]'s).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use super::{refused_is_done, DynamoStore};
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::store::history::Window;
 use crate::store::item::{count, decode_session, s, text, Now};
-use crate::store::layout::{Field, Layout};
-use crate::store::log::written_over;
+use crate::store::keys::{part_key, run_key};
+use crate::store::layout::Layout;
+use crate::store::log::{written_over, SlotState, SLOTS_PER_READ};
+use crate::store::log_item::{decode_slot, feedback_of, slot_spill};
+use crate::store::spill::Field;
 use crate::store::{attr, HistoryPage, PageLimit, Receipt, Snapshot, Span, StoreError};
 
 impl DynamoStore {
@@ -25,7 +29,7 @@ impl DynamoStore {
     }
 
     /// A session item read, decoded (an earlier release's pages numbered).
-    async fn decoded(
+    pub(super) async fn decoded(
         &self,
         session: &SessionKey,
         item: crate::store::item::Item,
@@ -40,7 +44,7 @@ impl DynamoStore {
 
     /// Pages written by earlier releases do not say which runs they hold: count them once;
     /// the next save records it.
-    async fn number_legacy_pages(
+    pub(super) async fn number_legacy_pages(
         &self,
         session: &SessionKey,
         layout: &mut Layout,
@@ -75,7 +79,7 @@ impl DynamoStore {
     }
 
     /// The full text of a spilled field, from its parts.
-    async fn read_parts(
+    pub(super) async fn read_parts(
         &self,
         session: &SessionKey,
         layout: &Layout,
@@ -85,7 +89,7 @@ impl DynamoStore {
     ) -> Result<Option<String>, StoreError> {
         let mut whole = String::new();
         for part in 1..=parts {
-            let key = layout.part_key(session, run_id, field, part);
+            let key = part_key(session, &layout.generation, run_id, field.name(), part);
             let Some(item) = self.get(key).await? else {
                 return Ok(None);
             };
@@ -127,7 +131,7 @@ impl DynamoStore {
     }
 
     /// The run with this id, whole, from the item or (newest first) its pages.
-    async fn find_run(
+    pub(super) async fn find_run(
         &self,
         session: &SessionKey,
         read: &Snapshot,
@@ -151,7 +155,11 @@ impl DynamoStore {
     }
 
     /// Deletes a receipt that still names `run_id` (not one a new turn with the key wrote).
-    async fn remove_receipt(&self, receipt_key: String, run_id: &str) -> Result<(), StoreError> {
+    pub(super) async fn remove_receipt(
+        &self,
+        receipt_key: String,
+        run_id: &str,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()
@@ -268,7 +276,7 @@ impl DynamoStore {
     /// Griptape wrote over a log session's view: its runs after the view's newest take their
     /// slots first, so history shows them (and where they will stay).
     /// The session as read, after that.
-    async fn adopt_before_reading(
+    pub(super) async fn adopt_before_reading(
         &self,
         session: &SessionKey,
     ) -> Result<Option<Snapshot>, StoreError> {
@@ -305,5 +313,101 @@ impl DynamoStore {
             }
             _ => Ok(None),
         }
+    }
+
+    /// A history page of a log session: its slots, read in batches; a forward page stops at
+    /// the first pending slot, so its cursor never passes a run still being written.
+    pub(super) async fn history_log(
+        &self,
+        session: &SessionKey,
+        root: &Snapshot,
+        span: Span<'_>,
+        limit: PageLimit,
+    ) -> Result<Option<HistoryPage>, StoreError> {
+        let Some(head) = self.read_head(session).await? else {
+            return Ok(None);
+        };
+        if head.generation != root.layout.generation || head.closed {
+            return Ok(None);
+        }
+        let window = Window::new(
+            span,
+            limit,
+            &head.generation,
+            head.next,
+            root.memory.max_runs,
+        )?;
+        let forward = matches!(span, Span::From(_));
+        let (start, stop) = (window.start, window.stop);
+        let mut fill = window.fill();
+        // A migrated session's runs before `base` are in its pages, as in the item layout; the
+        // parts of spilled runs are found through it.
+        let mut layout = root.layout.clone();
+        let pages = layout.pages.clone();
+        for (i, &(page, first)) in pages.iter().enumerate() {
+            let end = layout.page_end(i).min(head.base);
+            if fill.is_full() || !fill.window().overlaps(first, end) {
+                continue;
+            }
+            let Some(runs) = self.page_runs(session, &layout, page).await? else {
+                return self.page_gone(session, &layout, page).await;
+            };
+            let runs = runs.into_iter().take((end - first) as usize);
+            fill.offer_all(first, runs.map(std::borrow::Cow::Owned), &layout);
+        }
+        // An edited conversation shows its active path; each run with its versions.
+        let tree = head.tree();
+        let active = (!tree.is_linear()).then(|| tree.active(None));
+        let mut slots_of: HashMap<String, u64> = HashMap::new();
+        let mut feedback = HashMap::new();
+        let mut at = start.max(head.base);
+        'read: while at < stop && !fill.is_full() {
+            let end = (at + SLOTS_PER_READ as u64).min(stop);
+            let keys: Vec<String> = (at..end)
+                .map(|i| run_key(session, &head.generation, i))
+                .collect();
+            let mut got = self.batch_get(&keys).await?;
+            for (i, key) in (at..end).zip(&keys) {
+                if active.as_ref().is_some_and(|a| !a.contains(&i)) {
+                    continue;
+                }
+                let item = got.remove(key);
+                if let Some(found) = &item {
+                    if let Some(spill) = slot_spill(found)? {
+                        let id = text(found, attr::RUN_ID)?.unwrap_or_default();
+                        layout.spilled.insert(id.to_owned(), spill);
+                    }
+                    if let (Some(given), Some(id)) =
+                        (feedback_of(found), text(found, attr::RUN_ID)?)
+                    {
+                        feedback.insert(id.to_owned(), given);
+                    }
+                }
+                match decode_slot(item)? {
+                    SlotState::Run { run, .. } => {
+                        slots_of.insert(run.id.clone(), i);
+                        if fill.offer(i, std::borrow::Cow::Owned(run), &layout) {
+                            break 'read;
+                        }
+                    }
+                    SlotState::Hole { .. } => {}
+                    SlotState::Pending if forward => {
+                        fill.stop_at(i);
+                        break 'read;
+                    }
+                    SlotState::Pending => {}
+                }
+            }
+            at = end;
+        }
+        let mut page = fill.finish(&layout);
+        for run in &mut page.runs {
+            if self.unspill(session, &layout, run).await?.is_none() {
+                return Ok(None);
+            }
+        }
+        slots_of.retain(|id, _| page.runs.iter().any(|r| r.id == *id));
+        page.notes = self.notes_of(session, &head, &slots_of, feedback).await?;
+        Ok(Some(page))
     }
 }

@@ -1,5 +1,5 @@
-//! The log layout (docs/storage.md, "The log layout"; `STORAGE_LAYOUT=log`): a run an item,
-//! written once; writers that never queue; griptape's view of the newest runs.
+//! The log (docs/storage.md): a run an item, written once; writers that never queue; griptape's
+//! view of the newest runs; sessions of the item shape moved into it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,8 +9,6 @@ use session_chat::http::App;
 
 use crate::storage::{all_runs, delete, get_history};
 use crate::support::*;
-
-const LOG: (&str, &str) = ("STORAGE_LAYOUT", "log");
 
 fn ids(runs: &[Value]) -> Vec<String> {
     runs.iter()
@@ -28,7 +26,7 @@ fn number(
 #[tokio::test]
 async fn a_log_session_writes_a_run_an_item_and_keeps_a_bounded_view() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[LOG]).await;
+    let app = env.app_with(&[]).await;
     let mut answered = Vec::new();
     for i in 0..6 {
         let message = format!("turn {i}: {}", "words ".repeat(60));
@@ -69,7 +67,7 @@ async fn a_busy_group_thread_keeps_every_run_once() {
     // A model that thinks for a second, so every turn overlaps every other.
     let model = ScriptedModel::start_with(&["--answer-delay", "1"]);
     let url = model.base_url();
-    let extra = [LOG, ("OPENAI_BASE_URL", url.as_str())];
+    let extra = [("OPENAI_BASE_URL", url.as_str())];
     // Two execution environments.
     let apps = [
         Arc::new(env.app_with(&extra).await),
@@ -119,7 +117,7 @@ async fn a_busy_group_thread_keeps_every_run_once() {
 #[tokio::test]
 async fn a_failed_turn_leaves_a_hole_nothing_reads() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[LOG]).await;
+    let app = env.app_with(&[]).await;
     let (status, _) = Req::chat("holes", "first").call_json(&app).await;
     assert_eq!(status, 200);
     env.model.script(json!([{"status": 400}])).await;
@@ -139,7 +137,7 @@ async fn a_failed_turn_leaves_a_hole_nothing_reads() {
 #[tokio::test]
 async fn a_keyed_retry_of_a_log_turn_is_replayed_from_its_slot() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[LOG]).await;
+    let app = env.app_with(&[]).await;
     let keyed = || Req::chat("keyed", "hello").header("Idempotency-Key", "k-1");
     let (status, first) = keyed().call_json(&app).await;
     assert_eq!(status, 200, "{first}");
@@ -155,7 +153,7 @@ async fn a_keyed_retry_of_a_log_turn_is_replayed_from_its_slot() {
 async fn a_late_or_lost_run_write_stores_the_run_once() {
     let env = TestEnv::new().await;
     let proxy = FaultProxy::start();
-    let app = env.app_via(&proxy, &[LOG]).await;
+    let app = env.app_via(&proxy, &[]).await;
     let mut answered = Vec::new();
     let (status, body) = Req::chat("lost-log", "first").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
@@ -203,7 +201,7 @@ async fn a_late_or_lost_run_write_stores_the_run_once() {
 #[tokio::test]
 async fn a_deleted_log_session_leaves_nothing_and_begins_anew() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[LOG]).await;
+    let app = env.app_with(&[]).await;
     for i in 0..5 {
         let (status, _) = Req::chat("gone", &format!("m{i}")).call_json(&app).await;
         assert_eq!(status, 200);
@@ -224,7 +222,7 @@ async fn a_deleted_log_session_leaves_nothing_and_begins_anew() {
 #[tokio::test]
 async fn a_streamed_log_turn_stores_what_was_streamed_and_a_cut_stream_nothing() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[LOG]).await;
+    let app = env.app_with(&[]).await;
     let reply = Req::chat("streamed", "Hello my name is Ada.")
         .sse()
         .call(&app)
@@ -247,7 +245,7 @@ async fn a_streamed_log_turn_stores_what_was_streamed_and_a_cut_stream_nothing()
 #[tokio::test]
 async fn an_expired_log_session_is_never_continued() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[LOG, ("SESSION_TTL_DAYS", "1")]).await;
+    let app = env.app_with(&[("SESSION_TTL_DAYS", "1")]).await;
     for i in 0..3 {
         let (status, _) = Req::chat("expiring", &format!("old {i}"))
             .call_json(&app)
@@ -293,7 +291,7 @@ async fn an_expired_log_session_is_never_continued() {
 #[tokio::test]
 async fn max_runs_bounds_every_copy_of_a_log_sessions_runs() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[LOG, ("MAX_RUNS", "3")]).await;
+    let app = env.app_with(&[("MAX_RUNS", "3")]).await;
     for i in 0..6 {
         let (status, body) = Req::chat("bounded", &format!("m{i}")).call_json(&app).await;
         assert_eq!(status, 200, "{body}");
@@ -329,27 +327,18 @@ async fn page(app: &App, session: &str, query: &[(&str, &str)]) -> (Vec<String>,
 #[tokio::test]
 async fn an_item_layout_session_moves_into_the_log_with_nothing_lost() {
     let env = TestEnv::new().await;
-    let small = ("MAX_ITEM_BYTES", "4096");
-    let item_app = env.app_with(&[small]).await;
-    for i in 0..14 {
-        let message = format!("m{i} {}", "p".repeat(500));
-        let (status, _) = Req::chat("moving", &message).call_json(&item_app).await;
-        assert_eq!(status, 200);
-    }
-    assert!(
-        !items_with_prefix(&env, "moving#").await.is_empty(),
-        "pages"
-    );
-    let before = ids(&all_runs(&item_app, "moving", 50).await.unwrap());
-    let (first, cursor) = page(&item_app, "moving", &[("limit", "4")]).await;
+    // As an earlier release stored it: 14 runs, the oldest 10 in pages of 4.
+    let before = env.put_item_layout("moving", 14, (4, 4), false).await;
+    let app = env.app_with(&[("MAX_ITEM_BYTES", "4096")]).await;
+    // Read as it is, before any turn: pages, then the item's runs; a cursor into the pages.
+    assert_eq!(ids(&all_runs(&app, "moving", 50).await.unwrap()), before);
+    let (first, cursor) = page(&app, "moving", &[("limit", "4")]).await;
+    assert_eq!(first[..], before[..4]);
     let cursor = cursor.unwrap();
-    // The same table, now with STORAGE_LAYOUT=log: the next turn migrates the session.
-    let log_app = env.app_with(&[LOG, small]).await;
-    let (status, body) = Req::chat("moving", "after the move")
-        .call_json(&log_app)
-        .await;
+    // The next turn migrates the session.
+    let (status, body) = Req::chat("moving", "after the move").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
-    let after = ids(&all_runs(&log_app, "moving", 3).await.unwrap());
+    let after = ids(&all_runs(&app, "moving", 3).await.unwrap());
     assert_eq!(
         after[..before.len()],
         before[..],
@@ -357,33 +346,67 @@ async fn an_item_layout_session_moves_into_the_log_with_nothing_lost() {
     );
     assert_eq!(after.len(), before.len() + 1);
     assert_eq!(after.last().unwrap(), body["run_id"].as_str().unwrap());
-    let back = crate::storage::all_runs_backward(&log_app, "moving", 4).await;
+    let back = crate::storage::all_runs_backward(&app, "moving", 4).await;
     assert_eq!(ids(&back), after, "and backward");
     // A cursor handed out before the move goes on where it was.
-    let (next, _) = page(&log_app, "moving", &[("limit", "4"), ("cursor", &cursor)]).await;
-    assert_eq!(next[..], before[first.len()..first.len() + 4]);
+    let (next, _) = page(&app, "moving", &[("limit", "4"), ("cursor", &cursor)]).await;
+    assert_eq!(next[..], before[4..8]);
     let head = env.item("moving#head").await.unwrap();
     assert_eq!(number(&head, "next"), before.len() as u64 + 1);
     let root = env.item("moving").await.unwrap();
     assert!(root.contains_key("log"));
+    assert!(
+        !root.contains_key("last_runs"),
+        "the item layout's bookkeeping goes"
+    );
     assert_eq!(number(&root, "run_count"), before.len() as u64 + 1);
     assert!(env.value("moving").await.unwrap().len() <= 2048 + 400);
-    // Later turns write what they add; a delete leaves nothing of either layout.
-    let (status, _) = Req::chat("moving", "and one more")
-        .call_json(&log_app)
-        .await;
+    // Later turns write what they add; a delete leaves nothing of either shape.
+    let (status, _) = Req::chat("moving", "and one more").call_json(&app).await;
     assert_eq!(status, 200);
-    let reply = delete("moving").call(&log_app).await;
+    let reply = delete("moving").call(&app).await;
     assert_eq!(reply.status, 204, "{}", reply.text());
     assert!(items_with_prefix(&env, "moving#").await.is_empty());
     assert!(env.item("moving").await.is_none());
 }
 
 #[tokio::test]
+async fn an_earlier_releases_archived_session_moves_into_the_log() {
+    let env = TestEnv::new().await;
+    // The earliest releases' pages say nothing of their runs' numbers: counted when read.
+    let before = env.put_item_layout("old", 9, (3, 3), true).await;
+    let app = env.app().await;
+    assert_eq!(ids(&all_runs(&app, "old", 4).await.unwrap()), before);
+    let (status, body) = Req::chat("old", "what came before?").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let requests = env.model.requests().await;
+    let sent = requests.last().expect("the model was asked")["body"]["messages"].to_string();
+    assert!(
+        sent.contains("\"m8\"") && sent.contains("what came before?"),
+        "{sent}"
+    );
+    let after = ids(&all_runs(&app, "old", 4).await.unwrap());
+    assert_eq!(after[..9], before[..], "every run kept, in order");
+    assert_eq!(after.len(), 10);
+    let root = env.item("old").await.unwrap();
+    assert!(root.contains_key("log") && !root.contains_key("archived"));
+    assert_eq!(
+        root["pages"].as_s().unwrap(),
+        "1:0,2:3",
+        "the pages numbered"
+    );
+    // Its pages keep their keys, and a delete removes them with the rest.
+    assert!(env.item("old#archive#00000002").await.is_some());
+    let reply = delete("old").call(&app).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(items_with_prefix(&env, "old#").await.is_empty());
+}
+
+#[tokio::test]
 async fn griptapes_items_move_into_the_log_and_griptape_writes_over_the_view_go_on() {
     let env = TestEnv::new().await;
     crate::griptape::put_fixture(&env, "v1", "user-id-123").await;
-    let app = env.app_with(&[LOG, ("MEMORY_FORMAT", "griptape")]).await;
+    let app = env.app_with(&[("MEMORY_FORMAT", "griptape")]).await;
     let (status, body) = Req::chat("user-id-123", "What is my name?")
         .call_json(&app)
         .await;
@@ -438,7 +461,7 @@ async fn a_python_original_item_near_400_kb_moves_into_the_log() {
     }
     value.push_str(r#"], "max_runs": null}"#);
     env.put_value("original", &value).await;
-    let app = env.app_with(&[LOG]).await;
+    let app = env.app_with(&[]).await;
     let (status, body) = Req::chat("original", "still here?").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     let runs = all_runs(&app, "original", 100).await.unwrap();
@@ -463,7 +486,7 @@ async fn concurrent_first_turns_migrate_a_session_once() {
             .await;
         assert_eq!(status, 200);
     }
-    let app = Arc::new(env.app_with(&[LOG]).await);
+    let app = Arc::new(env.app_with(&[]).await);
     let mut tasks = Vec::new();
     for i in 0..8 {
         let app = Arc::clone(&app);
@@ -491,7 +514,7 @@ async fn concurrent_first_turns_migrate_a_session_once() {
 async fn a_reservation_whose_answers_are_all_lost_gives_its_slot_back() {
     let env = TestEnv::new().await;
     let proxy = FaultProxy::start();
-    let app = env.app_via(&proxy, &[LOG]).await;
+    let app = env.app_via(&proxy, &[]).await;
     let (status, body) = Req::chat("lost-res", "first").call_json(&app).await;
     assert_eq!(status, 200, "{body}");
     // Every attempt of the next reservation lands and loses its answer (the SDK tries 4 times).

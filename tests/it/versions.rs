@@ -455,27 +455,41 @@ async fn a_reply_is_rated_and_the_rating_read_back() {
 }
 
 #[tokio::test]
-async fn an_item_layout_session_says_editing_needs_the_log_layout() {
+async fn an_item_shaped_session_is_edited_after_it_moves_into_the_log() {
     let env = TestEnv::new().await;
-    let app = env.app_with(&[("STORAGE_LAYOUT", "item")]).await;
-    let r0 = say(&app, "old", "hello").await;
-    for req in [
-        regenerate("old"),
-        edit("old", &r0, "x"),
-        select("old", &r0),
-        delete_run("old", &r0),
-        feedback("old", &r0, json!({"rating": "up"})),
-    ] {
-        let (status, body) = req.call_json(&app).await;
-        assert_eq!(
-            (status, body["error"]["code"].as_str()),
-            (409, Some("log_layout_required")),
-            "{body}"
-        );
-    }
+    let app = env.app().await;
+    // Each edit on a session an earlier release stored in one item: it moves into the log
+    // first, then the edit is done.
+    let ids = env.put_item_layout("old", 3, (3, 3), false).await;
+    let reply = feedback("old", &ids[1], json!({"rating": "up"}))
+        .call(&app)
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    assert!(env.item("old#head").await.is_some(), "migrated");
+    let reply = select("old", &ids[2]).call(&app).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+    let reply = delete_run("old", &ids[0]).call(&app).await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
     let (_, body) = get_history("old", &[]).call_json(&app).await;
-    assert_eq!(body["runs"][0]["alternatives"], json!([]));
-    assert_eq!(body["runs"][0]["feedback"], Value::Null);
+    let runs = body["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{body}");
+    assert_eq!(runs[0]["feedback"]["rating"], "up");
+    // A regeneration and an edit on sessions of the item shape, one each.
+    env.put_item_layout("regen", 2, (2, 2), false).await;
+    let (status, body) = regenerate("regen").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = get_history("regen", &[]).call_json(&app).await;
+    let last = &body["runs"][1];
+    assert_eq!(
+        (last["input"].as_str(), last["version"].as_u64()),
+        (Some("m1"), Some(2))
+    );
+    let ids = env.put_item_layout("edit", 2, (2, 2), false).await;
+    let (status, body) = edit("edit", &ids[0], "m0, edited").call_json(&app).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = get_history("edit", &[]).call_json(&app).await;
+    assert_eq!(body["runs"][0]["input"], "m0, edited", "{body}");
+    assert_eq!(body["runs"].as_array().unwrap().len(), 1);
 }
 
 /// The session item's listing preview.

@@ -160,6 +160,80 @@ impl TestEnv {
             .count()
     }
 
+    /// A session as the item layout of earlier releases (before 2026-12-07) stored it, written
+    /// directly: the seed's memory JSON in `value` holding its newest `in_item` runs, the older
+    /// ones in pages of `per_page` runs. With `legacy`, as the earliest releases kept it (no
+    /// generation, `archived` pages at `<session>#archive#<n:08>` whose run numbers nobody
+    /// recorded); else with a generation and `pages` naming each page's first run. The runs are
+    /// `m<i>` answered `r<i>`; their ids, oldest first.
+    pub async fn put_item_layout(
+        &self,
+        session_id: &str,
+        runs: usize,
+        (in_item, per_page): (usize, usize),
+        legacy: bool,
+    ) -> Vec<String> {
+        let ids: Vec<String> = (0..runs).map(|i| format!("{i:032x}")).collect();
+        let memory = |range: std::ops::Range<usize>| {
+            let runs: Vec<serde_json::Value> = range
+                .map(|i| serde_json::json!({"type": "Run", "id": ids[i], "input": format!("m{i}"), "output": format!("r{i}")}))
+                .collect();
+            serde_json::json!({"type": "ConversationMemory", "runs": runs, "max_runs": null})
+                .to_string()
+        };
+        let first_run = runs - in_item;
+        let generation = if legacy {
+            "archive"
+        } else {
+            "0123456789abcdef0123456789abcdef"
+        };
+        let mut pages = Vec::new();
+        for (n, start) in (0..first_run).step_by(per_page).enumerate() {
+            let page = n as u64 + 1;
+            let end = (start + per_page).min(first_run);
+            let mut put = self
+                .dynamodb
+                .put_item()
+                .table_name(&self.table)
+                .item(
+                    "id",
+                    AttributeValue::S(format!("{session_id}#{generation}#{page:08}")),
+                )
+                .item("value", AttributeValue::S(memory(start..end)));
+            if !legacy {
+                put = put
+                    .item("kind", AttributeValue::S("runs".into()))
+                    .item("first", AttributeValue::N(start.to_string()));
+            }
+            put.send().await.expect("put page");
+            pages.push(format!("{page}:{start}"));
+        }
+        let n = |v: usize| AttributeValue::N(v.to_string());
+        let mut put = self
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .item("id", AttributeValue::S(session_id.to_owned()))
+            .item("value", AttributeValue::S(memory(first_run..runs)))
+            .item("version", n(runs))
+            .item("run_count", n(runs))
+            .item("session_id", AttributeValue::S(session_id.to_owned()));
+        put = if legacy {
+            put.item("archived", n(pages.len()))
+        } else {
+            let last = ids[runs.saturating_sub(16)..]
+                .iter()
+                .map(|i| AttributeValue::S(i.clone()));
+            put.item("generation", AttributeValue::S(generation.into()))
+                .item("first_run", n(first_run))
+                .item("pages", AttributeValue::S(pages.join(",")))
+                .item("pages_next", n(pages.len() + 1))
+                .item("last_runs", AttributeValue::L(last.collect()))
+        };
+        put.send().await.expect("put session item");
+        ids
+    }
+
     pub async fn put_value(&self, session_id: &str, value: &str) {
         self.dynamodb
             .put_item()

@@ -132,7 +132,7 @@ bench-storage-quick: bench-storage
 ## The table's cost of the quotas: bench-storage on the log layout with both quotas on (limits no
 ## turn reaches), to bench/quotas.json.
 bench-quotas: setup
-	$(PY) bench/storage.py --layouts log --env QUOTA_TURNS_PER_MINUTE=100000 --env QUOTA_TOKENS_PER_DAY=1000000000 --out bench/quotas.json $(STORAGE_ARGS)
+	$(PY) bench/storage.py --env QUOTA_TURNS_PER_MINUTE=100000 --env QUOTA_TOKENS_PER_DAY=1000000000 --out bench/quotas.json $(STORAGE_ARGS)
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: CONTEXT_ARGS = --quick

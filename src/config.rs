@@ -88,7 +88,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// `MODEL_TIMEOUT_SECS`: the longest one model call may take.
     pub model_timeout: Duration,
-    /// `MAX_ITEM_BYTES`: past this, a session's oldest runs move to archive items.
+    /// `MAX_ITEM_BYTES`: a run over half of it is spilled into parts (its item keeps a shortened
+    /// text); the most `VIEW_BYTES` may be.
     pub max_item_bytes: usize,
     /// `SESSION_TTL_DAYS`: sessions expire this many days after their last message.
     pub session_ttl_days: Option<u64>,

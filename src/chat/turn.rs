@@ -536,7 +536,11 @@ impl ChatService {
             };
             match saved {
                 Saved::Reread(now) if !now.holds_run(&run.id) => snapshot = *now,
-                Saved::Done | Saved::Reread(_) => {
+                saved => {
+                    if let Saved::Reread(now) = saved {
+                        // The read again took a slot of its own, which stores nothing.
+                        self.release(turn, &now).await;
+                    }
                     timings.save_ms = ms_since(save_started);
                     return Ok(Reply {
                         run_id: run.id,

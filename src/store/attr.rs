@@ -33,7 +33,7 @@ pub const RUN_COUNT: &str = "run_count";
 pub const PREVIEW: &str = "preview";
 pub const TITLE: &str = "title";
 
-/// A log-layout session (docs/storage.md, "The log layout"): its item is a view, `value` the
+/// A session in the log (docs/storage.md, "The log"): its item is a view, `value` the
 /// newest runs through slot `view_through`; `next_generation`, on a tombstone, names the
 /// generation a turn began over it.
 pub const LOG: &str = "log";

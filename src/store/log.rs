@@ -1,4 +1,4 @@
-//! The log layout's rules, as pure functions (docs/storage.md, "The log layout"): a session's
+//! The log's rules, as pure functions (docs/storage.md, "The log"): a session's
 //! runs in numbered slots taken from an atomic counter on its head item, each written once; the
 //! session item's `value` a bounded view of the newest runs. No I/O and no DynamoDB types here.
 

@@ -125,13 +125,13 @@ pub struct Snapshot {
     /// The start of its first message, and the title a user gave it.
     pub preview: Option<String>,
     pub title: Option<String>,
-    /// A log-layout session: the slot this turn holds and the slots it read.
+    /// A turn's read: the slot this turn holds and the slots it read (none for a read of history).
     pub log: Option<LogTurn>,
     /// The item is a log session's view (its runs are in slots).
     pub log_view: bool,
 }
 
-/// A turn of a log-layout session (docs/storage.md, "The log layout"): the head as its
+/// A turn of a session (docs/storage.md, "The log"): the head as its
 /// reservation returned it, its slot, and what the slots from the window's start held.
 #[derive(Debug, Clone)]
 pub struct LogTurn {
@@ -477,7 +477,7 @@ pub trait SessionStore: Send + Sync {
     async fn set_title(&self, session: &SessionKey, title: &str) -> Result<bool, StoreError>;
 
     /// Gives back what a [`SessionStore::load`] took for a turn that stores nothing (a failed
-    /// model call, a replayed receipt): a log-layout session's slot becomes a hole. Safe after
+    /// model call, a replayed receipt): its slot becomes a hole. Safe after
     /// a save that may have landed: a hole never replaces a run.
     async fn release(&self, _session: &SessionKey, _read: &Snapshot) -> Result<(), StoreError> {
         Ok(())

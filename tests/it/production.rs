@@ -347,7 +347,12 @@ fn the_template_matches_the_code() {
     .unwrap();
     // OPENAI_API_KEY is for local use: deployed, the key comes from Secrets Manager.
     // INVOKE_MODE stays BUFFERED: the streaming API's stage variable marks its invocations.
-    let local_only = BTreeSet::from(["OPENAI_API_KEY".to_owned(), "INVOKE_MODE".to_owned()]);
+    // STORAGE_LAYOUT is read only to refuse a setting of earlier releases other than `log`.
+    let local_only = BTreeSet::from([
+        "OPENAI_API_KEY".to_owned(),
+        "INVOKE_MODE".to_owned(),
+        "STORAGE_LAYOUT".to_owned(),
+    ]);
     let read = read.into_inner().unwrap();
     let missing: Vec<_> = read
         .difference(&set)

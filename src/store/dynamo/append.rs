@@ -17,7 +17,7 @@ use crate::store::{attr, Changes, LogTurn, Snapshot, StoreError};
 const MAX_SLOT_BYTES: usize = 350_000;
 
 impl DynamoStore {
-    /// Saves a turn of a log-layout session: its run into its slot, once; then it counts itself
+    /// Saves a turn: its run into its slot, once; then it counts itself
     /// done, and writes the view when no slot is left pending.
     pub(super) async fn save_run(
         &self,

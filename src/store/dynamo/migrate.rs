@@ -121,7 +121,7 @@ impl DynamoStore {
         let through = head.next.checked_sub(1).filter(|t| *t >= base);
         let root = self.migrated_root(session, (root, &seen, version), &layout, &shown, through);
         items.push(root?);
-        tracing::info!(session_id = %session, runs = runs.len(), paged = to_page, "migrating a session into the log layout");
+        tracing::info!(session_id = %session, runs = runs.len(), paged = to_page, "moving a session of the item shape into the log");
         self.transact_all(items).await.map(drop)
     }
 

@@ -340,7 +340,7 @@ impl DynamoStore {
         let forward = matches!(span, Span::From(_));
         let (start, stop) = (window.start, window.stop);
         let mut fill = window.fill();
-        // A migrated session's runs before `base` are in its pages, as in the item layout; the
+        // A migrated session's runs before `base` are in its pages, as the item shape kept them; the
         // parts of spilled runs are found through it.
         let mut layout = root.layout.clone();
         let pages = layout.pages.clone();

@@ -1,5 +1,5 @@
 //! What is kept follows the settings: `MAX_RUNS` deletes the slots (and parts) it leaves
-//! behind, and side items never expire before their session (docs/storage.md, "TTL").
+//! behind, and side items never expire before their session (docs/storage.md, "The log", TTL).
 
 use std::collections::HashMap;
 

@@ -277,6 +277,8 @@ pub struct ChatService {
     store: Arc<dyn SessionStore>,
     model: Arc<dyn ChatModel>,
     settings: ChatSettings,
+    /// The sessions whose implausible token report this process has logged.
+    implausible_logged: turn::LoggedOnce,
 }
 
 impl ChatService {
@@ -289,6 +291,7 @@ impl ChatService {
             store,
             model,
             settings,
+            implausible_logged: turn::LoggedOnce::default(),
         }
     }
 

@@ -8,7 +8,7 @@ running summary, it answers "People: A, B. Exchanges: N.", and it reads names ba
 summary when one is sent as context.
 
     scripted_model.py [--port N] [--exit-with-stdin] [--first-token-delay S] [--word-delay S]
-                      [--answer-delay S] [--tokenizer PATH | --no-tokenizer]
+                      [--answer-delay S] [--tokenizer PATH | --no-tokenizer] [--usage MODE]
 
 Token counts (the `usage` of every answer): by default with OpenAI's o200k_base encoding, through
 tools/tokencount/target/release/tokencount (`make tokencount` builds it; --tokenizer PATH names
@@ -16,6 +16,11 @@ another build of it) when that binary exists; without it, or with --no-tokenizer
 estimate, max(1, characters // 4) per text. Prompt tokens are the sum over the messages of the
 content's tokens plus 4 per message (the role and the message's framing, as OpenAI's own
 accounting adds about 3-4); completion tokens are the reply's tokens.
+
+What chat completions report as usage.prompt_tokens, --usage MODE, like servers (proxies, local
+servers) whose counts cannot be right: `counted` (the default: the count above), `zero`,
+`missing` (no usage at all), `constant:N` (N whatever the prompt), `factor:X` (X times the count,
+rounded). Each request's record in /_requests carries the count itself either way.
 
 A simulated provider prompt cache, reported in `usage`:
 - chat completions, like OpenAI's automatic cache: per `prompt_cache_key` of the request (one
@@ -59,7 +64,9 @@ Endpoints:
                                 first and last word were written); prompt_cache_key (from the
                                 body, null when absent); summary (true for a running-summary
                                 request); and, once answered, usage: the usage the answer
-                                reports (or would, for a stream not asked to include it)
+                                reports (or would, for a stream not asked to include it; null
+                                with --usage missing), counted_prompt_tokens and
+                                message_tokens (each message's count, framing included)
 
 Prints `PORT <n>` once it accepts requests (port 0 picks a free one).
 """
@@ -313,9 +320,29 @@ class State:
         self.first_token_delay = 0.15
         self.word_delay = 0.02
         self.answer_delay = 0.0
+        self.usage = ("counted", None)  # --usage: (mode, its number)
 
 
 STATE = State()
+
+
+def parse_usage(mode: str):
+    """--usage MODE as (mode, number); ValueError for anything else."""
+    name, _, number = mode.partition(":")
+    if name in ("counted", "zero", "missing") and not number:
+        return name, None
+    if name == "constant" and number:
+        return name, int(number)
+    if name == "factor" and number:
+        return name, float(number)
+    raise ValueError(mode)
+
+
+def reported_prompt_tokens(counted: int):
+    """The prompt tokens an answer reports, as --usage says; None for no usage at all."""
+    mode, number = STATE.usage
+    return {"counted": counted, "zero": 0, "missing": None,
+            "constant": number, "factor": round(counted * (number or 0))}[mode]
 
 
 def pieces(text: str):
@@ -435,24 +462,30 @@ class Handler(BaseHTTPRequestHandler):
         finish = "stop"
         if step.get("length"):
             text, finish = text[: max(1, len(text) // 2)], "length"
-        prompt = sum(message_tokens(m) for m in messages)
+        counts = [message_tokens(m) for m in messages]
         completion = tokens(text)
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                 "total_tokens": prompt + completion,
-                 "prompt_tokens_details": {"cached_tokens": openai_cached_tokens(body, messages)}}
+        cached = openai_cached_tokens(body, messages)
+        prompt = reported_prompt_tokens(sum(counts))
+        usage = None if prompt is None else {
+            "prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": min(cached, prompt)}}
         with STATE.lock:
             record["usage"] = usage
+            record["counted_prompt_tokens"], record["message_tokens"] = sum(counts), counts
         if body.get("stream"):
             return self.stream_completion(record, step, body, text, finish, usage)
-        self.send_json(200, {
+        answered = {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": text}}],
-            "usage": usage,
-        })
+        }
+        if usage is not None:
+            answered["usage"] = usage
+        self.send_json(200, answered)
 
 
 def stream_completion(self, record, step, body, text, finish, usage):
@@ -612,7 +645,14 @@ def main() -> int:
                                "default: tools/tokencount/target/release/tokencount if built")
     counting.add_argument("--no-tokenizer", action="store_true",
                           help="count max(1, characters // 4) a text, as before the tokenizer")
+    parser.add_argument("--usage", default="counted", metavar="MODE",
+                        help="what usage.prompt_tokens reports: counted (default), zero, missing, "
+                             "constant:N or factor:X")
     args = parser.parse_args()
+    try:
+        STATE.usage = parse_usage(args.usage)
+    except ValueError:
+        parser.error(f"--usage {args.usage}: counted, zero, missing, constant:N or factor:X")
     STATE.first_token_delay, STATE.word_delay = args.first_token_delay, args.word_delay
     STATE.answer_delay = args.answer_delay
     global TOKENIZER

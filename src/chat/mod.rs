@@ -273,6 +273,8 @@ pub struct ChatService {
     store: Arc<dyn SessionStore>,
     model: Arc<dyn ChatModel>,
     settings: ChatSettings,
+    /// The sessions whose implausible token report this process has logged.
+    implausible_logged: turn::LoggedOnce,
 }
 
 impl ChatService {
@@ -285,6 +287,7 @@ impl ChatService {
             store,
             model,
             settings,
+            implausible_logged: turn::LoggedOnce::default(),
         }
     }
 

@@ -145,19 +145,55 @@ fn is_wide(c: char) -> bool {
 
 /// Calibration is kept in thousandths: 1000 is the estimate as it is.
 pub const UNSCALED: u64 = 1000;
-/// The calibration's bounds, so one odd report cannot make the budget meaningless.
-pub const SCALE_RANGE: std::ops::RangeInclusive<u64> = 250..=4000;
+/// The scales a report may give, in thousandths: a report within 0.4x-3x of the estimate is
+/// plausible for the prompt sent (real tokenizers' counts land inside it: o200k_base's from
+/// about 0.47x for Russian to 2.2x for emoji); one outside it cannot be right
+/// (docs/context.md).
+pub const SCALE_RANGE: std::ops::RangeInclusive<u64> = 400..=3000;
 
 /// `tokens` as the provider counts them, given the session's calibration.
 pub fn scaled(tokens: u64, scale_milli: u64) -> u64 {
     (tokens * scale_milli).div_ceil(UNSCALED)
 }
 
+/// What a provider's report of a prompt's tokens does to the session's calibration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calibration {
+    /// Plausible for the prompt sent: the session's new scale, in thousandths.
+    Scale(u64),
+    /// Nothing to judge: no report, or a prompt under a quarter of the budget, too small to
+    /// judge one by (and too small for any scale in [`SCALE_RANGE`] to matter).
+    Unjudged,
+    /// A report that cannot be right for the prompt sent (zero, a small constant, a multiple
+    /// of the truth): the session keeps its scale.
+    Implausible,
+}
+
 /// The calibration a provider's report gives: the tokens it counted for a prompt over our
-/// estimate of it, clamped to [`SCALE_RANGE`].
-pub fn calibration(reported: u64, estimated: u64) -> Option<u64> {
-    (reported > 0 && estimated > 0)
-        .then(|| (reported * UNSCALED / estimated).clamp(*SCALE_RANGE.start(), *SCALE_RANGE.end()))
+/// estimate of it, taken only within [`SCALE_RANGE`] and for a prompt of at least a quarter of
+/// `budget` (the history token budget).
+pub fn calibration(reported: Option<u64>, estimated: u64, budget: u64) -> Calibration {
+    let Some(reported) = reported else {
+        return Calibration::Unjudged;
+    };
+    if estimated == 0 || estimated < budget / 4 {
+        return Calibration::Unjudged;
+    }
+    let ratio = reported.saturating_mul(UNSCALED) / estimated;
+    if SCALE_RANGE.contains(&ratio) {
+        Calibration::Scale(ratio)
+    } else {
+        Calibration::Implausible
+    }
+}
+
+/// The scale a session's estimates are multiplied by: its stored calibration, within
+/// [`SCALE_RANGE`] (one stored before the range was this narrow counts as its nearest bound),
+/// or the estimate as it is.
+pub fn session_scale(stored: Option<u64>) -> u64 {
+    stored.map_or(UNSCALED, |s| {
+        s.clamp(*SCALE_RANGE.start(), *SCALE_RANGE.end())
+    })
 }
 
 /// Estimated tokens of a whole prompt, as [`calibration`] compares them with a report.
@@ -361,11 +397,11 @@ mod tests {
     }
 
     #[test]
-    fn calibration_follows_the_provider_within_bounds() {
-        assert_eq!(calibration(2000, 1000), Some(2000));
-        assert_eq!(calibration(500, 1000), Some(500));
-        assert_eq!(calibration(1, 1000), Some(250), "clamped");
-        assert_eq!(calibration(0, 1000), None, "nothing reported");
+    fn calibration_follows_a_plausible_report() {
+        let judged = Calibration::Scale;
+        assert_eq!(calibration(Some(2000), 1000, 4000), judged(2000));
+        assert_eq!(calibration(Some(500), 1000, 4000), judged(500));
+        assert_eq!(calibration(Some(1100), 1000, 4000), judged(1100));
         // Twice the tokens the estimate says: half as many runs fit.
         let runs: Vec<Run> = (0..30).map(|i| run(i, 100)).collect();
         let plain = plan_window(&runs, None, 600, UNSCALED, false);
@@ -376,6 +412,91 @@ mod tests {
             "300 of 600 tokens left after a step"
         );
         assert_eq!(runs.len() - doubled.start, 2);
+    }
+
+    /// The invariant of docs/context.md ("Which reports count"): a report that cannot be right
+    /// for the prompt sent (zero, a constant, a multiple beyond 0.5x-2x) never moves the scale,
+    /// and neither does a missing one or one for a prompt under a quarter of the budget.
+    #[test]
+    fn an_implausible_report_never_moves_the_scale() {
+        let budget = 4000;
+        for estimated in [1000, 2500, 6000, 12_000] {
+            let past = [estimated * 2 / 5 - 1, 3 * estimated + estimated / 10];
+            for reported in [0, 1, 10, 100, 399].into_iter().chain(past) {
+                assert_eq!(
+                    calibration(Some(reported), estimated, budget),
+                    Calibration::Implausible,
+                    "{reported} reported for {estimated} estimated"
+                );
+            }
+            for factor in [4, 10, 100] {
+                assert_eq!(
+                    calibration(Some(factor * estimated), estimated, budget),
+                    Calibration::Implausible,
+                    "{factor}x"
+                );
+            }
+            assert_eq!(calibration(None, estimated, budget), Calibration::Unjudged);
+        }
+        // A constant under a tenth of the budget is outside the band for every prompt judged.
+        for estimated in budget / 4..budget * 2 {
+            assert_eq!(
+                calibration(Some(budget / 10 - 1), estimated, budget),
+                Calibration::Implausible
+            );
+        }
+        // Small prompts are not judged at all, whatever is reported.
+        for reported in [None, Some(0), Some(10), Some(999), Some(100_000)] {
+            assert_eq!(calibration(reported, 999, budget), Calibration::Unjudged);
+        }
+        assert_eq!(calibration(Some(10), 0, 0), Calibration::Unjudged);
+        assert_eq!(
+            calibration(Some(u64::MAX), 1000, 0),
+            Calibration::Implausible
+        );
+    }
+
+    /// Real tokenizers' counts are plausible: o200k_base's (gpt-4o, gpt-4.1), as
+    /// tools/tokencount counts them, of texts from the lowest ratio measured to the highest.
+    #[test]
+    fn real_counts_are_plausible() {
+        let english = "The committee met on Tuesday to discuss the budget for next year. \
+            Several members raised concerns about the rising cost of maintenance, and the chair \
+            asked for a detailed report by the end of the month.";
+        let chinese = "今天下午我们在会议室讨论了明年的预算。\
+            几位成员对维护费用不断上涨表示担忧，主席要求在月底前提交一份详细的报告。";
+        let russian = "Сегодня днём мы обсудили в переговорной бюджет на следующий год. \
+            Несколько участников выразили обеспокоенность ростом расходов на обслуживание, \
+            и председатель попросил подробный отчёт к концу месяца.";
+        let emoji = "😀🎉👍🔥❤️😂🙏✨🚀🌟".repeat(5);
+        let digits = "3.14159265358979 2.71828182845904 1.41421356237309 ".repeat(4);
+        let counted = [
+            (english, 39),
+            (chinese, 36),
+            (russian, 44),
+            (&emoji, 65),
+            (&digits, 96),
+        ];
+        for (text, tokens) in counted {
+            // The provider's count of the message with its framing, as the estimate's.
+            let reported = tokens + 4;
+            let estimated = estimate_tokens(text);
+            assert!(
+                matches!(
+                    calibration(Some(reported), estimated, 0),
+                    Calibration::Scale(_)
+                ),
+                "{reported} counted for {estimated} estimated: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_scale_is_used_within_the_band() {
+        assert_eq!(session_scale(None), UNSCALED);
+        assert_eq!(session_scale(Some(1300)), 1300);
+        assert_eq!(session_scale(Some(250)), 400, "a constant's old 0.25");
+        assert_eq!(session_scale(Some(4000)), 3000, "a multiple's old 4");
     }
 
     #[test]

@@ -336,7 +336,8 @@ fn the_window_keeps_the_newest_runs_within_budget() {
 
 /// A model for the context's tests: logs every prompt, answers summary requests (after
 /// `summary_delay`, failing the first `failing_folds`) with how many exchanges they held, and
-/// reports prompt tokens at `token_factor` times the estimate.
+/// reports prompt tokens at `token_factor` times the estimate, or `token_constant` whatever
+/// the prompt (nothing with neither).
 #[derive(Default)]
 struct Folding {
     replies: Mutex<Vec<Prompt>>,
@@ -344,6 +345,7 @@ struct Folding {
     summary_delay: Option<Duration>,
     failing_folds: AtomicU32,
     token_factor: u64,
+    token_constant: Option<u64>,
 }
 
 impl Folding {
@@ -375,8 +377,14 @@ impl ChatModel for Folding {
             self.replies.lock().unwrap().push(prompt.clone());
             format!("noted: {last}")
         };
-        let usage = (self.token_factor > 0).then(|| crate::model::Usage {
-            prompt_tokens: self.token_factor * prompt_tokens(&prompt.messages),
+        let reported = match self.token_constant {
+            Some(constant) => Some(constant),
+            None => {
+                (self.token_factor > 0).then(|| self.token_factor * prompt_tokens(&prompt.messages))
+            }
+        };
+        let usage = reported.map(|prompt_tokens| crate::model::Usage {
+            prompt_tokens,
             ..Default::default()
         });
         Ok(Completion {
@@ -574,6 +582,72 @@ async fn the_providers_token_count_calibrates_the_budget() {
             "{history} tokens as the provider counts them"
         );
     }
+}
+
+/// The invariant of docs/context.md ("Which reports count"): a report of zero, a constant or
+/// 100x the truth leaves the session's scale unset, and every prompt is the one the same
+/// conversation sends with no report at all, so its history stays within 1.5 budgets.
+#[tokio::test]
+async fn a_report_that_cannot_be_right_changes_nothing_a_prompt_holds() {
+    async fn prompts(model: Folding) -> (Vec<Prompt>, Option<u64>) {
+        let store = Arc::new(InMemoryStore::new());
+        let model = Arc::new(model);
+        let chat = folding_service(&store, &model, 600);
+        for i in 0..60 {
+            chat.send(&turn(&long_message(i), Deadline::NONE, None))
+                .await
+                .unwrap();
+        }
+        let scale = store.load(&session()).await.unwrap().token_scale;
+        let replies = model.replies.lock().unwrap().clone();
+        (replies, scale)
+    }
+    let (unreported, scale) = prompts(Folding::default()).await;
+    assert_eq!(scale, None);
+    let bad = [
+        ("zero", Some(0), 0),
+        ("a constant 10", Some(10), 0),
+        ("100x", None, 100),
+    ];
+    for (name, token_constant, token_factor) in bad {
+        let (sent, scale) = prompts(Folding {
+            token_constant,
+            token_factor,
+            ..Folding::default()
+        })
+        .await;
+        assert_eq!(scale, None, "{name}: the scale stays unset");
+        assert!(sent == unreported, "{name}: the prompts of no report");
+        for prompt in &sent {
+            let history: u64 = prompt.messages[..prompt.messages.len() - 1]
+                .iter()
+                .filter(|m| m.role != Role::System)
+                .map(|m| estimate_tokens(&m.content))
+                .sum();
+            assert!(history <= 900, "{name}: {history} tokens of history");
+        }
+    }
+    // The same conversation with honest reports does calibrate.
+    let (_, scale) = prompts(Folding {
+        token_factor: 2,
+        ..Folding::default()
+    })
+    .await;
+    assert_eq!(scale, Some(2000));
+}
+
+#[test]
+fn an_implausible_report_is_logged_once_a_session() {
+    let logged = turn::LoggedOnce::default();
+    assert!(logged.first("a"));
+    assert!(!logged.first("a"), "once");
+    assert!(logged.first("b"), "another session");
+    assert!(!logged.first("b"));
+    // Full, it starts over rather than grow.
+    for i in 0..10_000 {
+        logged.first(&format!("s{i}"));
+    }
+    assert!(logged.first("a"), "forgotten once the set filled");
 }
 
 #[tokio::test]

@@ -1,12 +1,16 @@
 //! One turn: read the session (or replay a receipt), ask the model, save the run.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::prompt::{build_prompt, calibration, plan_window, prompt_tokens, FoldJob, UNSCALED};
+use super::prompt::{
+    build_prompt, calibration, plan_window, prompt_tokens, session_scale, Calibration, FoldJob,
+};
 use super::{
     bounded, ms_since, ChatError, ChatService, ContextChange, Reply, Say, Timings, TurnEvent,
     TurnRequest,
@@ -221,7 +225,7 @@ impl ChatService {
             &snapshot.memory.runs,
             snapshot.window_from.as_deref(),
             self.settings.history_token_budget,
-            snapshot.token_scale.unwrap_or(UNSCALED),
+            session_scale(snapshot.token_scale),
             summarize,
         );
         let fold = plan
@@ -491,9 +495,7 @@ impl ChatService {
             Some(first) => first.id.clone(),
             None => run.id.clone(),
         });
-        let token_scale = completion
-            .usage
-            .and_then(|u| calibration(u.prompt_tokens, prompt_tokens(&prompt.messages)));
+        let token_scale = self.calibrated(turn, &snapshot, completion.usage, &prompt);
         let receipt = turn.idempotency_key.as_ref().map(|key| Receipt {
             key: key.clone(),
             message_digest: turn.say.digest(),
@@ -555,6 +557,36 @@ impl ChatService {
         }
         let busy = ChatError::Busy(self.settings.max_save_attempts);
         Err(self.released(turn, &snapshot, busy).await)
+    }
+
+    /// The session's new calibration from the provider's report of the prompt sent, if it
+    /// moves it; a report that cannot be right is logged once per session in this process
+    /// (docs/context.md, "Counting tokens") and leaves the session's scale as it was.
+    fn calibrated(
+        &self,
+        turn: &TurnRequest,
+        snapshot: &Snapshot,
+        usage: Option<Usage>,
+        prompt: &Prompt,
+    ) -> Option<u64> {
+        let estimated = prompt_tokens(&prompt.messages);
+        let reported = usage.map(|u| u.prompt_tokens);
+        match calibration(reported, estimated, self.settings.history_token_budget) {
+            Calibration::Scale(scale) => Some(scale),
+            Calibration::Unjudged => None,
+            Calibration::Implausible => {
+                if self.implausible_logged.first(turn.session.as_str()) {
+                    tracing::warn!(
+                        session_id = %turn.session,
+                        reported = reported.unwrap_or_default(),
+                        estimated,
+                        token_scale = session_scale(snapshot.token_scale),
+                        "a token report implausible for the prompt was ignored"
+                    );
+                }
+                None
+            }
+        }
     }
 
     /// The message a turn answers: the request's, or for a regeneration the replaced run's.
@@ -677,6 +709,27 @@ struct SaveInput<'a> {
     window_from: Option<&'a str>,
     /// The calibration the provider's report gave.
     token_scale: Option<u64>,
+}
+
+/// Sessions something was logged for, once each, in this process: 64-bit digests of their
+/// keys, up to [`LoggedOnce::MAX`]; past it the set is forgotten at once and starts over.
+#[derive(Default)]
+pub(super) struct LoggedOnce(Mutex<HashSet<u64>>);
+
+impl LoggedOnce {
+    const MAX: usize = 10_000;
+
+    /// True the first time for `session` (since the set last started over).
+    pub(super) fn first(&self, session: &str) -> bool {
+        let mut hasher = DefaultHasher::new();
+        session.hash(&mut hasher);
+        let digest = hasher.finish();
+        let mut logged = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if logged.len() >= Self::MAX && !logged.contains(&digest) {
+            logged.clear();
+        }
+        logged.insert(digest)
+    }
 }
 
 /// The prefix-cache routing key of a session: a digest of its stored key, never the id.

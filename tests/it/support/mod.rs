@@ -64,6 +64,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
+        TestEnv::with_model(&[]).await
+    }
+
+    /// A fresh table, and a scripted model started with `model_args` (e.g. `["--usage",
+    /// "zero"]`, see tools/scripted_model.py).
+    pub async fn with_model(model_args: &[&str]) -> TestEnv {
         // The function's logs, shown with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -82,7 +88,7 @@ impl TestEnv {
             endpoint,
             table,
             dynamodb,
-            model: ScriptedModel::start(),
+            model: ScriptedModel::start_with(model_args),
         }
     }
 

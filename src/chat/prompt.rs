@@ -415,7 +415,7 @@ mod tests {
     }
 
     /// The invariant of docs/context.md ("Which reports count"): a report that cannot be right
-    /// for the prompt sent (zero, a constant, a multiple beyond 0.5x-2x) never moves the scale,
+    /// for the prompt sent (zero, a constant, a multiple beyond 0.4x-3x) never moves the scale,
     /// and neither does a missing one or one for a prompt under a quarter of the budget.
     #[test]
     fn an_implausible_report_never_moves_the_scale() {

@@ -8,7 +8,7 @@ use super::{built, is_condition_failure, refused_is_done, refused_items, sdk_err
 use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 use crate::store::item::{n, receipt_item, s, text, Item, Now};
-use crate::store::keys::{head_key, run_key};
+use crate::store::keys::run_key;
 use crate::store::log::{encode_spilled, SlotState};
 use crate::store::spill::{spill_slot, Part, Spill};
 use crate::store::{attr, Changes, LogTurn, Snapshot, StoreError};
@@ -260,10 +260,7 @@ impl DynamoStore {
         spill: &Spill,
     ) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .update_expression("ADD #sp :sp")
             .condition_expression("#g = :g AND attribute_not_exists(#c)")
             .expression_attribute_names("#sp", attr::SPILLED)

@@ -238,10 +238,7 @@ impl DynamoStore {
         let now = Now::current();
         let mut sets = vec!["#r = :now"];
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .expression_attribute_names("#exp", attr::EXPIRES_AT)
             .expression_attribute_values(":secs", n(now.secs))
             .expression_attribute_names("#next", attr::NEXT)
@@ -422,10 +419,7 @@ impl DynamoStore {
         generation: &str,
     ) -> Result<Option<Head>, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .update_expression("SET #c = :now")
             .condition_expression("#g = :g")
             .expression_attribute_names("#c", attr::CLOSED)

@@ -92,6 +92,17 @@ impl DynamoStore {
         self
     }
 
+    /// An UpdateItem of the session's head item, the rest to be said.
+    fn update_head(
+        &self,
+        session: &SessionKey,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(head_key(session))))
+    }
+
     /// A consistent read of the item stored under `key`.
     async fn get(&self, key: String) -> Result<Option<Item>, StoreError> {
         self.client

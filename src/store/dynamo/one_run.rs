@@ -12,7 +12,7 @@ use crate::deadline::Deadline;
 use crate::input::SessionKey;
 use crate::memory::Memory;
 use crate::store::item::{count, n, preview_of, s, text, Now};
-use crate::store::keys::{head_key, run_key, summary_key};
+use crate::store::keys::{run_key, summary_key};
 use crate::store::layout::Layout;
 use crate::store::log::{encode_spilled, view, Head, SlotState, SLOTS_PER_READ};
 use crate::store::log_item::{decode_head, decode_slot, slot_spill};
@@ -141,10 +141,7 @@ impl DynamoStore {
         spill: Option<crate::store::spill::Spill>,
     ) -> Result<Head, StoreError> {
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .condition_expression("#g = :g")
             .expression_attribute_names("#g", attr::GENERATION)
             .expression_attribute_names("#h", attr::HOLES)
@@ -202,10 +199,7 @@ impl DynamoStore {
         // The window starts over from the first run kept: the next turn's prompt holds what is
         // left, and its step folds it again.
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .update_expression("SET #w = :w")
             .condition_expression("#g = :g")
             .expression_attribute_names("#w", attr::WINDOW_FROM)

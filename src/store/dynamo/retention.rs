@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use super::{refused_is_done, sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::store::item::{n, s, text, Now};
-use crate::store::keys::{head_key, run_key};
+use crate::store::keys::run_key;
 use crate::store::layout::Layout;
 use crate::store::log::{dropped_by, expiry_due, Head, MAX_PRUNED};
 use crate::store::log_item::slot_spill;
@@ -110,10 +110,7 @@ impl DynamoStore {
             refused_is_done(update.send().await)?;
         }
         let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .condition_expression("#g = :g")
             .expression_attribute_names("#g", attr::GENERATION)
             .expression_attribute_names("#se", attr::SLOTS_EXPIRE_AT)

@@ -134,10 +134,7 @@ impl DynamoStore {
             false => format!(" SET {}", sets.join(", ")),
         };
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .expression_attribute_names("#d", attr::DONE)
             .expression_attribute_names("#h", attr::HOLES)
             .expression_attribute_names("#g", attr::GENERATION)
@@ -257,10 +254,7 @@ impl DynamoStore {
         after: &Head,
     ) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .update_expression("SET #d = :d")
             .condition_expression("#g = :g AND #next = :next")
             .expression_attribute_names("#d", attr::DONE)

@@ -49,10 +49,7 @@ impl DynamoStore {
         if let Some(from) = changes.window_from.and_then(slot_of) {
             let from = step_bound(from, turn.first, &turn.slots);
             let mut update = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(self.schema.key(head_key(session))))
+                .update_head(session)
                 .update_expression("SET #w = :w")
                 .condition_expression(format!("#g = :g AND #w < :w AND {moves}"))
                 .expression_attribute_names("#w", attr::WINDOW_FROM)

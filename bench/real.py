@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """`make bench-real`: the memory on a real engine. A 100-turn conversation on the local LLM of
-`make llm` (SmolLM2-135M-Instruct on llama.cpp's llama-server, tools/local_llm.py), three ways:
+`make llm` (SmolLM2-135M-Instruct on llama.cpp's llama-server, tools/local_llm.py), four ways:
 
   defaults          session-chat's release build (as bench/context.py runs it: the local Runtime
                     API, Lambda's streaming mode, moto), its default settings but the budget below
   SUMMARIZE=false   the same with SUMMARIZE=false
+  defaults+fold-engine  the defaults, with the running-summary requests on a second engine
+                    process (tools/local_llm.py --fold-engine), as a provider serves concurrent
+                    requests on separate capacity
   rebuilt           no session-chat: the prompt rebuilt every turn as a sliding window of the last
                     WINDOW_RUNS runs (LangChain's ConversationBufferWindowMemory design), sent by
                     this script to the same engine, streamed
@@ -34,6 +37,7 @@ Writes bench/real.json (and each way's turns and recorded requests to
 target/bench/logs/real-*-raw.json) and prints a table. Stops everything it starts.
 
     real.py [--quick] [--turns N] [--no-build] [--ways defaults,SUMMARIZE=false,rebuilt]
+            [--engine-arg=ARG ...] [--out bench/real.json] [--add]
 """
 import argparse
 import json
@@ -72,10 +76,14 @@ def messages_for(turns: int) -> list:
     return ["Hello my name is Collin."] + middle + ["What is my name?"]
 
 
-def start_engine(servers, logfile):
+ENGINE_ARGS = []      # more llama-server arguments (--engine-arg)
+
+
+def start_engine(servers, logfile, fold_engine=False):
     return servers.start(sys.executable, ROOT / "tools" / "local_llm.py", "--ctx", CTX,
                          "--parallel", SLOTS, "--threads", THREADS, "--n-predict", N_PREDICT,
-                         "--server-log", logfile)
+                         "--server-log", logfile, *[f"--engine-arg={a}" for a in ENGINE_ARGS],
+                         *(["--fold-engine"] if fold_engine else []))
 
 
 def recorded(port) -> list:
@@ -233,13 +241,14 @@ def figures(turns, requests) -> dict:
 
 def run_way(servers, db, way, messages, run_id):
     log(f"{way}: {len(messages)} streamed turns")
-    engine = start_engine(servers, LOGS / f"real-{way.replace('=', '-')}-engine.log")
+    engine = start_engine(servers, LOGS / f"real-{way.replace('=', '-')}-engine.log",
+                          fold_engine=way.endswith("+fold-engine"))
     started = time.monotonic()
     try:
         if way == "rebuilt":
             turns = rebuilt(engine, messages)
         else:
-            extra = {"SUMMARIZE": "false"} if way == "SUMMARIZE=false" else {}
+            extra = {"SUMMARIZE": "false"} if way.startswith("SUMMARIZE=false") else {}
             turns = through_session_chat(db, engine, messages, extra, f"real-{run_id}-{len(way)}",
                                          LOGS / f"real-{way.replace('=', '-')}.log")
         requests = recorded(engine)
@@ -289,10 +298,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a 40-turn conversation")
     p.add_argument("--turns", type=int, default=100)
-    p.add_argument("--ways", default="defaults,SUMMARIZE=false,rebuilt")
+    p.add_argument("--ways", default="defaults,SUMMARIZE=false,rebuilt,defaults+fold-engine")
+    p.add_argument("--add", action="store_true", help="add the ways to those already in --out")
     p.add_argument("--no-build", action="store_true", help="use the release binary already built")
+    p.add_argument("--engine-arg", action="append", default=[],
+                   help="one more llama-server argument for every way (repeat it)")
     p.add_argument("--out", default=str(HERE / "real.json"))
     a = p.parse_args()
+    ENGINE_ARGS.extend(a.engine_arg)
     if a.quick:
         a.turns = 40
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -302,8 +315,9 @@ def main() -> int:
     if not BINARY.exists():
         sys.exit(f"{BINARY} is missing: run without --no-build")
     LOGS.mkdir(parents=True, exist_ok=True)
-    for f in LOGS.glob("real-*.log"):
-        f.unlink()
+    for way in a.ways.split(","):
+        for f in LOGS.glob(f"real-{way.replace('=', '-')}*"):
+            f.unlink()
     paths = subprocess.run(["bash", "-c", ". tools/llm/paths.sh && echo $LLM_SERVER_PACKAGE "
                             "$LLM_WEIGHTS_PACKAGE $LLM_MODEL_FILE"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
@@ -311,13 +325,16 @@ def main() -> int:
     r = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          "config": {"turns": a.turns, "model": f"{paths[2]} ({paths[1]})",
                     "engine": f"llama-server from {paths[0]}, -c {CTX} -np {SLOTS} -t {THREADS}, "
-                              f"temperature 0, n_predict {N_PREDICT}",
+                              f"temperature 0, n_predict {N_PREDICT}"
+                              + "".join(f" {x}" for x in ENGINE_ARGS),
                     "history_token_budget": BUDGET, "message_chars": MESSAGE_CHARS,
                     "rebuilt_window_runs": WINDOW_RUNS,
                     "reused": "timings.cache_n / (cache_n + prompt_n) of the reply calls, summed "
                               "from the first turn whose prompt leaves out an earlier run",
                     "first_token": "client clock, send to first reply piece; turn 1 left out"},
          "ways": {}}
+    if a.add and Path(a.out).exists():
+        r["ways"] = json.loads(Path(a.out).read_text())["ways"]
     servers = bench.Servers()
     run_id = time.strftime("%H%M%S")
     try:

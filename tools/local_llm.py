@@ -4,7 +4,7 @@ installs both, tools/llm/install.sh), behind a recording proxy.
 
     local_llm.py [--port N] [--exit-with-stdin] [--upstream URL]
                  [--ctx 8192] [--parallel 2] [--threads 2] [--n-predict N] [--temp T]
-                 [--server-log FILE] [--engine-arg ARG ...]
+                 [--server-log FILE] [--engine-arg ARG ...] [--fold-engine]
 
 Without --upstream it starts llama-server (the installed, pinned binary and the checksummed GGUF
 named by tools/llm/paths.sh) on a free port, waits until it is ready, and proxies to it; with
@@ -30,7 +30,10 @@ and records each chat request: GET /_requests returns them in order, each with
     timings       llama.cpp's own report: cache_n (prompt tokens reused from its KV cache),
                   prompt_n (prompt tokens it processed), prompt_ms, predicted_n, predicted_ms
     summary       true for session-chat's running-summary requests
-GET /_info returns the model file, its sha256 and the engine's URL.
+With --fold-engine, session-chat's running-summary requests go to a second llama-server of their
+own (one slot), as a provider serves concurrent requests on separate capacity: on one engine a
+fold and a reply share its batches, and the reply's first token waits for the fold's prompt.
+GET /_info returns the model file, its sha256 and the engines' URLs.
 """
 import argparse
 import ctypes
@@ -75,7 +78,7 @@ def die_with_parent():
         pass
 
 
-def start_engine(args, paths) -> tuple:
+def start_engine(args, paths, parallel=None, log_suffix="") -> tuple:
     server, model = paths["LLAMA_SERVER"], paths["LLM_MODEL"]
     missing = [p for p in (server, model) if not os.path.exists(p)]
     if missing:
@@ -83,10 +86,10 @@ def start_engine(args, paths) -> tuple:
                  "run `make llm`")
     port = free_port()
     cmd = [server, "-m", model, "--host", "127.0.0.1", "--port", str(port),
-           "-c", str(args.ctx), "-np", str(args.parallel), "-t", str(args.threads),
+           "-c", str(args.ctx), "-np", str(parallel or args.parallel), "-t", str(args.threads),
            "--temp", str(args.temp), "-n", str(args.n_predict), "--seed", "1",
            "--no-webui", "--metrics"] + args.engine_arg
-    log = open(args.server_log, "ab") if args.server_log else subprocess.DEVNULL
+    log = open(args.server_log + log_suffix, "ab") if args.server_log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}"
@@ -130,8 +133,9 @@ def is_summary(body) -> bool:
     return False
 
 
-def make_handler(upstream: str, recorder: Recorder, info: dict):
+def make_handler(upstream: str, recorder: Recorder, info: dict, fold_upstream=None):
     target = urllib.parse.urlsplit(upstream)
+    fold_target = urllib.parse.urlsplit(fold_upstream or upstream)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -171,7 +175,8 @@ def make_handler(upstream: str, recorder: Recorder, info: dict):
                     body = json.loads(raw)
                 except ValueError:
                     body = None
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
+            to = fold_target if body is not None and is_summary(body) else target
+            conn = http.client.HTTPConnection(to.hostname, to.port, timeout=600)
             headers = {"content-type": self.headers.get("content-type", "application/json")}
             try:
                 conn.request(self.command, self.path, body=raw, headers=headers)
@@ -256,30 +261,39 @@ def main() -> int:
     p.add_argument("--server-log", help="append llama-server's output to this file")
     p.add_argument("--engine-arg", action="append", default=[],
                    help="one more llama-server argument (repeat it; e.g. --engine-arg=-b --engine-arg=256)")
+    p.add_argument("--fold-engine", action="store_true",
+                   help="a second llama-server (one slot) for session-chat's running-summary requests")
     args = p.parse_args()
 
     paths = installed()
-    engine = None
+    engines, fold_upstream = [], None
     if args.upstream:
         upstream = args.upstream.rstrip("/")
     else:
         engine, upstream = start_engine(args, paths)
+        engines.append(engine)
+        if args.fold_engine:
+            engine, fold_upstream = start_engine(args, paths, parallel=1, log_suffix=".fold")
+            engines.append(engine)
 
     def stop(*_):
-        if engine is not None and engine.poll() is None:
-            engine.terminate()
-            try:
-                engine.wait(5)
-            except subprocess.TimeoutExpired:
-                engine.kill()
+        for engine in engines:
+            if engine.poll() is None:
+                engine.terminate()
+                try:
+                    engine.wait(5)
+                except subprocess.TimeoutExpired:
+                    engine.kill()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     info = {"model": MODEL_NAME, "model_file": paths.get("LLM_MODEL"),
             "model_sha256": paths.get("LLM_MODEL_SHA256"),
-            "server_package": paths.get("LLM_SERVER_PACKAGE"), "upstream": upstream}
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(upstream, Recorder(), info))
+            "server_package": paths.get("LLM_SERVER_PACKAGE"), "upstream": upstream,
+            "fold_upstream": fold_upstream}
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(upstream, Recorder(), info,
+                                                                        fold_upstream))
     server.daemon_threads = True
     print(f"PORT {server.server_address[1]}", flush=True)
     if args.exit_with_stdin:

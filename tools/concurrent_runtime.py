@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives one function process with many invocations at once, as Lambda Managed Instances do.
 
-    concurrent_runtime.py --binary PATH --workers N [--start-at EPOCH_S] < events.json
+    concurrent_runtime.py --binary PATH --workers N [--start-at EPOCH_S] [--sequential] < events.json
 
 Reads a JSON list of API Gateway events on stdin, starts a local Lambda Runtime API
 (bench/runtime_api.py, which hands out invocations to every concurrent /next poll), spawns the
@@ -15,6 +15,9 @@ With --start-at, the events are handed out at that wall-clock time (time.time(),
 the function is ready only later), so several of these processes can start one burst together;
 then "started_at" (when they were handed out) and each invocation's "handed_at" and "done_at"
 are time.monotonic() readings, comparable across processes on one machine.
+
+With --sequential, each event is handed out when the previous one is answered (a conversation's
+turns, in order).
 
 The function is stopped when its answers are in (or after --timeout seconds).
 """
@@ -51,6 +54,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--start-at", type=float, default=None,
                         help="hand the events out at this time.time() (after the function is ready)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="hand each event out when the previous one is answered")
     args = parser.parse_args()
     events = json.load(sys.stdin)
 
@@ -90,11 +95,15 @@ def main() -> int:
                     results[i] = {"id": None, "status": None, "body": str(e), "seconds": None,
                                   "error": True}
 
-            threads = [threading.Thread(target=invoke, args=(i,)) for i in range(len(events))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            if args.sequential:
+                for i in range(len(events)):
+                    invoke(i)
+            else:
+                threads = [threading.Thread(target=invoke, args=(i,)) for i in range(len(events))]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
             wall = time.monotonic() - started
             rss = peak_rss_kb(proc.pid)
         finally:

@@ -13,6 +13,7 @@ mod log_layout;
 mod managed;
 mod production;
 mod quota;
+mod real_model;
 mod reliability;
 mod sessions;
 mod storage;

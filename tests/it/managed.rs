@@ -2,12 +2,10 @@
 //! workers, driven by a Runtime API that hands out invocations concurrently.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{python, repo, Req, ScriptedModel, TestEnv};
+use crate::support::{run_runtime, Req, ScriptedModel, TestEnv};
 
 /// Runs tools/concurrent_runtime.py: the debug build of the function, 32 workers, `events`.
 pub(crate) fn drive(
@@ -16,40 +14,14 @@ pub(crate) fn drive(
     events: Vec<Value>,
     extra: &[(&str, &str)],
 ) -> Value {
-    let mut command = Command::new(python());
-    command
-        .arg(repo().join("tools/concurrent_runtime.py"))
-        .args([
-            "--binary",
-            env!("CARGO_BIN_EXE_session-chat"),
-            "--workers",
-            "32",
-        ])
-        .env("TABLE_NAME", &env.table)
-        .env("OWNER_INDEX", "by_owner")
-        .env("OPENAI_BASE_URL", model.base_url())
-        .env("MODEL_ID", "scripted")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &env.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    for (k, v) in extra {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("run the concurrent driver");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Array(events).to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "the driver failed");
-    serde_json::from_slice(&output.stdout).expect("the driver's report")
+    let base_url = model.base_url();
+    let mut vars = vec![
+        ("OWNER_INDEX", "by_owner"),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+        ("MODEL_ID", "scripted"),
+    ];
+    vars.extend_from_slice(extra);
+    run_runtime(env, &["--workers", "32"], &vars, events)
 }
 
 #[tokio::test]

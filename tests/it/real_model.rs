@@ -6,14 +6,13 @@
 //! `make llm`. They run one at a time ([`alone`]): the engine has two slots, and a test's cache
 //! figures must not depend on another test's requests.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::support::{deltas, python, repo, Helper, Req, TestEnv};
+use crate::support::{deltas, repo, run_runtime, Helper, Req, TestEnv};
 
 /// Reply tokens the engine writes when a request sets none (session-chat sends no `max_tokens`).
 const N_PREDICT: &str = "48";
@@ -207,34 +206,10 @@ async fn a_streamed_turn_from_a_real_model() {
 /// The turns of a conversation, each a streamed event, handed to the real binary one after
 /// another (tools/concurrent_runtime.py --sequential); its report (invocations and log lines).
 fn converse(env: &TestEnv, vars: &[(&str, &str)], events: Vec<Value>) -> Value {
-    let mut command = Command::new(python());
-    command
-        .arg(repo().join("tools/concurrent_runtime.py"))
-        .args(["--binary", env!("CARGO_BIN_EXE_session-chat")])
-        .args(["--workers", "1", "--sequential", "--timeout", "300"])
-        .env("TABLE_NAME", &env.table)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", &env.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("INVOKE_MODE", "RESPONSE_STREAM")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    for (k, v) in vars {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("run the driver");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Array(events).to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "the driver failed");
-    serde_json::from_slice(&output.stdout).expect("the driver's report")
+    let mut all = vec![("INVOKE_MODE", "RESPONSE_STREAM")];
+    all.extend_from_slice(vars);
+    let args = ["--workers", "1", "--sequential", "--timeout", "300"];
+    run_runtime(env, &args, &all, events)
 }
 
 /// A log line's field, at the top or under `fields`.

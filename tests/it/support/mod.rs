@@ -21,7 +21,9 @@ use session_chat::config::Config;
 use session_chat::http::App;
 use tokio::sync::{Mutex, MutexGuard};
 
-pub use procs::{dynamodb_endpoint, free_port, python, repo, FaultProxy, Helper, ScriptedModel};
+pub use procs::{
+    dynamodb_endpoint, free_port, repo, run_runtime, FaultProxy, Helper, ScriptedModel,
+};
 pub use requests::{invoke, Req};
 pub use responses::{deltas, sse_events, Reply};
 pub use table::{create_table, create_table_keyed, items_with_prefix, owner_index};

@@ -164,3 +164,41 @@ impl FaultProxy {
             .expect("log as JSON")
     }
 }
+
+/// Runs tools/concurrent_runtime.py with `args` on the debug build of the function, against the
+/// test's table, with `vars` set, handing it `events`: its report (invocations and log lines).
+pub fn run_runtime(
+    env: &super::TestEnv,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    events: Vec<Value>,
+) -> Value {
+    use std::io::Write;
+    let mut command = Command::new(python());
+    command
+        .arg(repo().join("tools/concurrent_runtime.py"))
+        .args(["--binary", env!("CARGO_BIN_EXE_session-chat")])
+        .args(args)
+        .env("TABLE_NAME", &env.table)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &env.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    for (k, v) in vars {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("run the runtime driver");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(Value::Array(events).to_string().as_bytes())
+        .expect("hand the driver its events");
+    let output = child.wait_with_output().expect("the driver's output");
+    assert!(output.status.success(), "the driver failed");
+    serde_json::from_slice(&output.stdout).expect("the driver's report")
+}

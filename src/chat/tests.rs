@@ -346,6 +346,10 @@ struct Folding {
     failing_folds: AtomicU32,
     token_factor: u64,
     token_constant: Option<u64>,
+    /// What happened, in order: `reply` and `fold` asked, a streamed reply's first `piece`.
+    order: Mutex<Vec<&'static str>>,
+    /// A streamed reply's first piece comes after this (the engine taking in its prompt).
+    first_piece_delay: Option<Duration>,
 }
 
 impl Folding {
@@ -363,6 +367,7 @@ impl ChatModel for Folding {
     ) -> Result<Completion, ModelError> {
         let last = prompt.messages.last().map_or("", |m| m.content.as_str());
         let text = if Folding::is_fold(prompt) {
+            self.order.lock().unwrap().push("fold");
             self.folds.lock().unwrap().push(prompt.clone());
             if let Some(delay) = self.summary_delay {
                 tokio::time::sleep(delay).await;
@@ -374,6 +379,7 @@ impl ChatModel for Folding {
             }
             format!("folded {} exchanges", last.matches("User: ").count())
         } else {
+            self.order.lock().unwrap().push("reply");
             self.replies.lock().unwrap().push(prompt.clone());
             format!("noted: {last}")
         };
@@ -401,6 +407,10 @@ impl ChatModel for Folding {
         deltas: crate::model::Deltas<'_>,
     ) -> Result<Completion, ModelError> {
         let completion = self.complete(prompt, deadline).await?;
+        if let Some(delay) = self.first_piece_delay {
+            tokio::time::sleep(delay).await;
+        }
+        self.order.lock().unwrap().push("piece");
         for piece in completion.text.split_inclusive(' ') {
             deltas(piece);
         }
@@ -508,6 +518,38 @@ async fn a_fold_never_delays_the_first_token() {
             assert!(
                 started.elapsed() >= Duration::from_secs(5),
                 "the save waits for the fold"
+            );
+            assert_eq!(reply.context.folded, Some(true));
+            return;
+        }
+        assert!(i < 40, "the window never stepped");
+    }
+}
+
+/// One engine serving the reply and the fold at once takes in both prompts before the reply's
+/// first token: a streamed step asks its fold only once the reply's first piece has come.
+#[tokio::test(start_paused = true)]
+async fn a_streamed_steps_fold_is_asked_after_the_replys_first_piece() {
+    let store = Arc::new(InMemoryStore::new());
+    let model = Arc::new(Folding {
+        first_piece_delay: Some(Duration::from_millis(20)),
+        ..Folding::default()
+    });
+    let chat = folding_service(&store, &model, 600);
+    for i in 0.. {
+        let mut events = chat.stream(turn(&long_message(i), Deadline::NONE, None));
+        let reply = loop {
+            if let TurnEvent::Finished(result) = events.recv().await.unwrap() {
+                break result.unwrap();
+            }
+        };
+        if reply.context.folded.is_some() {
+            let order = model.order.lock().unwrap().clone();
+            let fold = order.iter().rposition(|e| *e == "fold").unwrap();
+            assert_eq!(
+                order[fold - 2..=fold],
+                ["reply", "piece", "fold"],
+                "{order:?}"
             );
             assert_eq!(reply.context.folded, Some(true));
             return;

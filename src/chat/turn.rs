@@ -134,24 +134,42 @@ impl ChatService {
             Prepared::Ask(asking) => asking,
         };
         let _ = events.send(TurnEvent::Asking);
-        let fold = self.run_fold(
-            &turn.session,
-            asking.fold.take(),
-            asking.model_deadline,
-            asking.spend.as_ref(),
-        );
+        // A fold is asked once the reply's first piece has come (docs/context.md): an engine
+        // serving both calls at once, as one local server does, would otherwise take in the
+        // fold's prompt before the reply's first token. `Some(false)`: the reply failed first.
+        let (gate, mut opened) = tokio::sync::watch::channel(None::<bool>);
+        let job = asking.fold.take();
+        let fold = async {
+            job.as_ref()?;
+            match opened.wait_for(Option::is_some).await.map(|go| *go) {
+                Ok(Some(true)) => {
+                    let (deadline, spend) = (asking.model_deadline, asking.spend.as_ref());
+                    self.run_fold(&turn.session, job, deadline, spend).await
+                }
+                _ => None,
+            }
+        };
         let mut streamed = String::new();
         let mut first_piece = None;
         let model_started = Instant::now();
         let mut forward = |piece: &str| {
-            first_piece.get_or_insert_with(|| ms_since(model_started));
+            first_piece.get_or_insert_with(|| {
+                gate.send_replace(Some(true));
+                ms_since(model_started)
+            });
             streamed.push_str(piece);
             let _ = events.send(TurnEvent::Delta(piece.to_owned()));
         };
-        let reply = self
-            .model
-            .stream(&asking.prompt, asking.model_deadline, &mut forward);
-        let ((completion, model_ms), fold) = tokio::join!(timed(reply), fold);
+        let reply = async {
+            let streamed = self
+                .model
+                .stream(&asking.prompt, asking.model_deadline, &mut forward);
+            let (completion, ms) = timed(streamed).await;
+            let ok = completion.is_ok();
+            gate.send_if_modified(|go| go.is_none() && go.replace(ok).is_none());
+            (completion, ms)
+        };
+        let ((completion, model_ms), fold) = tokio::join!(reply, fold);
         let mut completion = match completion {
             Ok(c) => c,
             Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),

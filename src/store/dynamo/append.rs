@@ -4,7 +4,7 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
 
-use super::{built, is_condition_failure, refused_is_done, refused_items, sdk_error, DynamoStore};
+use super::{built, is_condition_failure, refused_items, sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::memory::{Memory, Run};
 use crate::store::item::{n, receipt_item, s, text, Item, Now};
@@ -48,7 +48,7 @@ impl DynamoStore {
         else {
             // A delete closed the log meanwhile: this run goes with it, and the turn begins
             // again in the session's next generation.
-            self.remove_run(session, generation, turn.slot, &run.id)
+            self.delete_naming(run_key(session, generation, turn.slot), &run.id)
                 .await?;
             return Err(StoreError::Conflict);
         };
@@ -298,27 +298,6 @@ impl DynamoStore {
             Some(id) if id == run.id => Ok(()),
             _ => Err(StoreError::Conflict),
         }
-    }
-
-    /// Deletes this turn's run from its slot (a delete closed the log after it was written).
-    pub(super) async fn remove_run(
-        &self,
-        session: &SessionKey,
-        generation: &str,
-        slot: u64,
-        run_id: &str,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(run_key(session, generation, slot))))
-            .condition_expression("#id = :id")
-            .expression_attribute_names("#id", attr::RUN_ID)
-            .expression_attribute_values(":id", s(run_id))
-            .send()
-            .await;
-        refused_is_done(result)
     }
 
     /// A receipt's put in a turn's transaction: it lands only where no live receipt is, so

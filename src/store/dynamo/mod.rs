@@ -103,6 +103,22 @@ impl DynamoStore {
             .set_key(Some(self.schema.key(head_key(session))))
     }
 
+    /// Deletes the item under `key` while it still names `run_id` (a slot's run, a receipt's):
+    /// refused, it is gone or another run's is there, and that one stays.
+    async fn delete_naming(&self, key: String, run_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.schema.key(key)))
+            .condition_expression("#r = :r")
+            .expression_attribute_names("#r", attr::RUN_ID)
+            .expression_attribute_values(":r", super::item::s(run_id))
+            .send()
+            .await;
+        refused_is_done(result)
+    }
+
     /// A consistent read of the item stored under `key`.
     async fn get(&self, key: String) -> Result<Option<Item>, StoreError> {
         self.client

@@ -4,11 +4,11 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::{refused_is_done, DynamoStore};
+use super::DynamoStore;
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::store::history::Window;
-use crate::store::item::{count, decode_session, s, text, Now};
+use crate::store::item::{count, decode_session, text, Now};
 use crate::store::keys::{part_key, run_key};
 use crate::store::layout::Layout;
 use crate::store::log::{written_over, SlotState, SLOTS_PER_READ};
@@ -154,25 +154,6 @@ impl DynamoStore {
         Ok(whole.map(|()| run))
     }
 
-    /// Deletes a receipt that still names `run_id` (not one a new turn with the key wrote).
-    pub(super) async fn remove_receipt(
-        &self,
-        receipt_key: String,
-        run_id: &str,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(receipt_key)))
-            .condition_expression("#r = :r")
-            .expression_attribute_names("#r", attr::RUN_ID)
-            .expression_attribute_values(":r", s(run_id))
-            .send()
-            .await;
-        refused_is_done(result)
-    }
-
     pub(super) async fn read_receipt(
         &self,
         session: &SessionKey,
@@ -207,7 +188,7 @@ impl DynamoStore {
                     // The run was deleted or dropped (its slot is read as it is now, and a
                     // receipt lands with its run): the key counts as new, so its receipt goes,
                     // or the retry's save would meet it and never land.
-                    self.remove_receipt(read.layout.receipt_key(session, key), &run_id)
+                    self.delete_naming(read.layout.receipt_key(session, key), &run_id)
                         .await?;
                     return Ok(None);
                 }

@@ -172,6 +172,13 @@ def converse(db_port, model_port, messages, extra_env, session, logfile) -> list
     env = bench.function_env(db_port, model_port, extra_env)
     env.pop("HISTORY_TOKEN_BUDGET")  # the function's default, unless extra_env sets it
     env.update(extra_env)
+    return stream_turns(env, messages, session, logfile)
+
+
+def stream_turns(env, messages, session, logfile, timeout=120, every=20) -> list:
+    """The messages as streamed turns, one after another, to one function process started with
+    `env` under the bench's Runtime API; per turn the client's times (monotonic s) and the
+    reply."""
     api = RuntimeApi()
     turns = []
     with open(logfile, "ab") as out:
@@ -181,14 +188,14 @@ def converse(db_port, model_port, messages, extra_env, session, logfile) -> list
         try:
             api.wait_ready(proc)
             for turn, text in enumerate(messages, 1):
-                inv = api.invoke(sse_event(session, turn, text), timeout=120)
+                inv = api.invoke(sse_event(session, turn, text), timeout=timeout)
                 first, done = bench.event_times(inv.chunks)
                 if (inv.prelude or {}).get("statusCode") != 200 or first is None or done is None:
                     raise bench.BadAnswer(f"turn {turn}: {inv.prelude} {inv.body[-300:]!r} "
                                           f"(log in {logfile})")
                 turns.append({"sent": inv.handed_at, "first": first, "done": done,
                               "reply": done_reply(inv.chunks)})
-                if turn % 20 == 0:
+                if turn % every == 0:
                     log(f"  turn {turn}/{len(messages)}")
         finally:
             proc.kill()

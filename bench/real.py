@@ -54,7 +54,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (Servers, function_env, cargo_env, timed_run, event_times, TARGET)
 import context  # noqa: E402  (filler, ENGLISH, sse_event, done_reply, by_turn, fmt)
-from runtime_api import RuntimeApi  # noqa: E402
 
 BINARY = bench.TARGET / "release" / "session-chat"
 LOGS = bench.TARGET / "logs"
@@ -99,29 +98,7 @@ def through_session_chat(db, engine, messages, extra_env, session, logfile) -> l
                                               HISTORY_TOKEN_BUDGET=str(BUDGET),
                                               MODEL_TIMEOUT_SECS="120"))
     env.pop("OPENAI_API_KEY")
-    api = RuntimeApi()
-    turns = []
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen([str(BINARY)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env=dict(env, INVOKE_MODE="RESPONSE_STREAM",
-                                         AWS_LAMBDA_RUNTIME_API=api.address))
-        try:
-            api.wait_ready(proc)
-            for turn, text in enumerate(messages, 1):
-                inv = api.invoke(context.sse_event(session, turn, text), timeout=300)
-                first, done = bench.event_times(inv.chunks)
-                if (inv.prelude or {}).get("statusCode") != 200 or first is None or done is None:
-                    raise bench.BadAnswer(f"turn {turn}: {inv.prelude} {inv.body[-300:]!r} "
-                                          f"(log in {logfile})")
-                turns.append({"sent": inv.handed_at, "first": first, "done": done,
-                              "reply": context.done_reply(inv.chunks)})
-                if turn % 10 == 0:
-                    log(f"  turn {turn}/{len(messages)}")
-        finally:
-            proc.kill()
-            proc.wait()
-            api.close()
-    return turns
+    return context.stream_turns(env, messages, session, logfile, timeout=300, every=10)
 
 
 def rebuilt(engine, messages) -> list:

@@ -14,12 +14,13 @@ use std::time::Duration;
 use crate::deadline::{Deadline, SAVE_RESERVE, STORE_MARGIN};
 use crate::input::{IdempotencyKey, Message, OwnerKey, Rating, SessionKey};
 use crate::memory::Format;
-use crate::model::{ChatModel, ModelError, Usage};
+use crate::model::{ChatModel, ModelError, ModelOptions, Usage};
 use crate::store::quota::{QuotaKind, Quotas};
-use crate::store::{message_digest, Branch, SessionStore, StoreError};
+use crate::store::{message_digest, Branch, Changes, SessionStore, StoreError};
 // What the session routes read, re-exported so the adapters need only this module.
 pub use crate::store::{
-    Cursor, Deleted, Feedback, HistoryPage, Listed, PageLimit, RunNotes, SessionList, Span,
+    About, Cursor, Deleted, Feedback, FoundRun, HistoryPage, Listed, PageLimit, Place, RunNotes,
+    SessionList, Span,
 };
 
 pub use erase::Erased;
@@ -197,6 +198,20 @@ pub struct TurnRequest {
     pub idempotency_key: Option<IdempotencyKey>,
     /// When the caller stops waiting (the Lambda invocation's end).
     pub deadline: Deadline,
+    /// What the Responses API adds to a turn (none for `POST /chat`).
+    pub extras: TurnExtras,
+}
+
+/// What a Responses API turn asks beyond a message (docs/responses.md).
+#[derive(Debug, Clone, Default)]
+pub struct TurnExtras {
+    /// The new run's id, minted by the caller (a response's id is known before it is saved).
+    pub run_id: Option<String>,
+    /// This turn's instructions: sent as a system message before its message, not kept.
+    pub instructions: Option<String>,
+    pub options: ModelOptions,
+    /// JSON kept with the run (the response's record: its usage, metadata, model).
+    pub record: Option<String>,
 }
 
 /// What a turn answers (docs/api.md, "Versions").
@@ -243,6 +258,7 @@ impl TurnRequest {
             owner: None,
             idempotency_key: None,
             deadline: Deadline::NONE,
+            extras: TurnExtras::default(),
         }
     }
 }
@@ -362,6 +378,118 @@ impl ChatService {
         };
         let call = self.store.set_feedback(session, run_id, &feedback);
         Ok(bounded(deadline, call).await??)
+    }
+
+    /// One run by id, whole, with its record and its place on the path.
+    pub async fn find_run(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<FoundRun>, ChatError> {
+        Ok(bounded(deadline, self.store.find_run(session, run_id)).await??)
+    }
+
+    /// Adds runs whose replies were written elsewhere (a conversation's items), each after the
+    /// active path's last run, without asking the model; their ids, in order.
+    pub async fn append_runs(
+        &self,
+        session: &SessionKey,
+        owner: Option<&OwnerKey>,
+        runs: Vec<(Message, String)>,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, ChatError> {
+        let mut ids = Vec::with_capacity(runs.len());
+        for (input, output) in runs {
+            let run = crate::memory::Run::new(input.as_str(), output);
+            self.append_run(session, owner, &run, deadline).await?;
+            ids.push(run.id);
+        }
+        Ok(ids)
+    }
+
+    async fn append_run(
+        &self,
+        session: &SessionKey,
+        owner: Option<&OwnerKey>,
+        run: &crate::memory::Run,
+        deadline: Deadline,
+    ) -> Result<(), ChatError> {
+        for _ in 0..self.settings.max_save_attempts {
+            let read = bounded(deadline, self.store.load(session)).await??;
+            if let (Some(have), Some(want)) = (read.owner.as_deref(), owner) {
+                if have != want.as_str() {
+                    let _ = bounded(deadline, self.store.release(session, &read)).await;
+                    return Err(ChatError::Forbidden);
+                }
+            }
+            let mut memory = read.memory.clone();
+            if read.fresh {
+                memory.format = self.settings.new_session_format;
+            }
+            if self.settings.max_runs.is_some() {
+                memory.max_runs = self.settings.max_runs;
+            }
+            memory.push(run.clone());
+            let changes = Changes {
+                memory: &memory,
+                receipt: None,
+                summary: None,
+                window_from: None,
+                token_scale: None,
+                owner: owner.map(OwnerKey::as_str),
+                record: None,
+            };
+            let saved = bounded(deadline, self.store.save(session, changes, &read))
+                .await
+                .map_err(|_| ChatError::SaveUnconfirmed)?;
+            match saved {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict) => {
+                    let _ = bounded(deadline, self.store.release(session, &read)).await;
+                }
+                Err(e) => {
+                    let _ = bounded(deadline, self.store.release(session, &read)).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(ChatError::Busy(self.settings.max_save_attempts))
+    }
+
+    /// What a session says of itself; `None` if there is no such session.
+    pub async fn about(
+        &self,
+        session: &SessionKey,
+        deadline: Deadline,
+    ) -> Result<Option<About>, ChatError> {
+        Ok(bounded(deadline, self.store.about(session)).await??)
+    }
+
+    /// Creates a session with no run yet, in the shape new sessions take; `false` if it exists.
+    pub async fn create_empty(
+        &self,
+        session: &SessionKey,
+        owner: Option<&OwnerKey>,
+        about: &About,
+        deadline: Deadline,
+    ) -> Result<bool, ChatError> {
+        let mut memory = crate::memory::Memory::default();
+        memory.format = self.settings.new_session_format;
+        memory.max_runs = self.settings.max_runs;
+        let owner = owner.map(OwnerKey::as_str);
+        let call = self.store.create_empty(session, &memory, owner, about);
+        Ok(bounded(deadline, call).await??)
+    }
+
+    /// Replaces a session's conversation metadata; `false` if there is no such session.
+    pub async fn set_metadata(
+        &self,
+        session: &SessionKey,
+        metadata: &str,
+        deadline: Deadline,
+    ) -> Result<bool, ChatError> {
+        Ok(bounded(deadline, self.store.set_metadata(session, metadata)).await??)
     }
 
     /// Forgets a session with everything stored beside it.

@@ -18,7 +18,7 @@ use super::{
 use crate::deadline::Deadline;
 use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
-use crate::model::{Completion, Prompt, Usage};
+use crate::model::{ChatMessage, Completion, Prompt, Role, Usage};
 use crate::store::quota::{self, Counter, QuotaKind};
 use crate::store::{Branch, Changes, Receipt, Snapshot, StoreError, Summary};
 
@@ -250,7 +250,7 @@ impl ChatService {
             .step_to
             .filter(|_| summarize)
             .and_then(|to| self.fold_job(&snapshot, to));
-        let messages = build_prompt(
+        let mut messages = build_prompt(
             self.settings.system_prompt.as_deref(),
             snapshot
                 .summary
@@ -260,9 +260,15 @@ impl ChatService {
             &snapshot.memory.runs[plan.start..],
             &message,
         );
+        if let Some(instructions) = &turn.extras.instructions {
+            // Just before the message, so the history before it stays a cached prefix.
+            let at = messages.len().saturating_sub(1);
+            messages.insert(at, ChatMessage::new(Role::System, instructions.as_str()));
+        }
         let prompt = Prompt {
             messages,
             cache_key: Some(cache_key(&turn.session)),
+            options: turn.extras.options,
         };
         Ok(Prepared::Ask(Box::new(Asking {
             snapshot,
@@ -506,7 +512,10 @@ impl ChatService {
         if completion.truncated {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
         }
-        let run = Run::new(message.as_str(), completion.text);
+        let mut run = Run::new(message.as_str(), completion.text);
+        if let Some(id) = &turn.extras.run_id {
+            run.id = id.clone();
+        }
         // The next window's first run: the one the window stepped to, or this one if every
         // earlier run left it.
         let window_from = step_to.map(|i| match snapshot.memory.runs.get(i) {
@@ -514,6 +523,11 @@ impl ChatService {
             None => run.id.clone(),
         });
         let token_scale = self.calibrated(turn, &snapshot, completion.usage, &prompt);
+        let record = turn
+            .extras
+            .record
+            .as_deref()
+            .map(|r| record_with_usage(r, completion.usage));
         let receipt = turn.idempotency_key.as_ref().map(|key| Receipt {
             key: key.clone(),
             message_digest: turn.say.digest(),
@@ -526,6 +540,7 @@ impl ChatService {
             timings.save_attempts = attempt;
             let changes = SaveInput {
                 run: &run,
+                record: record.as_deref(),
                 receipt: receipt.as_ref(),
                 summary: summary.as_ref(),
                 window_from: window_from.as_deref(),
@@ -664,6 +679,7 @@ impl ChatService {
             window_from: input.window_from,
             token_scale: input.token_scale,
             owner: turn.owner.as_ref().map(OwnerKey::as_str),
+            record: input.record,
         };
         bounded(
             turn.deadline,
@@ -721,6 +737,8 @@ impl ChatService {
 #[derive(Clone, Copy)]
 struct SaveInput<'a> {
     run: &'a Run,
+    /// What the caller keeps with the run, the usage added.
+    record: Option<&'a str>,
     receipt: Option<&'a Receipt>,
     summary: Option<&'a Summary>,
     /// The window stepped: its new first run.
@@ -748,6 +766,22 @@ impl LoggedOnce {
         }
         logged.insert(digest)
     }
+}
+
+/// A caller's record (a JSON object) with the answer's usage added as `usage`:
+/// `{"input_tokens", "output_tokens", "cached_tokens"}` (`null` when the provider reported none).
+fn record_with_usage(record: &str, usage: Option<Usage>) -> String {
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(record).unwrap_or_default();
+    let usage = usage.map(|u| {
+        serde_json::json!({
+            "input_tokens": u.prompt_tokens,
+            "output_tokens": u.completion_tokens,
+            "cached_tokens": u.cached_tokens.unwrap_or(0),
+        })
+    });
+    fields.insert("usage".into(), usage.unwrap_or(serde_json::Value::Null));
+    serde_json::Value::Object(fields).to_string()
 }
 
 /// The prefix-cache routing key of a session: a digest of its stored key, never the id.

@@ -21,17 +21,15 @@ impl App {
             idempotency_key: idempotency_key(call.request)?,
             say: body.say,
             deadline: call.deadline,
+            extras: Default::default(),
         };
         if wants_events(call.request) {
-            let request_id = call.request_id().to_owned();
-            return stream::start(
-                &self.chat,
-                turn,
-                request_id,
-                session_id.clone(),
-                call.started,
-            )
-            .await;
+            let encoder = stream::ChatEvents {
+                request_id: call.request_id().to_owned(),
+                session_id: session_id.clone(),
+                started: call.started,
+            };
+            return stream::start(&self.chat, turn, Box::new(encoder)).await;
         }
         let reply = self.chat.send(&turn).await?;
         log_turn(call.request_id(), session_id, &reply, false, call.started);

@@ -50,6 +50,33 @@ pub enum ApiError {
     /// A streamed turn's task ended without an outcome.
     #[error("the turn ended without an outcome")]
     TurnLost,
+    /// A Responses API parameter is wrong (its name goes in the error's `param`).
+    #[error("{message}")]
+    Param {
+        param: &'static str,
+        message: String,
+    },
+    /// A Responses API parameter asks for what this deployment does not do.
+    #[error("{message}")]
+    Unsupported {
+        param: &'static str,
+        message: String,
+    },
+    #[error("no response {0}")]
+    ResponseNotFound(String),
+    #[error("no conversation {0}")]
+    ConversationNotFound(String),
+    #[error("no item {0} in this conversation")]
+    ItemNotFound(String),
+}
+
+/// Which of the API's two ways a client is told of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error": {"code", "message"}}`
+    Chat,
+    /// The Responses API's `{"error": {"type", "code", "message", "param"}}`.
+    Responses,
 }
 
 /// An error answer's metrics: `Errors` by code, and which part failed.
@@ -109,6 +136,26 @@ pub fn describe(e: &ApiError) -> Described {
             "internal error; nothing was stored",
         ),
         ApiError::Chat(chat) => describe_chat(chat),
+        ApiError::Param { .. } => said(StatusCode::BAD_REQUEST, "invalid_request", own()),
+        ApiError::Unsupported { .. } => said(StatusCode::BAD_REQUEST, "unsupported", own()),
+        ApiError::ResponseNotFound(_) => said(StatusCode::NOT_FOUND, "response_not_found", own()),
+        ApiError::ConversationNotFound(_) => {
+            said(StatusCode::NOT_FOUND, "conversation_not_found", own())
+        }
+        ApiError::ItemNotFound(_) => said(StatusCode::NOT_FOUND, "item_not_found", own()),
+    }
+}
+
+/// The Responses API's error `type` of a status.
+fn responses_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        502 | 504 => "model_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
     }
 }
 
@@ -214,6 +261,21 @@ struct ErrorFields<'a> {
     message: &'a str,
 }
 
+#[derive(Serialize)]
+struct ResponsesErrorBody<'a> {
+    error: ResponsesError<'a>,
+}
+
+/// The Responses API's error payload (Open Responses' `ErrorPayload`).
+#[derive(Serialize)]
+pub(crate) struct ResponsesError<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+    message: &'a str,
+    param: Option<&'a str>,
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         describe(self).status
@@ -247,6 +309,32 @@ impl ApiError {
         serde_json::to_string(&body).unwrap_or_default()
     }
 
+    /// The Responses API's error body, as JSON text.
+    pub(crate) fn responses_body(&self) -> String {
+        serde_json::to_string(&ResponsesErrorBody {
+            error: self.responses_error(&describe(self)),
+        })
+        .unwrap_or_default()
+    }
+
+    /// The Responses API's error payload of this failure.
+    pub(crate) fn responses_error<'a>(&'a self, d: &'a Described) -> ResponsesError<'a> {
+        let param = match self {
+            ApiError::Param { param, .. } | ApiError::Unsupported { param, .. } => Some(*param),
+            ApiError::Input(InputError::MessageTooLong { .. } | InputError::BlankMessage) => {
+                Some("input")
+            }
+            ApiError::Input(InputError::IdempotencyKey) => Some("Idempotency-Key"),
+            _ => None,
+        };
+        ResponsesError {
+            kind: responses_type(d.status),
+            code: d.code,
+            message: &d.message,
+            param,
+        }
+    }
+
     /// The response to a request that came just now, after logging its one line.
     pub(crate) fn into_response(
         self,
@@ -263,9 +351,24 @@ impl ApiError {
         session_id: Option<&str>,
         started: Instant,
     ) -> Response<Body> {
+        self.answer_in(Dialect::Chat, request_id, session_id, started)
+    }
+
+    /// [`Self::answer`] in a dialect.
+    pub(crate) fn answer_in(
+        self,
+        dialect: Dialect,
+        request_id: &str,
+        session_id: Option<&str>,
+        started: Instant,
+    ) -> Response<Body> {
         self.log(request_id, session_id, started);
         let status = self.status();
-        let mut response = json_response(status, self.body());
+        let body = match dialect {
+            Dialect::Chat => self.body(),
+            Dialect::Responses => self.responses_body(),
+        };
+        let mut response = json_response(status, body);
         if let ApiError::MethodNotAllowed { allowed, .. } = &self {
             response
                 .headers_mut()
@@ -317,6 +420,33 @@ mod tests {
                 "method_not_allowed",
             ),
             (ApiError::TurnLost, 500, "internal"),
+            (
+                ApiError::Param {
+                    param: "input",
+                    message: "x".into(),
+                },
+                400,
+                "invalid_request",
+            ),
+            (
+                ApiError::Unsupported {
+                    param: "store",
+                    message: "x".into(),
+                },
+                400,
+                "unsupported",
+            ),
+            (
+                ApiError::ResponseNotFound("r".into()),
+                404,
+                "response_not_found",
+            ),
+            (
+                ApiError::ConversationNotFound("c".into()),
+                404,
+                "conversation_not_found",
+            ),
+            (ApiError::ItemNotFound("i".into()), 404, "item_not_found"),
             (
                 input(InputError::SessionIdLength(0)),
                 400,
@@ -410,6 +540,11 @@ mod tests {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::MethodNotAllowed { .. } => "MethodNotAllowed",
             ApiError::TurnLost => "TurnLost",
+            ApiError::Param { .. } => "Param",
+            ApiError::Unsupported { .. } => "Unsupported",
+            ApiError::ResponseNotFound(_) => "ResponseNotFound",
+            ApiError::ConversationNotFound(_) => "ConversationNotFound",
+            ApiError::ItemNotFound(_) => "ItemNotFound",
             ApiError::Input(i) => match i {
                 InputError::SessionIdLength(_) => "SessionIdLength",
                 InputError::SessionIdCharacter(_) => "SessionIdCharacter",
@@ -445,7 +580,7 @@ mod tests {
     }
 
     /// As many as `variant` names.
-    const VARIANTS: usize = 7 + 10 + 17;
+    const VARIANTS: usize = 12 + 10 + 17;
 
     #[test]
     fn every_variant_is_in_the_table() {

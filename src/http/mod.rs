@@ -17,6 +17,7 @@ mod chat;
 pub mod error;
 mod extract;
 mod page;
+mod responses;
 mod sessions;
 mod stream;
 mod versions;
@@ -55,6 +56,8 @@ pub struct HttpSettings {
     pub auth_mode: AuthMode,
     /// In JWT mode, the audience a REST API Cognito authorizer's claims must name.
     pub jwt_audience: Option<String>,
+    /// The model that answers, as the Responses API names it.
+    pub model_id: String,
 }
 
 impl HttpSettings {
@@ -63,6 +66,7 @@ impl HttpSettings {
             max_message_bytes: config.max_message_bytes,
             auth_mode: config.auth_mode,
             jwt_audience: config.jwt_audience.clone(),
+            model_id: config.model_id.clone(),
         }
     }
 }
@@ -168,6 +172,8 @@ enum Route<'a> {
     Run(&'a str, &'a str),
     /// `/sessions/{session_id}/runs/{run_id}/feedback`
     Feedback(&'a str, &'a str),
+    /// Below `/v1`: the Responses API.
+    V1(responses::Route<'a>),
     NotFound,
 }
 
@@ -178,6 +184,9 @@ impl<'a> Route<'a> {
             "/chat" => Route::Chat,
             "/sessions" => Route::Sessions,
             _ => {
+                if let Some(rest) = path.strip_prefix("/v1").filter(|r| r.starts_with('/')) {
+                    return Route::V1(responses::Route::of(rest));
+                }
                 let Some(rest) = path.strip_prefix("/sessions/") else {
                     return Route::NotFound;
                 };
@@ -219,9 +228,18 @@ impl App {
     /// Answers one request: a whole response, or events to stream as the turn goes.
     pub async fn serve(&self, request: Request) -> Answer {
         let call = Call::new(&request);
+        let dialect = match Route::of(api_path(&request)) {
+            Route::V1(_) => error::Dialect::Responses,
+            _ => error::Dialect::Chat,
+        };
         match self.route(&call).await {
             Ok(answer) => answer,
-            Err(e) => Answer::Whole(e.answer(call.request_id(), call.session_id(), call.started)),
+            Err(e) => Answer::Whole(e.answer_in(
+                dialect,
+                call.request_id(),
+                call.session_id(),
+                call.started,
+            )),
         }
     }
 
@@ -277,6 +295,7 @@ impl App {
                 Method::DELETE => self.erase_sessions(call).await.map(Answer::Whole),
                 _ => Err(not_allowed("GET, DELETE")),
             },
+            Route::V1(route) => self.responses_route(call, route).await,
             Route::NotFound => Err(ApiError::NotFound(format!(
                 "{method} {}",
                 call.request.raw_http_path()

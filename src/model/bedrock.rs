@@ -105,6 +105,23 @@ fn bedrock_usage(u: &aws_sdk_bedrockruntime::types::TokenUsage) -> Usage {
     }
 }
 
+/// What the caller asked of the answer (its length, its temperature), if anything.
+fn inference(prompt: &Prompt) -> Option<aws_sdk_bedrockruntime::types::InferenceConfiguration> {
+    let o = prompt.options;
+    if o.max_output_tokens.is_none() && o.temperature.is_none() {
+        return None;
+    }
+    let max_tokens = o
+        .max_output_tokens
+        .map(|t| i32::try_from(t).unwrap_or(i32::MAX));
+    Some(
+        aws_sdk_bedrockruntime::types::InferenceConfiguration::builder()
+            .set_max_tokens(max_tokens)
+            .set_temperature(o.temperature)
+            .build(),
+    )
+}
+
 #[async_trait]
 impl ChatModel for BedrockModel {
     async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, ModelError> {
@@ -115,6 +132,7 @@ impl ChatModel for BedrockModel {
             .client
             .converse()
             .model_id(&self.model_id)
+            .set_inference_config(inference(prompt))
             .set_system(system)
             .set_messages(Some(conversation))
             .send();
@@ -159,6 +177,7 @@ impl ChatModel for BedrockModel {
             .client
             .converse_stream()
             .model_id(&self.model_id)
+            .set_inference_config(inference(prompt))
             .set_system(system)
             .set_messages(Some(conversation))
             .send();

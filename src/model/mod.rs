@@ -40,12 +40,20 @@ impl ChatMessage {
 }
 
 /// What a model is asked: the messages, and how a provider may cache their prefix.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Prompt {
     pub messages: Vec<ChatMessage>,
     /// Routes a session's requests to one prefix cache (OpenAI's `prompt_cache_key`): a digest
     /// of the session's key, never the session id itself.
     pub cache_key: Option<String>,
+    pub options: ModelOptions,
+}
+
+/// What a caller may ask of one answer; the provider's defaults where `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelOptions {
+    pub max_output_tokens: Option<u32>,
+    pub temperature: Option<f32>,
 }
 
 impl Prompt {
@@ -53,6 +61,7 @@ impl Prompt {
         Prompt {
             messages,
             cache_key: None,
+            options: ModelOptions::default(),
         }
     }
 }

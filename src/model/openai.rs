@@ -59,6 +59,8 @@ impl OpenAiModel {
                 model: &self.model_id,
                 messages: &prompt.messages,
                 prompt_cache_key: prompt.cache_key.as_deref(),
+                max_tokens: prompt.options.max_output_tokens,
+                temperature: prompt.options.temperature,
                 stream: stream.then_some(true),
                 stream_options: stream.then_some(StreamOptions {
                     include_usage: true,
@@ -243,6 +245,10 @@ struct CompletionRequest<'a> {
     messages: &'a [ChatMessage],
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_cache_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -32,6 +32,8 @@ pub const SESSION_ID: &str = "session_id";
 pub const RUN_COUNT: &str = "run_count";
 pub const PREVIEW: &str = "preview";
 pub const TITLE: &str = "title";
+/// A Responses API conversation's metadata (a JSON object, S).
+pub const CONVERSATION_METADATA: &str = "conversation_metadata";
 
 /// A session in the log (docs/storage.md, "The log"): its item is a view, `value` the
 /// newest runs through slot `view_through`; `next_generation`, on a tombstone, names the
@@ -74,6 +76,8 @@ pub const RATING: &str = "rating";
 pub const COMMENT: &str = "comment";
 pub const AT: &str = "at";
 pub const DELETED: &str = "deleted";
+/// On a slot: the record of the Responses API response that made its run (JSON, S).
+pub const RESPONSE: &str = "response";
 
 /// Written by earlier releases; dropped at the next save.
 pub const LEGACY_ARCHIVED: &str = "archived";

@@ -13,8 +13,8 @@ use super::history::Window;
 use super::quota;
 use super::spill::spill_slot;
 use super::{
-    Branch, Changes, Deleted, Feedback, HistoryPage, Layout, PageLimit, Receipt, SessionStore,
-    Snapshot, Span, StoreError, Summary, Version,
+    About, Branch, Changes, Deleted, Feedback, FoundRun, HistoryPage, Layout, PageLimit, Place,
+    Receipt, SessionStore, Snapshot, Span, StoreError, Summary, Version,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
@@ -46,6 +46,10 @@ pub struct Faults {
 pub struct InMemoryStore {
     sessions: Mutex<HashMap<String, Stored>>,
     receipts: Mutex<HashMap<String, Receipt>>,
+    /// What sessions say of themselves, by session key.
+    abouts: Mutex<HashMap<String, About>>,
+    /// Records kept beside runs ([`Changes::record`]), by run id.
+    records: Mutex<HashMap<String, String>>,
     /// Quota counters by key.
     counters: Mutex<HashMap<String, u64>>,
     pub faults: Mutex<Faults>,
@@ -105,6 +109,10 @@ impl InMemoryStore {
                 return Err(StoreError::ReceiptExists);
             }
             receipts.insert(key, r.clone());
+        }
+        if let (Some(record), Some(run)) = (changes.record, changes.memory.runs.last()) {
+            let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            records.insert(run.id.clone(), record.to_owned());
         }
         // As the DynamoDB store does: what a save does not change is kept as read.
         sessions.insert(
@@ -217,6 +225,7 @@ impl SessionStore for InMemoryStore {
                 window_from: None,
                 token_scale: None,
                 owner: None,
+                record: None,
             };
             self.apply(session, theirs, read)?;
         }
@@ -311,5 +320,72 @@ impl SessionStore for InMemoryStore {
         _feedback: &Feedback,
     ) -> Result<(), StoreError> {
         Err(StoreError::RunNotFound)
+    }
+
+    async fn find_run(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<Option<FoundRun>, StoreError> {
+        let runs = self.runs(session);
+        let Some(i) = runs.iter().position(|r| r.id == run_id) else {
+            return Ok(None);
+        };
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(FoundRun {
+            run: runs[i].clone(),
+            created_at: None,
+            record: records.get(run_id).cloned(),
+            place: match runs.get(i + 1) {
+                Some(next) => Place::Before(next.id.clone()),
+                None => Place::Last,
+            },
+        }))
+    }
+
+    async fn about(&self, session: &SessionKey) -> Result<Option<About>, StoreError> {
+        let live = {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions.contains_key(session.as_str())
+        };
+        let abouts = self.abouts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(live.then(|| abouts.get(session.as_str()).cloned().unwrap_or_default()))
+    }
+
+    async fn create_empty(
+        &self,
+        session: &SessionKey,
+        memory: &Memory,
+        _owner: Option<&str>,
+        about: &About,
+    ) -> Result<bool, StoreError> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.contains_key(session.as_str()) {
+            return Ok(false);
+        }
+        sessions.insert(
+            session.as_str().to_owned(),
+            Stored {
+                memory: memory.clone(),
+                version: 1,
+                layout: Layout::new_generation(),
+                summary: None,
+                window_from: None,
+                token_scale: None,
+            },
+        );
+        let mut abouts = self.abouts.lock().unwrap_or_else(|e| e.into_inner());
+        abouts.insert(session.as_str().to_owned(), about.clone());
+        Ok(true)
+    }
+
+    async fn set_metadata(&self, session: &SessionKey, metadata: &str) -> Result<bool, StoreError> {
+        if self.about(session).await?.is_none() {
+            return Ok(false);
+        }
+        let mut abouts = self.abouts.lock().unwrap_or_else(|e| e.into_inner());
+        let about = abouts.entry(session.as_str().to_owned()).or_default();
+        about.metadata = Some(metadata.to_owned());
+        Ok(true)
     }
 }

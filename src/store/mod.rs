@@ -286,6 +286,8 @@ pub struct Changes<'a> {
     pub token_scale: Option<u64>,
     /// The session's owner (an owner key), set when it has none yet.
     pub owner: Option<&'a str>,
+    /// JSON kept beside the new run in its slot (a Responses API response's record).
+    pub record: Option<&'a str>,
 }
 
 /// What a request with an `Idempotency-Key` left behind, to answer its retries. It holds no
@@ -523,4 +525,58 @@ pub trait SessionStore: Send + Sync {
 
     /// Adds `tokens` to `counter`.
     async fn spend_tokens(&self, counter: &quota::Counter, tokens: u64) -> Result<(), StoreError>;
+
+    /// One run by id, whole, with what its slot keeps beside it; `None` when the session has
+    /// no such run (or no longer: deleted runs are not found).
+    async fn find_run(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<Option<FoundRun>, StoreError>;
+
+    /// What a live session says of itself; `None` if there is none.
+    async fn about(&self, session: &SessionKey) -> Result<Option<About>, StoreError>;
+
+    /// Creates a session with no run yet (`memory` empty, in its shape), named as `about`
+    /// says; `false` if the session exists.
+    async fn create_empty(
+        &self,
+        session: &SessionKey,
+        memory: &Memory,
+        owner: Option<&str>,
+        about: &About,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces a live session's conversation metadata; `false` if there is no such session.
+    async fn set_metadata(&self, session: &SessionKey, metadata: &str) -> Result<bool, StoreError>;
+}
+
+/// What a session says of itself beside its runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct About {
+    /// When its item was first written (epoch seconds).
+    pub created_at: Option<u64>,
+    pub title: Option<String>,
+    /// A conversation's metadata, as JSON object text.
+    pub metadata: Option<String>,
+}
+
+/// A run looked up by id (the Responses API's `GET /v1/responses/{id}` and chaining).
+#[derive(Debug, Clone)]
+pub struct FoundRun {
+    pub run: Run,
+    /// When it was stored (epoch seconds), where the store knows.
+    pub created_at: Option<u64>,
+    /// The JSON kept beside it ([`Changes::record`]).
+    pub record: Option<String>,
+    /// Where it is: on the active path as its last run, on it with a run after it (that
+    /// run's id), or off it (another branch).
+    pub place: Place,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Last,
+    Before(String),
+    OffPath,
 }

@@ -79,7 +79,7 @@ impl DynamoStore {
         let generation = turn.head.generation.as_str();
         let slot = (generation, turn.slot, turn.head.reserved_ms);
         let spill_over = self.max_item_bytes / 2;
-        let item = match spill_slot(run, turn.slot, changes.memory.format, spill_over)? {
+        let mut item = match spill_slot(run, turn.slot, changes.memory.format, spill_over)? {
             None => self.run_item(session, slot, changes.memory, run, MAX_SLOT_BYTES)?,
             Some((short, spill, parts)) => {
                 // The texts first, then the head names them (so a delete finds them), then
@@ -93,6 +93,9 @@ impl DynamoStore {
                 item
             }
         };
+        if let Some(record) = changes.record {
+            item.insert(attr::RESPONSE.into(), s(record));
+        }
         // A regeneration answers the replaced run's message: it lands only while that run is
         // there, so a delete of it meanwhile does not see its message stored again.
         let regenerated = turn

@@ -3,14 +3,16 @@
 //! its slot), [`slots`] (holes and counts), [`summary`] (the prompt's context it saves),
 //! [`retention`] (`MAX_RUNS` and TTL), [`view`] (griptape's view). Beside turns: [`read`]
 //! (history, receipts, parts), [`migrate`] (sessions of the item shape, griptape's writes),
-//! [`versions`] and [`one_run`] (editing), [`delete`], [`list`], [`quota`]. What is written
+//! [`versions`] and [`one_run`] (editing), [`lookup`] (one run by id), [`about`] (a session's names), [`delete`], [`list`], [`quota`]. What is written
 //! where, and why it is safe, is `docs/storage.md`; the pure rules are in the modules of
 //! [`super`].
 
+mod about;
 mod append;
 mod begin;
 mod delete;
 mod list;
+mod lookup;
 mod migrate;
 mod one_run;
 mod quota;
@@ -318,6 +320,32 @@ impl SessionStore for DynamoStore {
         feedback: &Feedback,
     ) -> Result<(), StoreError> {
         self.put_feedback(session, run_id, feedback).await
+    }
+
+    async fn find_run(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<Option<super::FoundRun>, StoreError> {
+        self.lookup_run(session, run_id).await
+    }
+
+    async fn about(&self, session: &SessionKey) -> Result<Option<super::About>, StoreError> {
+        self.read_about(session).await
+    }
+
+    async fn create_empty(
+        &self,
+        session: &SessionKey,
+        memory: &crate::memory::Memory,
+        owner: Option<&str>,
+        about: &super::About,
+    ) -> Result<bool, StoreError> {
+        self.put_empty(session, memory, owner, about).await
+    }
+
+    async fn set_metadata(&self, session: &SessionKey, metadata: &str) -> Result<bool, StoreError> {
+        self.write_metadata(session, metadata).await
     }
 }
 

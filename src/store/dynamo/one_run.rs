@@ -308,6 +308,7 @@ impl DynamoStore {
                 window_from: None,
                 token_scale: None,
                 owner: None,
+                record: None,
             };
             let result = self
                 .view_update(session, &changes, &shown, head, leaf)

@@ -240,6 +240,7 @@ impl DynamoStore {
                     window_from: None,
                     token_scale: None,
                     owner: read.owner.as_deref(),
+                    record: None,
                 };
                 self.write_view(session, &changes, turn, None, &after).await
             }

@@ -1,0 +1,370 @@
+//! The Responses API (`/v1/...`, docs/responses.md): Open Responses' `POST /v1/responses` and
+//! the stored responses and conversations beside it, on the same chat cycle, table and memory
+//! as `POST /chat`. A conversation is a session; a response is a run of it, named by an id that
+//! says which (so it is found from its id alone); errors come in the Responses shape.
+//!
+//! - `request`: bodies and ids as typed values;
+//! - `object`: the API's objects as JSON;
+//! - `events`: a response as semantic server-sent events;
+//! - `conversations`: `/v1/conversations` and its items.
+
+mod conversations;
+mod events;
+mod object;
+mod request;
+
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::RequestExt;
+use serde_json::{json, Value};
+
+use super::extract::{body_bytes, idempotency_key, percent_decode};
+use super::{json_ok, stream, Answer, ApiError, App, Call};
+use crate::chat::{ChatError, Place, Say, TurnExtras, TurnRequest};
+use crate::input::{SessionId, SessionKey};
+use events::ResponseEvents;
+use object::{now_secs, Record, Response, Status, StoredUsage};
+use request::{parse_create, Chain, Half, ResponseId};
+
+/// The Responses API's routes, below `/v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route<'a> {
+    Responses,
+    Response(&'a str),
+    InputItems(&'a str),
+    Cancel(&'a str),
+    Conversations,
+    Conversation(&'a str),
+    Items(&'a str),
+    Item(&'a str, &'a str),
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    /// The route of a path below `/v1` (`rest` is what follows it).
+    pub fn of(rest: &'a str) -> Route<'a> {
+        let parts: Vec<&str> = rest.split('/').skip(1).collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Route::NotFound;
+        }
+        match parts.as_slice() {
+            ["responses"] => Route::Responses,
+            ["responses", id] => Route::Response(id),
+            ["responses", id, "input_items"] => Route::InputItems(id),
+            ["responses", id, "cancel"] => Route::Cancel(id),
+            ["conversations"] => Route::Conversations,
+            ["conversations", id] => Route::Conversation(id),
+            ["conversations", id, "items"] => Route::Items(id),
+            ["conversations", id, "items", item] => Route::Item(id, item),
+            _ => Route::NotFound,
+        }
+    }
+}
+
+impl App {
+    pub(super) async fn responses_route(
+        &self,
+        call: &Call<'_>,
+        route: Route<'_>,
+    ) -> Result<Answer, ApiError> {
+        let method = call.request.method().clone();
+        let not_allowed = |allowed| ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed,
+        };
+        let whole =
+            |r: Result<Value, ApiError>| r.map(|v| Answer::Whole(json_ok(StatusCode::OK, &v)));
+        match route {
+            Route::Responses => match method {
+                Method::POST => self.create_response(call).await,
+                _ => Err(not_allowed("POST")),
+            },
+            Route::Response(id) => match method {
+                Method::GET => self.get_response(call, id).await,
+                Method::DELETE => whole(self.delete_response(call, id).await),
+                _ => Err(not_allowed("GET, DELETE")),
+            },
+            Route::InputItems(id) => match method {
+                Method::GET => whole(self.input_items(call, id).await),
+                _ => Err(not_allowed("GET")),
+            },
+            Route::Cancel(id) => match method {
+                Method::POST => whole(self.cancel_response(call, id).await),
+                _ => Err(not_allowed("POST")),
+            },
+            Route::Conversations => match method {
+                Method::POST => whole(self.create_conversation(call).await),
+                _ => Err(not_allowed("POST")),
+            },
+            Route::Conversation(id) => match method {
+                Method::GET => whole(self.get_conversation(call, id).await),
+                Method::POST => whole(self.update_conversation(call, id).await),
+                Method::DELETE => whole(self.delete_conversation(call, id).await),
+                _ => Err(not_allowed("GET, POST, DELETE")),
+            },
+            Route::Items(id) => match method {
+                Method::GET => whole(self.list_items(call, id).await),
+                Method::POST => whole(self.add_items(call, id).await),
+                _ => Err(not_allowed("GET, POST")),
+            },
+            Route::Item(id, item) => match method {
+                Method::GET => whole(self.get_item(call, id, item).await),
+                Method::DELETE => whole(self.delete_item(call, id, item).await),
+                _ => Err(not_allowed("GET, DELETE")),
+            },
+            Route::NotFound => Err(ApiError::NotFound(format!(
+                "{method} {}",
+                call.request.raw_http_path()
+            ))),
+        }
+    }
+
+    /// The response a path's segment names, and the caller's key of its session.
+    fn response_of(
+        &self,
+        call: &Call<'_>,
+        segment: &str,
+    ) -> Result<(ResponseId, SessionKey), ApiError> {
+        let raw = percent_decode(segment).ok_or(ApiError::BadPath)?;
+        let id = ResponseId::parse(&raw).ok_or_else(|| ApiError::ResponseNotFound(raw.clone()))?;
+        call.about(id.session.clone());
+        let key = self.session_key(call.request, &id.session)?;
+        Ok((id, key))
+    }
+
+    /// `POST /v1/responses`: one turn, answered whole or as semantic events.
+    async fn create_response(&self, call: &Call<'_>) -> Result<Answer, ApiError> {
+        let body = parse_create(
+            body_bytes(call.request.body()),
+            self.settings.max_message_bytes,
+        )?;
+        let (session_id, previous, conversation) = match &body.chain {
+            Chain::Alone => {
+                let id = SessionId::parse(&conversations::mint_id())?;
+                (id, None, None)
+            }
+            Chain::After(prev) => (prev.session.clone(), Some(prev), None),
+            Chain::Conversation(id) => (id.clone(), None, Some(id.as_str().to_owned())),
+        };
+        let session_id = call.about(session_id);
+        let session = self.session_key(call.request, session_id)?;
+        let say = match previous {
+            None => Say::New(body.message.clone()),
+            Some(prev) => {
+                self.after(call, &session, prev, body.message.clone())
+                    .await?
+            }
+        };
+        let run_id = crate::memory::new_run_id();
+        let id = ResponseId::format(&run_id, session_id);
+        let record = Record {
+            model: body
+                .model
+                .clone()
+                .unwrap_or_else(|| self.settings.model_id.clone()),
+            instructions: body.instructions.clone(),
+            metadata: body.metadata.clone(),
+            previous_response_id: previous.map(|p| ResponseId::format(p.run.as_str(), &p.session)),
+            conversation,
+            temperature: body.options.temperature,
+            max_output_tokens: body.options.max_output_tokens,
+            background: body.background,
+            created_at: now_secs(),
+            usage: None,
+        };
+        let turn = TurnRequest {
+            session,
+            say,
+            owner: self.owner(call.request, None)?,
+            idempotency_key: idempotency_key(call.request)?,
+            deadline: call.deadline,
+            extras: TurnExtras {
+                run_id: Some(run_id.clone()),
+                instructions: body.instructions.clone(),
+                options: body.options,
+                record: Some(serde_json::to_string(&record).unwrap_or_default()),
+            },
+        };
+        if body.stream {
+            let mut events = ResponseEvents::new(id, run_id, record);
+            events.log = Some((
+                call.request_id().to_owned(),
+                session_id.clone(),
+                call.started,
+            ));
+            return stream::start(&self.chat, turn, Box::new(events)).await;
+        }
+        let reply = self.chat.send(&turn).await?;
+        super::answered::log_turn(call.request_id(), session_id, &reply, false, call.started);
+        let mut record = record;
+        record.usage = reply.usage.map(StoredUsage::from);
+        // A replay answers with the run first saved under this key.
+        let id = ResponseId::format(&reply.run_id, session_id);
+        let response = Response {
+            id: &id,
+            run: &reply.run_id,
+            record: &record,
+            status: Status::Completed,
+            text: &reply.text,
+            error: None,
+        };
+        let mut answer = json_ok(StatusCode::OK, &response.json());
+        if reply.replayed {
+            super::answered::mark_replayed(answer.headers_mut());
+        }
+        Ok(Answer::Whole(answer))
+    }
+
+    /// What a response after `prev` answers: a new message after it when it is the
+    /// conversation's last run, else a new version of the run that followed it (a branch;
+    /// docs/responses.md, "Chaining"). A run on another branch is selected first.
+    async fn after(
+        &self,
+        call: &Call<'_>,
+        session: &SessionKey,
+        prev: &ResponseId,
+        message: crate::input::Message,
+    ) -> Result<Say, ApiError> {
+        let not_found = || ApiError::Param {
+            param: "previous_response_id",
+            message: "previous_response_id names no stored response".into(),
+        };
+        for _ in 0..2 {
+            let found = self
+                .chat
+                .find_run(session, prev.run.as_str(), call.deadline)
+                .await?
+                .ok_or_else(not_found)?;
+            match found.place {
+                Place::Last => return Ok(Say::New(message)),
+                Place::Before(next) => return Ok(Say::Edit(next, message)),
+                Place::OffPath => {
+                    self.chat
+                        .select(session, prev.run.as_str(), call.deadline)
+                        .await?
+                }
+            }
+        }
+        Err(ChatError::Busy(2).into())
+    }
+
+    /// `GET /v1/responses/{id}`, or with `?stream=true` its events again (after
+    /// `starting_after`).
+    async fn get_response(&self, call: &Call<'_>, segment: &str) -> Result<Answer, ApiError> {
+        let (id, session) = self.response_of(call, segment)?;
+        let stream = match call.param("stream") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ApiError::Param {
+                    param: "stream",
+                    message: "stream must be true or false".into(),
+                })
+            }
+        };
+        let starting_after = match call.param("starting_after") {
+            None => None,
+            Some(n) => Some(n.parse::<u64>().map_err(|_| ApiError::Param {
+                param: "starting_after",
+                message: "starting_after must be an event's sequence_number".into(),
+            })?),
+        };
+        let found = self
+            .chat
+            .find_run(&session, id.run.as_str(), call.deadline)
+            .await?
+            .ok_or_else(|| ApiError::ResponseNotFound(segment.to_owned()))?;
+        let mut record = Record::read(found.record.as_deref(), &self.settings.model_id);
+        if record.created_at == 0 {
+            record.created_at = found.created_at.unwrap_or(0);
+        }
+        let id_text = ResponseId::format(id.run.as_str(), &id.session);
+        log_read(call, "response read");
+        if stream {
+            let mut events = ResponseEvents::new(id_text, id.run.as_str().to_owned(), record);
+            events.skip_through = starting_after;
+            let mut text = String::new();
+            events.delta(&mut text, &found.run.output);
+            let usage = events.record.usage;
+            events.complete(&mut text, usage);
+            return Ok(Answer::Events {
+                head: stream::event_head(),
+                events: stream::EventStream::ended(text),
+            });
+        }
+        let response = Response {
+            id: &id_text,
+            run: id.run.as_str(),
+            record: &record,
+            status: Status::Completed,
+            text: &found.run.output,
+            error: None,
+        };
+        Ok(Answer::Whole(json_ok(StatusCode::OK, &response.json())))
+    }
+
+    /// `DELETE /v1/responses/{id}`: the run's texts go from everything stored (as
+    /// `DELETE /sessions/{id}/runs/{run}`).
+    async fn delete_response(&self, call: &Call<'_>, segment: &str) -> Result<Value, ApiError> {
+        let (id, session) = self.response_of(call, segment)?;
+        match self
+            .chat
+            .delete_run(&session, id.run.as_str(), call.deadline)
+            .await
+        {
+            Ok(()) => {}
+            Err(ChatError::RunNotFound) => return Err(ApiError::ResponseNotFound(segment.into())),
+            Err(e) => return Err(e.into()),
+        }
+        log_read(call, "response deleted");
+        let id = ResponseId::format(id.run.as_str(), &id.session);
+        Ok(json!({"id": id, "object": "response", "deleted": true}))
+    }
+
+    /// `GET /v1/responses/{id}/input_items`: the user's message the response answered.
+    async fn input_items(&self, call: &Call<'_>, segment: &str) -> Result<Value, ApiError> {
+        let (id, session) = self.response_of(call, segment)?;
+        let found = self
+            .chat
+            .find_run(&session, id.run.as_str(), call.deadline)
+            .await?
+            .ok_or_else(|| ApiError::ResponseNotFound(segment.to_owned()))?;
+        log_read(call, "input items read");
+        let item = object::message_item(
+            id.run.as_str(),
+            Half::Input,
+            &found.run.input,
+            Status::Completed,
+        );
+        Ok(object::list(vec![item], false))
+    }
+
+    /// `POST /v1/responses/{id}/cancel`: a stored response is finished, so there is nothing to
+    /// cancel (a response in progress runs in the invocation that streams it).
+    async fn cancel_response(&self, call: &Call<'_>, segment: &str) -> Result<Value, ApiError> {
+        let (id, session) = self.response_of(call, segment)?;
+        let found = self
+            .chat
+            .find_run(&session, id.run.as_str(), call.deadline)
+            .await?;
+        match found {
+            None => Err(ApiError::ResponseNotFound(segment.to_owned())),
+            Some(_) => Err(ApiError::Param {
+                param: "response_id",
+                message: "this response is completed: only a response in progress can be cancelled"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// The request's one line for a read or an edit of the Responses API.
+fn log_read(call: &Call<'_>, what: &'static str) {
+    tracing::info!(
+        request_id = call.request_id(),
+        session_id = call.session_id(),
+        status = 200,
+        outcome = "ok",
+        emf = %call.metrics(200),
+        "{what}"
+    );
+}

@@ -13,6 +13,8 @@ pub const DEFAULT_BEDROCK_MODEL_ID: &str = "amazon.nova-lite-v1:0";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MODEL_TIMEOUT: Duration = Duration::from_secs(25);
 pub const DEFAULT_HISTORY_TOKEN_BUDGET: u64 = 8000;
+/// How often a streamed reply's pieces are written while it is written (`LIVE_WRITE_MS`).
+pub const DEFAULT_LIVE_WRITE_MS: u64 = 1000;
 
 /// A value that must never reach a log or a response.
 #[derive(Clone, PartialEq, Eq)]
@@ -98,6 +100,11 @@ pub struct Config {
     /// `SUMMARIZE`: fold the runs that leave the prompt window, when it steps, into a running
     /// summary (`true` by default; see docs/context.md).
     pub summarize: bool,
+    /// `RESUMABLE_STREAMS`: a streamed reply's pieces are kept while it is written, so a client
+    /// can follow it after a reload (`true` by default; docs/storage.md, "Replies in progress").
+    pub resumable_streams: bool,
+    /// `LIVE_WRITE_MS`: how often a streamed reply's pieces are written (1,000 by default).
+    pub live_write: Duration,
     /// `PROMPT_CACHE`: `auto` (default: cache points for Bedrock models that take them) or
     /// `off`.
     pub prompt_cache: bool,
@@ -170,6 +177,12 @@ impl Config {
         let max_item_bytes = env.max_item_bytes()?;
         let session_ttl_days = env.session_ttl_days()?;
         let summarize = env.flag("SUMMARIZE", true)?;
+        let resumable_streams = env.flag("RESUMABLE_STREAMS", true)?;
+        let live_write = Duration::from_millis(
+            env.positive("LIVE_WRITE_MS")?
+                .unwrap_or(DEFAULT_LIVE_WRITE_MS)
+                .max(50),
+        );
         let prompt_cache = env.prompt_cache()?;
         let memory_format = env.memory_format()?;
         // One layout since 2026-12-07: an old setting other than `log` must not pass silently.
@@ -192,6 +205,8 @@ impl Config {
             auth_mode,
             table_name,
             summarize,
+            resumable_streams,
+            live_write,
             prompt_cache,
             memory_format,
             view_bytes,

@@ -146,6 +146,8 @@ pub fn chat_with_model(
         model_timeout: config.model_timeout,
         history_token_budget: config.history_token_budget,
         summarize: config.summarize,
+        resumable: config.resumable_streams,
+        live_every: config.live_write,
         new_session_format: config.memory_format,
         quotas: Quotas {
             turns_per_minute: config.quota_turns_per_minute,

@@ -5,6 +5,7 @@
 //! The cycle depends on the [`SessionStore`] and [`ChatModel`] traits only.
 
 mod erase;
+mod live;
 mod prompt;
 mod turn;
 
@@ -19,11 +20,12 @@ use crate::store::quota::{QuotaKind, Quotas};
 use crate::store::{message_digest, Branch, Changes, SessionStore, StoreError};
 // What the session routes read, re-exported so the adapters need only this module.
 pub use crate::store::{
-    About, Cursor, Deleted, Feedback, FoundRun, HistoryPage, Listed, PageLimit, Place, RunNotes,
-    SessionList, Span,
+    About, Cursor, Deleted, Feedback, FoundRun, HistoryPage, Listed, LiveStatus, PageLimit, Place,
+    RunNotes, SessionList, Span,
 };
 
 pub use erase::Erased;
+pub use live::Followed;
 pub use prompt::{
     build_prompt, estimate_tokens, window_start, SUMMARY_INSTRUCTION, SUMMARY_PREFIX,
 };
@@ -48,6 +50,11 @@ pub struct ChatSettings {
     pub new_session_format: Format,
     /// Per-owner limits, checked before the model is called (off by default).
     pub quotas: Quotas,
+    /// A streamed reply with a known run id keeps its pieces while it is written, for
+    /// followers (docs/storage.md, "Replies in progress").
+    pub resumable: bool,
+    /// How often those pieces are written.
+    pub live_every: Duration,
 }
 
 impl Default for ChatSettings {
@@ -62,6 +69,8 @@ impl Default for ChatSettings {
             summarize: true,
             new_session_format: Format::Seed,
             quotas: Quotas::default(),
+            resumable: true,
+            live_every: Duration::from_millis(crate::config::DEFAULT_LIVE_WRITE_MS),
         }
     }
 }
@@ -154,6 +163,12 @@ pub enum ChatError {
     /// Anything else the store refused.
     #[error("the session store failed")]
     Internal(#[source] StoreError),
+    /// A client cancelled the reply while it was written; nothing was stored.
+    #[error("the reply was cancelled")]
+    Cancelled,
+    /// A followed reply's turn failed; nothing was stored.
+    #[error("the reply failed before it was saved")]
+    ReplyFailed,
 }
 
 impl From<ModelError> for ChatError {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::live::LiveWriter;
 use super::prompt::{
     build_prompt, calibration, plan_window, prompt_tokens, session_scale, Calibration, FoldJob,
 };
@@ -20,7 +21,7 @@ use crate::input::{sha256_hex, Message, OwnerKey, SessionKey};
 use crate::memory::{Memory, Run};
 use crate::model::{ChatMessage, Completion, Prompt, Role, Usage};
 use crate::store::quota::{self, Counter, QuotaKind};
-use crate::store::{Branch, Changes, Receipt, Snapshot, StoreError, Summary};
+use crate::store::{Branch, Changes, LiveWrite, Receipt, Snapshot, StoreError, Summary};
 
 /// A turn after its read: replayed from a receipt, or ready for the model.
 enum Prepared {
@@ -64,6 +65,8 @@ struct Answered {
     fold: Option<Option<Summary>>,
     /// The reply's own call (a fold beside it may take longer).
     model_ms: u64,
+    /// A streamed reply's pieces, their lengths in bytes (a follower is sent the same pieces).
+    pieces: Option<Vec<usize>>,
 }
 
 /// A future's output and the milliseconds it took.
@@ -105,6 +108,7 @@ impl ChatService {
             completion,
             fold,
             model_ms,
+            pieces: None,
         };
         self.save_answered(turn, *asking, answered).await
     }
@@ -133,6 +137,7 @@ impl ChatService {
             Prepared::Replayed(reply) => return Ok(reply),
             Prepared::Ask(asking) => asking,
         };
+        let live = self.live_writer(turn).await;
         let _ = events.send(TurnEvent::Asking);
         // A fold is asked once the reply's first piece has come (docs/context.md): an engine
         // serving both calls at once, as one local server does, would otherwise take in the
@@ -150,6 +155,7 @@ impl ChatService {
             }
         };
         let mut streamed = String::new();
+        let mut lengths = Vec::new();
         let mut first_piece = None;
         let model_started = Instant::now();
         let mut forward = |piece: &str| {
@@ -158,21 +164,46 @@ impl ChatService {
                 ms_since(model_started)
             });
             streamed.push_str(piece);
+            lengths.push(piece.len());
+            if let Some(live) = &live {
+                live.push(piece);
+            }
             let _ = events.send(TurnEvent::Delta(piece.to_owned()));
+        };
+        let (done, done_rx) = tokio::sync::watch::channel(false);
+        let (cancel, mut cancelled) = tokio::sync::watch::channel(false);
+        let keep = async {
+            if let Some(live) = &live {
+                if live.keep_until(done_rx).await == LiveWrite::Cancelled {
+                    cancel.send_replace(true);
+                }
+            }
         };
         let reply = async {
             let streamed = self
                 .model
                 .stream(&asking.prompt, asking.model_deadline, &mut forward);
-            let (completion, ms) = timed(streamed).await;
-            let ok = completion.is_ok();
+            // `None`: a client cancelled the reply mid-stream.
+            let (completion, ms) = tokio::select! {
+                (completion, ms) = timed(streamed) => (Some(completion), ms),
+                _ = cancelled.wait_for(|c| *c) => (None, ms_since(model_started)),
+            };
+            done.send_replace(true);
+            let ok = matches!(completion, Some(Ok(_)));
             gate.send_if_modified(|go| go.is_none() && go.replace(ok).is_none());
             (completion, ms)
         };
-        let ((completion, model_ms), fold) = tokio::join!(reply, fold);
+        let ((completion, model_ms), fold, ()) = tokio::join!(reply, fold, keep);
+        let failed = |e: ChatError| async {
+            if let Some(live) = &live {
+                live.end().await;
+            }
+            self.released(turn, &asking.snapshot, e).await
+        };
         let mut completion = match completion {
-            Ok(c) => c,
-            Err(e) => return Err(self.released(turn, &asking.snapshot, e.into()).await),
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(failed(e.into()).await),
+            None => return Err(failed(ChatError::Cancelled).await),
         };
         // Stored is what the client was sent, piece for piece.
         completion.text = streamed;
@@ -180,10 +211,38 @@ impl ChatService {
             completion,
             fold,
             model_ms,
+            pieces: Some(lengths),
         };
-        let mut reply = self.save_answered(turn, *asking, answered).await?;
+        let saved = self.save_answered(turn, *asking, answered).await;
+        if let Some(live) = &live {
+            // Saved, the run has the reply; not saved, nothing is stored: either way the
+            // pieces go (after the save, so a follower finds one or the other).
+            live.end().await;
+        }
+        let mut reply = saved?;
         reply.timings.first_piece_ms = first_piece;
         Ok(reply)
+    }
+
+    /// The keeper of a streamed reply while it is written, when the client knows its run (it
+    /// can follow it after a reload); its item exists before the client hears the reply began.
+    async fn live_writer(&self, turn: &TurnRequest) -> Option<LiveWriter> {
+        let run_id = turn
+            .extras
+            .run_id
+            .as_ref()
+            .filter(|_| self.settings.resumable)?;
+        let writer = LiveWriter::new(
+            Arc::clone(&self.store),
+            turn.session.clone(),
+            run_id.clone(),
+            turn.deadline,
+            self.settings.live_every,
+        );
+        writer
+            .begin(turn.extras.record.as_deref())
+            .await
+            .then_some(writer)
     }
 
     /// Reads the session (and the key's receipt), folds the summary when asked to, and builds
@@ -506,16 +565,14 @@ impl ChatService {
             completion,
             fold,
             model_ms,
+            pieces,
         } = answered;
         let summary = fold.flatten();
         timings.model_ms = model_ms;
         if completion.truncated {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
         }
-        let mut run = Run::new(message.as_str(), completion.text);
-        if let Some(id) = &turn.extras.run_id {
-            run.id = id.clone();
-        }
+        let run = new_run(turn, &message, completion.text);
         // The next window's first run: the one the window stepped to, or this one if every
         // earlier run left it.
         let window_from = step_to.map(|i| match snapshot.memory.runs.get(i) {
@@ -523,17 +580,9 @@ impl ChatService {
             None => run.id.clone(),
         });
         let token_scale = self.calibrated(turn, &snapshot, completion.usage, &prompt);
-        let record = turn
-            .extras
-            .record
-            .as_deref()
-            .map(|r| record_with_usage(r, completion.usage));
-        let receipt = turn.idempotency_key.as_ref().map(|key| Receipt {
-            key: key.clone(),
-            message_digest: turn.say.digest(),
-            run_id: run.id.clone(),
-            reply: run.output.clone(),
-        });
+        let record = (turn.extras.record.as_deref())
+            .map(|r| record_with(r, completion.usage, pieces.as_deref()));
+        let receipt = receipt_of(turn, &run);
         let save_started = Instant::now();
         let mut backoff = Duration::from_millis(10);
         for attempt in 1..=self.settings.max_save_attempts {
@@ -768,9 +817,29 @@ impl LoggedOnce {
     }
 }
 
+/// What a keyed turn leaves for its retries.
+fn receipt_of(turn: &TurnRequest, run: &Run) -> Option<Receipt> {
+    turn.idempotency_key.as_ref().map(|key| Receipt {
+        key: key.clone(),
+        message_digest: turn.say.digest(),
+        run_id: run.id.clone(),
+        reply: run.output.clone(),
+    })
+}
+
+/// The turn's run: the message and the reply, under the id the caller minted, if it did.
+fn new_run(turn: &TurnRequest, message: &Message, reply: String) -> Run {
+    let mut run = Run::new(message.as_str(), reply);
+    if let Some(id) = &turn.extras.run_id {
+        run.id = id.clone();
+    }
+    run
+}
+
 /// A caller's record (a JSON object) with the answer's usage added as `usage`:
-/// `{"input_tokens", "output_tokens", "cached_tokens"}` (`null` when the provider reported none).
-fn record_with_usage(record: &str, usage: Option<Usage>) -> String {
+/// `{"input_tokens", "output_tokens", "cached_tokens"}` (`null` when the provider reported none),
+/// and a streamed reply's piece lengths in bytes as `pieces`.
+fn record_with(record: &str, usage: Option<Usage>, pieces: Option<&[usize]>) -> String {
     let mut fields: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(record).unwrap_or_default();
     let usage = usage.map(|u| {
@@ -781,6 +850,9 @@ fn record_with_usage(record: &str, usage: Option<Usage>) -> String {
         })
     });
     fields.insert("usage".into(), usage.unwrap_or(serde_json::Value::Null));
+    if let Some(pieces) = pieces {
+        fields.insert("pieces".into(), serde_json::json!(pieces));
+    }
     serde_json::Value::Object(fields).to_string()
 }
 

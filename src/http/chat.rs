@@ -24,11 +24,18 @@ impl App {
             extras: Default::default(),
         };
         if wants_events(call.request) {
-            let encoder = stream::ChatEvents {
-                request_id: call.request_id().to_owned(),
-                session_id: session_id.clone(),
-                started: call.started,
-            };
+            // The run's id is known before it is saved: a client can follow the reply with it.
+            let run_id = crate::memory::new_run_id();
+            let mut turn = turn;
+            turn.extras.run_id = Some(run_id.clone());
+            // Kept with the run: the usage and how it was streamed (a follower's pieces).
+            turn.extras.record = Some("{}".to_owned());
+            let mut encoder = stream::ChatEvents::new(
+                call.request_id().to_owned(),
+                session_id.clone(),
+                call.started,
+            );
+            encoder.run_id = Some(run_id);
             return stream::start(&self.chat, turn, Box::new(encoder)).await;
         }
         let reply = self.chat.send(&turn).await?;
@@ -38,5 +45,42 @@ impl App {
             mark_replayed(response.headers_mut());
         }
         Ok(Answer::Whole(response))
+    }
+
+    /// `GET /sessions/{id}/runs/{run}/stream?after=N`: a streamed reply followed after a
+    /// reload or a dropped connection, as `POST /chat`'s events: the deltas after `id: N` (all
+    /// without `after`), then `done` (or `error`). A saved run is sent the same way.
+    pub(super) async fn follow_run(
+        &self,
+        call: &Call<'_>,
+        session_id: &crate::input::SessionId,
+        session: crate::input::SessionKey,
+        run: &crate::input::RunId,
+    ) -> Result<Answer, ApiError> {
+        let after = match call.param("after") {
+            None => None,
+            Some(n) => Some(n.parse::<u64>().map_err(|_| {
+                ApiError::InvalidRequest("after must be a delta's id (a whole number)".into())
+            })?),
+        };
+        let mut encoder = stream::ChatEvents::new(
+            call.request_id().to_owned(),
+            session_id.clone(),
+            call.started,
+        );
+        encoder.following = true;
+        encoder.skip_through = after;
+        let followed = stream::follow(&self.chat, session, run.as_str().to_owned(), call.deadline);
+        let answer = stream::start_with(followed, Box::new(encoder)).await?;
+        tracing::info!(
+            request_id = call.request_id(),
+            session_id = %session_id,
+            run_id = run.as_str(),
+            status = 200,
+            outcome = "followed",
+            emf = %call.metrics(200),
+            "reply followed"
+        );
+        Ok(answer)
     }
 }

@@ -234,6 +234,16 @@ fn describe_chat(e: &ChatError) -> Described {
         ChatError::TooManyVersions => {
             said(StatusCode::CONFLICT, "too_many_versions", e.to_string())
         }
+        ChatError::Cancelled => said(
+            StatusCode::CONFLICT,
+            "cancelled",
+            "the reply was cancelled while it was written; nothing was stored",
+        ),
+        ChatError::ReplyFailed => said(
+            StatusCode::BAD_GATEWAY,
+            "reply_failed",
+            "the reply failed before it was saved; nothing was stored",
+        ),
         ChatError::QuotaExceeded { kind, .. } => said(
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exceeded",
@@ -510,6 +520,8 @@ mod tests {
             (chat(ChatError::RunNotFound), 404, "run_not_found"),
             (chat(ChatError::RunNotOnPath), 409, "run_not_on_path"),
             (chat(ChatError::TooManyVersions), 409, "too_many_versions"),
+            (chat(ChatError::Cancelled), 409, "cancelled"),
+            (chat(ChatError::ReplyFailed), 502, "reply_failed"),
             (
                 chat(ChatError::QuotaExceeded {
                     kind: QuotaKind::TurnsPerMinute,
@@ -575,12 +587,14 @@ mod tests {
                 ChatError::RunNotOnPath => "RunNotOnPath",
                 ChatError::TooManyVersions => "TooManyVersions",
                 ChatError::QuotaExceeded { .. } => "QuotaExceeded",
+                ChatError::Cancelled => "Cancelled",
+                ChatError::ReplyFailed => "ReplyFailed",
             },
         }
     }
 
     /// As many as `variant` names.
-    const VARIANTS: usize = 12 + 10 + 17;
+    const VARIANTS: usize = 12 + 10 + 19;
 
     #[test]
     fn every_variant_is_in_the_table() {

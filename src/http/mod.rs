@@ -172,6 +172,8 @@ enum Route<'a> {
     Run(&'a str, &'a str),
     /// `/sessions/{session_id}/runs/{run_id}/feedback`
     Feedback(&'a str, &'a str),
+    /// `/sessions/{session_id}/runs/{run_id}/stream`: a reply followed as it is written.
+    RunStream(&'a str, &'a str),
     /// Below `/v1`: the Responses API.
     V1(responses::Route<'a>),
     NotFound,
@@ -199,6 +201,7 @@ impl<'a> Route<'a> {
                     [id, "select"] => Route::Select(id),
                     [id, "runs", run] => Route::Run(id, run),
                     [id, "runs", run, "feedback"] => Route::Feedback(id, run),
+                    [id, "runs", run, "stream"] => Route::RunStream(id, run),
                     _ => Route::NotFound,
                 }
             }
@@ -289,6 +292,14 @@ impl App {
                     _ => Err(not_allowed("PUT")),
                 }
                 .map(Answer::Whole)
+            }
+            Route::RunStream(segment, run) => {
+                let (session_id, key) = self.session_of(call, segment)?;
+                let run = run_in_path(run)?;
+                match *method {
+                    Method::GET => self.follow_run(call, session_id, key, &run).await,
+                    _ => Err(not_allowed("GET")),
+                }
             }
             Route::Sessions => match *method {
                 Method::GET => self.list_sessions(call).await.map(Answer::Whole),

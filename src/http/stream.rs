@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use lambda_http::http::header;
 use lambda_http::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::answered::{log_turn, mark_replayed, ReplyBody};
 use super::{Answer, ApiError};
-use crate::chat::{ChatService, Reply, TurnEvent, TurnRequest};
-use crate::input::SessionId;
+use crate::chat::{ChatError, ChatService, Followed, LiveStatus, Reply, TurnEvent, TurnRequest};
+use crate::input::{SessionId, SessionKey};
+use crate::model::Usage;
 
 /// How one dialect writes a turn's events.
 pub(super) trait Encode: Send {
@@ -53,9 +54,16 @@ pub(super) fn event_head() -> Response<()> {
 pub(super) async fn start(
     chat: &Arc<ChatService>,
     turn: TurnRequest,
+    encoder: Box<dyn Encode>,
+) -> Result<Answer, ApiError> {
+    start_with(chat.stream(turn), encoder).await
+}
+
+/// [`start`] for events of any source: a turn's, or a followed reply's ([`follow`]).
+pub(super) async fn start_with(
+    mut rx: mpsc::UnboundedReceiver<TurnEvent>,
     mut encoder: Box<dyn Encode>,
 ) -> Result<Answer, ApiError> {
-    let mut rx = chat.stream(turn);
     let mut head = event_head();
     let first = match rx.recv().await {
         Some(TurnEvent::Finished(Err(e))) => return Err(e.into()),
@@ -136,12 +144,135 @@ impl EventStream {
     }
 }
 
-/// `POST /chat`'s events: `delta`, then `done` or `error`.
+/// A followed reply ([`ChatService::follow`]) as a turn's events: its pieces as `Delta`s (a
+/// saved run's in the pieces it was streamed in, those not sent yet), then `Finished`. The
+/// channel closes without `Finished` when the invocation's time is nearly up.
+pub(super) fn follow(
+    chat: &Arc<ChatService>,
+    session: SessionKey,
+    run_id: String,
+    deadline: crate::deadline::Deadline,
+) -> mpsc::UnboundedReceiver<TurnEvent> {
+    let mut followed = chat.follow(session, run_id, deadline);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut sent, mut sent_bytes) = (0, 0);
+        while let Some(f) = followed.recv().await {
+            let last = match f {
+                Followed::Pieces(pieces) => {
+                    sent += pieces.len();
+                    sent_bytes += pieces.iter().map(String::len).sum::<usize>();
+                    for piece in pieces {
+                        let _ = tx.send(TurnEvent::Delta(piece));
+                    }
+                    continue;
+                }
+                Followed::Saved(found) => {
+                    let kept = Kept::of(found.record.as_deref());
+                    let text = &found.run.output;
+                    let rest = remaining_pieces(text, kept.pieces.as_deref(), (sent, sent_bytes));
+                    for piece in rest {
+                        let _ = tx.send(TurnEvent::Delta(piece.to_owned()));
+                    }
+                    TurnEvent::Finished(Ok(Reply {
+                        run_id: found.run.id.clone(),
+                        text: text.clone(),
+                        usage: kept.usage.map(|u| Usage {
+                            prompt_tokens: u.input_tokens,
+                            completion_tokens: u.output_tokens,
+                            cached_tokens: Some(u.cached_tokens),
+                            cache_write_tokens: None,
+                        }),
+                        replayed: false,
+                        timings: Default::default(),
+                        context: Default::default(),
+                    }))
+                }
+                Followed::Ended(LiveStatus::Cancelled) => {
+                    TurnEvent::Finished(Err(ChatError::Cancelled))
+                }
+                Followed::Ended(_) => TurnEvent::Finished(Err(ChatError::ReplyFailed)),
+                Followed::Unknown => TurnEvent::Finished(Err(ChatError::RunNotFound)),
+                Followed::OutOfTime => return,
+            };
+            let _ = tx.send(last);
+            return;
+        }
+    });
+    rx
+}
+
+/// What a saved run's record (the slot's `response`) tells a follower.
+#[derive(Deserialize, Default)]
+struct Kept {
+    #[serde(default)]
+    pieces: Option<Vec<usize>>,
+    #[serde(default)]
+    usage: Option<KeptUsage>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct KeptUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+impl Kept {
+    fn of(record: Option<&str>) -> Kept {
+        record
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A text cut into the pieces it was streamed in (their lengths in bytes); `None` when the
+/// lengths do not fit it.
+fn split_pieces<'t>(text: &'t str, lengths: &[usize]) -> Option<Vec<&'t str>> {
+    if lengths.iter().sum::<usize>() != text.len() {
+        return None;
+    }
+    let mut pieces = Vec::with_capacity(lengths.len());
+    let mut at = 0;
+    for len in lengths {
+        pieces.push(text.get(at..at + len)?);
+        at += len;
+    }
+    Some(pieces)
+}
+
+/// What a follower still lacks of a saved reply it was sent `sent` pieces (`bytes`) of: the
+/// pieces after them, as streamed; or, the lengths unknown, the rest of the text as one piece.
+pub(super) fn remaining_pieces<'t>(
+    text: &'t str,
+    lengths: Option<&[usize]>,
+    (sent, bytes): (usize, usize),
+) -> Vec<&'t str> {
+    match lengths.and_then(|l| split_pieces(text, l)) {
+        Some(pieces) if pieces.len() >= sent => pieces[sent..].to_vec(),
+        _ => text
+            .get(bytes..)
+            .filter(|r| !r.is_empty())
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// `POST /chat`'s events: `started` (the run's id, so a client can follow it after a reload),
+/// `delta`s numbered by their `id:` from 0, then `done` or `error`.
 pub(super) struct ChatEvents {
     pub request_id: String,
     pub session_id: SessionId,
     /// When the request came: the turn's `Latency` runs to its last event.
     pub started: Instant,
+    /// The run the turn makes, when known before it is saved.
+    pub run_id: Option<String>,
+    /// Deltas numbered at or below this are not sent (a follower's `after`).
+    pub skip_through: Option<u64>,
+    /// A follower: the stream may end without `done` (the invocation's time ran out).
+    pub following: bool,
+    pub next: u64,
 }
 
 #[derive(Serialize)]
@@ -149,11 +280,37 @@ struct DeltaBody<'a> {
     text: &'a str,
 }
 
-fn delta(piece: &str) -> String {
-    sse("delta", &to_json(&DeltaBody { text: piece }))
+#[derive(Serialize)]
+struct StartedBody<'a> {
+    session_id: &'a str,
+    run_id: &'a str,
 }
 
 impl ChatEvents {
+    pub fn new(request_id: String, session_id: SessionId, started: Instant) -> ChatEvents {
+        ChatEvents {
+            request_id,
+            session_id,
+            started,
+            run_id: None,
+            skip_through: None,
+            following: false,
+            next: 0,
+        }
+    }
+
+    fn delta(&mut self, piece: &str) -> String {
+        let n = self.next;
+        self.next += 1;
+        if self.skip_through.is_some_and(|after| n <= after) {
+            return String::new();
+        }
+        format!(
+            "id: {n}\n{}",
+            sse("delta", &to_json(&DeltaBody { text: piece }))
+        )
+    }
+
     fn done(&self, reply: &Reply) -> String {
         sse("done", &to_json(&ReplyBody::new(&self.session_id, reply)))
     }
@@ -173,24 +330,63 @@ impl ChatEvents {
 impl Encode for ChatEvents {
     fn encode(&mut self, event: Option<TurnEvent>) -> String {
         match event {
-            Some(TurnEvent::Asking) => String::new(),
-            Some(TurnEvent::Delta(piece)) => delta(&piece),
+            Some(TurnEvent::Asking) => match &self.run_id {
+                Some(run_id) => sse(
+                    "started",
+                    &to_json(&StartedBody {
+                        session_id: self.session_id.as_str(),
+                        run_id,
+                    }),
+                ),
+                None => String::new(),
+            },
+            Some(TurnEvent::Delta(piece)) => self.delta(&piece),
             Some(TurnEvent::Finished(Ok(reply))) => {
-                log_turn(
-                    &self.request_id,
-                    &self.session_id,
-                    &reply,
-                    true,
-                    self.started,
-                );
+                if !self.following {
+                    log_turn(
+                        &self.request_id,
+                        &self.session_id,
+                        &reply,
+                        true,
+                        self.started,
+                    );
+                }
                 if reply.replayed {
                     // Replayed from a receipt: the saved reply as one delta, then done.
-                    return format!("{}{}", delta(&reply.text), self.done(&reply));
+                    return format!("{}{}", self.delta(&reply.text), self.done(&reply));
                 }
                 self.done(&reply)
             }
             Some(TurnEvent::Finished(Err(e))) => self.error(e.into()),
+            None if self.following => String::new(),
             None => self.error(ApiError::TurnLost),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_gets_the_pieces_it_lacks() {
+        let lengths = [3, 2, 4];
+        assert_eq!(
+            remaining_pieces("abcdefghi", Some(&lengths), (0, 0)),
+            ["abc", "de", "fghi"]
+        );
+        assert_eq!(
+            remaining_pieces("abcdefghi", Some(&lengths), (2, 5)),
+            ["fghi"]
+        );
+        assert!(remaining_pieces("abcdefghi", Some(&lengths), (3, 9)).is_empty());
+        // Lengths that do not fit (or none): the rest as one piece.
+        assert_eq!(
+            remaining_pieces("abcdefghi", Some(&[1]), (1, 3)),
+            ["defghi"]
+        );
+        assert_eq!(remaining_pieces("abcdefghi", None, (0, 0)), ["abcdefghi"]);
+        // Not on a character boundary.
+        assert_eq!(remaining_pieces("é", Some(&[1, 1]), (0, 0)), ["é"]);
     }
 }

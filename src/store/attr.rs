@@ -106,6 +106,13 @@ pub const SLOT: &str = "slot";
 pub const QUOTA_TURNS: &str = "turns";
 pub const QUOTA_TOKENS: &str = "tokens";
 
+/// A reply in progress (docs/storage.md, "Replies in progress"): its pieces so far (L of S),
+/// its `status` (`in_progress`, `failed`, `cancelled`), and whether the pieces stopped being kept
+/// (`capped`, the item near its limit).
+pub const PIECES: &str = "pieces";
+pub const STATUS: &str = "status";
+pub const CAPPED: &str = "capped";
+
 /// Values of [`KIND`].
 pub const KIND_RUNS: &str = "runs";
 pub const KIND_PART: &str = "part";
@@ -113,6 +120,7 @@ pub const KIND_RUN: &str = "run";
 pub const KIND_HOLE: &str = "hole";
 pub const KIND_HEAD: &str = "head";
 pub const KIND_SUMMARY: &str = "summary";
+pub const KIND_LIVE: &str = "live";
 
 /// Attributes of the session item this code owns; everything else on it is written back as
 /// read (`created_at` too: it is set once).

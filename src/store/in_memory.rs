@@ -13,8 +13,9 @@ use super::history::Window;
 use super::quota;
 use super::spill::spill_slot;
 use super::{
-    About, Branch, Changes, Deleted, Feedback, FoundRun, HistoryPage, Layout, PageLimit, Place,
-    Receipt, SessionStore, Snapshot, Span, StoreError, Summary, Version,
+    About, Branch, Changes, Deleted, Feedback, FoundRun, HistoryPage, Layout, Live, LiveStatus,
+    LiveWrite, PageLimit, Place, Receipt, SessionStore, Snapshot, Span, StoreError, Summary,
+    Version,
 };
 use crate::input::{IdempotencyKey, SessionKey};
 use crate::memory::{Memory, Run};
@@ -48,6 +49,8 @@ pub struct InMemoryStore {
     receipts: Mutex<HashMap<String, Receipt>>,
     /// What sessions say of themselves, by session key.
     abouts: Mutex<HashMap<String, About>>,
+    /// Replies in progress, by session key and run id.
+    lives: Mutex<HashMap<(String, String), Live>>,
     /// Records kept beside runs ([`Changes::record`]), by run id.
     records: Mutex<HashMap<String, String>>,
     /// Quota counters by key.
@@ -377,6 +380,69 @@ impl SessionStore for InMemoryStore {
         let mut abouts = self.abouts.lock().unwrap_or_else(|e| e.into_inner());
         abouts.insert(session.as_str().to_owned(), about.clone());
         Ok(true)
+    }
+
+    async fn live_begin(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        record: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut lives = self.lives.lock().unwrap_or_else(|e| e.into_inner());
+        let live = Live {
+            status: LiveStatus::InProgress,
+            pieces: Vec::new(),
+            capped: false,
+            record: record.map(str::to_owned),
+        };
+        lives.insert((session.as_str().to_owned(), run_id.to_owned()), live);
+        Ok(())
+    }
+
+    async fn live_append(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        pieces: &[String],
+        capped: bool,
+    ) -> Result<LiveWrite, StoreError> {
+        let mut lives = self.lives.lock().unwrap_or_else(|e| e.into_inner());
+        match lives.get_mut(&(session.as_str().to_owned(), run_id.to_owned())) {
+            Some(live) if live.status == LiveStatus::InProgress => {
+                live.pieces.extend_from_slice(pieces);
+                live.capped |= capped;
+                Ok(LiveWrite::Kept)
+            }
+            _ => Ok(LiveWrite::Cancelled),
+        }
+    }
+
+    async fn live_end(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError> {
+        let mut lives = self.lives.lock().unwrap_or_else(|e| e.into_inner());
+        lives.remove(&(session.as_str().to_owned(), run_id.to_owned()));
+        Ok(())
+    }
+
+    async fn live_read(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<Option<Live>, StoreError> {
+        let lives = self.lives.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(lives
+            .get(&(session.as_str().to_owned(), run_id.to_owned()))
+            .cloned())
+    }
+
+    async fn live_cancel(&self, session: &SessionKey, run_id: &str) -> Result<bool, StoreError> {
+        let mut lives = self.lives.lock().unwrap_or_else(|e| e.into_inner());
+        match lives.get_mut(&(session.as_str().to_owned(), run_id.to_owned())) {
+            Some(live) if live.status == LiveStatus::InProgress => {
+                live.status = LiveStatus::Cancelled;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn set_metadata(&self, session: &SessionKey, metadata: &str) -> Result<bool, StoreError> {

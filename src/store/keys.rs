@@ -34,6 +34,12 @@ pub fn part_key(
     format!("{session}#{generation}#part#{run_id}#{field}#{part:04}")
 }
 
+/// A streamed reply while it is written (docs/storage.md, "Replies in progress"): under the
+/// session, not a generation, since the reader knows only the run.
+pub fn live_key(session: &SessionKey, run_id: &str) -> String {
+    format!("{session}#live#{run_id}")
+}
+
 pub fn receipt_key(session: &SessionKey, generation: &str, key: &IdempotencyKey) -> String {
     format!("{session}#{generation}#idem#{}", key.encoded())
 }
@@ -50,6 +56,7 @@ mod tests {
         assert_eq!(run_key(&session, "g1", 7), "s#g1#run#0000000007");
         assert_eq!(summary_key(&session, "g1"), "s#g1#summary");
         assert_eq!(page_key(&session, "g1", 3), "s#g1#00000003");
+        assert_eq!(live_key(&session, "r1"), "s#live#r1");
         assert_eq!(
             part_key(&session, "g1", "r", "output", 2),
             "s#g1#part#r#output#0002"

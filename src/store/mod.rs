@@ -549,6 +549,88 @@ pub trait SessionStore: Send + Sync {
 
     /// Replaces a live session's conversation metadata; `false` if there is no such session.
     async fn set_metadata(&self, session: &SessionKey, metadata: &str) -> Result<bool, StoreError>;
+
+    /// Starts keeping a streamed reply's pieces while it is written (with the record its run
+    /// will be saved with).
+    async fn live_begin(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        record: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Adds pieces to a reply in progress, unless a client cancelled it; `capped`: no more
+    /// pieces will be kept (the rest comes with the saved run).
+    async fn live_append(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        pieces: &[String],
+        capped: bool,
+    ) -> Result<LiveWrite, StoreError>;
+
+    /// The turn is over, its reply saved or not: the live item goes (a failed turn leaves
+    /// nothing behind).
+    async fn live_end(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError>;
+
+    /// A reply in progress (or one that failed), if there is one.
+    async fn live_read(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<Option<Live>, StoreError>;
+
+    /// Marks a reply in progress cancelled; `false` if none is in progress.
+    async fn live_cancel(&self, session: &SessionKey, run_id: &str) -> Result<bool, StoreError>;
+}
+
+/// A streamed reply while its turn writes it (docs/storage.md, "Replies in progress").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub status: LiveStatus,
+    /// The pieces written so far, in order.
+    pub pieces: Vec<String>,
+    /// Pieces stopped being kept (the item near its limit): the rest comes with the run.
+    pub capped: bool,
+    /// The record the run will be saved with ([`Changes::record`]), as the turn began.
+    pub record: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveStatus {
+    InProgress,
+    /// The turn failed: nothing was stored (what a follower learns of an item gone with no
+    /// run; never stored).
+    Failed,
+    /// A client cancelled it: the turn stops and stores nothing.
+    Cancelled,
+}
+
+impl LiveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveStatus::InProgress => "in_progress",
+            LiveStatus::Failed => "failed",
+            LiveStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LiveStatus> {
+        match text {
+            "in_progress" => Some(LiveStatus::InProgress),
+            "failed" => Some(LiveStatus::Failed),
+            "cancelled" => Some(LiveStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// What a live reply's writer learns from a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveWrite {
+    Kept,
+    /// A client cancelled the reply: the turn stops and stores nothing.
+    Cancelled,
 }
 
 /// What a session says of itself beside its runs.

@@ -294,10 +294,13 @@ async fn streamed_turns_through_cargo_lambda_watch() {
         .send()
         .await
         .unwrap();
-    let first = response.chunk().await.unwrap().expect("a first delta");
-    assert!(std::str::from_utf8(&first)
-        .unwrap()
-        .starts_with("event: delta"));
+    // `started` first, then the deltas: read until the first delta.
+    let mut seen = String::new();
+    while !seen.contains("event: delta") {
+        let chunk = response.chunk().await.unwrap().expect("a first delta");
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(seen.starts_with("event: started"), "{seen}");
     drop(response);
     let started = Instant::now();
     let stored = loop {

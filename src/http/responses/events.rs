@@ -16,10 +16,8 @@ use crate::http::stream::{sse, Encode};
 use crate::http::ApiError;
 use crate::input::SessionId;
 
-/// Events 0-3 open the response; delta `i` is event `4 + i`.
-pub const OPENING_EVENTS: u64 = 4;
-
-/// A response's events, numbered as they are written; the same numbers whether read live or
+/// A response's events, numbered as they are written (events 0-3 open it, delta `i` is event
+/// `4 + i`); the same numbers whether read live or
 /// replayed from storage, so `starting_after` means the same event.
 pub struct ResponseEvents {
     pub id: String,
@@ -32,6 +30,9 @@ pub struct ResponseEvents {
     opened: bool,
     /// For the request's log line; `None` for a replay of a stored response.
     pub log: Option<(String, SessionId, Instant)>,
+    /// A follower: its stream may end before the response does (the invocation's time ran
+    /// out), without a last event; the client follows again.
+    pub following: bool,
 }
 
 impl ResponseEvents {
@@ -45,6 +46,7 @@ impl ResponseEvents {
             text: String::new(),
             opened: false,
             log: None,
+            following: false,
         }
     }
 
@@ -163,6 +165,7 @@ impl Encode for ResponseEvents {
                 self.complete(&mut out, reply.usage.map(StoredUsage::from));
             }
             Some(TurnEvent::Finished(Err(e))) => self.failed(&mut out, e.into()),
+            None if self.following => {}
             None => self.failed(&mut out, ApiError::TurnLost),
         }
         out

@@ -170,6 +170,7 @@ impl App {
             background: body.background,
             created_at: now_secs(),
             usage: None,
+            pieces: None,
         };
         let turn = TurnRequest {
             session,
@@ -268,35 +269,52 @@ impl App {
                 message: "starting_after must be an event's sequence_number".into(),
             })?),
         };
-        let found = self
-            .chat
-            .find_run(&session, id.run.as_str(), call.deadline)
-            .await?
-            .ok_or_else(|| ApiError::ResponseNotFound(segment.to_owned()))?;
-        let mut record = Record::read(found.record.as_deref(), &self.settings.model_id);
-        if record.created_at == 0 {
-            record.created_at = found.created_at.unwrap_or(0);
-        }
         let id_text = ResponseId::format(id.run.as_str(), &id.session);
+        let run = id.run.as_str();
+        // A response in progress (or one that failed) is the live item; a saved one, the run.
+        let live = self.chat.live(&session, run, call.deadline).await?;
+        let found = match &live {
+            Some(_) => None,
+            None => Some(
+                self.chat
+                    .find_run(&session, run, call.deadline)
+                    .await?
+                    .ok_or_else(|| ApiError::ResponseNotFound(segment.to_owned()))?,
+            ),
+        };
+        let stored = match (&live, &found) {
+            (Some(l), _) => l.record.as_deref(),
+            (None, Some(f)) => f.record.as_deref(),
+            (None, None) => None,
+        };
+        let mut record = Record::read(stored, &self.settings.model_id);
+        if record.created_at == 0 {
+            record.created_at = found.as_ref().and_then(|f| f.created_at).unwrap_or(0);
+        }
         log_read(call, "response read");
         if stream {
-            let mut events = ResponseEvents::new(id_text, id.run.as_str().to_owned(), record);
+            let mut events = ResponseEvents::new(id_text, run.to_owned(), record);
             events.skip_through = starting_after;
-            let mut text = String::new();
-            events.delta(&mut text, &found.run.output);
-            let usage = events.record.usage;
-            events.complete(&mut text, usage);
-            return Ok(Answer::Events {
-                head: stream::event_head(),
-                events: stream::EventStream::ended(text),
-            });
+            events.following = true;
+            let followed = stream::follow(&self.chat, session, run.to_owned(), call.deadline);
+            return match stream::start_with(followed, Box::new(events)).await {
+                Err(ApiError::Chat(ChatError::RunNotFound)) => {
+                    Err(ApiError::ResponseNotFound(segment.to_owned()))
+                }
+                answer => answer,
+            };
         }
+        let (status, text) = match (&live, &found) {
+            (Some(l), _) => (Status::of(l.status), l.pieces.concat()),
+            (None, Some(f)) => (Status::Completed, f.run.output.clone()),
+            (None, None) => return Err(ApiError::ResponseNotFound(segment.to_owned())),
+        };
         let response = Response {
             id: &id_text,
-            run: id.run.as_str(),
+            run,
             record: &record,
-            status: Status::Completed,
-            text: &found.run.output,
+            status,
+            text: &text,
             error: None,
         };
         Ok(Answer::Whole(json_ok(StatusCode::OK, &response.json())))
@@ -338,15 +356,31 @@ impl App {
         Ok(object::list(vec![item], false))
     }
 
-    /// `POST /v1/responses/{id}/cancel`: a stored response is finished, so there is nothing to
-    /// cancel (a response in progress runs in the invocation that streams it).
+    /// `POST /v1/responses/{id}/cancel`: a response in progress stops (its turn stores
+    /// nothing); a saved one cannot be cancelled.
     async fn cancel_response(&self, call: &Call<'_>, segment: &str) -> Result<Value, ApiError> {
         let (id, session) = self.response_of(call, segment)?;
-        let found = self
-            .chat
-            .find_run(&session, id.run.as_str(), call.deadline)
-            .await?;
-        match found {
+        let run = id.run.as_str();
+        if self.chat.cancel(&session, run, call.deadline).await? {
+            let live = self.chat.live(&session, run, call.deadline).await?;
+            let record = Record::read(
+                live.as_ref().and_then(|l| l.record.as_deref()),
+                &self.settings.model_id,
+            );
+            let text = live.map(|l| l.pieces.concat()).unwrap_or_default();
+            log_read(call, "response cancelled");
+            let id = ResponseId::format(run, &id.session);
+            let response = Response {
+                id: &id,
+                run,
+                record: &record,
+                status: Status::Cancelled,
+                text: &text,
+                error: None,
+            };
+            return Ok(response.json());
+        }
+        match self.chat.find_run(&session, run, call.deadline).await? {
             None => Err(ApiError::ResponseNotFound(segment.to_owned())),
             Some(_) => Err(ApiError::Param {
                 param: "response_id",

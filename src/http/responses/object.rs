@@ -11,6 +11,7 @@ use crate::input::SessionId;
 /// and (added by the chat cycle) the usage.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
+    #[serde(default)]
     pub model: String,
     #[serde(default)]
     pub instructions: Option<String>,
@@ -31,6 +32,9 @@ pub struct Record {
     pub created_at: u64,
     #[serde(default)]
     pub usage: Option<StoredUsage>,
+    /// A streamed reply's pieces, their lengths in bytes (added by the chat cycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,12 +59,13 @@ impl Record {
     /// A stored record; one that cannot be read (or a run made by `POST /chat` or griptape,
     /// with none) gives the deployment's model and nothing else.
     pub fn read(stored: Option<&str>, model: &str) -> Record {
-        stored
+        let mut record: Record = stored
             .and_then(|r| serde_json::from_str(r).ok())
-            .unwrap_or_else(|| Record {
-                model: model.to_owned(),
-                ..Record::default()
-            })
+            .unwrap_or_default();
+        if record.model.is_empty() {
+            record.model = model.to_owned();
+        }
+        record
     }
 }
 
@@ -70,6 +75,7 @@ pub enum Status {
     InProgress,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl Status {
@@ -78,6 +84,16 @@ impl Status {
             Status::InProgress => "in_progress",
             Status::Completed => "completed",
             Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// A reply kept while it is written, as a response's status.
+    pub fn of(live: crate::chat::LiveStatus) -> Status {
+        match live {
+            crate::chat::LiveStatus::InProgress => Status::InProgress,
+            crate::chat::LiveStatus::Failed => Status::Failed,
+            crate::chat::LiveStatus::Cancelled => Status::Cancelled,
         }
     }
 }
@@ -101,7 +117,11 @@ pub fn message_item(run: &str, half: Half, text: &str, status: Status) -> Value 
         Half::Output => json!({
             "type": "message",
             "id": item_id(run, half),
-            "status": status.as_str(),
+            "status": match status {
+                Status::Completed => "completed",
+                Status::InProgress => "in_progress",
+                Status::Failed | Status::Cancelled => "incomplete",
+            },
             "role": "assistant",
             "content": if status == Status::InProgress && text.is_empty() {
                 json!([])
@@ -146,6 +166,14 @@ impl Response<'_> {
         let output = match self.status {
             Status::InProgress if self.text.is_empty() => json!([]),
             Status::Failed => json!([]),
+            Status::Cancelled if self.text.is_empty() => json!([]),
+            // What was written of a cancelled reply: never stored, shown as incomplete.
+            Status::Cancelled => json!([message_item(
+                self.run,
+                Half::Output,
+                self.text,
+                Status::Cancelled
+            )]),
             status => json!([message_item(self.run, Half::Output, self.text, status)]),
         };
         let completed = self.status == Status::Completed;

@@ -138,9 +138,9 @@ fn check_accepted(fields: &Map<String, Value>) -> Result<(), ApiError> {
             "tool_choice" => matches!(value.as_str(), Some("none" | "auto")) || value.is_null(),
             "text" => {
                 value.is_null()
-                    || value.get("format").map_or(true, |f| {
-                        f.get("type").and_then(Value::as_str) == Some("text")
-                    })
+                    || value
+                        .get("format")
+                        .is_none_or(|f| f.get("type").and_then(Value::as_str) == Some("text"))
             }
             "stream_options" => value.is_null() || value.is_object(),
             _ => {
@@ -203,39 +203,7 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
         }
         joined => Some(joined),
     };
-    let previous = optional_string("previous_response_id")?;
-    let conversation = match fields.get("conversation") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(id)) => Some(id.clone()),
-        Some(Value::Object(c)) => match c.get("id") {
-            Some(Value::String(id)) => Some(id.clone()),
-            _ => return Err(bad("conversation", "conversation.id must be a string")),
-        },
-        Some(_) => {
-            return Err(bad(
-                "conversation",
-                "conversation must be an id or {\"id\": ...}",
-            ))
-        }
-    };
-    let chain = match (previous, conversation) {
-        (Some(_), Some(_)) => {
-            return Err(bad(
-                "previous_response_id",
-                "give previous_response_id or conversation, not both",
-            ))
-        }
-        (Some(id), None) => Chain::After(ResponseId::parse(&id).ok_or_else(|| {
-            bad(
-                "previous_response_id",
-                "previous_response_id is not a response id of this API",
-            )
-        })?),
-        (None, Some(id)) => Chain::Conversation(
-            SessionId::parse(&id).map_err(|_| bad("conversation", "not a conversation id"))?,
-        ),
-        (None, None) => Chain::Alone,
-    };
+    let chain = parse_chain(&fields)?;
     let store = flag("store", true)?;
     let stream = flag("stream", false)?;
     let background = flag("background", false)?;
@@ -252,6 +220,69 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
         ));
     }
     let metadata = parse_metadata(fields.get("metadata"))?;
+    let options = parse_options(&fields)?;
+    Ok(CreateResponse {
+        model,
+        message,
+        instructions,
+        chain,
+        store,
+        stream,
+        background,
+        metadata,
+        options,
+    })
+}
+
+/// What a new response follows: `previous_response_id`, `conversation` (an id or `{"id"}`), or
+/// nothing; not both.
+fn parse_chain(fields: &Map<String, Value>) -> Result<Chain, ApiError> {
+    let previous = match fields.get("previous_response_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(bad(
+                "previous_response_id",
+                "previous_response_id must be a string",
+            ))
+        }
+    };
+    let conversation = match fields.get("conversation") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.clone()),
+        Some(Value::Object(c)) => match c.get("id") {
+            Some(Value::String(id)) => Some(id.clone()),
+            _ => return Err(bad("conversation", "conversation.id must be a string")),
+        },
+        Some(_) => {
+            return Err(bad(
+                "conversation",
+                "conversation must be an id or {\"id\": ...}",
+            ))
+        }
+    };
+    Ok(match (previous, conversation) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "previous_response_id",
+                "give previous_response_id or conversation, not both",
+            ))
+        }
+        (Some(id), None) => Chain::After(ResponseId::parse(&id).ok_or_else(|| {
+            bad(
+                "previous_response_id",
+                "previous_response_id is not a response id of this API",
+            )
+        })?),
+        (None, Some(id)) => Chain::Conversation(
+            SessionId::parse(&id).map_err(|_| bad("conversation", "not a conversation id"))?,
+        ),
+        (None, None) => Chain::Alone,
+    })
+}
+
+/// `max_output_tokens` (1 to a million) and `temperature` (0 to 2).
+fn parse_options(fields: &Map<String, Value>) -> Result<ModelOptions, ApiError> {
     let max_output_tokens = match fields.get("max_output_tokens") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -275,19 +306,9 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
                 .ok_or_else(|| bad("temperature", "temperature must be a number from 0 to 2"))?,
         ),
     };
-    Ok(CreateResponse {
-        model,
-        message,
-        instructions,
-        chain,
-        store,
-        stream,
-        background,
-        metadata,
-        options: ModelOptions {
-            max_output_tokens,
-            temperature,
-        },
+    Ok(ModelOptions {
+        max_output_tokens,
+        temperature,
     })
 }
 

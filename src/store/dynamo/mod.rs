@@ -3,7 +3,7 @@
 //! its slot), [`slots`] (holes and counts), [`summary`] (the prompt's context it saves),
 //! [`retention`] (`MAX_RUNS` and TTL), [`view`] (griptape's view). Beside turns: [`read`]
 //! (history, receipts, parts), [`migrate`] (sessions of the item shape, griptape's writes),
-//! [`versions`] and [`one_run`] (editing), [`lookup`] (one run by id), [`about`] (a session's names), [`delete`], [`list`], [`quota`]. What is written
+//! [`versions`] and [`one_run`] (editing), [`lookup`] (one run by id), [`about`] (a session's names), [`live`] (replies in progress), [`delete`], [`list`], [`quota`]. What is written
 //! where, and why it is safe, is `docs/storage.md`; the pure rules are in the modules of
 //! [`super`].
 
@@ -12,6 +12,7 @@ mod append;
 mod begin;
 mod delete;
 mod list;
+mod live;
 mod lookup;
 mod migrate;
 mod one_run;
@@ -346,6 +347,41 @@ impl SessionStore for DynamoStore {
 
     async fn set_metadata(&self, session: &SessionKey, metadata: &str) -> Result<bool, StoreError> {
         self.write_metadata(session, metadata).await
+    }
+
+    async fn live_begin(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        record: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.put_live(session, run_id, record).await
+    }
+
+    async fn live_append(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+        pieces: &[String],
+        capped: bool,
+    ) -> Result<super::LiveWrite, StoreError> {
+        self.append_live(session, run_id, pieces, capped).await
+    }
+
+    async fn live_end(&self, session: &SessionKey, run_id: &str) -> Result<(), StoreError> {
+        self.end_live(session, run_id).await
+    }
+
+    async fn live_read(
+        &self,
+        session: &SessionKey,
+        run_id: &str,
+    ) -> Result<Option<super::Live>, StoreError> {
+        self.read_live(session, run_id).await
+    }
+
+    async fn live_cancel(&self, session: &SessionKey, run_id: &str) -> Result<bool, StoreError> {
+        self.cancel_live(session, run_id).await
     }
 }
 

@@ -15,6 +15,7 @@ mod production;
 mod quota;
 mod real_model;
 mod reliability;
+mod responses;
 mod sessions;
 mod storage;
 mod streaming;

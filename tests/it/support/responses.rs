@@ -79,6 +79,10 @@ pub fn sse_events(text: &str) -> Vec<(String, Value)> {
                     data.push_str(v);
                 }
             }
+            // The Responses API's streams end with `data: [DONE]`.
+            if data == "[DONE]" {
+                return ("[DONE]".to_owned(), Value::Null);
+            }
             let data = serde_json::from_str(&data).unwrap_or_else(|e| panic!("{data:?}: {e}"));
             (name, data)
         })

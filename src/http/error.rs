@@ -628,6 +628,36 @@ mod tests {
     }
 
     #[test]
+    fn every_error_has_its_responses_shape() {
+        for (e, status, code) in every_failure() {
+            let body: Value = serde_json::from_str(&e.responses_body()).unwrap();
+            let error = &body["error"];
+            assert_eq!(error["code"], code, "{e:?}");
+            assert!(
+                error["message"].is_string() && error["type"].is_string(),
+                "{body}"
+            );
+            assert!(
+                error.get("param").is_some(),
+                "param is always there: {body}"
+            );
+            let kind = error["type"].as_str().unwrap();
+            assert_eq!(
+                status >= 500,
+                kind.ends_with("server_error") || kind == "model_error",
+                "{body}"
+            );
+        }
+        let param = ApiError::Param {
+            param: "temperature",
+            message: "x".into(),
+        };
+        let body: Value = serde_json::from_str(&param.responses_body()).unwrap();
+        assert_eq!(body["error"]["param"], "temperature");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+
+    #[test]
     fn every_error_is_json_with_its_status() {
         let response = ApiError::Chat(ChatError::Busy(3)).into_response("r1", Some("s"));
         assert_eq!(response.status(), 503);

@@ -44,6 +44,11 @@ Endpoints:
                                 --first-token-delay (0.15 s), then one word every --word-delay
                                 (0.02 s), a finish chunk, a usage-only chunk if asked for
                                 (stream_options.include_usage), then [DONE]
+                                With `tools` offered and a last message asking for "weather in
+                                <Place>" (or tool_choice "required" / a named function), it
+                                calls the first function (arguments: its first parameter set to
+                                the place), streamed as tool_calls pieces; given the function's
+                                result (a `tool` message), it reads the result back.
     POST /_script               queue faults for the next calls, e.g.
                                 {"steps": [{"status": 500}, {"garbage": true}, {"hang": 5},
                                            {"empty": true}, {"length": true},
@@ -138,9 +143,49 @@ def is_summary_request(messages) -> bool:
                for m in messages if m.get("role") == "system")
 
 
+WEATHER = re.compile(r"\bweather in ([A-Z][\w-]*)")
+
+
+def tool_call(body, messages):
+    """A function call, when the request offers functions and its last message asks for one:
+    "... weather in <Place>" (or any message, with tool_choice "required" or a named function).
+    The call names the first function offered (or the one named), with its first parameter
+    set to the place (or to the message). None when the model answers in text."""
+    tools = [t.get("function") or {} for t in body.get("tools") or [] if t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none" or not messages or messages[-1].get("role") != "user":
+        return None
+    last = content_text(messages[-1].get("content"))
+    asked = WEATHER.search(last)
+    forced = choice == "required" or isinstance(choice, dict)
+    if not asked and not forced:
+        return None
+    tool = tools[0]
+    if isinstance(choice, dict):
+        named = (choice.get("function") or {}).get("name")
+        tool = next((t for t in tools if t.get("name") == named), tool)
+    params = list(((tool.get("parameters") or {}).get("properties") or {}).keys()) or ["input"]
+    value = asked.group(1) if asked else last
+    return {"id": "call_" + uuid.uuid4().hex[:24], "name": tool.get("name", "f"),
+            "arguments": json.dumps({params[0]: value})}
+
+
+def tool_answer(messages):
+    """The answer to a function's result: it reads the result back."""
+    calls = {}
+    for m in messages:
+        for c in m.get("tool_calls") or []:
+            calls[c.get("id")] = (c.get("function") or {}).get("name", "the function")
+    results = [m for m in messages[::-1] if m.get("role") == "tool"]
+    last = results[0]
+    return f"{calls.get(last.get('tool_call_id'), 'The function')} says: {content_text(last.get('content'))}"
+
+
 def answer(messages) -> str:
     if is_summary_request(messages):
         return summarize(messages)
+    if messages and messages[-1].get("role") == "tool":
+        return tool_answer(messages)
     said = [m.get("content") or "" for m in messages if m.get("role") == "user"]
     if not said:
         return "Hello! How can I assist you today?"
@@ -456,7 +501,12 @@ class Handler(BaseHTTPRequestHandler):
         if step.get("garbage"):
             return self.send_json(200, b"<html>not a completion</html>")
 
+        call = None if ("reply" in step or step.get("empty")) else tool_call(body, messages)
         text = "" if step.get("empty") else answer(messages)
+        if call:
+            # A call's text is its arguments: they stream in pieces, as a real server's do.
+            text = call["arguments"]
+            record["tool_call"] = call
         if "reply" in step:
             text = str(step["reply"]) * int(step.get("repeat", 1))
         finish = "stop"
@@ -473,15 +523,21 @@ class Handler(BaseHTTPRequestHandler):
         with STATE.lock:
             record["usage"] = usage
             record["counted_prompt_tokens"], record["message_tokens"] = sum(counts), counts
+        if call:
+            finish = "tool_calls"
         if body.get("stream"):
             return self.stream_completion(record, step, body, text, finish, usage)
+        message = {"role": "assistant", "content": text}
+        if call:
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": call["arguments"]}}]}
         answered = {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
-            "choices": [{"index": 0, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": text}}],
+            "choices": [{"index": 0, "finish_reason": finish, "message": message}],
         }
         if usage is not None:
             answered["usage"] = usage
@@ -501,8 +557,18 @@ def stream_completion(self, record, step, body, text, finish, usage):
 
     started = []
 
+    call = record.get("tool_call")
+
     def piece(word):
         out = b""
+        if call:
+            # A function call: its id and name first, then its arguments piece by piece.
+            first = {"index": 0, "function": {"arguments": word}}
+            if not started:
+                started.append(True)
+                first = {"index": 0, "id": call["id"], "type": "function",
+                         "function": {"name": call["name"], "arguments": word}}
+            return event([{"index": 0, "delta": {"tool_calls": [first]}, "finish_reason": None}])
         if not started:
             started.append(True)
             out = event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])

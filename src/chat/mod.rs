@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::deadline::{Deadline, SAVE_RESERVE, STORE_MARGIN};
 use crate::input::{IdempotencyKey, Message, OwnerKey, Rating, SessionKey};
 use crate::memory::Format;
-use crate::model::{ChatModel, ModelError, ModelOptions, Usage};
+use crate::model::{ChatModel, ModelError, ModelOptions, ToolCall, Usage};
 use crate::store::quota::{QuotaKind, Quotas};
 use crate::store::{message_digest, Branch, Changes, SessionStore, StoreError};
 // What the session routes read, re-exported so the adapters need only this module.
@@ -29,6 +29,7 @@ pub use live::Followed;
 pub use prompt::{
     build_prompt, estimate_tokens, window_start, SUMMARY_INSTRUCTION, SUMMARY_PREFIX,
 };
+pub use turn::render_calls;
 
 /// Tunables of the cycle.
 #[derive(Debug, Clone)]
@@ -87,6 +88,10 @@ pub struct Reply {
     pub timings: Timings,
     /// What the turn did to the prompt's context (see docs/context.md), for the log line.
     pub context: ContextChange,
+    /// The functions the reply asked to be called (its text may then be empty).
+    pub calls: Vec<ToolCall>,
+    /// The record saved with the run ([`TurnExtras::record`] with what the cycle adds).
+    pub record: Option<String>,
 }
 
 /// What a turn did to the prompt's context.
@@ -227,6 +232,22 @@ pub struct TurnExtras {
     pub options: ModelOptions,
     /// JSON kept with the run (the response's record: its usage, metadata, model).
     pub record: Option<String>,
+    /// Functions the model may call (chat completions' `tools`, `tool_choice`).
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    /// The results of the functions the previous run's reply called: the prompt ends with
+    /// that reply's calls and these results, not with the message.
+    pub results: Option<ToolResults>,
+}
+
+/// A turn that answers function results (docs/responses.md, "Function calls").
+#[derive(Debug, Clone, Default)]
+pub struct ToolResults {
+    /// The calls the previous reply made, and its text.
+    pub calls: Vec<ToolCall>,
+    pub text: String,
+    /// `(call id, output)`, in order.
+    pub outputs: Vec<(String, String)>,
 }
 
 /// What a turn answers (docs/api.md, "Versions").
@@ -393,6 +414,11 @@ impl ChatService {
         };
         let call = self.store.set_feedback(session, run_id, &feedback);
         Ok(bounded(deadline, call).await??)
+    }
+
+    /// Whether the model takes functions (`tools`).
+    pub fn takes_tools(&self) -> bool {
+        self.model.takes_tools()
     }
 
     /// One run by id, whole, with its record and its place on the path.

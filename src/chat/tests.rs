@@ -51,6 +51,7 @@ impl ChatModel for Scripted {
             ),
         };
         Ok(Completion {
+            calls: Vec::new(),
             text,
             truncated: false,
             usage: None,
@@ -394,6 +395,7 @@ impl ChatModel for Folding {
             ..Default::default()
         });
         Ok(Completion {
+            calls: Vec::new(),
             text,
             truncated: false,
             usage,

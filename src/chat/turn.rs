@@ -319,15 +319,13 @@ impl ChatService {
             &snapshot.memory.runs[plan.start..],
             &message,
         );
-        if let Some(instructions) = &turn.extras.instructions {
-            // Just before the message, so the history before it stays a cached prefix.
-            let at = messages.len().saturating_sub(1);
-            messages.insert(at, ChatMessage::new(Role::System, instructions.as_str()));
-        }
+        extend_prompt(&mut messages, &turn.extras);
         let prompt = Prompt {
             messages,
             cache_key: Some(cache_key(&turn.session)),
             options: turn.extras.options,
+            tools: turn.extras.tools.clone(),
+            tool_choice: turn.extras.tool_choice.clone(),
         };
         Ok(Prepared::Ask(Box::new(Asking {
             snapshot,
@@ -572,7 +570,12 @@ impl ChatService {
         if completion.truncated {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
         }
-        let run = new_run(turn, &message, completion.text);
+        let calls = completion.calls;
+        let text = match completion.text.trim().is_empty() {
+            true => render_calls(&calls),
+            false => completion.text,
+        };
+        let run = new_run(turn, &message, text);
         // The next window's first run: the one the window stepped to, or this one if every
         // earlier run left it.
         let window_from = step_to.map(|i| match snapshot.memory.runs.get(i) {
@@ -581,7 +584,7 @@ impl ChatService {
         });
         let token_scale = self.calibrated(turn, &snapshot, completion.usage, &prompt);
         let record = (turn.extras.record.as_deref())
-            .map(|r| record_with(r, completion.usage, pieces.as_deref()));
+            .map(|r| record_with(r, completion.usage, pieces.as_deref(), &calls));
         let receipt = receipt_of(turn, &run);
         let save_started = Instant::now();
         let mut backoff = Duration::from_millis(10);
@@ -633,6 +636,8 @@ impl ChatService {
                         replayed: false,
                         timings,
                         context,
+                        calls,
+                        record,
                     });
                 }
             }
@@ -817,6 +822,47 @@ impl LoggedOnce {
     }
 }
 
+/// A Responses API turn's additions to its prompt (docs/context.md, "The prompt"):
+/// - function results: the previous reply (the history's last message) becomes the assistant
+///   message with its calls, and the results follow it in place of the message;
+/// - instructions: just before the message (after the results), so the history before them
+///   stays a cached prefix.
+fn extend_prompt(messages: &mut Vec<ChatMessage>, extras: &super::TurnExtras) {
+    if let Some(results) = &extras.results {
+        messages.pop();
+        if messages.last().is_some_and(|m| m.role == Role::Assistant) {
+            messages.pop();
+        }
+        messages.push(ChatMessage {
+            tool_calls: Some(results.calls.clone()),
+            ..ChatMessage::new(Role::Assistant, results.text.as_str())
+        });
+        for (call_id, output) in &results.outputs {
+            messages.push(ChatMessage {
+                tool_call_id: Some(call_id.clone()),
+                ..ChatMessage::new(Role::Tool, output.as_str())
+            });
+        }
+    }
+    if let Some(instructions) = &extras.instructions {
+        let at = match extras.results {
+            Some(_) => messages.len(),
+            None => messages.len().saturating_sub(1),
+        };
+        messages.insert(at, ChatMessage::new(Role::System, instructions.as_str()));
+    }
+}
+
+/// How a reply of function calls alone is kept as a run's text (griptape's view, later
+/// prompts): one line a call, `[function call] name(arguments)`.
+pub fn render_calls(calls: &[crate::model::ToolCall]) -> String {
+    calls
+        .iter()
+        .map(|c| format!("[function call] {}({})", c.name, c.arguments))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// What a keyed turn leaves for its retries.
 fn receipt_of(turn: &TurnRequest, run: &Run) -> Option<Receipt> {
     turn.idempotency_key.as_ref().map(|key| Receipt {
@@ -839,7 +885,12 @@ fn new_run(turn: &TurnRequest, message: &Message, reply: String) -> Run {
 /// A caller's record (a JSON object) with the answer's usage added as `usage`:
 /// `{"input_tokens", "output_tokens", "cached_tokens"}` (`null` when the provider reported none),
 /// and a streamed reply's piece lengths in bytes as `pieces`.
-fn record_with(record: &str, usage: Option<Usage>, pieces: Option<&[usize]>) -> String {
+fn record_with(
+    record: &str,
+    usage: Option<Usage>,
+    pieces: Option<&[usize]>,
+    calls: &[crate::model::ToolCall],
+) -> String {
     let mut fields: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(record).unwrap_or_default();
     let usage = usage.map(|u| {
@@ -853,6 +904,17 @@ fn record_with(record: &str, usage: Option<Usage>, pieces: Option<&[usize]>) -> 
     if let Some(pieces) = pieces {
         fields.insert("pieces".into(), serde_json::json!(pieces));
     }
+    if !calls.is_empty() {
+        let calls: Vec<_> = calls
+            .iter()
+            .map(|c| serde_json::json!({"call_id": c.id, "name": c.name, "arguments": c.arguments}))
+            .collect();
+        fields.insert("calls".into(), serde_json::Value::Array(calls));
+    }
+    let completed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    fields.insert("completed_at".into(), serde_json::json!(completed));
     serde_json::Value::Object(fields).to_string()
 }
 
@@ -873,5 +935,7 @@ fn replay(receipt: Receipt, say: &Say, timings: Timings) -> Result<Reply, ChatEr
         replayed: true,
         timings,
         context: ContextChange::default(),
+        calls: Vec::new(),
+        record: None,
     })
 }

@@ -52,16 +52,10 @@ pub enum ApiError {
     TurnLost,
     /// A Responses API parameter is wrong (its name goes in the error's `param`).
     #[error("{message}")]
-    Param {
-        param: &'static str,
-        message: String,
-    },
+    Param { param: String, message: String },
     /// A Responses API parameter asks for what this deployment does not do.
     #[error("{message}")]
-    Unsupported {
-        param: &'static str,
-        message: String,
-    },
+    Unsupported { param: String, message: String },
     #[error("no response {0}")]
     ResponseNotFound(String),
     #[error("no conversation {0}")]
@@ -330,7 +324,9 @@ impl ApiError {
     /// The Responses API's error payload of this failure.
     pub(crate) fn responses_error<'a>(&'a self, d: &'a Described) -> ResponsesError<'a> {
         let param = match self {
-            ApiError::Param { param, .. } | ApiError::Unsupported { param, .. } => Some(*param),
+            ApiError::Param { param, .. } | ApiError::Unsupported { param, .. } => {
+                Some(param.as_str())
+            }
             ApiError::Input(InputError::MessageTooLong { .. } | InputError::BlankMessage) => {
                 Some("input")
             }
@@ -432,7 +428,7 @@ mod tests {
             (ApiError::TurnLost, 500, "internal"),
             (
                 ApiError::Param {
-                    param: "input",
+                    param: "input".into(),
                     message: "x".into(),
                 },
                 400,
@@ -440,7 +436,7 @@ mod tests {
             ),
             (
                 ApiError::Unsupported {
-                    param: "store",
+                    param: "store".into(),
                     message: "x".into(),
                 },
                 400,
@@ -649,7 +645,7 @@ mod tests {
             );
         }
         let param = ApiError::Param {
-            param: "temperature",
+            param: "temperature".into(),
             message: "x".into(),
         };
         let body: Value = serde_json::from_str(&param.responses_body()).unwrap();

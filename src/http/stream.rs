@@ -186,6 +186,8 @@ pub(super) fn follow(
                         replayed: false,
                         timings: Default::default(),
                         context: Default::default(),
+                        calls: kept.calls(),
+                        record: found.record.clone(),
                     }))
                 }
                 Followed::Ended(LiveStatus::Cancelled) => {
@@ -209,6 +211,15 @@ struct Kept {
     pieces: Option<Vec<usize>>,
     #[serde(default)]
     usage: Option<KeptUsage>,
+    #[serde(default)]
+    calls: Vec<KeptCall>,
+}
+
+#[derive(Deserialize)]
+struct KeptCall {
+    call_id: String,
+    name: String,
+    arguments: String,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -220,6 +231,17 @@ struct KeptUsage {
 }
 
 impl Kept {
+    fn calls(&self) -> Vec<crate::model::ToolCall> {
+        self.calls
+            .iter()
+            .map(|c| crate::model::ToolCall {
+                id: c.call_id.clone(),
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+            })
+            .collect()
+    }
+
     fn of(record: Option<&str>) -> Kept {
         record
             .and_then(|r| serde_json::from_str(r).ok())
@@ -251,6 +273,8 @@ pub(super) fn remaining_pieces<'t>(
 ) -> Vec<&'t str> {
     match lengths.and_then(|l| split_pieces(text, l)) {
         Some(pieces) if pieces.len() >= sent => pieces[sent..].to_vec(),
+        // Streamed with no text (function calls alone): the run's text is their rendering.
+        _ if lengths.is_some_and(|l| l.is_empty()) => Vec::new(),
         _ => text
             .get(bytes..)
             .filter(|r| !r.is_empty())

@@ -75,7 +75,9 @@ fn bedrock_prompt(
                 system.push(SystemContentBlock::Text(m.content.clone()));
                 continue;
             }
-            Role::User => ConversationRole::User,
+            // Functions are not passed to Bedrock (`takes_tools` is false): no prompt holds a
+            // tool message; were one there, its text goes as the user's.
+            Role::User | Role::Tool => ConversationRole::User,
             Role::Assistant => ConversationRole::Assistant,
         };
         let mut message = Message::builder()
@@ -156,6 +158,7 @@ impl ChatModel for BedrockModel {
             return Err(ModelError::Empty);
         }
         Ok(Completion {
+            calls: Vec::new(),
             text,
             truncated: *output.stop_reason() == StopReason::MaxTokens,
             usage: output.usage().map(bedrock_usage),
@@ -228,6 +231,7 @@ impl ChatModel for BedrockModel {
             return Err(ModelError::Empty);
         }
         Ok(Completion {
+            calls: Vec::new(),
             text,
             truncated: stop == StopReason::MaxTokens,
             usage,

@@ -22,12 +22,20 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A function's result, answering an assistant message's call.
+    Tool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// An assistant message's function calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A tool message's call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -35,7 +43,30 @@ impl ChatMessage {
         ChatMessage {
             role,
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
         }
+    }
+}
+
+/// A function the model asked to be called: its call id, the function's name, its arguments
+/// (JSON text, as the model wrote them).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// As chat completions write a call: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+impl Serialize for ToolCall {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serde_json::json!({
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        })
+        .serialize(serializer)
     }
 }
 
@@ -47,6 +78,9 @@ pub struct Prompt {
     /// of the session's key, never the session id itself.
     pub cache_key: Option<String>,
     pub options: ModelOptions,
+    /// Functions the model may call, as chat completions take them (`tools`, `tool_choice`).
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
 }
 
 /// What a caller may ask of one answer; the provider's defaults where `None`.
@@ -62,6 +96,8 @@ impl Prompt {
             messages,
             cache_key: None,
             options: ModelOptions::default(),
+            tools: None,
+            tool_choice: None,
         }
     }
 }
@@ -85,6 +121,8 @@ pub struct Completion {
     /// The model stopped at its length limit: the answer is kept, and the fact logged.
     pub truncated: bool,
     pub usage: Option<Usage>,
+    /// The functions it asked to be called (its text may then be empty).
+    pub calls: Vec<ToolCall>,
 }
 
 /// Why the model gave no usable answer. None of these is ever stored as a reply.
@@ -118,6 +156,12 @@ pub type Deltas<'a> = &'a mut (dyn FnMut(&str) + Send);
 pub trait ChatModel: Send + Sync {
     /// Asks the model to continue the prompt's messages, giving up at `deadline`.
     async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, ModelError>;
+
+    /// Whether the prompt's `tools` reach the model (a client that cannot pass them refuses
+    /// a request with functions, rather than answering as if it had none).
+    fn takes_tools(&self) -> bool {
+        false
+    }
 
     /// Asks the same, handing each piece of the answer to `deltas` as the model writes it. The
     /// completion's text is exactly the pieces handed over, concatenated. A model that cannot

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::sse::SseParser;
-use super::{ChatMessage, ChatModel, Completion, Deltas, ModelError, Prompt, Usage};
+use super::{ChatMessage, ChatModel, Completion, Deltas, ModelError, Prompt, ToolCall, Usage};
 use crate::config::Secret;
 
 /// Attempts per call, for answers worth retrying (429, 5xx, connection failures).
@@ -61,6 +61,8 @@ impl OpenAiModel {
                 prompt_cache_key: prompt.cache_key.as_deref(),
                 max_tokens: prompt.options.max_output_tokens,
                 temperature: prompt.options.temperature,
+                tools: prompt.tools.as_ref(),
+                tool_choice: prompt.tool_choice.as_ref(),
                 stream: stream.then_some(true),
                 stream_options: stream.then_some(StreamOptions {
                     include_usage: true,
@@ -201,6 +203,10 @@ impl Backoff {
 
 #[async_trait]
 impl ChatModel for OpenAiModel {
+    fn takes_tools(&self) -> bool {
+        true
+    }
+
     async fn complete(&self, prompt: &Prompt, deadline: Instant) -> Result<Completion, ModelError> {
         let mut backoff = Backoff::new();
         loop {
@@ -249,6 +255,10 @@ struct CompletionRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -302,9 +312,36 @@ struct Choice {
 #[derive(Deserialize)]
 struct AnswerMessage {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireCall>,
 }
 
-/// Reads a chat-completions answer; anything but non-blank text is an error.
+/// A function call as chat completions write it; streamed, in pieces by `index`.
+#[derive(Deserialize)]
+struct WireCall {
+    #[serde(default)]
+    index: usize,
+    id: Option<String>,
+    function: Option<WireFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+/// A whole call; one without an id or a name is not a call.
+fn whole_call(call: WireCall) -> Option<ToolCall> {
+    let function = call.function?;
+    Some(ToolCall {
+        id: call.id.filter(|i| !i.is_empty())?,
+        name: function.name.filter(|n| !n.is_empty())?,
+        arguments: function.arguments.unwrap_or_default(),
+    })
+}
+
+/// Reads a chat-completions answer; anything but non-blank text or function calls is an error.
 pub fn parse_completion(body: &[u8]) -> Result<Completion, ModelError> {
     let parsed: CompletionResponse = serde_json::from_slice(body)
         .map_err(|e| ModelError::Invalid(format!("not a chat completion: {e}")))?;
@@ -313,15 +350,21 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ModelError> {
         .into_iter()
         .next()
         .ok_or_else(|| ModelError::Invalid("no choices".into()))?;
-    let text = choice
-        .message
-        .and_then(|m| m.content)
-        .filter(|t| !t.trim().is_empty())
-        .ok_or(ModelError::Empty)?;
+    let (text, calls) = match choice.message {
+        Some(m) => (
+            m.content.unwrap_or_default(),
+            m.tool_calls.into_iter().filter_map(whole_call).collect(),
+        ),
+        None => (String::new(), Vec::new()),
+    };
+    if text.trim().is_empty() && calls.is_empty() {
+        return Err(ModelError::Empty);
+    }
     Ok(Completion {
         text,
         truncated: choice.finish_reason.as_deref() == Some("length"),
         usage: parsed.usage.map(Usage::from),
+        calls,
     })
 }
 
@@ -343,6 +386,8 @@ struct StreamChoice {
 #[derive(Debug, Default)]
 pub struct StreamedAnswer {
     text: String,
+    /// Function calls as their pieces come, by index: id, name, arguments so far.
+    calls: Vec<(String, String, String)>,
     finish: Option<String>,
     usage: Option<Usage>,
     /// `[DONE]` came: nothing follows.
@@ -375,7 +420,27 @@ impl StreamedAnswer {
         if choice.finish_reason.is_some() {
             self.finish = choice.finish_reason;
         }
-        let piece = choice.delta.and_then(|d| d.content);
+        let Some(delta) = choice.delta else {
+            return Ok(None);
+        };
+        for call in delta.tool_calls {
+            if self.calls.len() <= call.index {
+                // Bounded: a server naming index a billion does not make a billion calls.
+                if call.index > 127 {
+                    return Err(ModelError::Invalid("a function call index over 127".into()));
+                }
+                self.calls.resize(call.index + 1, Default::default());
+            }
+            let slot = &mut self.calls[call.index];
+            if let Some(id) = call.id {
+                slot.0.push_str(&id);
+            }
+            if let Some(f) = call.function {
+                slot.1.push_str(f.name.as_deref().unwrap_or_default());
+                slot.2.push_str(f.arguments.as_deref().unwrap_or_default());
+            }
+        }
+        let piece = delta.content;
         if let Some(piece) = &piece {
             self.text.push_str(piece);
         }
@@ -389,13 +454,24 @@ impl StreamedAnswer {
                 "the stream ended without a finish reason".into(),
             ));
         };
-        if self.text.trim().is_empty() {
+        let calls: Vec<ToolCall> = self
+            .calls
+            .into_iter()
+            .filter(|(id, name, _)| !id.is_empty() && !name.is_empty())
+            .map(|(id, name, arguments)| ToolCall {
+                id,
+                name,
+                arguments,
+            })
+            .collect();
+        if self.text.trim().is_empty() && calls.is_empty() {
             return Err(ModelError::Empty);
         }
         Ok(Completion {
             text: self.text,
             truncated: finish == "length",
             usage: self.usage,
+            calls,
         })
     }
 }

@@ -512,13 +512,13 @@ async fn bad_responses_requests_store_nothing() {
             json!({"input": "hi", "nonsense": 1}),
             400,
             "invalid_request",
-            Some("body"),
+            Some("nonsense"),
         ),
         (
             json!({"input": "hi", "tools": [{"type": "web_search"}]}),
             400,
             "unsupported",
-            Some("body"),
+            Some("tools"),
         ),
         (
             json!({"input": "hi", "previous_response_id": "nope"}),
@@ -583,4 +583,91 @@ async fn bad_responses_requests_store_nothing() {
         assert!(error["error"]["type"].is_string(), "{error}");
     }
     assert_eq!(env.item_count().await, 0, "{:?}", env.keys().await);
+}
+
+/// A function-call round trip: the model's call is a `function_call` item (kept in the record,
+/// the run's text its rendering), and the result, sent with `previous_response_id`, is answered
+/// with the call and the result in the prompt, as chat completions take them; streamed, the
+/// call's arguments come as their events.
+#[tokio::test]
+async fn a_function_call_round_trip() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let tools = json!([{
+        "type": "function", "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }]);
+    let (status, asked) = create(json!({"input": "What is the weather in Paris?", "tools": tools}))
+        .call_json(&app)
+        .await;
+    assert_eq!(status, 200, "{asked}");
+    let call = &asked["output"][0];
+    assert_eq!(call["type"], "function_call", "{asked}");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["arguments"], r#"{"city": "Paris"}"#);
+    assert_eq!(asked["tools"][0]["name"], "get_weather");
+    let sent = &env.model.requests().await[0]["body"];
+    assert_eq!(
+        sent["tools"][0]["function"]["name"], "get_weather",
+        "{sent}"
+    );
+    let id = asked["id"].as_str().unwrap();
+    let (_, again) = Req::http("GET", &format!("/v1/responses/{id}"))
+        .call_json(&app)
+        .await;
+    assert_eq!(again["output"], asked["output"]);
+
+    let call_id = call["call_id"].as_str().unwrap();
+    let (status, answered) = create(json!({
+        "previous_response_id": id, "tools": tools,
+        "input": [{"type": "function_call_output", "call_id": call_id, "output": "15 C, sunny"}],
+    }))
+    .call_json(&app)
+    .await;
+    assert_eq!(status, 200, "{answered}");
+    assert_eq!(output_text(&answered), "get_weather says: 15 C, sunny");
+    let messages = env.model.requests().await[1]["body"]["messages"].clone();
+    let n = messages.as_array().unwrap().len();
+    assert_eq!(
+        messages[n - 2]["tool_calls"][0]["id"],
+        call_id,
+        "{messages}"
+    );
+    assert_eq!(
+        messages[n - 1],
+        json!({"role": "tool", "content": "15 C, sunny", "tool_call_id": call_id})
+    );
+    // A result for a call the previous response did not make is refused.
+    let (status, refused) = create(json!({
+        "previous_response_id": id,
+        "input": [{"type": "function_call_output", "call_id": "call_nope", "output": "x"}],
+    }))
+    .call_json(&app)
+    .await;
+    assert_eq!(
+        (status, refused["error"]["param"].clone()),
+        (400, json!("input"))
+    );
+
+    // Streamed: the call's item and its arguments' events.
+    let streamed =
+        create(json!({"input": "And the weather in Oslo?", "tools": tools, "stream": true}))
+            .sse()
+            .call(&app)
+            .await;
+    let events = sse_events(&streamed.text());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    for name in [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ] {
+        assert!(names.contains(&name), "{name}: {names:?}");
+    }
+    let done = events
+        .iter()
+        .find(|(n, _)| n == "response.function_call_arguments.done");
+    assert_eq!(done.unwrap().1["arguments"], r#"{"city": "Oslo"}"#);
 }

@@ -17,9 +17,16 @@ const MAX_ADDED_ITEMS: usize = 20;
 const DEFAULT_ITEMS: usize = 20;
 const MAX_ITEMS: usize = 100;
 
-/// A new conversation's id: `conv_` and 32 random hex digits.
-pub fn mint_id() -> String {
-    format!("conv_{}", crate::memory::new_run_id())
+/// A new conversation's id: `conv_` and 32 hex digits, random, or for a keyed request the
+/// key's digest (its retry reaches the same conversation and is replayed there).
+pub fn mint_id(key: Option<&crate::input::IdempotencyKey>) -> String {
+    match key {
+        Some(key) => {
+            let digest = crate::input::sha256_hex(&format!("responses\n{}", key.as_str()));
+            format!("conv_{}", &digest[..32])
+        }
+        None => format!("conv_{}", crate::memory::new_run_id()),
+    }
 }
 
 /// A conversation's metadata as stored (a JSON object's text); `{}` when none.
@@ -71,13 +78,13 @@ impl App {
             .find(|k| !matches!(k.as_str(), "items" | "metadata"))
         {
             return Err(ApiError::Param {
-                param: "body",
+                param: name.clone(),
                 message: format!("unknown parameter: {name}"),
             });
         }
         let metadata = parse_metadata(fields.get("metadata"))?;
         let runs = self.pairs(fields.get("items"))?;
-        let id = call.about(SessionId::parse(&mint_id())?);
+        let id = call.about(SessionId::parse(&mint_id(None))?);
         let key = self.session_key(call.request, id)?;
         let owner = self.owner(call.request, None)?;
         let about = About {
@@ -120,9 +127,15 @@ impl App {
     ) -> Result<Value, ApiError> {
         let (id, key) = self.conversation_of(call, segment)?;
         let fields = request::object(body_bytes(call.request.body()))?;
+        if let Some(name) = fields.keys().find(|k| k.as_str() != "metadata") {
+            return Err(ApiError::Param {
+                param: name.clone(),
+                message: format!("unknown parameter: {name}"),
+            });
+        }
         if !fields.contains_key("metadata") {
             return Err(ApiError::Param {
-                param: "metadata",
+                param: "metadata".into(),
                 message: "metadata is required".into(),
             });
         }
@@ -160,13 +173,18 @@ impl App {
         segment: &str,
     ) -> Result<Value, ApiError> {
         let (id, key) = self.conversation_of(call, segment)?;
-        let limit = parse_limit(call.param("limit"), DEFAULT_ITEMS, MAX_ITEMS)?;
+        let limit = parse_limit(call.param("limit"), DEFAULT_ITEMS, MAX_ITEMS).map_err(|_| {
+            ApiError::Param {
+                param: "limit".into(),
+                message: format!("limit must be a whole number from 1 to {MAX_ITEMS}"),
+            }
+        })?;
         let ascending = match call.param("order") {
             None | Some("desc") => false,
             Some("asc") => true,
             Some(_) => {
                 return Err(ApiError::Param {
-                    param: "order",
+                    param: "order".into(),
                     message: "order must be asc or desc".into(),
                 })
             }
@@ -227,6 +245,12 @@ impl App {
                 break false;
             }
         };
+        if !passed {
+            return Err(ApiError::Param {
+                param: "after".into(),
+                message: "after names no item of this conversation".into(),
+            });
+        }
         items.truncate(limit);
         log_read(call, "conversation items read");
         Ok(object::list(items, has_more))
@@ -239,12 +263,22 @@ impl App {
         call: &Call<'_>,
         segment: &str,
     ) -> Result<Value, ApiError> {
-        let (_, key) = self.conversation_of(call, segment)?;
+        let (id, key) = self.conversation_of(call, segment)?;
         let fields = request::object(body_bytes(call.request.body()))?;
+        if let Some(name) = fields.keys().find(|k| k.as_str() != "items") {
+            return Err(ApiError::Param {
+                param: name.clone(),
+                message: format!("unknown parameter: {name}"),
+            });
+        }
         let runs = self.pairs(fields.get("items"))?;
+        // Items go into a conversation that exists (a response may start one; this may not).
+        if self.chat.about(&key, call.deadline).await?.is_none() {
+            return Err(ApiError::ConversationNotFound(id.as_str().to_owned()));
+        }
         if runs.is_empty() {
             return Err(ApiError::Param {
-                param: "items",
+                param: "items".into(),
                 message: "items is required".into(),
             });
         }
@@ -318,14 +352,14 @@ impl App {
             Some(Value::Array(items)) => items,
             Some(_) => {
                 return Err(ApiError::Param {
-                    param: "items",
+                    param: "items".into(),
                     message: "items must be an array".into(),
                 })
             }
         };
         if items.len() > MAX_ADDED_ITEMS {
             return Err(ApiError::Param {
-                param: "items",
+                param: "items".into(),
                 message: format!("at most {MAX_ADDED_ITEMS} items at once"),
             });
         }
@@ -333,7 +367,7 @@ impl App {
             let kind = item.get("type").and_then(Value::as_str);
             if !matches!(kind, None | Some("message")) {
                 return Err(ApiError::Unsupported {
-                    param: "items",
+                    param: "items".into(),
                     message: "a conversation's items are messages here".into(),
                 });
             }
@@ -348,7 +382,7 @@ impl App {
                 Some((r, output)) if role == "user" && r == "assistant" => output,
                 _ => {
                     return Err(ApiError::Unsupported {
-                        param: "items",
+                        param: "items".into(),
                         message: "items are stored as runs: give each user message with the assistant's reply after it"
                             .into(),
                     })
@@ -356,7 +390,7 @@ impl App {
             };
             if reply.trim().is_empty() {
                 return Err(ApiError::Param {
-                    param: "items",
+                    param: "items".into(),
                     message: "an assistant message is empty".into(),
                 });
             }

@@ -19,10 +19,10 @@ use serde_json::{json, Value};
 
 use super::extract::{body_bytes, idempotency_key, percent_decode};
 use super::{json_ok, stream, Answer, ApiError, App, Call};
-use crate::chat::{ChatError, Place, Say, TurnExtras, TurnRequest};
+use crate::chat::{ChatError, Place, Say, ToolResults, TurnExtras, TurnRequest};
 use crate::input::{SessionId, SessionKey};
 use events::ResponseEvents;
-use object::{now_secs, Record, Response, Status, StoredUsage};
+use object::{now_secs, Record, Response, Status, StoredCall};
 use request::{parse_create, Chain, Half, ResponseId};
 
 /// The Responses API's routes, below `/v1`.
@@ -137,21 +137,37 @@ impl App {
             body_bytes(call.request.body()),
             self.settings.max_message_bytes,
         )?;
+        if body.tools.for_model.is_some() && !self.chat.takes_tools() {
+            return Err(ApiError::Unsupported {
+                param: "tools".into(),
+                message:
+                    "this deployment's model client takes no functions (MODEL_PROVIDER=bedrock)"
+                        .into(),
+            });
+        }
+        let key = idempotency_key(call.request)?;
         let (session_id, previous, conversation) = match &body.chain {
-            Chain::Alone => {
-                let id = SessionId::parse(&conversations::mint_id())?;
-                (id, None, None)
-            }
+            // A keyed retry of a response alone must reach the conversation the first made.
+            Chain::Alone => (
+                SessionId::parse(&conversations::mint_id(key.as_ref()))?,
+                None,
+                None,
+            ),
             Chain::After(prev) => (prev.session.clone(), Some(prev), None),
             Chain::Conversation(id) => (id.clone(), None, Some(id.as_str().to_owned())),
         };
         let session_id = call.about(session_id);
         let session = self.session_key(call.request, session_id)?;
-        let say = match previous {
-            None => Say::New(body.message.clone()),
+        let (say, results) = match previous {
+            None => (Say::New(body.message.clone()), None),
             Some(prev) => {
-                self.after(call, &session, prev, body.message.clone())
-                    .await?
+                let (say, found) = self
+                    .after(call, &session, prev, body.message.clone())
+                    .await?;
+                (
+                    say,
+                    results_for(&body.outputs, &found, &self.settings.model_id)?,
+                )
             }
         };
         let run_id = crate::memory::new_run_id();
@@ -169,24 +185,28 @@ impl App {
             max_output_tokens: body.options.max_output_tokens,
             background: body.background,
             created_at: now_secs(),
-            usage: None,
-            pieces: None,
+            tools: body.tools.given.clone(),
+            tool_choice: body.tools.choice.clone(),
+            ..Record::default()
         };
         let turn = TurnRequest {
             session,
             say,
             owner: self.owner(call.request, None)?,
-            idempotency_key: idempotency_key(call.request)?,
+            idempotency_key: key,
             deadline: call.deadline,
             extras: TurnExtras {
                 run_id: Some(run_id.clone()),
                 instructions: body.instructions.clone(),
                 options: body.options,
                 record: Some(serde_json::to_string(&record).unwrap_or_default()),
+                tools: body.tools.for_model.clone(),
+                tool_choice: body.tools.choice_for_model.clone(),
+                results,
             },
         };
         if body.stream {
-            let mut events = ResponseEvents::new(id, run_id, record);
+            let mut events = ResponseEvents::new(id, run_id, record, session_id.clone());
             events.log = Some((
                 call.request_id().to_owned(),
                 session_id.clone(),
@@ -196,9 +216,20 @@ impl App {
         }
         let reply = self.chat.send(&turn).await?;
         super::answered::log_turn(call.request_id(), session_id, &reply, false, call.started);
-        let mut record = record;
-        record.usage = reply.usage.map(StoredUsage::from);
-        // A replay answers with the run first saved under this key.
+        // A replay answers with the run first saved under this key, as it was saved.
+        let record = match reply.replayed {
+            true => {
+                let found = self
+                    .chat
+                    .find_run(&turn.session, &reply.run_id, call.deadline)
+                    .await?;
+                Record::read(
+                    found.and_then(|f| f.record).as_deref(),
+                    &self.settings.model_id,
+                )
+            }
+            false => Record::read(reply.record.as_deref(), &record.model),
+        };
         let id = ResponseId::format(&reply.run_id, session_id);
         let response = Response {
             id: &id,
@@ -224,9 +255,9 @@ impl App {
         session: &SessionKey,
         prev: &ResponseId,
         message: crate::input::Message,
-    ) -> Result<Say, ApiError> {
+    ) -> Result<(Say, crate::chat::FoundRun), ApiError> {
         let not_found = || ApiError::Param {
-            param: "previous_response_id",
+            param: "previous_response_id".into(),
             message: "previous_response_id names no stored response".into(),
         };
         for _ in 0..2 {
@@ -235,9 +266,9 @@ impl App {
                 .find_run(session, prev.run.as_str(), call.deadline)
                 .await?
                 .ok_or_else(not_found)?;
-            match found.place {
-                Place::Last => return Ok(Say::New(message)),
-                Place::Before(next) => return Ok(Say::Edit(next, message)),
+            match found.place.clone() {
+                Place::Last => return Ok((Say::New(message), found)),
+                Place::Before(next) => return Ok((Say::Edit(next, message), found)),
                 Place::OffPath => {
                     self.chat
                         .select(session, prev.run.as_str(), call.deadline)
@@ -257,7 +288,7 @@ impl App {
             Some("true") => true,
             Some(_) => {
                 return Err(ApiError::Param {
-                    param: "stream",
+                    param: "stream".into(),
                     message: "stream must be true or false".into(),
                 })
             }
@@ -265,7 +296,7 @@ impl App {
         let starting_after = match call.param("starting_after") {
             None => None,
             Some(n) => Some(n.parse::<u64>().map_err(|_| ApiError::Param {
-                param: "starting_after",
+                param: "starting_after".into(),
                 message: "starting_after must be an event's sequence_number".into(),
             })?),
         };
@@ -293,7 +324,8 @@ impl App {
         }
         log_read(call, "response read");
         if stream {
-            let mut events = ResponseEvents::new(id_text, run.to_owned(), record);
+            let mut events =
+                ResponseEvents::new(id_text, run.to_owned(), record, id.session.clone());
             events.skip_through = starting_after;
             events.following = true;
             let followed = stream::follow(&self.chat, session, run.to_owned(), call.deadline);
@@ -383,12 +415,45 @@ impl App {
         match self.chat.find_run(&session, run, call.deadline).await? {
             None => Err(ApiError::ResponseNotFound(segment.to_owned())),
             Some(_) => Err(ApiError::Param {
-                param: "response_id",
+                param: "response_id".into(),
                 message: "this response is completed: only a response in progress can be cancelled"
                     .into(),
             }),
         }
     }
+}
+
+/// A turn answering function results: the previous response's calls (each output must name
+/// one of them) and its text, with the outputs; `None` without outputs.
+fn results_for(
+    outputs: &[(String, String)],
+    prev: &crate::chat::FoundRun,
+    model: &str,
+) -> Result<Option<ToolResults>, ApiError> {
+    if outputs.is_empty() {
+        return Ok(None);
+    }
+    let record = Record::read(prev.record.as_deref(), model);
+    let calls: Vec<crate::model::ToolCall> = record.calls.iter().map(StoredCall::to_call).collect();
+    if let Some((id, _)) = outputs
+        .iter()
+        .find(|(id, _)| !calls.iter().any(|c| &c.id == id))
+    {
+        return Err(ApiError::Param {
+            param: "input".into(),
+            message: format!("the previous response made no function call {id}"),
+        });
+    }
+    let rendered = crate::chat::render_calls(&calls);
+    let text = match prev.run.output == rendered {
+        true => String::new(),
+        false => prev.run.output.clone(),
+    };
+    Ok(Some(ToolResults {
+        calls,
+        text,
+        outputs: outputs.to_vec(),
+    }))
 }
 
 /// The request's one line for a read or an edit of the Responses API.

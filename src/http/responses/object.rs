@@ -35,6 +35,61 @@ pub struct Record {
     /// A streamed reply's pieces, their lengths in bytes (added by the chat cycle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pieces: Option<Vec<usize>>,
+    /// The function tools and `tool_choice` as the request gave them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// The functions the reply called (added by the chat cycle).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<StoredCall>,
+    /// When the run was saved (added by the chat cycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<u64>,
+}
+
+/// A function call as a record keeps it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredCall {
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+impl From<&crate::model::ToolCall> for StoredCall {
+    fn from(c: &crate::model::ToolCall) -> Self {
+        StoredCall {
+            call_id: c.id.clone(),
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+        }
+    }
+}
+
+impl StoredCall {
+    pub fn to_call(&self) -> crate::model::ToolCall {
+        crate::model::ToolCall {
+            id: self.call_id.clone(),
+            name: self.name.clone(),
+            arguments: self.arguments.clone(),
+        }
+    }
+}
+
+/// A function call output item (`fc_<run>_<n>`).
+pub fn call_item(run: &str, n: usize, call: &StoredCall, status: Status) -> Value {
+    json!({
+        "type": "function_call",
+        "id": format!("fc_{run}_{n}"),
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": match status {
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+            Status::Failed | Status::Cancelled => "incomplete",
+        },
+    })
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -163,25 +218,28 @@ pub struct Response<'a> {
 impl Response<'_> {
     pub fn json(&self) -> Value {
         let r = self.record;
-        let output = match self.status {
-            Status::InProgress if self.text.is_empty() => json!([]),
-            Status::Failed => json!([]),
-            Status::Cancelled if self.text.is_empty() => json!([]),
-            // What was written of a cancelled reply: never stored, shown as incomplete.
-            Status::Cancelled => json!([message_item(
-                self.run,
-                Half::Output,
-                self.text,
-                Status::Cancelled
-            )]),
-            status => json!([message_item(self.run, Half::Output, self.text, status)]),
-        };
+        let calls: Vec<crate::model::ToolCall> = r.calls.iter().map(StoredCall::to_call).collect();
+        // A reply of calls alone is kept as their rendering: it is no message of the model's.
+        let text_is_calls = !calls.is_empty() && self.text == crate::chat::render_calls(&calls);
+        let mut output = Vec::new();
+        match self.status {
+            Status::Failed => {}
+            _ if self.text.is_empty() || text_is_calls => {}
+            // What was written of a cancelled reply (never stored) is shown as incomplete.
+            status => output.push(message_item(self.run, Half::Output, self.text, status)),
+        }
+        if self.status == Status::Completed {
+            for (n, call) in r.calls.iter().enumerate() {
+                output.push(call_item(self.run, n, call, Status::Completed));
+            }
+        }
+        let output = Value::Array(output);
         let completed = self.status == Status::Completed;
         json!({
             "id": self.id,
             "object": "response",
             "created_at": r.created_at,
-            "completed_at": if completed { Some(r.created_at.max(now_secs())) } else { None },
+            "completed_at": if completed { Some(r.completed_at.unwrap_or(r.created_at)) } else { None },
             "status": self.status.as_str(),
             "incomplete_details": null,
             "model": r.model,
@@ -189,8 +247,8 @@ impl Response<'_> {
             "instructions": r.instructions,
             "output": output,
             "error": self.error,
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": r.tools.iter().map(tool_json).collect::<Vec<_>>(),
+            "tool_choice": r.tool_choice.clone().unwrap_or_else(|| json!("auto")),
             "truncation": "disabled",
             "parallel_tool_calls": true,
             "text": {"format": {"type": "text"}},
@@ -214,6 +272,17 @@ impl Response<'_> {
     }
 }
 
+/// A function tool as a response lists it (Open Responses' `FunctionTool`: every field there).
+fn tool_json(tool: &Value) -> Value {
+    json!({
+        "type": "function",
+        "name": tool.get("name").cloned().unwrap_or(Value::Null),
+        "description": tool.get("description").cloned().unwrap_or(Value::Null),
+        "parameters": tool.get("parameters").cloned().unwrap_or(Value::Null),
+        "strict": tool.get("strict").cloned().unwrap_or(Value::Null),
+    })
+}
+
 /// A conversation object.
 pub fn conversation(id: &SessionId, created_at: u64, metadata: &Map<String, Value>) -> Value {
     json!({
@@ -234,4 +303,28 @@ pub fn list(items: Vec<Value>, has_more: bool) -> Value {
         "has_more": has_more,
         "data": items,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_calls_reads_back() {
+        let saved = r#"{"model":"scripted","instructions":null,"metadata":{},"previous_response_id":null,"conversation":null,"temperature":null,"max_output_tokens":null,"background":false,"created_at":1796695342,"usage":{"input_tokens":11,"output_tokens":6,"cached_tokens":0},"tools":[{"type":"function","name":"get_weather"}],"calls":[{"call_id":"call_7","name":"get_weather","arguments":"{\"city\": \"Paris\"}"}],"completed_at":1796695342}"#;
+        let record = Record::read(Some(saved), "m");
+        assert_eq!(record.calls.len(), 1);
+        let text = crate::chat::render_calls(&[record.calls[0].to_call()]);
+        let json = Response {
+            id: "resp_r.cw",
+            run: "r",
+            record: &record,
+            status: Status::Completed,
+            text: &text,
+            error: None,
+        }
+        .json();
+        assert_eq!(json["output"][0]["type"], "function_call", "{json}");
+        assert_eq!(json["output"].as_array().unwrap().len(), 1, "{json}");
+    }
 }

@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::http::ApiError;
 use crate::input::{Message, RunId, SessionId};
@@ -29,7 +29,23 @@ pub struct CreateResponse {
     pub background: bool,
     pub metadata: Map<String, Value>,
     pub options: ModelOptions,
+    pub tools: Tools,
+    /// `function_call_output` items: `(call id, output)`, in order.
+    pub outputs: Vec<(String, String)>,
 }
+
+/// Function tools as the request gave them (for the response) and as chat completions take
+/// them (for the model); empty when none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tools {
+    pub given: Vec<Value>,
+    pub choice: Option<Value>,
+    pub for_model: Option<Value>,
+    pub choice_for_model: Option<Value>,
+}
+
+/// The most bytes of `tools` a request may send (kept in the response's record).
+const MAX_TOOLS_BYTES: usize = 64 * 1024;
 
 /// What the new response follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,16 +112,16 @@ pub fn parse_item_id(raw: &str) -> Option<(RunId, Half)> {
     Some((RunId::parse(run).ok()?, half))
 }
 
-fn bad(param: &'static str, message: impl Into<String>) -> ApiError {
+fn bad(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::Param {
-        param,
+        param: param.to_owned(),
         message: message.into(),
     }
 }
 
-fn unsupported(param: &'static str, message: impl Into<String>) -> ApiError {
+fn unsupported(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::Unsupported {
-        param,
+        param: param.to_owned(),
         message: message.into(),
     }
 }
@@ -124,7 +140,9 @@ fn check_accepted(fields: &Map<String, Value>) -> Result<(), ApiError> {
             | "background"
             | "metadata"
             | "max_output_tokens"
-            | "temperature" => continue,
+            | "temperature"
+            | "tools"
+            | "tool_choice" => continue,
             // Accepted as the defaults they name.
             "user" | "safety_identifier" | "prompt_cache_key" => {
                 value.is_null() || value.is_string()
@@ -134,8 +152,10 @@ fn check_accepted(fields: &Map<String, Value>) -> Result<(), ApiError> {
             "service_tier" => matches!(value.as_str(), Some("auto" | "default")) || value.is_null(),
             "top_p" => value.as_f64() == Some(1.0) || value.is_null(),
             "include" => value.as_array().is_some_and(Vec::is_empty) || value.is_null(),
-            "tools" => value.as_array().is_some_and(Vec::is_empty) || value.is_null(),
-            "tool_choice" => matches!(value.as_str(), Some("none" | "auto")) || value.is_null(),
+            "reasoning" | "max_tool_calls" => value.is_null(),
+            "top_logprobs" | "presence_penalty" | "frequency_penalty" => {
+                value.as_f64() == Some(0.0) || value.is_null()
+            }
             "text" => {
                 value.is_null()
                     || value
@@ -145,14 +165,14 @@ fn check_accepted(fields: &Map<String, Value>) -> Result<(), ApiError> {
             "stream_options" => value.is_null() || value.is_object(),
             _ => {
                 return Err(ApiError::Param {
-                    param: "body",
+                    param: name.clone(),
                     message: format!("unknown parameter: {name}"),
                 })
             }
         };
         if !ok {
             return Err(ApiError::Unsupported {
-                param: "body",
+                param: name.clone(),
                 message: format!("{name}: only its default is supported here (docs/responses.md)"),
             });
         }
@@ -177,11 +197,12 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
     let model = optional_string("model")?;
     let mut instructions: Vec<String> = optional_string("instructions")?.into_iter().collect();
     let mut said = Vec::new();
+    let mut outputs = Vec::new();
     match fields.get("input") {
         Some(Value::String(text)) => said.push(text.clone()),
         Some(Value::Array(items)) if !items.is_empty() => {
             for item in items {
-                read_input_item(item, &mut said, &mut instructions)?;
+                read_input_item(item, &mut said, &mut instructions, &mut outputs)?;
             }
         }
         Some(Value::Array(_)) | None | Some(Value::Null) => {
@@ -189,10 +210,16 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
         }
         Some(_) => return Err(bad("input", "input must be a string or an array of items")),
     }
-    if said.is_empty() {
+    if said.is_empty() && outputs.is_empty() {
         return Err(bad("input", "input holds no user message"));
     }
-    let message = Message::parse(&said.join("\n\n"), max_message_bytes)?;
+    // Function results are kept in the run's input as text (griptape's view, later prompts).
+    let mut text: Vec<String> = outputs
+        .iter()
+        .map(|(id, output)| format!("[function result] {id}: {output}"))
+        .collect();
+    text.extend(said);
+    let message = Message::parse(&text.join("\n\n"), max_message_bytes)?;
     let instructions = match instructions.join("\n\n") {
         joined if joined.trim().is_empty() => None,
         joined if joined.len() > max_message_bytes => {
@@ -204,6 +231,13 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
         joined => Some(joined),
     };
     let chain = parse_chain(&fields)?;
+    if !outputs.is_empty() && !matches!(chain, Chain::After(_)) {
+        return Err(unsupported(
+            "input",
+            "function_call_output answers the calls of a previous_response_id",
+        ));
+    }
+    let tools = parse_tools(&fields)?;
     let store = flag("store", true)?;
     let stream = flag("stream", false)?;
     let background = flag("background", false)?;
@@ -231,6 +265,77 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
         background,
         metadata,
         options,
+        tools,
+        outputs,
+    })
+}
+
+/// `tools` (functions only) and `tool_choice`, given and as chat completions take them.
+fn parse_tools(fields: &Map<String, Value>) -> Result<Tools, ApiError> {
+    let given = match fields.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(tools)) => tools.clone(),
+        Some(_) => return Err(bad("tools", "tools must be an array")),
+    };
+    if Value::Array(given.clone()).to_string().len() > MAX_TOOLS_BYTES {
+        return Err(bad("tools", "tools are over 64 KiB"));
+    }
+    let mut for_model = Vec::with_capacity(given.len());
+    for tool in &given {
+        if tool.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(unsupported(
+                "tools",
+                "only function tools are supported here",
+            ));
+        }
+        let name = match tool.get("name") {
+            Some(Value::String(n)) if !n.is_empty() && n.len() <= 64 => n,
+            _ => {
+                return Err(bad(
+                    "tools",
+                    "a function tool needs a name (1-64 characters)",
+                ))
+            }
+        };
+        let mut function = Map::new();
+        function.insert("name".into(), json!(name));
+        for key in ["description", "parameters", "strict"] {
+            if let Some(v) = tool.get(key).filter(|v| !v.is_null()) {
+                function.insert(key.into(), v.clone());
+            }
+        }
+        for_model.push(json!({"type": "function", "function": function}));
+    }
+    let choice = fields.get("tool_choice").filter(|v| !v.is_null()).cloned();
+    let choice_for_model = match &choice {
+        None => None,
+        Some(Value::String(c)) if matches!(c.as_str(), "auto" | "none" | "required") => {
+            Some(json!(c))
+        }
+        Some(Value::Object(c)) if c.get("type").and_then(Value::as_str) == Some("function") => {
+            match c.get("name").and_then(Value::as_str) {
+                Some(name) => Some(json!({"type": "function", "function": {"name": name}})),
+                None => {
+                    return Err(bad(
+                        "tool_choice",
+                        "tool_choice names a function: {\"type\": \"function\", \"name\"}",
+                    ))
+                }
+            }
+        }
+        Some(_) => {
+            return Err(unsupported(
+                "tool_choice",
+                "tool_choice is auto, none, required or a function",
+            ))
+        }
+    };
+    let none = given.is_empty();
+    Ok(Tools {
+        for_model: (!none).then(|| Value::Array(for_model)),
+        choice_for_model: choice_for_model.filter(|_| !none),
+        given,
+        choice,
     })
 }
 
@@ -318,17 +423,34 @@ fn read_input_item(
     item: &Value,
     said: &mut Vec<String>,
     instructions: &mut Vec<String>,
+    outputs: &mut Vec<(String, String)>,
 ) -> Result<(), ApiError> {
     let Value::Object(item) = item else {
         return Err(bad("input", "each input item must be an object"));
     };
     match item.get("type").and_then(Value::as_str) {
         None | Some("message") => {}
-        Some("function_call" | "function_call_output") => {
-            return Err(unsupported(
-                "input",
-                "function calls are not supported here yet (docs/responses.md)",
-            ))
+        // The previous response's own call, sent back: it is in that response already.
+        Some("function_call") => return Ok(()),
+        Some("function_call_output") => {
+            let call_id = item.get("call_id").and_then(Value::as_str);
+            let output = match item.get("output") {
+                Some(Value::String(o)) => Some(o.clone()),
+                Some(Value::Array(_)) => Some(message_text(item.get("output"))?),
+                _ => None,
+            };
+            match (call_id, output) {
+                (Some(id), Some(output)) if !id.is_empty() => {
+                    outputs.push((id.to_owned(), output));
+                    return Ok(());
+                }
+                _ => {
+                    return Err(bad(
+                        "input",
+                        "a function_call_output needs a call_id and an output",
+                    ))
+                }
+            }
         }
         Some(other) => {
             return Err(unsupported(
@@ -470,10 +592,16 @@ mod tests {
             ),
             (br#"{"input": "hi", "conversation": "a b"}"#, "conversation"),
             (br#"{"input": "hi", "metadata": {"k": 1}}"#, "metadata"),
-            (br#"{"input": "hi", "frobnicate": 1}"#, "body"),
+            (br#"{"input": "hi", "frobnicate": 1}"#, "frobnicate"),
+            (br#"{"input": "hi", "top_p": 0.5}"#, "top_p"),
+            (br#"{"input": "hi", "tool_choice": "sometimes"}"#, "tool_choice"),
+            (
+                br#"{"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}"#,
+                "input",
+            ),
             (
                 br#"{"input": "hi", "tools": [{"type": "web_search"}]}"#,
-                "body",
+                "tools",
             ),
             (
                 br#"{"input": [{"role": "assistant", "content": "x"}]}"#,
@@ -483,7 +611,7 @@ mod tests {
         ] {
             match parse_create(body, 100) {
                 Err(ApiError::Param { param: p, .. } | ApiError::Unsupported { param: p, .. }) => {
-                    assert_eq!(p, param, "{}", String::from_utf8_lossy(body))
+                    assert_eq!(p, *param, "{}", String::from_utf8_lossy(body))
                 }
                 other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
             }

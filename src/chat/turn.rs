@@ -571,11 +571,7 @@ impl ChatService {
             tracing::warn!(session_id = %turn.session, "the model's answer was cut off at its length limit");
         }
         let calls = completion.calls;
-        let text = match completion.text.trim().is_empty() {
-            true => render_calls(&calls),
-            false => completion.text,
-        };
-        let run = new_run(turn, &message, text);
+        let run = new_run(turn, &message, completion.text, &calls);
         // The next window's first run: the one the window stepped to, or this one if every
         // earlier run left it.
         let window_from = step_to.map(|i| match snapshot.memory.runs.get(i) {
@@ -873,8 +869,18 @@ fn receipt_of(turn: &TurnRequest, run: &Run) -> Option<Receipt> {
     })
 }
 
-/// The turn's run: the message and the reply, under the id the caller minted, if it did.
-fn new_run(turn: &TurnRequest, message: &Message, reply: String) -> Run {
+/// The turn's run: the message and the reply (a reply of function calls alone as their
+/// rendering), under the id the caller minted, if it did.
+fn new_run(
+    turn: &TurnRequest,
+    message: &Message,
+    reply: String,
+    calls: &[crate::model::ToolCall],
+) -> Run {
+    let reply = match reply.trim().is_empty() {
+        true => render_calls(calls),
+        false => reply,
+    };
     let mut run = Run::new(message.as_str(), reply);
     if let Some(id) = &turn.extras.run_id {
         run.id = id.clone();

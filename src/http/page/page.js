@@ -358,15 +358,18 @@
       if (view !== state.view) return;
       el.logStatus.textContent = "";
       for (const run of page.runs) el.messages.append(...runNodes(run));
-      lastTools();
       state.older.cursor = page.prev_cursor;
       el.older.hidden = !page.prev_cursor;
+      resume(id, page.runs);
+      lastTools();
       el.log.scrollTop = el.log.scrollHeight;
     } catch (e) {
       if (view !== state.view) return;
-      el.logStatus.textContent = e.code === "session_not_found"
+      const none = e.code === "session_not_found";
+      el.logStatus.textContent = none
         ? "No messages here yet. Say something to start this conversation."
         : "Could not load this conversation: " + describe(e);
+      if (none && resume(id, [])) el.logStatus.textContent = "";
     } finally {
       if (view === state.view) state.loading = false;
     }
@@ -762,15 +765,16 @@
     el.message.focus();
   });
 
-  async function turn(ex) {
+  // What a reply under way starts with: its Stop, its place emptied, its state.
+  function begin(ex, text) {
     const controller = new AbortController();
     ex.controller = controller;
-    const mine = ex.view === state.view;
-    if (mine) {
+    if (ex.view === state.view) {
       state.sending = ex;
       busy(true);
     }
     ex.raw = "";
+    ex.last = null;
     showReply(ex.reply, "");
     const focused = ex.reply.contains(document.activeElement);
     for (const li of [ex.user, ex.reply]) {
@@ -778,7 +782,13 @@
     }
     if (focused) el.message.focus(); // its button is gone
     ex.reply.setAttribute("aria-busy", "true");
-    setState(ex.reply, "pending", ex.say.regenerate ? "Writing another version…" : "Waiting for the reply…");
+    setState(ex.reply, "pending", text);
+    return controller.signal;
+  }
+
+  async function turn(ex) {
+    ex.run = null;
+    const signal = begin(ex, ex.say.regenerate ? "Writing another version…" : "Waiting for the reply…");
     const body = {session_id: ex.id, ...ex.say, ...(mode === "NONE" ? {owner: state.owner} : {})};
     let outcome;
     try {
@@ -786,7 +796,7 @@
         method: "POST",
         headers: headers({"Content-Type": "application/json", "Accept": "text/event-stream", "Idempotency-Key": ex.key}),
         body: JSON.stringify(body),
-        signal: controller.signal,
+        signal,
       });
       if (!response.ok) throw await errorOf(response);
       if ((response.headers.get("content-type") || "").startsWith("text/event-stream")) {
@@ -798,10 +808,101 @@
     } catch (e) {
       outcome = {error: e};
     }
-    finish(ex, outcome, controller.signal.aborted);
+    // The connection dropped after the reply began: it is followed from the last piece shown.
+    if (lost(outcome) && ex.run && !signal.aborted && !leaving) {
+      outcome = await follow(ex, signal, "The connection dropped: following the reply…");
+    }
+    finish(ex, outcome, signal.aborted);
   }
 
-  // Server-sent events read from the response body: delta, done, error.
+  // No end came: the stream stopped short, or the network failed under it.
+  const lost = (o) => o.cut || (o.error && !(o.error instanceof ApiError));
+
+  // ---- replies that survive a reload: a streamed turn is remembered in this tab (its run,
+  // message, key, and the last piece's id) from its `started` event to its end
+
+  const MEMORY = "session-chat.reply.";
+  let leaving = false; // the page is being left: what is under way stays remembered
+  window.addEventListener("pagehide", () => { leaving = true; });
+  window.addEventListener("pageshow", () => { leaving = false; });
+
+  function remember(ex) {
+    try {
+      sessionStorage.setItem(MEMORY + ex.id, JSON.stringify({run: ex.run, text: ex.text, key: ex.key,
+        say: ex.say, was: ex.was ? ex.was.id : null, last: ex.last}));
+    } catch (_) { /* no storage: the reply just cannot be followed after a reload */ }
+  }
+
+  function recall(id) {
+    try {
+      const m = JSON.parse(sessionStorage.getItem(MEMORY + id));
+      return m && typeof m.run === "string" && typeof m.text === "string" && m.say ? m : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function forget(ex) {
+    const m = recall(ex.id);
+    if (m && m.key === ex.key) sessionStorage.removeItem(MEMORY + ex.id);
+  }
+
+  // The conversation just read: a remembered reply that is not in it (not saved yet) is shown
+  // again and followed from its start; one that is, forgotten. True when one is followed.
+  function resume(id, runs) {
+    const m = recall(id);
+    if (!m) return false;
+    const ex = {id, text: m.text, key: m.key, say: m.say, run: m.run, view: state.view};
+    if (runs.some((r) => r.id === m.run || (r.alternatives || []).includes(m.run))) {
+      forget(ex);
+      return false;
+    }
+    // A new version goes where the one it replaces is shown (the runs after an edited one go).
+    const reply = m.was && el.messages.querySelector("li.msg.bot[data-run=\"" + CSS.escape(m.was) + "\"]");
+    const user = reply && reply.previousElementSibling;
+    if (reply && reply.run && user && user.dataset.run === m.was) {
+      Object.assign(ex, {user, reply, was: reply.run});
+      if (m.say.edit) {
+        ex.user.querySelector(".text").textContent = m.text;
+        while (reply.nextElementSibling) reply.nextElementSibling.remove();
+      }
+    } else {
+      ex.user = messageNode("user", m.text);
+      ex.reply = messageNode("bot", "");
+      el.messages.append(ex.user, ex.reply);
+    }
+    (async () => {
+      const signal = begin(ex, "Resuming the reply…");
+      finish(ex, await follow(ex, signal), signal.aborted);
+    })();
+    return true;
+  }
+
+  // GET .../runs/{run}/stream: the reply's pieces after the last one shown (all of them when
+  // none was), then its end (done, or the turn's error event). Asked again while it ends short
+  // but brings more pieces (the server's invocation ran out of time, or the network failed).
+  async function follow(ex, signal, note) {
+    let outcome;
+    for (let idle = 0; idle < 2; ) {
+      if (note) setState(ex.reply, "pending", note);
+      const last = ex.last;
+      try {
+        const path = sessionPath(ex.id) + "/runs/" + encodeURIComponent(ex.run) + "/stream";
+        const response = await fetch(url(path, {after: ex.last}), {headers: headers({"Accept": "text/event-stream"}), signal});
+        if (!response.ok) throw await errorOf(response);
+        outcome = await readStream(response, ex);
+      } catch (e) {
+        outcome = {error: e};
+      }
+      if (signal.aborted || leaving || !lost(outcome)) break;
+      idle = ex.last === last ? idle + 1 : 0;
+      if (idle < 2) await new Promise((done) => setTimeout(done, 500));
+    }
+    // Not followed to its end (no such reply, or no answer): said as a reply cut off.
+    return outcome.done || (outcome.error instanceof ApiError && outcome.error.status === 200) ? outcome : {cut: true};
+  }
+
+  // Server-sent events read from the response body: started, delta (numbered by `id:`), done, error.
   // The reply formatted again from its whole text, at most once a frame while it grows.
   // A long reply is formatted less often: the wait is four times what the last format took,
   // so formatting never holds the page more than a fifth of the time.
@@ -823,13 +924,21 @@
     let buffer = "";
     let name = "message";
     let data = [];
+    let id = null;
     let result = null;
     const dispatch = () => {
       if (data.length) {
         let payload = null;
         try { payload = JSON.parse(data.join("\n")); } catch (_) { /* not JSON: ignored */ }
-        if (name === "delta" && payload && typeof payload.text === "string") {
+        if (name === "started" && payload && typeof payload.run_id === "string") {
+          ex.run = payload.run_id;
+          remember(ex);
+        } else if (name === "delta" && payload && typeof payload.text === "string") {
           ex.raw += payload.text;
+          if (/^\d+$/.test(id || "")) {
+            ex.last = Number(id);
+            if (ex.run && !ex.controller.signal.aborted) remember(ex);
+          }
           draw(ex);
           if (ex.reply.dataset.state !== "streaming") setState(ex.reply, "streaming", "Writing…");
         } else if (name === "done" && payload) {
@@ -841,6 +950,7 @@
       }
       name = "message";
       data = [];
+      id = null;
     };
     while (!result) {
       const {value, done} = await reader.read();
@@ -860,6 +970,7 @@
           if (v[0] === " ") v = v.slice(1);
           if (field === "event") name = v;
           else if (field === "data") data.push(v);
+          else if (field === "id") id = v;
         }
         if (result) break;
       }
@@ -874,6 +985,7 @@
     reply.removeAttribute("aria-busy");
     clearTimeout(ex.frame);
     ex.frame = 0;
+    if (!leaving) forget(ex);
     // What was stored is what counts; otherwise the words that came.
     if (outcome.done && typeof outcome.done.reply === "string") ex.raw = outcome.done.reply;
     showReply(reply, ex.raw);

@@ -172,23 +172,7 @@ impl App {
         };
         let run_id = crate::memory::new_run_id();
         let id = ResponseId::format(&run_id, session_id);
-        let record = Record {
-            model: body
-                .model
-                .clone()
-                .unwrap_or_else(|| self.settings.model_id.clone()),
-            instructions: body.instructions.clone(),
-            metadata: body.metadata.clone(),
-            previous_response_id: previous.map(|p| ResponseId::format(p.run.as_str(), &p.session)),
-            conversation,
-            temperature: body.options.temperature,
-            max_output_tokens: body.options.max_output_tokens,
-            background: body.background,
-            created_at: now_secs(),
-            tools: body.tools.given.clone(),
-            tool_choice: body.tools.choice.clone(),
-            ..Record::default()
-        };
+        let record = self.record_of(&body, previous, conversation);
         let turn = TurnRequest {
             session,
             say,
@@ -214,7 +198,18 @@ impl App {
             ));
             return stream::start(&self.chat, turn, Box::new(events)).await;
         }
-        let reply = self.chat.send(&turn).await?;
+        self.answer_whole(call, &turn, &record, session_id).await
+    }
+
+    /// A response answered whole: the saved run's record (a replay's, as first saved).
+    async fn answer_whole(
+        &self,
+        call: &Call<'_>,
+        turn: &TurnRequest,
+        record: &Record,
+        session_id: &SessionId,
+    ) -> Result<Answer, ApiError> {
+        let reply = self.chat.send(turn).await?;
         super::answered::log_turn(call.request_id(), session_id, &reply, false, call.started);
         // A replay answers with the run first saved under this key, as it was saved.
         let record = match reply.replayed {
@@ -244,6 +239,32 @@ impl App {
             super::answered::mark_replayed(answer.headers_mut());
         }
         Ok(Answer::Whole(answer))
+    }
+
+    /// What a new response keeps with its run (the chat cycle adds its usage and calls).
+    fn record_of(
+        &self,
+        body: &request::CreateResponse,
+        previous: Option<&ResponseId>,
+        conversation: Option<String>,
+    ) -> Record {
+        Record {
+            model: body
+                .model
+                .clone()
+                .unwrap_or_else(|| self.settings.model_id.clone()),
+            instructions: body.instructions.clone(),
+            metadata: body.metadata.clone(),
+            previous_response_id: previous.map(|p| ResponseId::format(p.run.as_str(), &p.session)),
+            conversation,
+            temperature: body.options.temperature,
+            max_output_tokens: body.options.max_output_tokens,
+            background: body.background,
+            created_at: now_secs(),
+            tools: body.tools.given.clone(),
+            tool_choice: body.tools.choice.clone(),
+            ..Record::default()
+        }
     }
 
     /// What a response after `prev` answers: a new message after it when it is the

@@ -594,7 +594,10 @@ mod tests {
             (br#"{"input": "hi", "metadata": {"k": 1}}"#, "metadata"),
             (br#"{"input": "hi", "frobnicate": 1}"#, "frobnicate"),
             (br#"{"input": "hi", "top_p": 0.5}"#, "top_p"),
-            (br#"{"input": "hi", "tool_choice": "sometimes"}"#, "tool_choice"),
+            (
+                br#"{"input": "hi", "tool_choice": "sometimes"}"#,
+                "tool_choice",
+            ),
             (
                 br#"{"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}"#,
                 "input",

@@ -60,10 +60,12 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-color-emoji; }
 
 ## Unit and integration tests (local DynamoDB-compatible server, scripted model, the real local
-## model of `make llm`, cargo lambda watch), then the chat page in headless Chromium (tests/browser).
+## model of `make llm`, cargo lambda watch), then the chat page in headless Chromium (tests/browser)
+## and the Responses API through the real openai client (tests/responses).
 test: setup browser tokencount llm
 	cargo test --all-targets
 	$(PY) -m pytest -q tests/browser
+	$(PY) -m pytest -q tests/responses
 
 lint: setup
 	cargo fmt --all -- --check
@@ -71,7 +73,7 @@ lint: setup
 	$(PY) tools/code_shape.py check
 	cfn-lint template.yaml
 	AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0 sam validate --lint
-	$(PY) -m py_compile tools/*.py tools/griptape/*.py events/*.py bench/*.py bench/original/*.py tests/browser/*.py
+	$(PY) -m py_compile tools/*.py tools/griptape/*.py events/*.py bench/*.py bench/original/*.py tests/*.py tests/browser/*.py tests/responses/*.py
 
 ## `sam build` as a deploy would run it (cargo-lambda cross-compiles to arm64 with zig; the two
 ## compute types' functions share one build), then checks the artifact is an aarch64 `bootstrap`.

@@ -829,7 +829,7 @@
   function remember(ex) {
     try {
       sessionStorage.setItem(MEMORY + ex.id, JSON.stringify({run: ex.run, text: ex.text, key: ex.key,
-        say: ex.say, was: ex.was ? ex.was.id : null, last: ex.last}));
+        say: ex.say, was: ex.was || null, last: ex.last}));
     } catch (_) { /* no storage: the reply just cannot be followed after a reload */ }
   }
 
@@ -857,10 +857,13 @@
       forget(ex);
       return false;
     }
-    // A new version goes where the one it replaces is shown (the runs after an edited one go).
-    const reply = m.was && el.messages.querySelector("li.msg.bot[data-run=\"" + CSS.escape(m.was) + "\"]");
+    // A new version goes where the one it replaces is shown (the runs after an edited one go);
+    // while it is written the history has neither (its place is the new one's), so it comes last.
+    const was = m.was && typeof m.was.id === "string" && Array.isArray(m.was.alternatives) ? m.was : null;
+    const reply = was && el.messages.querySelector("li.msg.bot[data-run=\"" + CSS.escape(was.id) + "\"]");
     const user = reply && reply.previousElementSibling;
-    if (reply && reply.run && user && user.dataset.run === m.was) {
+    ex.was = was;
+    if (reply && reply.run && user && user.dataset.run === was.id) {
       Object.assign(ex, {user, reply, was: reply.run});
       if (m.say.edit) {
         ex.user.querySelector(".text").textContent = m.text;

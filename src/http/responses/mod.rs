@@ -176,7 +176,7 @@ impl App {
         let turn = TurnRequest {
             session,
             say,
-            owner: self.owner(call.request, None)?,
+            owner: self.response_owner(call, body.user.as_deref())?,
             idempotency_key: key,
             deadline: call.deadline,
             extras: TurnExtras {
@@ -239,6 +239,24 @@ impl App {
             super::answered::mark_replayed(answer.headers_mut());
         }
         Ok(Answer::Whole(answer))
+    }
+
+    /// Whose session a response is in: the token's `sub` in JWT mode; else the `user` a
+    /// trusted backend names, if any (as `POST /chat`'s `owner`: listed under it, and a
+    /// session of another owner is `403`).
+    fn response_owner(
+        &self,
+        call: &Call<'_>,
+        user: Option<&str>,
+    ) -> Result<Option<crate::input::OwnerKey>, ApiError> {
+        let named = user.filter(|_| self.settings.auth_mode != crate::config::AuthMode::Jwt);
+        self.owner(call.request, named).map_err(|e| match e {
+            ApiError::Input(crate::input::InputError::Owner) => ApiError::Param {
+                param: "user".into(),
+                message: "user must be 1-128 letters, digits and -_.:@".into(),
+            },
+            e => e,
+        })
     }
 
     /// What a new response keeps with its run (the chat cycle adds its usage and calls).

@@ -32,6 +32,9 @@ pub struct CreateResponse {
     pub tools: Tools,
     /// `function_call_output` items: `(call id, output)`, in order.
     pub outputs: Vec<(String, String)>,
+    /// `user`: the end user a trusted backend says this is for (the session's owner, as
+    /// `POST /chat`'s `owner`); ignored in JWT mode, where the owner is the token's.
+    pub user: Option<String>,
 }
 
 /// Function tools as the request gave them (for the response) and as chat completions take
@@ -267,6 +270,7 @@ pub fn parse_create(bytes: &[u8], max_message_bytes: usize) -> Result<CreateResp
         options,
         tools,
         outputs,
+        user: optional_string("user")?,
     })
 }
 

@@ -419,7 +419,9 @@ fn the_template_matches_the_code() {
                 "DELETE /sessions/{session_id}",
                 "POST /sessions/{session_id}/select",
                 "DELETE /sessions/{session_id}/runs/{run_id}",
-                "PUT /sessions/{session_id}/runs/{run_id}/feedback"
+                "PUT /sessions/{session_id}/runs/{run_id}/feedback",
+                "GET /sessions/{session_id}/runs/{run_id}/stream",
+                "ANY /v1/{proxy+}"
             ]
             .map(String::from)
         )
@@ -469,13 +471,29 @@ fn the_template_streams_post_chat_in_every_auth_mode() {
             .collect()
     };
 
-    // One REST route, POST /chat, integrated by streaming invocation of the chat function.
+    // Two REST routes, POST /chat and ANY /v1/{proxy+} (the Responses API), each integrated
+    // by streaming invocation of the chat function.
     let methods = of_type("AWS::ApiGateway::Method");
-    assert_eq!(methods.len(), 1, "the streaming API has one route");
-    let method = &methods[0]["Properties"];
+    assert_eq!(methods.len(), 2, "the streaming API has two routes");
+    let method = &resources["StreamChatMethod"]["Properties"];
     assert_eq!(method["HttpMethod"], "POST");
     let resource = &resources["StreamChatResource"]["Properties"];
     assert_eq!(resource["PathPart"], "chat");
+    let v1 = &resources["StreamV1Method"]["Properties"];
+    assert_eq!(v1["HttpMethod"], "ANY");
+    assert_eq!(
+        resources["StreamV1Resource"]["Properties"]["PathPart"],
+        "v1"
+    );
+    assert_eq!(
+        resources["StreamV1ProxyResource"]["Properties"]["PathPart"],
+        "{proxy+}"
+    );
+    assert_eq!(
+        v1["Integration"], method["Integration"],
+        "the same streaming integration"
+    );
+    assert_eq!(v1["AuthorizationType"], method["AuthorizationType"]);
     let integration = &method["Integration"];
     assert_eq!(integration["Type"], "AWS_PROXY");
     assert_eq!(integration["ResponseTransferMode"], "STREAM");

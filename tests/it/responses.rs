@@ -671,3 +671,47 @@ async fn a_function_call_round_trip() {
         .find(|(n, _)| n == "response.function_call_arguments.done");
     assert_eq!(done.unwrap().1["arguments"], r#"{"city": "Oslo"}"#);
 }
+
+/// Identity scoping: a backend's `user` owns the conversation (listed under it); in JWT mode a
+/// response is the token's own, and another caller's id finds nothing.
+#[tokio::test]
+async fn responses_are_their_callers_own() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let (status, r) = create(json!({"input": "Hello my name is Ada.", "user": "ada"}))
+        .call_json(&app)
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let (_, listed) = Req::http("GET", "/sessions")
+        .query(&[("owner", "ada")])
+        .call_json(&app)
+        .await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+    let (status, _) = create(json!({"input": "hi", "user": "a b"}))
+        .call_json(&app)
+        .await;
+    assert_eq!(status, 400);
+
+    let jwt = env.app_with(&[("AUTH_MODE", "JWT")]).await;
+    let (status, mine) = create(json!({"input": "Hello my name is Bo."}))
+        .sub("alice")
+        .call_json(&jwt)
+        .await;
+    assert_eq!(status, 200, "{mine}");
+    let id = mine["id"].as_str().unwrap();
+    let path = format!("/v1/responses/{id}");
+    let (status, _) = Req::http("GET", &path).sub("alice").call_json(&jwt).await;
+    assert_eq!(status, 200);
+    let (status, theirs) = Req::http("GET", &path).sub("bob").call_json(&jwt).await;
+    assert_eq!(
+        (status, theirs["error"]["code"].clone()),
+        (404, json!("response_not_found"))
+    );
+    let (status, _) = create(json!({"input": "What is my name?", "previous_response_id": id}))
+        .sub("bob")
+        .call_json(&jwt)
+        .await;
+    assert_eq!(status, 400, "bob cannot chain after alice's response");
+    let (status, _) = Req::http("GET", &path).call_json(&jwt).await;
+    assert_eq!(status, 401);
+}

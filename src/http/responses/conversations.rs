@@ -29,6 +29,18 @@ pub fn mint_id(key: Option<&crate::input::IdempotencyKey>) -> String {
     }
 }
 
+/// A request's JSON object body holding no fields but `known`.
+fn body_of(call: &Call<'_>, known: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let fields = request::object(body_bytes(call.request.body()))?;
+    match fields.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(name) => Err(ApiError::Param {
+            param: name.clone(),
+            message: format!("unknown parameter: {name}"),
+        }),
+        None => Ok(fields),
+    }
+}
+
 /// A conversation's metadata as stored (a JSON object's text); `{}` when none.
 fn metadata_of(stored: Option<&str>) -> Map<String, Value> {
     stored
@@ -72,16 +84,7 @@ impl App {
     /// `POST /v1/conversations`: `{"items"?, "metadata"?}`: the session is made at once
     /// (empty, its metadata kept), then its items stored as runs.
     pub(super) async fn create_conversation(&self, call: &Call<'_>) -> Result<Value, ApiError> {
-        let fields = request::object(body_bytes(call.request.body()))?;
-        if let Some(name) = fields
-            .keys()
-            .find(|k| !matches!(k.as_str(), "items" | "metadata"))
-        {
-            return Err(ApiError::Param {
-                param: name.clone(),
-                message: format!("unknown parameter: {name}"),
-            });
-        }
+        let fields = body_of(call, &["items", "metadata"])?;
         let metadata = parse_metadata(fields.get("metadata"))?;
         let runs = self.pairs(fields.get("items"))?;
         let id = call.about(SessionId::parse(&mint_id(None))?);
@@ -126,13 +129,7 @@ impl App {
         segment: &str,
     ) -> Result<Value, ApiError> {
         let (id, key) = self.conversation_of(call, segment)?;
-        let fields = request::object(body_bytes(call.request.body()))?;
-        if let Some(name) = fields.keys().find(|k| k.as_str() != "metadata") {
-            return Err(ApiError::Param {
-                param: name.clone(),
-                message: format!("unknown parameter: {name}"),
-            });
-        }
+        let fields = body_of(call, &["metadata"])?;
         if !fields.contains_key("metadata") {
             return Err(ApiError::Param {
                 param: "metadata".into(),
@@ -264,13 +261,7 @@ impl App {
         segment: &str,
     ) -> Result<Value, ApiError> {
         let (id, key) = self.conversation_of(call, segment)?;
-        let fields = request::object(body_bytes(call.request.body()))?;
-        if let Some(name) = fields.keys().find(|k| k.as_str() != "items") {
-            return Err(ApiError::Param {
-                param: name.clone(),
-                message: format!("unknown parameter: {name}"),
-            });
-        }
+        let fields = body_of(call, &["items"])?;
         let runs = self.pairs(fields.get("items"))?;
         // Items go into a conversation that exists (a response may start one; this may not).
         if self.chat.about(&key, call.deadline).await?.is_none() {

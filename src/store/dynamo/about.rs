@@ -77,19 +77,31 @@ impl DynamoStore {
         session: &SessionKey,
         metadata: &str,
     ) -> Result<bool, StoreError> {
-        // Bumps the version, as a title does, so a turn saving over an older read starts over.
+        self.set_on_live(session, attr::CONVERSATION_METADATA, metadata)
+            .await
+    }
+
+    /// Sets one attribute of a live session's item (a title, a conversation's metadata);
+    /// `false` if there is no such session. Bumps the version, so a turn saving over what it
+    /// read before starts over.
+    pub(super) async fn set_on_live(
+        &self,
+        session: &SessionKey,
+        name: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(self.schema.key(session.as_str())))
-            .update_expression("SET #md = :md, #version = if_not_exists(#version, :zero) + :one")
+            .update_expression("SET #a = :v, #version = if_not_exists(#version, :zero) + :one")
             .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#t)")
-            .expression_attribute_names("#md", attr::CONVERSATION_METADATA)
+            .expression_attribute_names("#a", name)
             .expression_attribute_names("#t", attr::TOMBSTONE)
             .expression_attribute_names("#pk", &self.schema.partition_key)
             .expression_attribute_names("#version", attr::VERSION)
-            .expression_attribute_values(":md", s(metadata))
+            .expression_attribute_values(":v", s(value))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .send()

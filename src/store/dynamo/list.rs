@@ -1,6 +1,6 @@
 //! Listings: an owner's sessions through the owner index, and the title a listing shows.
 
-use super::{is_condition_failure, sdk_error, DynamoStore};
+use super::{sdk_error, DynamoStore};
 use crate::input::SessionKey;
 use crate::store::item::{listed, n, s, Item};
 use crate::store::{attr, SessionList, StoreError};
@@ -76,27 +76,6 @@ impl DynamoStore {
         session: &SessionKey,
         title: &str,
     ) -> Result<bool, StoreError> {
-        // Bumps the version, so a turn saving over what it read before the title starts over.
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.schema.key(session.as_str())))
-            .update_expression("SET #title = :t, #version = if_not_exists(#version, :zero) + :one")
-            .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#t)")
-            .expression_attribute_names("#title", attr::TITLE)
-            .expression_attribute_names("#t", attr::TOMBSTONE)
-            .expression_attribute_names("#pk", &self.schema.partition_key)
-            .expression_attribute_names("#version", attr::VERSION)
-            .expression_attribute_values(":t", s(title))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_error(e)),
-        }
+        self.set_on_live(session, attr::TITLE, title).await
     }
 }

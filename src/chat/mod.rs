@@ -174,6 +174,9 @@ pub enum ChatError {
     /// A followed reply's turn failed; nothing was stored.
     #[error("the reply failed before it was saved")]
     ReplyFailed,
+    /// The run the turn was to follow ([`TurnExtras::after`]) is not the path's last.
+    #[error("the run to follow is no longer the conversation's last")]
+    NotLast,
 }
 
 impl From<ModelError> for ChatError {
@@ -235,6 +238,10 @@ pub struct TurnExtras {
     /// Functions the model may call (chat completions' `tools`, `tool_choice`).
     pub tools: Option<serde_json::Value>,
     pub tool_choice: Option<serde_json::Value>,
+    /// The run this turn must follow: the turn answers [`ChatError::NotLast`] and stores
+    /// nothing when it is not the active path's last run as read (a chained response checks
+    /// its place in the turn's own read, not with one of its own).
+    pub after: Option<String>,
     /// The results of the functions the previous run's reply called: the prompt ends with
     /// that reply's calls and these results, not with the message.
     pub results: Option<ToolResults>,

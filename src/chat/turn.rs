@@ -285,6 +285,15 @@ impl ChatService {
             Ok(admitted) => admitted,
             Err(e) => return Err(self.released(turn, &snapshot, e).await),
         };
+        if let Some(after) = &turn.extras.after {
+            // Chained after a run that is no longer the path's last: the caller branches.
+            if snapshot.memory.runs.last().map(|r| r.id.as_str()) != Some(after.as_str()) {
+                if let Some(counter) = &admitted.counted {
+                    self.give_back(counter, turn.deadline).await;
+                }
+                return Err(self.released(turn, &snapshot, ChatError::NotLast).await);
+            }
+        }
         timings.load_ms = ms_since(started);
         let message = match self.message_of(turn, &snapshot) {
             Ok(message) => message,

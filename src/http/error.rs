@@ -198,7 +198,8 @@ fn describe_chat(e: &ChatError) -> Described {
             "the reply's save did not confirm in time; it may have been stored. Retry with the \
              same Idempotency-Key to get it without a second run",
         ),
-        ChatError::Busy(_) => said(
+        // Only when the session moved again between a chained response's two tries.
+        ChatError::Busy(_) | ChatError::NotLast => said(
             UNAVAILABLE,
             "session_busy",
             "the session is busy; nothing was changed, retry shortly",
@@ -518,6 +519,7 @@ mod tests {
             (chat(ChatError::TooManyVersions), 409, "too_many_versions"),
             (chat(ChatError::Cancelled), 409, "cancelled"),
             (chat(ChatError::ReplyFailed), 502, "reply_failed"),
+            (chat(ChatError::NotLast), 503, "session_busy"),
             (
                 chat(ChatError::QuotaExceeded {
                     kind: QuotaKind::TurnsPerMinute,
@@ -585,12 +587,13 @@ mod tests {
                 ChatError::QuotaExceeded { .. } => "QuotaExceeded",
                 ChatError::Cancelled => "Cancelled",
                 ChatError::ReplyFailed => "ReplyFailed",
+                ChatError::NotLast => "NotLast",
             },
         }
     }
 
     /// As many as `variant` names.
-    const VARIANTS: usize = 12 + 10 + 19;
+    const VARIANTS: usize = 12 + 10 + 20;
 
     #[test]
     fn every_variant_is_in_the_table() {

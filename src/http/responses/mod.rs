@@ -158,22 +158,27 @@ impl App {
         };
         let session_id = call.about(session_id);
         let session = self.session_key(call.request, session_id)?;
-        let (say, results) = match previous {
-            None => (Say::New(body.message.clone()), None),
+        // Chained after the last run (the usual case), the turn's own read checks it: no
+        // lookup of its own. Function results need the previous response's calls first.
+        let (say, results, after) = match previous {
+            None => (Say::New(body.message.clone()), None, None),
+            Some(prev) if body.outputs.is_empty() => (
+                Say::New(body.message.clone()),
+                None,
+                Some(prev.run.as_str().to_owned()),
+            ),
             Some(prev) => {
                 let (say, found) = self
                     .after(call, &session, prev, body.message.clone())
                     .await?;
-                (
-                    say,
-                    results_for(&body.outputs, &found, &self.settings.model_id)?,
-                )
+                let results = results_for(&body.outputs, &found, &self.settings.model_id)?;
+                (say, results, None)
             }
         };
         let run_id = crate::memory::new_run_id();
         let id = ResponseId::format(&run_id, session_id);
         let record = self.record_of(&body, previous, conversation);
-        let turn = TurnRequest {
+        let mut turn = TurnRequest {
             session,
             say,
             owner: self.response_owner(call, body.user.as_deref())?,
@@ -187,18 +192,40 @@ impl App {
                 tools: body.tools.for_model.clone(),
                 tool_choice: body.tools.choice_for_model.clone(),
                 results,
+                after,
             },
         };
-        if body.stream {
-            let mut events = ResponseEvents::new(id, run_id, record, session_id.clone());
-            events.log = Some((
-                call.request_id().to_owned(),
-                session_id.clone(),
-                call.started,
-            ));
-            return stream::start(&self.chat, turn, Box::new(events)).await;
+        loop {
+            let answer = if body.stream {
+                let mut events = ResponseEvents::new(
+                    id.clone(),
+                    run_id.clone(),
+                    record.clone(),
+                    session_id.clone(),
+                );
+                events.log = Some((
+                    call.request_id().to_owned(),
+                    session_id.clone(),
+                    call.started,
+                ));
+                stream::start(&self.chat, turn.clone(), Box::new(events)).await
+            } else {
+                self.answer_whole(call, &turn, &record, session_id).await
+            };
+            match (answer, previous) {
+                // Not after the last run: a branch from it, found by a lookup (once).
+                (Err(ApiError::Chat(ChatError::NotLast)), Some(prev))
+                    if turn.extras.after.is_some() =>
+                {
+                    let (say, _) = self
+                        .after(call, &turn.session, prev, body.message.clone())
+                        .await?;
+                    turn.say = say;
+                    turn.extras.after = None;
+                }
+                (answer, _) => return answer,
+            }
         }
-        self.answer_whole(call, &turn, &record, session_id).await
     }
 
     /// A response answered whole: the saved run's record (a replay's, as first saved).

@@ -351,8 +351,12 @@ impl SessionStore for InMemoryStore {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             sessions.contains_key(session.as_str())
         };
+        let last_run = self.runs(session).last().map(|r| r.id.clone());
         let abouts = self.abouts.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(live.then(|| abouts.get(session.as_str()).cloned().unwrap_or_default()))
+        Ok(live.then(|| About {
+            last_run,
+            ..abouts.get(session.as_str()).cloned().unwrap_or_default()
+        }))
     }
 
     async fn create_empty(

@@ -641,6 +641,8 @@ pub struct About {
     pub title: Option<String>,
     /// A conversation's metadata, as JSON object text.
     pub metadata: Option<String>,
+    /// The newest run the session's view shows (a log session's; it lags a burst of turns).
+    pub last_run: Option<String>,
 }
 
 /// A run looked up by id (the Responses API's `GET /v1/responses/{id}` and chaining).

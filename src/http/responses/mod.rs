@@ -158,11 +158,17 @@ impl App {
         };
         let session_id = call.about(session_id);
         let session = self.session_key(call.request, session_id)?;
-        // Chained after the last run (the usual case), the turn's own read checks it: no
-        // lookup of its own. Function results need the previous response's calls first.
+        // Chained after the run the session's view shows last (the usual case): one read of
+        // the session item proves it is there, and the turn's own read that it is still the
+        // last (else the turn branches from it). Otherwise, or with function results (which
+        // need its calls), the response is looked up.
+        let shown_last = match previous.filter(|_| body.outputs.is_empty()) {
+            Some(prev) => self.shown_last(call, &session, prev).await?,
+            None => false,
+        };
         let (say, results, after) = match previous {
             None => (Say::New(body.message.clone()), None, None),
-            Some(prev) if body.outputs.is_empty() => (
+            Some(prev) if shown_last => (
                 Say::New(body.message.clone()),
                 None,
                 Some(prev.run.as_str().to_owned()),
@@ -226,6 +232,17 @@ impl App {
                 (answer, _) => return answer,
             }
         }
+    }
+
+    /// Whether the session's view shows `prev`'s run as its newest (one read of the item).
+    async fn shown_last(
+        &self,
+        call: &Call<'_>,
+        session: &SessionKey,
+        prev: &ResponseId,
+    ) -> Result<bool, ApiError> {
+        let about = self.chat.about(session, call.deadline).await?;
+        Ok(about.and_then(|a| a.last_run).as_deref() == Some(prev.run.as_str()))
     }
 
     /// A response answered whole: the saved run's record (a replay's, as first saved).

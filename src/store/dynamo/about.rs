@@ -23,6 +23,7 @@ impl DynamoStore {
             created_at: count(&item, attr::CREATED_AT)?,
             title: text(&item, attr::TITLE)?.map(str::to_owned),
             metadata: text(&item, attr::CONVERSATION_METADATA)?.map(str::to_owned),
+            last_run: text(&item, attr::VIEW_LAST)?.map(str::to_owned),
         }))
     }
 

@@ -158,10 +158,8 @@ impl App {
         };
         let session_id = call.about(session_id);
         let session = self.session_key(call.request, session_id)?;
-        // Chained after the run the session's view shows last (the usual case): one read of
-        // the session item proves it is there, and the turn's own read that it is still the
-        // last (else the turn branches from it). Otherwise, or with function results (which
-        // need its calls), the response is looked up.
+        // Chained after the run the view shows last: the turn's read checks it is still last
+        // (else it branches). Otherwise, or with function results, a lookup.
         let shown_last = match previous.filter(|_| body.outputs.is_empty()) {
             Some(prev) => self.shown_last(call, &session, prev).await?,
             None => false,

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 GT_VENV := .venv-griptape
 GT_STAMP := $(GT_VENV)/.installed
 
-.PHONY: setup browser tokencount llm build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-managed bench-context bench-context-quick bench-storage bench-storage-quick bench-quotas bench-real bench-real-quick clean
+.PHONY: setup browser tokencount llm build test lint package watch invoke demo deploy bench bench-quick bench-streaming bench-responses bench-managed bench-context bench-context-quick bench-storage bench-storage-quick bench-quotas bench-real bench-real-quick clean
 
 setup: $(STAMP) $(GT_STAMP)
 
@@ -99,8 +99,9 @@ demo: setup tokencount
 	scripts/local.sh demo
 
 ## Benchmark: session-chat vs the hello-world floor, the bare I/O floor and the Python original
-## (griptape's recipe under awslambdaric), each under a local Lambda Runtime API, and streamed
-## turns. Writes bench/results.json and bench/bench.png. `make bench-quick` is a shorter run.
+## (griptape's recipe under awslambdaric), each under a local Lambda Runtime API, streamed
+## turns, and the Responses API against POST /chat. Writes bench/results.json and bench/bench.png.
+## `make bench-quick` is a shorter run.
 BENCH_VENV := bench/.venv-original
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_TOOLS_STAMP := $(VENV)/.bench-installed
@@ -173,6 +174,13 @@ bench-streaming: BENCH_ARGS = --streaming-only
 bench-streaming: SKIP_CONTEXT = 1
 bench-streaming: SKIP_STORAGE = 1
 bench-streaming: bench
+
+## The Responses API against POST /chat alone (latency whole and streamed, tokens, table units),
+## into bench/results.json's `responses`.
+bench-responses: BENCH_ARGS = --responses-only
+bench-responses: SKIP_CONTEXT = 1
+bench-responses: SKIP_STORAGE = 1
+bench-responses: bench
 
 deploy: package
 	SAM_CLI_TELEMETRY=0 sam deploy

@@ -28,8 +28,22 @@ model, the Runtime API or HTTP client, and the function's log line (load_ms, sav
   done          from the model's last word to the client's `done` event, less the save:
                 goal <= 5 ms
 
+The Responses API against POST /chat (`responses` in results.json): one function process, three
+sessions, the same 300-character messages turn by turn, a turn of each way in turn (the first
+place rotating), --responses-turns (40) warm turns each, the first turn left out. The ways:
+POST /chat {"session_id", "message"}; POST /v1/responses {"input", "conversation"}; and the
+same chained by "previous_response_id" (the response before; turn 1 names the conversation).
+Whole turns (the buffered protocol), then streamed ones (the streaming protocol, the model as
+above): p50/p95 of the client's time (whole: the answer; streamed: the first text delta and the
+end of the stream), the overhead in % over POST /chat, the log line's load and save, the time
+after the model's first and last word; the tokens sent a turn (the scripted model's usage
+records). Then the same turns again through tools/fault_proxy.py (--record-bodies) for the
+table's calls, read and write units per turn (bench/storage.py's billing), whole, streamed, and
+streamed with RESUMABLE_STREAMS=false (no live item).
+
     bench.py [--cold-starts 5] [--turns 100] [--curve-turns 200] [--quick] [--no-build] [--no-arm64]
-             [--plot-only] [--streaming-only] [--stream-turns 40]
+             [--plot-only] [--streaming-only] [--stream-turns 40] [--responses-only]
+             [--responses-turns 40]
 """
 import argparse
 import http.client
@@ -281,14 +295,15 @@ def sse_event(session: str, turn: int) -> dict:
     return e
 
 
-def event_times(chunks):
-    """When the first `delta` event and the `done` event had arrived, from (time, bytes) pieces."""
+def event_times(chunks, first_mark=b"event: delta\n", done_mark=b"event: done\n"):
+    """When the first `delta` event and the `done` event had arrived, from (time, bytes) pieces
+    (other dialects: their marks, e.g. the Responses API's)."""
     seen, first, done = b"", None, None
     for at, data in chunks:
         seen += data
-        if first is None and b"event: delta\n" in seen:
+        if first is None and first_mark in seen:
             first = at
-        if done is None and b"event: done\n" in seen:
+        if done is None and done_mark in seen:
             done = at
     return first, done
 
@@ -470,6 +485,400 @@ def print_streaming(r):
         print(f"{label:34}{cells[0]:>20}{cells[1]:>22}")
 
 
+# ---- the Responses API against POST /chat -----------------------------------------------------
+
+# The ways compared, each on a session of its own, the same messages turn by turn.
+WAYS = {
+    "chat": 'POST /chat {"session_id", "message"}',
+    "responses": 'POST /v1/responses {"input", "conversation": <session id>}',
+    "chained": 'POST /v1/responses {"input", "previous_response_id": <the last response>} '
+               '(turn 1: "conversation")',
+}
+# The first-delta and end events of each dialect's stream.
+SSE_MARKS = {"chat": (b"event: delta\n", b"event: done\n"),
+             "responses": (b"event: response.output_text.delta\n", b"event: response.completed\n")}
+RESPONSES_TABLES = {"latency": "bench-responses", "whole": "bench-responses-whole",
+                    "streamed": "bench-responses-streamed",
+                    "streamed_not_resumable": "bench-responses-plain"}
+
+
+def api_event(path: str, body: dict, streamed: bool) -> dict:
+    """An HTTP API event: POST `path` with the JSON body."""
+    raw = json.dumps(body)
+    e = json.loads(json.dumps(EVENT))
+    e["rawPath"] = e["requestContext"]["http"]["path"] = path
+    if path != "/chat":
+        e["routeKey"] = e["requestContext"]["routeKey"] = "ANY /v1/{proxy+}"
+        e["pathParameters"] = {"proxy": path[len("/v1/"):]}
+    e["body"] = raw
+    e["headers"]["content-length"] = str(len(raw))
+    if streamed:
+        e["headers"]["accept"] = "text/event-stream"
+    return e
+
+
+def sse_events(data: bytes) -> list:
+    """(event name, data) of each server-sent event in `data`."""
+    out = []
+    for block in data.decode(errors="replace").split("\n\n"):
+        name, lines = None, []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                lines.append(line[len("data: "):])
+        if name or lines:
+            out.append((name, "\n".join(lines)))
+    return out
+
+
+def output_text(response: dict) -> str:
+    return "".join(part.get("text", "") for item in response.get("output") or []
+                   if item.get("type") == "message" for part in item.get("content") or [])
+
+
+class Way:
+    """One way's conversation: the events of its turns, and what the next one follows."""
+
+    def __init__(self, kind: str, session: str):
+        self.kind, self.session, self.previous = kind, session, None
+
+    def event(self, turn: int, streamed: bool) -> dict:
+        text = message(turn)
+        if self.kind == "chat":
+            return api_event("/chat", {"session_id": self.session, "message": text}, streamed)
+        body = {"input": text}
+        if self.kind == "chained" and self.previous:
+            body["previous_response_id"] = self.previous
+        else:
+            body["conversation"] = self.session
+        if streamed:
+            body["stream"] = True
+        return api_event("/v1/responses", body, streamed)
+
+    def reply(self, inv, streamed: bool) -> str:
+        """The answer's reply text, checked (a Response completed, a stream to its end); keeps
+        the response's id for the next turn to chain on."""
+        what = f"{self.kind}: bad answer"
+        if streamed:
+            events = sse_events(inv.body or b"")
+            if (inv.prelude or {}).get("statusCode") != 200:
+                raise BadAnswer(f"{what}: {inv.prelude} {inv.body[-300:]!r}")
+            if self.kind == "chat":
+                done = [json.loads(d) for n, d in events if n == "done"]
+                if not done:
+                    raise BadAnswer(f"{what}: no done event: {inv.body[-300:]!r}")
+                return done[-1]["reply"]
+            done = [json.loads(d)["response"] for n, d in events if n == "response.completed"]
+            if not done or events[-1][1] != "[DONE]":
+                raise BadAnswer(f"{what}: no response.completed and [DONE]: {inv.body[-300:]!r}")
+            response = done[-1]
+        else:
+            try:
+                answer = json.loads(inv.body)
+                body = json.loads(answer.get("body") or "null") or {}
+            except (ValueError, TypeError, AttributeError):
+                answer, body = {}, {}
+            if inv.error or answer.get("statusCode") != 200:
+                raise BadAnswer(f"{what}: {(inv.body or b'')[:300]!r}")
+            if self.kind == "chat":
+                return body["reply"]
+            response = body
+        if response.get("status") != "completed":
+            raise BadAnswer(f"{what}: status {response.get('status')}")
+        self.previous = response["id"]
+        return output_text(response)
+
+
+READ_OPS = {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"}
+
+
+class TableMeter:
+    """Every table call of a turn, through tools/fault_proxy.py --record-bodies, billed as
+    bench/storage.py bills them (units from item sizes; a Scan of the table after the turn)."""
+
+    def __init__(self, proxy: int, db: int, table: str):
+        import storage  # here: it imports this module
+
+        self.storage, self.proxy = storage, proxy
+        self.table = storage.Table(storage.dynamodb(db), table)
+        self.sizes = {k: size for k, (size, _) in self.table.scan().items()}
+
+    def before(self):
+        self.storage.control(self.proxy, "DELETE", "/_log")
+
+    def after(self) -> dict:
+        entries = self.storage.control(self.proxy, "GET", "/_log")
+        scanned = self.table.scan()
+        after = {k: size for k, (size, _) in scanned.items()}
+        figures, _ = self.storage.bill_turn(entries, self.sizes, after, self.table,
+                                            {k: item for k, (_, item) in scanned.items()})
+        self.sizes = after
+        # What the reads brought back, as the table's JSON (units round up per item).
+        figures["read_bytes"] = sum(len((e.get("response") or "").encode()) for e in entries
+                                    if e.get("op") in READ_OPS)
+        return figures
+
+
+def alternate_ways(env, turns, streamed, label, run_id, logfile, meter=None) -> list:
+    """`1 + turns` turns of each way through one function process (Lambda's streaming mode for
+    `streamed`), a turn of each in turn, the first place rotating, so a passing load weighs on
+    every way alike. Per turn: the client's times (monotonic s), the reply, the invocation's
+    id (its log line's request_id) and, with `meter`, its table figures."""
+    import storage  # here: it imports this module
+
+    ways = [Way(kind, f"resp-{label}-{kind}-{run_id}") for kind in WAYS]
+    fn = storage.Function(TARGET / "release" / "session-chat",
+                          dict(env, INVOKE_MODE="RESPONSE_STREAM") if streamed else env, logfile)
+    rows = []
+    try:
+        for turn in range(1, turns + 2):
+            k = turn % len(ways)
+            for way in ways[k:] + ways[:k]:
+                event = way.event(turn, streamed)
+                if meter:
+                    meter.before()
+                inv = fn.api.invoke(event)
+                row = {"kind": way.kind, "turn": turn, "id": inv.id, "sent": inv.handed_at,
+                       "end": inv.done_at, "reply": way.reply(inv, streamed)}
+                if streamed:
+                    row["first"], row["done"] = event_times(
+                        inv.chunks, *SSE_MARKS["chat" if way.kind == "chat" else "responses"])
+                if meter:
+                    row["table"] = meter.after()
+                rows.append(row)
+    finally:
+        fn.close()
+    return rows
+
+
+def p50_p95(samples) -> dict:
+    return {"p50": round(statistics.median(samples), 2), "p95": round(percentile(samples, 95), 2),
+            "n": len(samples)}
+
+
+def way_figures(rows, requests, logfile, streamed) -> dict:
+    """Per way, over its warm turns (turn 1, a new session and for one way the process's first
+    invoke, left out): latency p50/p95 in ms (the client's; after the scripted model's first and
+    last word; the log line's load, model and save), and the mean tokens sent and model calls a
+    turn (the scripted model's usage records of the turn's requests)."""
+    import context  # here: it imports this module
+
+    def ms(a, b):
+        return (a - b) * 1000
+
+    per_turn = context.by_turn(rows, requests)
+    lines = {line.get("request_id"): line for line in turn_lines(logfile)}
+    out = {}
+    for kind in WAYS:
+        times, counts = {}, {"prompt_tokens": [], "completion_tokens": [], "model_calls": []}
+        for row, reqs in zip(rows, per_turn):
+            if row["kind"] != kind or row["turn"] == 1:
+                continue
+            if streamed:
+                model = next(r for r in reqs if not r.get("summary"))
+                got = {"first_delta_ms": ms(row["first"], row["sent"]),
+                       "total_ms": ms(row["end"], row["sent"]),
+                       "first_after_model_ms": ms(row["first"], model["first_token_at"]),
+                       "end_after_model_ms": ms(row["end"], model["last_token_at"])}
+            else:
+                got = {"turn_ms": ms(row["end"], row["sent"])}
+            line = lines.get(row["id"], {})
+            parts = {k: line[k] for k in ("load_ms", "model_ms", "save_ms") if line.get(k) is not None}
+            got |= parts
+            if not streamed and len(parts) == 3:
+                # Beyond the turn's read, model and save: the body's parsing, a lookup before
+                # the turn (previous_response_id's), the answer's building, the Runtime API.
+                got["outside_turn_ms"] = got["turn_ms"] - sum(parts.values())
+            for k, v in got.items():
+                times.setdefault(k, []).append(v)
+            usage = [r.get("usage") or {} for r in reqs]
+            counts["prompt_tokens"].append(sum(u.get("prompt_tokens", 0) for u in usage))
+            counts["completion_tokens"].append(sum(u.get("completion_tokens", 0) for u in usage))
+            counts["model_calls"].append(len(reqs))
+        out[kind] = {k: p50_p95(v) for k, v in times.items()}
+        out[kind]["per_turn"] = {k: round(sum(v) / len(v), 1) for k, v in counts.items()}
+        out[kind]["by_turn"] = {k: [round(x, 2) for x in v] for k, v in times.items()}
+    return out
+
+
+def paired_ms(ways, key) -> dict:
+    """Each Responses way's median, over the turns, of its time less POST /chat's at the same
+    turn (the same conversation length), in ms."""
+    base = ways["chat"]["by_turn"][key]
+    return {kind: round(statistics.median(a - b for a, b in zip(ways[kind]["by_turn"][key], base)), 2)
+            for kind in WAYS if kind != "chat"}
+
+
+def overhead_pct(ways, key) -> dict:
+    """Each Responses way's p50 and p95 of `key` over POST /chat's, in %."""
+    base = ways["chat"][key]
+    return {kind: {q: round((ways[kind][key][q] / base[q] - 1) * 100, 1) for q in ("p50", "p95")}
+            for kind in WAYS if kind != "chat"}
+
+
+def table_figures(rows) -> dict:
+    """Per way, the mean table calls (by operation), read and write units and bytes written a
+    warm turn."""
+    out = {}
+    for kind in WAYS:
+        turns = [r["table"] for r in rows if r["kind"] == kind and r["turn"] > 1]
+        n = len(turns)
+        ops = sorted({op for t in turns for op in t["calls"]})
+        out[kind] = {
+            "turns": n,
+            "table_calls": round(sum(sum(t["calls"].values()) for t in turns) / n, 2),
+            "table_calls_by_op": {op: round(sum(t["calls"].get(op, 0) for t in turns) / n, 2)
+                                  for op in ops},
+            "rcu": round(sum(t["rcu"] for t in turns) / n, 2),
+            "wcu": round(sum(t["wcu"] for t in turns) / n, 2),
+            "bytes_written": round(sum(t["bytes_written"] for t in turns) / n),
+            "read_bytes": round(sum(t["read_bytes"] for t in turns) / n),
+            "updates_sized_approximately": sum(t["updates_sized_approximately"] for t in turns),
+        }
+    return out
+
+
+def same_replies(rows) -> bool:
+    """Every way got the same reply at each turn (the scripted model answers from the history:
+    the same conversation reached it)."""
+    by_turn = {}
+    for r in rows:
+        by_turn.setdefault(r["turn"], set()).add(r["reply"])
+    return all(len(replies) == 1 for replies in by_turn.values())
+
+
+def run_responses(servers, turns, run_id) -> dict:
+    """POST /chat against the Responses API (both ways of naming the conversation): latency
+    whole and streamed straight to the local table, then the table's calls and units through
+    the fault proxy, streamed with RESUMABLE_STREAMS on (the default) and off."""
+    import storage  # here: it imports this module
+
+    db = servers.start(TOOLS_PY, ROOT / "tools" / "dynamodb_local.py",
+                       *[arg for t in RESPONSES_TABLES.values() for arg in ("--table", t)])
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": storage.commit(),
+           "turns": turns,
+           "ways": WAYS, "message_chars": MESSAGE_CHARS,
+           "first_token_delay_s": STREAM_FIRST_TOKEN_DELAY, "word_delay_s": STREAM_WORD_DELAY,
+           "order": "a turn of each way in turn, the first place rotating; turn 1 left out",
+           "loadavg_before": round(os.getloadavg()[0], 2)}
+
+    def model():
+        return servers.start(sys.executable, ROOT / "tools" / "scripted_model.py",
+                             "--first-token-delay", STREAM_FIRST_TOKEN_DELAY,
+                             "--word-delay", STREAM_WORD_DELAY)
+
+    replies_agree = True
+    for streamed in (False, True):
+        part = "streamed" if streamed else "whole"
+        log(f"Responses API vs POST /chat: {turns} {part} turns each way, alternated")
+        m = model()
+        env = function_env(db, m, {"TABLE_NAME": RESPONSES_TABLES["latency"]})
+        logfile = LOGS / f"responses-{part}.log"
+        rows = alternate_ways(env, turns, streamed, part, run_id, logfile)
+        ways = way_figures(rows, model_requests(m), logfile, streamed)
+        servers.stop(m)
+        keys = ("first_delta_ms", "total_ms") if streamed else ("turn_ms",)
+        paired = {k: paired_ms(ways, k) for k in keys + (
+            ("load_ms", "save_ms") if streamed else ("load_ms", "save_ms", "outside_turn_ms"))}
+        # The same, as % of /chat's p50: steadier than the p50s' ratio, as turns grow longer
+        # with the conversation.
+        paired_pct = {k: {kind: round(d / ways["chat"][k]["p50"] * 100, 1) for kind, d in paired[k].items()}
+                      for k in keys}
+        for kind in WAYS:
+            del ways[kind]["by_turn"]  # (the samples: not kept in results.json)
+        out[part] = ways | {"overhead_pct": {k: overhead_pct(ways, k) for k in keys},
+                            "paired_diff_ms": paired, "paired_diff_pct_of_chat_p50": paired_pct}
+        replies_agree &= same_replies(rows)
+
+    out["table"] = {}
+    for part, streamed, extra in (("whole", False, {}), ("streamed", True, {}),
+                                  ("streamed_not_resumable", True, {"RESUMABLE_STREAMS": "false"})):
+        log(f"Responses API vs POST /chat: table calls and units, {turns} {part} turns each way")
+        m = model()
+        proxy = servers.start(TOOLS_PY, ROOT / "tools" / "fault_proxy.py",
+                              "--upstream", f"http://127.0.0.1:{db}", "--record-bodies")
+        meter = TableMeter(proxy, db, RESPONSES_TABLES[part])
+        env = function_env(proxy, m, {"TABLE_NAME": RESPONSES_TABLES[part], **extra})
+        rows = alternate_ways(env, turns, streamed, part + "-cost", run_id,
+                              LOGS / f"responses-cost-{part}.log", meter)
+        servers.stop(proxy)
+        servers.stop(m)
+        out["table"][part] = table_figures(rows) | {"env": extra}
+        replies_agree &= same_replies(rows)
+    out["same_replies"] = replies_agree
+    out["loadavg_after"] = round(os.getloadavg()[0], 2)
+    servers.stop(db)
+    return out
+
+
+def responses_targets(r):
+    rs = r.get("responses")
+    if not rs:
+        return []
+    rows = []
+    for part, key, what in (("whole", "turn_ms", "whole turn"), ("streamed", "first_delta_ms", "first delta"),
+                            ("streamed", "total_ms", "streamed turn")):
+        for kind in ("responses", "chained"):
+            v = rs[part]["overhead_pct"][key][kind]["p50"]
+            rows.append({"target": f"Responses ({'previous_response_id' if kind == 'chained' else 'conversation'}), {what}",
+                         "value": v, "goal": "<= +10% of /chat", "ok": v <= 10,
+                         "shown": f"{v:+.1f}% p50 ({rs[part][kind][key]['p50']:.1f} vs "
+                                  f"{rs[part]['chat'][key]['p50']:.1f} ms)"})
+    return rows
+
+
+def print_responses(r):
+    rs = r.get("responses")
+    if not rs:
+        return
+    kinds, w = list(WAYS), 50
+    print(f"\nResponses API vs POST /chat ({rs['turns']} warm turns each way, alternated; {rs['when']}), "
+          f"ms p50 / p95; overhead over /chat p50 / p95:")
+    print(f"{'':{w}}" + "".join(f"{h:>18}" for h in ("POST /chat", "conversation", "previous_resp_id"))
+          + f"{'conversation':>16}{'previous_resp_id':>18}")
+
+    def line(label, part, key):
+        x = rs[part]
+        cells = [f"{x[k][key]['p50']:.1f} / {x[k][key]['p95']:.1f}" for k in kinds]
+        o = x["overhead_pct"].get(key)
+        extra = "".join(f"{o[k]['p50']:+.1f} / {o[k]['p95']:+.1f}%".rjust(n)
+                        for k, n in zip(kinds[1:], (16, 18))) if o else ""
+        print(f"{label:{w}}" + "".join(f"{c:>18}" for c in cells) + extra)
+
+    line("whole turn", "whole", "turn_ms")
+    line("  load (log line)", "whole", "load_ms")
+    line("  save (log line)", "whole", "save_ms")
+    line("  the rest, outside the turn", "whole", "outside_turn_ms")
+    line("streamed: first delta", "streamed", "first_delta_ms")
+    line("streamed: end of the stream", "streamed", "total_ms")
+    line("  first delta after the model's word", "streamed", "first_after_model_ms")
+    line("  end after the model's last word", "streamed", "end_after_model_ms")
+    line("  load (log line)", "streamed", "load_ms")
+    line("  save (log line)", "streamed", "save_ms")
+    for part, key, label in (("whole", "turn_ms", "whole turn"), ("whole", "outside_turn_ms", "  outside the turn"),
+                             ("streamed", "first_delta_ms", "first delta"),
+                             ("streamed", "total_ms", "end of the stream")):
+        d, pct = rs[part]["paired_diff_ms"][key], rs[part]["paired_diff_pct_of_chat_p50"].get(key)
+        print(f"{'  less /chat, same turn: ' + label:{w}}{'':18}"
+              + "".join((f"{d[k]:+.2f} ms" + (f" ({pct[k]:+.1f}%)" if pct else "")).rjust(19)
+                        for k in kinds[1:]))
+    for key, label in (("prompt_tokens", "prompt tokens a turn, whole / streamed"),
+                       ("model_calls", "model calls a turn, whole / streamed")):
+        print(f"{label:{w}}" + "".join(f"{rs['whole'][k]['per_turn'][key]:g} / "
+                                       f"{rs['streamed'][k]['per_turn'][key]:g}".rjust(18) for k in kinds))
+    for part, label in (("whole", "whole"), ("streamed", "streamed"),
+                        ("streamed_not_resumable", "RESUMABLE_STREAMS=false")):
+        x = rs["table"][part]
+        print(f"{'table: calls / RCU / WCU, ' + label:{w}}"
+              + "".join(f"{x[k]['table_calls']:g} / {x[k]['rcu']:g} / {x[k]['wcu']:g}".rjust(18) for k in kinds))
+    x = rs["table"]["whole"]
+    print(f"{'table: bytes read / written, whole':{w}}"
+          + "".join(f"{x[k]['read_bytes']} / {x[k]['bytes_written']}".rjust(18) for k in kinds))
+    print(f"same replies every turn: {rs['same_replies']}; load average {rs['loadavg_before']} before, "
+          f"{rs['loadavg_after']} after")
+
+
 # ---- report -----------------------------------------------------------------------------------
 
 def targets(r):
@@ -517,7 +926,7 @@ def targets(r):
                             else f"all {turns}")
         + "; griptape: " + (f"failed at turn {fails['griptape']['turn']}" if "griptape" in fails
                             else f"all {turns}"))
-    return rows + streaming_targets(r)
+    return rows + streaming_targets(r) + responses_targets(r)
 
 
 def print_table(r):
@@ -540,6 +949,7 @@ def print_table(r):
     print(f"{'conversation turns sent':30}{'':>14}{len(c['session-chat']):>14}{len(c['griptape']):>14}")
     print(f"{'prompt tokens, last turn':30}{'':>14}{c['session-chat'][-1]:>14.0f}{c['griptape'][-1]:>14.0f}")
     print_streaming(r)
+    print_responses(r)
     print(f"\n{'target':48}{'goal':>16}  {'measured':<}")
     for t in r["targets"]:
         mark = {True: "ok", False: "MISSED", None: "n/a"}[t["ok"]]
@@ -629,6 +1039,11 @@ def main() -> int:
                    help="build session-chat only, measure streamed turns, and replace just the "
                         "streaming part of results.json")
     p.add_argument("--stream-turns", type=int, default=40, help="streamed warm turns each way")
+    p.add_argument("--responses-turns", type=int, default=40,
+                   help="warm turns of each way in the Responses API against POST /chat")
+    p.add_argument("--responses-only", action="store_true",
+                   help="build session-chat only, measure the Responses API against POST /chat, "
+                        "and replace just the responses part of results.json")
     a = p.parse_args()
     if a.plot_only:
         r = json.loads((Path(a.out) / "results.json").read_text())
@@ -638,11 +1053,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops what we started
     if a.quick:
         a.cold_starts, a.turns, a.curve_turns, a.stream_turns = 2, 20, 80, 10
+        a.responses_turns = 20
     LOGS.mkdir(parents=True, exist_ok=True)
     for f in LOGS.glob("*.log"):
         f.unlink()
     if a.streaming_only:
         return streaming_only(a)
+    if a.responses_only:
+        return responses_only(a)
     if not ORIGINAL_PY.exists():
         sys.exit(f"{ORIGINAL_PY} is missing: run `make bench` (it installs it)")
 
@@ -707,6 +1125,7 @@ def main() -> int:
                     f"{result['failed']['answer'][:200]}")
             servers.stop(curve_model)
         r["streaming"] = run_streaming(servers, db, a.stream_turns, run_id)
+        r["responses"] = run_responses(servers, a.responses_turns, run_id)
         r["machine"]["loadavg_after"] = round(os.getloadavg()[0], 2)
     finally:
         servers.stop()
@@ -739,6 +1158,29 @@ def streaming_only(a) -> int:
     else:
         print_streaming(r)
     print(f"wrote the streaming part of {out}")
+    return 0
+
+
+def responses_only(a) -> int:
+    """Measures the Responses API against POST /chat alone, into the existing results.json."""
+    out = Path(a.out) / "results.json"
+    r = json.loads(out.read_text()) if out.exists() else {}
+    if not a.no_build:
+        timed_run(["cargo", "build", "--release", "--bin", "session-chat"], cwd=ROOT, env=cargo_env())
+    servers = Servers()
+    try:
+        if not a.no_build:
+            time.sleep(20)  # let the machine settle after the build
+        r["responses"] = run_responses(servers, a.responses_turns, time.strftime("%H%M%S"))
+    finally:
+        servers.stop()
+    if "systems" in r:
+        r["targets"] = targets(r)
+        print_table(r)
+    else:
+        print_responses(r)
+    out.write_text(json.dumps(r, indent=1) + "\n")
+    print(f"wrote the responses part of {out}")
     return 0
 
 

@@ -44,7 +44,9 @@ table straight from the server (not through the proxy) after it:
   old size         the item's size in the Scan after the previous turn, or as the turn's own
                    earlier calls left it; new size: PutItem's item, or for UpdateItem the item
                    in the Scan after the turn (an item updated twice in one turn is counted at
-                   its old size the first time: reported as `updates_sized_approximately`)
+                   its old size the first time: reported as `updates_sized_approximately`;
+                   but an update that only appends to a list, as a live reply's pieces do, at
+                   its old size plus what it appends)
 Figures at turns 1, 50 and 200 and the mean over the turns: read units, write units, bytes of
 the items written, table calls by operation, the session item's size. The server's ConsumedCapacity
 is probed first (two items of very different sizes) and recorded, not used: moto 5 reports a
@@ -64,6 +66,7 @@ import base64
 import json
 import math
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -253,6 +256,21 @@ class Table:
                 return out
 
 
+APPEND = re.compile(r"SET (#\w+) = list_append\(\1, (:\w+)\)")
+
+
+def appended_bytes(req):
+    """What an UpdateItem of `SET #a = list_append(#a, :v)` alone adds to its item (a live
+    reply's pieces, docs/storage.md): 1 + the size of each element; None for any other update."""
+    m = APPEND.fullmatch((req.get("UpdateExpression") or "").strip())
+    if m is None:
+        return None
+    values = (req.get("ExpressionAttributeValues") or {}).get(m.group(2), {}).get("L")
+    if values is None:
+        return None
+    return sum(1 + value_size(v) for v in values)
+
+
 def billed_failure(resp) -> bool:
     """A write DynamoDB still bills: refused by its condition, or a cancelled transaction."""
     kind = (resp or {}).get("__type", "") if isinstance(resp, dict) else ""
@@ -348,8 +366,11 @@ def bill_turn(entries, before, after, table, after_items):
             if kind == "put":
                 new = item_size(new_item)
             elif kind == "update":
+                grown = appended_bytes(req)
                 if last_write[key] == i:
                     new = after.get(key, 0)
+                elif grown is not None:
+                    new = old + grown
                 else:
                     new, approx = old, approx + 1
             else:  # delete, check

@@ -16,7 +16,6 @@ use super::answered::{log_turn, mark_replayed, ReplyBody};
 use super::{Answer, ApiError};
 use crate::chat::{ChatError, ChatService, Followed, LiveStatus, Reply, TurnEvent, TurnRequest};
 use crate::input::{SessionId, SessionKey};
-use crate::model::Usage;
 
 /// How one dialect writes a turn's events.
 pub(super) trait Encode: Send {
@@ -177,16 +176,11 @@ pub(super) fn follow(
                     TurnEvent::Finished(Ok(Reply {
                         run_id: found.run.id.clone(),
                         text: text.clone(),
-                        usage: kept.usage.map(|u| Usage {
-                            prompt_tokens: u.input_tokens,
-                            completion_tokens: u.output_tokens,
-                            cached_tokens: Some(u.cached_tokens),
-                            cache_write_tokens: None,
-                        }),
+                        usage: None,
                         replayed: false,
                         timings: Default::default(),
                         context: Default::default(),
-                        calls: kept.calls(),
+                        calls: Vec::new(),
                         record: found.record.clone(),
                     }))
                 }
@@ -204,44 +198,15 @@ pub(super) fn follow(
     rx
 }
 
-/// What a saved run's record (the slot's `response`) tells a follower.
+/// What a follower takes from a saved run's record (the slot's `response`): how its reply
+/// was streamed. Its usage and calls reach the encoder with the record itself.
 #[derive(Deserialize, Default)]
 struct Kept {
     #[serde(default)]
     pieces: Option<Vec<usize>>,
-    #[serde(default)]
-    usage: Option<KeptUsage>,
-    #[serde(default)]
-    calls: Vec<KeptCall>,
-}
-
-#[derive(Deserialize)]
-struct KeptCall {
-    call_id: String,
-    name: String,
-    arguments: String,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-struct KeptUsage {
-    input_tokens: u64,
-    output_tokens: u64,
-    #[serde(default)]
-    cached_tokens: u64,
 }
 
 impl Kept {
-    fn calls(&self) -> Vec<crate::model::ToolCall> {
-        self.calls
-            .iter()
-            .map(|c| crate::model::ToolCall {
-                id: c.call_id.clone(),
-                name: c.name.clone(),
-                arguments: c.arguments.clone(),
-            })
-            .collect()
-    }
-
     fn of(record: Option<&str>) -> Kept {
         record
             .and_then(|r| serde_json::from_str(r).ok())

@@ -215,21 +215,24 @@ impl Encode for ResponseEvents {
                 if let Some((request_id, session_id, started)) = &self.log {
                     log_turn(request_id, session_id, &reply, true, *started);
                 }
-                let calls: Vec<StoredCall> = reply.calls.iter().map(StoredCall::from).collect();
-                if !self.opened {
-                    // Replayed from a receipt: the response first saved under the key, its
-                    // reply as one piece (unless it was calls alone).
-                    self.run = reply.run_id.clone();
-                    self.id = ResponseId::format(&reply.run_id, &self.session);
-                    let calls_alone = crate::chat::render_calls(&reply.calls) == reply.text;
-                    if !calls_alone || reply.calls.is_empty() {
-                        self.delta(&mut out, &reply.text);
-                    }
-                }
                 if let Some(saved) = reply.record.as_deref() {
                     // What was saved, so every reader of the response sees the same one.
                     let model = std::mem::take(&mut self.record.model);
                     self.record = Record::read(Some(saved), &model);
+                }
+                let calls: Vec<StoredCall> = match reply.calls.is_empty() {
+                    true => self.record.calls.clone(),
+                    false => reply.calls.iter().map(StoredCall::from).collect(),
+                };
+                if !self.opened {
+                    // Replayed from a receipt, or followed once saved: the response as saved,
+                    // its reply as one piece (unless it was calls alone).
+                    self.run = reply.run_id.clone();
+                    self.id = ResponseId::format(&reply.run_id, &self.session);
+                    let called: Vec<_> = calls.iter().map(StoredCall::to_call).collect();
+                    if called.is_empty() || crate::chat::render_calls(&called) != reply.text {
+                        self.delta(&mut out, &reply.text);
+                    }
                 }
                 let usage = reply.usage.map(StoredUsage::from);
                 self.complete(&mut out, usage, &calls);
